@@ -1,0 +1,10 @@
+//! Code shared by every kafscale tier: the Kafka wire server core, the segment object format,
+//! record-batch validation, the object-store and metadata-store traits with their backends,
+//! the typed catalog over the metadata store, the sequencer (commit) contract and config.
+//!
+//! Tier crates (`kafscale-ingest`, `kafscale-fetch`, `kafscale-indexer`) depend on this crate
+//! and never on each other; the `kafscale` binary wires them together.
+
+pub mod meta_store;
+pub mod object_store;
+pub mod segment;

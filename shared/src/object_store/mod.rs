@@ -1,0 +1,74 @@
+//! The object store: where every byte of record data lives.
+//!
+//! Objects are immutable and written once: `put` is create-only and fails with
+//! [`ObjectStoreError::AlreadyExists`] if the key is taken, so a retried upload can never
+//! overwrite data a reader may already be using. Behaviour such as retries, metrics or fault
+//! injection is added by wrappers that are themselves `ObjectStore`s.
+//!
+//! Backends: [`MemoryObjectStore`] (unit tests), [`LocalFsObjectStore`] (standalone; crash-safe
+//! through write-temp, fsync, rename). Every backend passes [`conformance::run_all`].
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+// Backends (memory, local) and the conformance suite are added by their own modules.
+
+/// What `head` and `list` report about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's full key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Errors of an object store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectStoreError {
+    /// `put` found the key already taken.
+    #[error("object {key} already exists")]
+    AlreadyExists { key: String },
+    /// `get`, `get_range` or `delete` found no such object.
+    #[error("object {key} not found")]
+    NotFound { key: String },
+    /// A range that does not lie inside the object.
+    #[error("range {start}..{end} is outside object {key} of {size} bytes")]
+    InvalidRange { key: String, start: u64, end: u64, size: u64 },
+    /// A key that the backend cannot store (empty, `..` segments, absolute, ...).
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    /// The backend failed (I/O, network); the operation may succeed if retried.
+    #[error("object store i/o error on {key}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ObjectStoreError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ObjectStoreError::Io { .. })
+    }
+}
+
+/// A narrow, immutable-object store (the S3 subset kafscale needs).
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores `data` under `key` if no object has that key yet (create-only).
+    /// The object is durable when this returns `Ok`.
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError>;
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError>;
+    /// Reads `range` (end exclusive) of an object; the range must lie inside it.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectStoreError>;
+    /// Size of an object, or `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError>;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError>;
+    /// Deletes an object; deleting a missing object is not an error (as in S3).
+    async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
+}

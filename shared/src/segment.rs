@@ -1,0 +1,1 @@
+//! Segment object format v1 (written by the segment module owner).
