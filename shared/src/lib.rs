@@ -8,3 +8,9 @@
 pub mod meta_store;
 pub mod object_store;
 pub mod segment;
+pub mod batch;
+pub mod wire;
+pub mod catalog;
+pub mod keys;
+pub mod sequencer;
+pub mod watermarks;

@@ -1,0 +1,444 @@
+//! The typed metadata model on top of [`MetaStore`]: topics, partitions, offset-index entries,
+//! producer state, segment commit records, producer-id blocks and leases.
+//!
+//! This module owns the item key layout (partition key / sort key strings) and the encoding of
+//! every item (JSON with a `format` version field, so a newer reader can recognise old items).
+//! Writers that need atomic multi-item updates (the sequencer) build [`WriteOp`]s with the
+//! helpers here and submit them in one `MetaStore::write`.
+//!
+//! Layout (`pk` / `sk`):
+//! - `topic` / name → [`TopicRecord`]
+//! - `part/{topic_id}` / `{partition:010}` → [`PartitionRecord`]
+//! - `idx/{topic_id}/{partition}` / `{last_offset:020}` → [`IndexEntry`] (keyed by the *last*
+//!   offset so "which entry holds offset X" is one range read: the first sk ≥ X)
+//! - `prod/{topic_id}/{partition}` / `{producer_id:020}` → [`ProducerRecord`]
+//! - `seg` / segment key → [`SegmentCommitRecord`] (makes a retried commit return the same offsets)
+//! - `meta` / `producer-id-next` → next free producer id
+//! - `lease` / lease name → [`LeaseRecord`]
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::meta_store::{Condition, Direction, ItemKey, MetaStore, MetaStoreError, Query, WriteOp};
+use crate::sequencer::BatchOutcome;
+
+/// Format version written into every item.
+pub const ITEM_FORMAT: u32 = 1;
+
+/// Errors of catalog operations.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(i32),
+    #[error("concurrent update of {0:?} did not settle; retry")]
+    Contention(ItemKey),
+    #[error(transparent)]
+    Store(#[from] MetaStoreError),
+}
+
+impl CatalogError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CatalogError::Contention(_) => true,
+            CatalogError::Store(e) => e.is_retryable(),
+            CatalogError::TopicExists(_)
+            | CatalogError::UnknownTopic(_)
+            | CatalogError::InvalidTopicName { .. }
+            | CatalogError::InvalidPartitions(_) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub format: u32,
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+    pub created_at_ms: i64,
+}
+
+/// A partition's offsets. `next_offset` is also the high watermark: the sequencer writes the
+/// index entries and this row in one atomic batch, so there is no gap between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub format: u32,
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub bytes: u64,
+}
+
+/// Where one run of consecutive offsets of a partition lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub format: u32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub segment_key: String,
+    pub byte_start: u64,
+    pub byte_len: u64,
+    pub batch_count: u32,
+    pub record_count: u64,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// One remembered batch of an idempotent producer (Kafka keeps the last five).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerBatch {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerRecord {
+    pub format: u32,
+    pub epoch: i16,
+    /// Oldest first, at most [`PRODUCER_BATCHES_KEPT`].
+    pub batches: Vec<ProducerBatch>,
+}
+
+/// How many recent batches per producer and partition are kept for de-duplication.
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// The sequencing result of one segment, stored with the commit so a retry gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentCommitRecord {
+    pub format: u32,
+    pub size: u64,
+    pub committed_at_ms: i64,
+    pub outcomes: Vec<BatchOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub format: u32,
+    pub owner: String,
+    pub owner_addr: String,
+    pub epoch: u64,
+    pub expires_at_ms: i64,
+}
+
+pub fn topic_key(name: &str) -> ItemKey {
+    ItemKey::new("topic", name)
+}
+pub fn partition_key(topic_id: Uuid, partition: i32) -> ItemKey {
+    ItemKey::new(format!("part/{topic_id}"), format!("{partition:010}"))
+}
+pub fn index_pk(topic_id: Uuid, partition: i32) -> String {
+    format!("idx/{topic_id}/{partition}")
+}
+pub fn offset_sk(offset: i64) -> String {
+    format!("{:020}", offset.max(0))
+}
+pub fn index_key(topic_id: Uuid, partition: i32, last_offset: i64) -> ItemKey {
+    ItemKey::new(index_pk(topic_id, partition), offset_sk(last_offset))
+}
+pub fn producer_key(topic_id: Uuid, partition: i32, producer_id: i64) -> ItemKey {
+    ItemKey::new(format!("prod/{topic_id}/{partition}"), format!("{:020}", producer_id.max(0)))
+}
+pub fn segment_commit_key(segment_key: &str) -> ItemKey {
+    ItemKey::new("seg", segment_key)
+}
+pub fn lease_key(name: &str) -> ItemKey {
+    ItemKey::new("lease", name)
+}
+fn producer_id_key() -> ItemKey {
+    ItemKey::new("meta", "producer-id-next")
+}
+
+/// Encodes an item value.
+pub fn encode<T: Serialize>(value: &T) -> Bytes {
+    // Serializing these plain structs to JSON cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Decodes an item value.
+pub fn decode<T: DeserializeOwned>(key: &ItemKey, value: &[u8]) -> Result<T, MetaStoreError> {
+    serde_json::from_slice(value)
+        .map_err(|e| MetaStoreError::Corrupt { key: key.clone(), reason: e.to_string() })
+}
+
+/// Checks a topic name against Kafka's rules.
+pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
+    let bad = |reason| Err(CatalogError::InvalidTopicName { name: name.to_string(), reason });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are not allowed");
+    }
+    if name.len() > 249 {
+        return bad("longer than 249 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How long a cached topic list is trusted before a lookup reloads it.
+const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct TopicCache {
+    loaded_at: Option<Instant>,
+    by_name: HashMap<String, TopicRecord>,
+    by_id: HashMap<Uuid, TopicRecord>,
+}
+
+/// Typed access to the metadata store.
+pub struct Catalog {
+    store: Arc<dyn MetaStore>,
+    topics: RwLock<TopicCache>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("store", &self.store).finish()
+    }
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn MetaStore>) -> Self {
+        Catalog { store, topics: RwLock::new(TopicCache::default()) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    /// Creates a topic and its partition rows in one atomic write.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicRecord, CatalogError> {
+        validate_topic_name(name)?;
+        if !(1..=100_000).contains(&partitions) {
+            return Err(CatalogError::InvalidPartitions(partitions));
+        }
+        let record = TopicRecord {
+            format: ITEM_FORMAT,
+            name: name.to_string(),
+            topic_id: Uuid::new_v4(),
+            partitions,
+            configs,
+            created_at_ms: now_ms(),
+        };
+        let mut ops = vec![WriteOp::Put {
+            key: topic_key(name),
+            value: encode(&record),
+            condition: Condition::Absent,
+        }];
+        for p in 0..partitions {
+            let row = PartitionRecord { format: ITEM_FORMAT, next_offset: 0, log_start_offset: 0, bytes: 0 };
+            ops.push(WriteOp::Put {
+                key: partition_key(record.topic_id, p),
+                value: encode(&row),
+                condition: Condition::Absent,
+            });
+        }
+        match self.store.write(ops).await {
+            Ok(()) => {
+                self.invalidate_topics();
+                Ok(record)
+            }
+            Err(MetaStoreError::ConditionFailed { index: 0, .. }) => Err(CatalogError::TopicExists(name.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a topic. Its data becomes unreachable at once (readers resolve names to ids);
+    /// partition rows, index entries and segments are left for garbage collection.
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicRecord, CatalogError> {
+        let key = topic_key(name);
+        let Some(item) = self.store.get(&key).await? else {
+            return Err(CatalogError::UnknownTopic(name.to_string()));
+        };
+        let record: TopicRecord = decode(&key, &item.value)?;
+        match self
+            .store
+            .write(vec![WriteOp::Delete { key, condition: Condition::Version(item.version) }])
+            .await
+        {
+            Ok(()) => {
+                self.invalidate_topics();
+                Ok(record)
+            }
+            Err(MetaStoreError::ConditionFailed { .. }) => Err(CatalogError::UnknownTopic(name.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All topics, read from the store.
+    pub async fn list_topics(&self) -> Result<Vec<TopicRecord>, CatalogError> {
+        let items = self.store.query(Query::all("topic")).await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(decode::<TopicRecord>(&item.key, &item.value)?);
+        }
+        let mut cache = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        cache.by_id = out.iter().map(|t| (t.topic_id, t.clone())).collect();
+        cache.by_name = out.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        cache.loaded_at = Some(Instant::now());
+        Ok(out)
+    }
+
+    /// Forgets cached topics (after a create or delete).
+    pub fn invalidate_topics(&self) {
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).loaded_at = None;
+    }
+
+    fn cached<R>(&self, f: impl FnOnce(&TopicCache) -> Option<R>) -> Option<R> {
+        let cache = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        match cache.loaded_at {
+            Some(at) if at.elapsed() < TOPIC_CACHE_TTL => f(&cache),
+            _ => None,
+        }
+    }
+
+    /// A topic by name, from the cache when fresh (a miss reloads the list).
+    pub async fn topic(&self, name: &str) -> Result<Option<TopicRecord>, CatalogError> {
+        if let Some(t) = self.cached(|c| c.by_name.get(name).cloned()) {
+            return Ok(Some(t));
+        }
+        Ok(self.list_topics().await?.into_iter().find(|t| t.name == name))
+    }
+
+    /// A topic by id, from the cache when fresh (a miss reloads the list).
+    pub async fn topic_by_id(&self, topic_id: Uuid) -> Result<Option<TopicRecord>, CatalogError> {
+        if let Some(t) = self.cached(|c| c.by_id.get(&topic_id).cloned()) {
+            return Ok(Some(t));
+        }
+        Ok(self.list_topics().await?.into_iter().find(|t| t.topic_id == topic_id))
+    }
+
+    /// A partition row and its item version.
+    pub async fn partition(&self, topic_id: Uuid, partition: i32) -> Result<Option<(PartitionRecord, u64)>, CatalogError> {
+        let key = partition_key(topic_id, partition);
+        match self.store.get(&key).await? {
+            Some(item) => Ok(Some((decode(&key, &item.value)?, item.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Index entries whose last offset is ≥ `offset`, in offset order, at most `limit`.
+    pub async fn index_entries_from(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+        limit: Option<usize>,
+    ) -> Result<Vec<IndexEntry>, CatalogError> {
+        let items = self
+            .store
+            .query(Query {
+                pk: index_pk(topic_id, partition),
+                start: Bound::Included(offset_sk(offset)),
+                end: Bound::Unbounded,
+                direction: Direction::Forward,
+                limit,
+            })
+            .await?;
+        items.iter().map(|i| decode(&i.key, &i.value).map_err(CatalogError::from)).collect()
+    }
+
+    /// The producer state of one producer on one partition.
+    pub async fn producer(&self, topic_id: Uuid, partition: i32, producer_id: i64) -> Result<Option<ProducerRecord>, CatalogError> {
+        let key = producer_key(topic_id, partition, producer_id);
+        match self.store.get(&key).await? {
+            Some(item) => Ok(Some(decode(&key, &item.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored result of a segment commit, if the segment was committed.
+    pub async fn segment_commit(&self, segment_key: &str) -> Result<Option<SegmentCommitRecord>, CatalogError> {
+        let key = segment_commit_key(segment_key);
+        match self.store.get(&key).await? {
+            Some(item) => Ok(Some(decode(&key, &item.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reserves `count` consecutive producer ids and returns the first.
+    pub async fn allocate_producer_ids(&self, count: i64) -> Result<i64, CatalogError> {
+        let key = producer_id_key();
+        for _ in 0..64 {
+            let current = self.store.get(&key).await?;
+            let (next, condition) = match &current {
+                Some(item) => (decode::<i64>(&key, &item.value)?, Condition::Version(item.version)),
+                None => (0, Condition::Absent),
+            };
+            let op = WriteOp::Put { key: key.clone(), value: encode(&(next + count)), condition };
+            match self.store.write(vec![op]).await {
+                Ok(()) => return Ok(next),
+                Err(MetaStoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CatalogError::Contention(key))
+    }
+
+    /// Takes or renews the lease `name` for `owner` if it is free, expired or already ours.
+    /// Returns the lease and its item version (the fencing token for later writes).
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        owner_addr: &str,
+        ttl: Duration,
+    ) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
+        let key = lease_key(name);
+        let now = now_ms();
+        let current = self.store.get(&key).await?;
+        let (epoch, condition) = match &current {
+            None => (1, Condition::Absent),
+            Some(item) => {
+                let lease: LeaseRecord = decode(&key, &item.value)?;
+                if lease.owner != owner && lease.expires_at_ms > now {
+                    return Ok(None);
+                }
+                let epoch = if lease.owner == owner { lease.epoch } else { lease.epoch + 1 };
+                (epoch, Condition::Version(item.version))
+            }
+        };
+        let lease = LeaseRecord {
+            format: ITEM_FORMAT,
+            owner: owner.to_string(),
+            owner_addr: owner_addr.to_string(),
+            epoch,
+            expires_at_ms: now + ttl.as_millis() as i64,
+        };
+        let version = current.map(|i| i.version + 1).unwrap_or(1);
+        match self.store.write(vec![WriteOp::Put { key, value: encode(&lease), condition }]).await {
+            Ok(()) => Ok(Some((lease, version))),
+            Err(MetaStoreError::ConditionFailed { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

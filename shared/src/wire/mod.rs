@@ -1,0 +1,90 @@
+//! The Kafka wire server core shared by every tier.
+//!
+//! A connection reads length-prefixed frames (the length is checked against a maximum before
+//! anything is allocated), decodes the request header, and hands each request to a
+//! [`KafkaHandler`] in two steps: [`KafkaHandler::start`] runs in request order on the
+//! connection task (so a produce request is appended to the ingest buffer before the next one
+//! on the same connection is looked at), and the future it returns completes concurrently with
+//! later requests. Responses are written strictly in request order, as Kafka clients require
+//! when they pipeline. ApiVersions is answered here from the handler's [`ApiSupport`] table, so
+//! a tier advertises exactly the APIs it serves.
+//!
+//! Malformed input never panics: an unparsable frame, an unknown API key or an unsupported
+//! version of a non-ApiVersions request closes that one connection (as a Kafka broker does);
+//! an unsupported ApiVersions version gets `UNSUPPORTED_VERSION` with the supported list so the
+//! client can downgrade.
+
+mod api_versions;
+mod server;
+
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+
+pub use api_versions::api_versions_response;
+pub use server::{KafkaServer, WireConfig};
+
+/// One API a handler serves, with the version range it advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiSupport {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+impl ApiSupport {
+    pub const fn new(key: ApiKey, min_version: i16, max_version: i16) -> Self {
+        ApiSupport { key, min_version, max_version }
+    }
+    pub fn contains(&self, version: i16) -> bool {
+        (self.min_version..=self.max_version).contains(&version)
+    }
+}
+
+/// What the wire core knows about a request besides its body.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+    pub peer: SocketAddr,
+    pub connection_id: u64,
+}
+
+/// Why a request could not be answered; the connection is closed after logging it.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The handler cannot express the failure as a Kafka error code in this response.
+    #[error("request cannot be answered: {0}")]
+    Fatal(String),
+}
+
+/// The outcome of starting a request.
+pub enum Dispatch {
+    /// A response will be written when the future completes (in request order).
+    Respond(BoxFuture<'static, Result<ResponseKind, HandlerError>>),
+    /// No response is sent (Produce with acks=0); the future still runs to completion so the
+    /// connection waits for it before reading beyond the pipeline bound.
+    NoResponse(BoxFuture<'static, ()>),
+}
+
+impl Dispatch {
+    /// A response that is already known.
+    pub fn ready(response: impl Into<ResponseKind>) -> Self {
+        let response = response.into();
+        Dispatch::Respond(Box::pin(async move { Ok(response) }))
+    }
+}
+
+/// A tier's request handler.
+#[async_trait::async_trait]
+pub trait KafkaHandler: Send + Sync + 'static {
+    /// Every API (except ApiVersions, which the core serves) and the versions advertised.
+    fn supported_apis(&self) -> Vec<ApiSupport>;
+    /// Starts handling one decoded request. Awaited in request order per connection before the
+    /// next request is read, so it should only do quick work (validate, enqueue) and leave
+    /// waiting to the returned [`Dispatch`] future.
+    async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch;
+}

@@ -1,0 +1,278 @@
+//! Accept loop and per-connection request pipeline.
+//!
+//! Cancellation: when the shutdown token fires, the listener stops accepting and every
+//! connection stops reading new requests, finishes the ones in flight (so acknowledged produce
+//! requests get their answers after the final flush) and closes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{SinkExt, StreamExt};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::api_versions::{API_VERSIONS_SUPPORT, api_versions_response};
+use super::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
+
+/// Limits of the wire server.
+#[derive(Debug, Clone)]
+pub struct WireConfig {
+    /// Largest request frame accepted; longer frames close the connection before allocation.
+    pub max_frame_bytes: usize,
+    /// Requests read ahead per connection before the oldest is answered.
+    pub max_inflight_per_connection: usize,
+    /// Concurrent connections; further connections wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+impl Default for WireConfig {
+    fn default() -> Self {
+        WireConfig {
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_inflight_per_connection: 64,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// A bound Kafka listener.
+pub struct KafkaServer {
+    listener: TcpListener,
+    handler: Arc<dyn KafkaHandler>,
+    config: WireConfig,
+}
+
+type Pending = BoxFuture<'static, Option<Outgoing>>;
+
+struct Outgoing {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    result: Result<ResponseKind, HandlerError>,
+}
+
+struct Shared {
+    handler: Arc<dyn KafkaHandler>,
+    support: HashMap<i16, ApiSupport>,
+    all_apis: Vec<ApiSupport>,
+    config: WireConfig,
+}
+
+impl KafkaServer {
+    /// Binds the listener.
+    pub async fn bind(
+        addr: SocketAddr,
+        handler: Arc<dyn KafkaHandler>,
+        config: WireConfig,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(KafkaServer { listener, handler, config })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` fires, then waits for open connections to drain.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let all_apis = self.handler.supported_apis();
+        let support = all_apis.iter().map(|a| (a.key as i16, *a)).collect();
+        let shared = Arc::new(Shared { handler: self.handler, support, all_apis, config: self.config });
+        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let mut connections = JoinSet::new();
+        let next_id = AtomicU64::new(1);
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                a = self.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            let span = info_span!("connection", id, %peer);
+            connections.spawn(
+                async move {
+                    serve_connection(stream, peer, id, shared, shutdown).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        info!("kafka listener stopped accepting; draining connections");
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    connection_id: u64,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let codec = LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(shared.config.max_frame_bytes)
+        .new_codec();
+    let mut framed = Framed::new(stream, codec);
+    let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut reading = true;
+    debug!("connection opened");
+    loop {
+        if !reading && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(out) = pending.next(), if !pending.is_empty() => {
+                let Some(out) = out else { continue };
+                match encode_response(out) {
+                    Ok(bytes) => {
+                        if let Err(e) = framed.send(bytes).await {
+                            debug!(error = %e, "write failed; closing");
+                            return;
+                        }
+                    }
+                    Err(reason) => {
+                        warn!(%reason, "closing connection: response cannot be sent");
+                        return;
+                    }
+                }
+            }
+            frame = framed.next(), if reading && pending.len() < shared.config.max_inflight_per_connection => {
+                match frame {
+                    None => reading = false,
+                    Some(Err(e)) => {
+                        warn!(error = %e, "closing connection: bad frame");
+                        drain_and_close(&mut framed, &mut pending).await;
+                        return;
+                    }
+                    Some(Ok(frame)) => match start_request(frame.freeze(), peer, connection_id, &shared).await {
+                        Ok(fut) => pending.push_back(fut),
+                        Err(reason) => {
+                            warn!(%reason, "closing connection: bad request");
+                            drain_and_close(&mut framed, &mut pending).await;
+                            return;
+                        }
+                    },
+                }
+            }
+            _ = shutdown.cancelled(), if reading => reading = false,
+        }
+    }
+    debug!("connection closed");
+}
+
+/// Answers the requests already in flight (they were valid), then lets the connection close.
+async fn drain_and_close(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    pending: &mut FuturesOrdered<Pending>,
+) {
+    while let Some(out) = pending.next().await {
+        let Some(out) = out else { continue };
+        let Ok(bytes) = encode_response(out) else { return };
+        if framed.send(bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Decodes one request frame and starts it; `Err` means the connection must be closed.
+async fn start_request(
+    mut frame: Bytes,
+    peer: SocketAddr,
+    connection_id: u64,
+    shared: &Shared,
+) -> Result<Pending, String> {
+    if frame.len() < 8 {
+        return Err(format!("request frame of {} bytes is shorter than a header", frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| format!("unknown api key {raw_key}"))?;
+
+    if api_key == ApiKey::ApiVersions && !API_VERSIONS_SUPPORT.contains(version) {
+        // Kafka answers with UNSUPPORTED_VERSION in a v0 body so the client can pick a version.
+        let response = api_versions_response(&shared.all_apis, Some(ResponseError::UnsupportedVersion));
+        let out = Outgoing { api_key, version: 0, correlation_id, result: Ok(response.into()) };
+        return Ok(Box::pin(async move { Some(out) }));
+    }
+    let supported = if api_key == ApiKey::ApiVersions {
+        true
+    } else {
+        shared.support.get(&raw_key).is_some_and(|s| s.contains(version))
+    };
+    if !supported {
+        return Err(format!("unsupported version {version} of api {api_key:?}"));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| format!("bad {api_key:?} v{version} request header: {e}"))?;
+    let request = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| format!("bad {api_key:?} v{version} request body: {e:#}"))?;
+    if frame.has_remaining() {
+        debug!(api = ?api_key, version, extra = frame.remaining(), "trailing bytes after request body");
+    }
+    let ctx = RequestContext {
+        api_key,
+        api_version: version,
+        correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()),
+        peer,
+        connection_id,
+    };
+    if api_key == ApiKey::ApiVersions {
+        let response = api_versions_response(&shared.all_apis, None);
+        let out = Outgoing { api_key, version, correlation_id, result: Ok(response.into()) };
+        return Ok(Box::pin(async move { Some(out) }));
+    }
+    match shared.handler.start(ctx, request).await {
+        Dispatch::Respond(fut) => Ok(Box::pin(async move {
+            let result = fut.await;
+            Some(Outgoing { api_key, version, correlation_id, result })
+        })),
+        Dispatch::NoResponse(fut) => Ok(Box::pin(async move {
+            fut.await;
+            None
+        })),
+    }
+}
+
+fn encode_response(out: Outgoing) -> Result<Bytes, String> {
+    let response = out.result.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(256);
+    let header = ResponseHeader::default().with_correlation_id(out.correlation_id);
+    header
+        .encode(&mut buf, out.api_key.response_header_version(out.version))
+        .map_err(|e| format!("encoding {:?} response header: {e}", out.api_key))?;
+    response
+        .encode(&mut buf, out.version)
+        .map_err(|e| format!("encoding {:?} v{} response: {e:#}", out.api_key, out.version))?;
+    Ok(buf.freeze())
+}
