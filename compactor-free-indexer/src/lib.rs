@@ -1,1 +1,16 @@
-//! placeholder
+//! The compactor-free indexer: the single writer (sequencer) for the partitions of its shards.
+//!
+//! For every uploaded segment it assigns offsets to each batch, de-duplicates idempotent
+//! producers exactly as a Kafka partition leader does (the last five batches per producer and
+//! partition are remembered), and then writes — in ONE atomic, conditional metadata-store batch
+//! — the offset-index entries, each touched partition's next offset (= high watermark), the
+//! producer states, and the segment's commit record, fenced by a `Check` on its shard lease.
+//! A deposed owner's write therefore fails as a whole; a retried commit of the same segment
+//! finds the commit record and gets the same answer. It never rewrites segment data.
+//!
+//! Concurrency: commits are applied one at a time (the state mutex), which also orders them
+//! exactly as the gateway submitted them.
+
+mod sequencing;
+
+pub use sequencing::{Indexer, IndexerConfig, IndexerError};

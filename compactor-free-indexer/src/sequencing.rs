@@ -1,0 +1,422 @@
+//! Offset assignment, idempotent-producer checks and the atomic commit write.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kafscale_shared::catalog::{
+    self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, PRODUCER_BATCHES_KEPT, PartitionRecord, ProducerBatch,
+    ProducerRecord, SegmentCommitRecord,
+};
+use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
+use kafscale_shared::sequencer::{
+    BatchOutcome, CommitBatch, CommitRequest, CommitResponse, RejectReason, Sequencer, SequencerError,
+};
+use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
+use tokio::sync::Mutex;
+use tracing::{debug, info, instrument, warn};
+use uuid::Uuid;
+
+/// Settings of one indexer replica.
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// Identity written into the shard lease.
+    pub owner_id: String,
+    /// Address other processes use to reach this indexer (advertised in the lease).
+    pub owner_addr: String,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        IndexerConfig {
+            owner_id: format!("indexer-{}", Uuid::new_v4().simple()),
+            owner_addr: String::new(),
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of the indexer crate.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    #[error("shard lease {0} is held by another indexer")]
+    LeaseHeld(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// The shard lease this replica holds: its item version is the fencing token.
+#[derive(Debug, Clone)]
+struct HeldLease {
+    name: String,
+    version: u64,
+    epoch: u64,
+}
+
+type PartitionId = (Uuid, i32);
+type ProducerKey = (Uuid, i32, i64);
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionState {
+    record: PartitionRecord,
+    version: u64,
+}
+
+struct State {
+    lease: HeldLease,
+    partitions: HashMap<PartitionId, PartitionState>,
+    producers: HashMap<ProducerKey, Option<ProducerRecord>>,
+    recent: HashMap<String, CommitResponse>,
+    recent_order: VecDeque<String>,
+}
+
+const RECENT_COMMITS_KEPT: usize = 1024;
+
+/// The sequencer for every partition (standalone runs a single shard).
+pub struct Indexer {
+    catalog: Arc<Catalog>,
+    watermarks: Arc<Watermarks>,
+    config: IndexerConfig,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Indexer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexer").field("owner", &self.config.owner_id).finish()
+    }
+}
+
+/// The lease name of the single shard used in standalone mode.
+pub const STANDALONE_SHARD_LEASE: &str = "indexer-shard-0";
+
+/// Decision for one idempotent batch.
+enum Check {
+    Accept,
+    Duplicate(i64),
+    Reject(RejectReason),
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+fn check_sequence(state: Option<&ProducerRecord>, batch: &CommitBatch, last_seq: i32) -> Check {
+    let Some(state) = state else {
+        return if batch.base_sequence == 0 {
+            Check::Accept
+        } else {
+            Check::Reject(RejectReason::OutOfOrderSequence)
+        };
+    };
+    if batch.producer_epoch < state.epoch {
+        return Check::Reject(RejectReason::InvalidProducerEpoch);
+    }
+    if batch.producer_epoch > state.epoch {
+        return if batch.base_sequence == 0 {
+            Check::Accept
+        } else {
+            Check::Reject(RejectReason::OutOfOrderSequence)
+        };
+    }
+    if let Some(dup) = state
+        .batches
+        .iter()
+        .find(|b| b.first_seq == batch.base_sequence && b.last_seq == last_seq)
+    {
+        return Check::Duplicate(dup.base_offset);
+    }
+    match state.batches.last() {
+        Some(last) if batch.base_sequence == next_seq(last.last_seq) => Check::Accept,
+        None if batch.base_sequence == 0 => Check::Accept,
+        _ => Check::Reject(RejectReason::OutOfOrderSequence),
+    }
+}
+
+fn last_sequence(batch: &CommitBatch) -> i32 {
+    let last = batch.base_sequence as i64 + batch.offset_count as i64 - 1;
+    if last > i32::MAX as i64 { (last - i32::MAX as i64 - 1) as i32 } else { last as i32 }
+}
+
+impl Indexer {
+    /// Starts an indexer that owns the standalone shard; fails if another live owner holds it.
+    pub async fn start(
+        catalog: Arc<Catalog>,
+        watermarks: Arc<Watermarks>,
+        config: IndexerConfig,
+    ) -> Result<Arc<Self>, IndexerError> {
+        let (lease, version) = catalog
+            .acquire_lease(STANDALONE_SHARD_LEASE, &config.owner_id, &config.owner_addr, config.lease_ttl)
+            .await?
+            .ok_or_else(|| IndexerError::LeaseHeld(STANDALONE_SHARD_LEASE.to_string()))?;
+        info!(lease = STANDALONE_SHARD_LEASE, epoch = lease.epoch, "indexer owns shard");
+        let state = State {
+            lease: HeldLease { name: STANDALONE_SHARD_LEASE.to_string(), version, epoch: lease.epoch },
+            partitions: HashMap::new(),
+            producers: HashMap::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+        };
+        Ok(Arc::new(Indexer { catalog, watermarks, config, state: Mutex::new(state) }))
+    }
+
+    /// Renews the shard lease; call well within `lease_ttl`. Returns false if it was lost.
+    pub async fn renew_lease(&self) -> Result<bool, IndexerError> {
+        let mut state = self.state.lock().await;
+        let name = state.lease.name.clone();
+        match self
+            .catalog
+            .acquire_lease(&name, &self.config.owner_id, &self.config.owner_addr, self.config.lease_ttl)
+            .await?
+        {
+            Some((lease, version)) => {
+                if lease.epoch != state.lease.epoch {
+                    // Someone else owned it in between: our cached state may be stale.
+                    state.partitions.clear();
+                    state.producers.clear();
+                }
+                state.lease = HeldLease { name, version, epoch: lease.epoch };
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The renewal period matching the configured lease time.
+    pub fn renew_interval(&self) -> Duration {
+        self.config.lease_ttl / 3
+    }
+
+    async fn load_partition(&self, state: &mut State, id: PartitionId) -> Result<Option<PartitionState>, CatalogError> {
+        if let Some(p) = state.partitions.get(&id) {
+            return Ok(Some(*p));
+        }
+        match self.catalog.topic_by_id(id.0).await? {
+            Some(t) if id.1 >= 0 && id.1 < t.partitions => {}
+            _ => return Ok(None),
+        }
+        let Some((record, version)) = self.catalog.partition(id.0, id.1).await? else {
+            return Ok(None);
+        };
+        let p = PartitionState { record, version };
+        state.partitions.insert(id, p);
+        Ok(Some(p))
+    }
+
+    async fn load_producer(&self, state: &mut State, key: ProducerKey) -> Result<Option<ProducerRecord>, CatalogError> {
+        if let Some(p) = state.producers.get(&key) {
+            return Ok(p.clone());
+        }
+        let record = self.catalog.producer(key.0, key.1, key.2).await?;
+        state.producers.insert(key, record.clone());
+        Ok(record)
+    }
+
+    fn remember(state: &mut State, key: String, response: CommitResponse) {
+        if state.recent.insert(key.clone(), response).is_none() {
+            state.recent_order.push_back(key);
+        }
+        while state.recent_order.len() > RECENT_COMMITS_KEPT {
+            if let Some(old) = state.recent_order.pop_front() {
+                state.recent.remove(&old);
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(segment = %request.segment_key, batches = request.batches.len()))]
+    async fn commit_inner(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
+        let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
+        let mut state = self.state.lock().await;
+        if let Some(done) = state.recent.get(&request.segment_key) {
+            return Ok(done.clone());
+        }
+        if let Some(done) = self.catalog.segment_commit(&request.segment_key).await.map_err(store_err)? {
+            let response = CommitResponse { outcomes: done.outcomes };
+            Self::remember(&mut state, request.segment_key.clone(), response.clone());
+            return Ok(response);
+        }
+
+        // Work on copies; the cache is only updated after the write succeeded.
+        let mut parts: HashMap<PartitionId, PartitionState> = HashMap::new();
+        let mut producers: HashMap<ProducerKey, Option<ProducerRecord>> = HashMap::new();
+        let mut entries: HashMap<PartitionId, Vec<IndexEntry>> = HashMap::new();
+        let mut touched_order: Vec<PartitionId> = Vec::new();
+        let mut outcomes = Vec::with_capacity(request.batches.len());
+
+        for batch in &request.batches {
+            let id = (batch.topic_id, batch.partition);
+            if !parts.contains_key(&id) {
+                match self.load_partition(&mut state, id).await.map_err(store_err)? {
+                    Some(p) => {
+                        parts.insert(id, p);
+                        touched_order.push(id);
+                    }
+                    None => {
+                        outcomes.push(BatchOutcome::Rejected(RejectReason::UnknownTopicOrPartition));
+                        continue;
+                    }
+                }
+            }
+            let Some(part) = parts.get_mut(&id) else { continue };
+            let log_start_offset = part.record.log_start_offset;
+            if batch.producer_id >= 0 {
+                let pkey = (batch.topic_id, batch.partition, batch.producer_id);
+                if !producers.contains_key(&pkey) {
+                    let loaded = self.load_producer(&mut state, pkey).await.map_err(store_err)?;
+                    producers.insert(pkey, loaded);
+                }
+                let last_seq = last_sequence(batch);
+                let current = producers.get(&pkey).and_then(|p| p.as_ref());
+                match check_sequence(current, batch, last_seq) {
+                    Check::Duplicate(base_offset) => {
+                        outcomes.push(BatchOutcome::Duplicate { base_offset, log_start_offset });
+                        continue;
+                    }
+                    Check::Reject(reason) => {
+                        debug!(producer_id = batch.producer_id, seq = batch.base_sequence, ?reason, "batch rejected");
+                        outcomes.push(BatchOutcome::Rejected(reason));
+                        continue;
+                    }
+                    Check::Accept => {
+                        let base_offset = part.record.next_offset;
+                        let mut record = match current {
+                            Some(r) if r.epoch == batch.producer_epoch => r.clone(),
+                            _ => ProducerRecord { format: ITEM_FORMAT, epoch: batch.producer_epoch, batches: Vec::new() },
+                        };
+                        record.batches.push(ProducerBatch { first_seq: batch.base_sequence, last_seq, base_offset });
+                        if record.batches.len() > PRODUCER_BATCHES_KEPT {
+                            record.batches.remove(0);
+                        }
+                        producers.insert(pkey, Some(record));
+                    }
+                }
+            }
+            let base_offset = part.record.next_offset;
+            let last_offset = base_offset + batch.offset_count as i64 - 1;
+            part.record.next_offset = last_offset + 1;
+            part.record.bytes += batch.byte_len;
+            let list = entries.entry(id).or_default();
+            match list.last_mut() {
+                Some(e) if e.byte_start + e.byte_len == batch.byte_start && e.last_offset + 1 == base_offset => {
+                    e.last_offset = last_offset;
+                    e.byte_len += batch.byte_len;
+                    e.batch_count += 1;
+                    e.record_count += batch.record_count as u64;
+                    e.first_timestamp = e.first_timestamp.min(batch.first_timestamp);
+                    e.max_timestamp = e.max_timestamp.max(batch.max_timestamp);
+                }
+                _ => list.push(IndexEntry {
+                    format: ITEM_FORMAT,
+                    base_offset,
+                    last_offset,
+                    segment_key: request.segment_key.clone(),
+                    byte_start: batch.byte_start,
+                    byte_len: batch.byte_len,
+                    batch_count: 1,
+                    record_count: batch.record_count as u64,
+                    first_timestamp: batch.first_timestamp,
+                    max_timestamp: batch.max_timestamp,
+                }),
+            }
+            outcomes.push(BatchOutcome::Appended { base_offset, log_start_offset });
+        }
+
+        let response = CommitResponse { outcomes };
+        let mut ops = vec![WriteOp::Check {
+            key: catalog::lease_key(&state.lease.name),
+            condition: Condition::Version(state.lease.version),
+        }];
+        for id in &touched_order {
+            let Some(list) = entries.get(id) else { continue };
+            let part = parts[id];
+            let original_version = part.version;
+            ops.push(WriteOp::Put {
+                key: catalog::partition_key(id.0, id.1),
+                value: catalog::encode(&part.record),
+                condition: Condition::Version(original_version),
+            });
+            for e in list {
+                ops.push(WriteOp::Put {
+                    key: catalog::index_key(id.0, id.1, e.last_offset),
+                    value: catalog::encode(e),
+                    condition: Condition::None,
+                });
+            }
+        }
+        for (key, record) in &producers {
+            if let Some(record) = record {
+                ops.push(WriteOp::Put {
+                    key: catalog::producer_key(key.0, key.1, key.2),
+                    value: catalog::encode(record),
+                    condition: Condition::None,
+                });
+            }
+        }
+        ops.push(WriteOp::Put {
+            key: catalog::segment_commit_key(&request.segment_key),
+            value: catalog::encode(&SegmentCommitRecord {
+                format: ITEM_FORMAT,
+                size: request.segment_size,
+                committed_at_ms: catalog::now_ms(),
+                outcomes: response.outcomes.clone(),
+            }),
+            condition: Condition::Absent,
+        });
+
+        match self.catalog.store().write(ops).await {
+            Ok(()) => {}
+            Err(e) => {
+                // Whatever happened, the cached rows may no longer match the store.
+                for id in &touched_order {
+                    state.partitions.remove(id);
+                }
+                for key in producers.keys() {
+                    state.producers.remove(key);
+                }
+                return Err(match e {
+                    MetaStoreError::ConditionFailed { index: 0, .. } => {
+                        warn!(lease = %state.lease.name, "commit fenced: shard lease lost");
+                        SequencerError::Fenced(state.lease.name.clone())
+                    }
+                    other => SequencerError::StoreUnavailable(other.to_string()),
+                });
+            }
+        }
+
+        for id in touched_order {
+            let Some(mut part) = parts.remove(&id) else { continue };
+            if entries.contains_key(&id) {
+                part.version += 1;
+            }
+            self.watermarks.publish(
+                id.0,
+                id.1,
+                PartitionOffsets {
+                    log_start_offset: part.record.log_start_offset,
+                    high_watermark: part.record.next_offset,
+                },
+            );
+            state.partitions.insert(id, part);
+        }
+        for (key, record) in producers {
+            state.producers.insert(key, record);
+        }
+        Self::remember(&mut state, request.segment_key.clone(), response.clone());
+        Ok(response)
+    }
+}
+
+#[async_trait]
+impl Sequencer for Indexer {
+    async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
+        if request.segment_key.is_empty() {
+            return Err(SequencerError::InvalidRequest("empty segment key".into()));
+        }
+        self.commit_inner(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
