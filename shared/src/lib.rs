@@ -14,3 +14,5 @@ pub mod catalog;
 pub mod keys;
 pub mod sequencer;
 pub mod watermarks;
+pub mod topic_api;
+pub mod topic_handler;

@@ -15,6 +15,7 @@
 //! client can downgrade.
 
 mod api_versions;
+mod router;
 mod server;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 pub use api_versions::api_versions_response;
+pub use router::Router;
 pub use server::{KafkaServer, WireConfig};
 
 /// One API a handler serves, with the version range it advertises.

@@ -1,0 +1,294 @@
+//! The shared produce buffer and its flusher.
+//!
+//! Every accepted batch is appended to the current [`SegmentBuilder`] together with a waiter
+//! for its produce partition. The flusher seals the buffer when it holds `flush_bytes` or when
+//! the oldest batch has waited `flush_interval`, uploads the segment (several uploads may run
+//! at once), and commits finished uploads to the sequencer strictly in seal order — so the
+//! batches of one partition (and one idempotent producer) are sequenced in the order they were
+//! accepted. Each waiter then gets the outcomes of its batches.
+//!
+//! Memory is bounded: a produce request first takes permits worth its bytes from a semaphore of
+//! `max_buffered_bytes`; they are returned when its segment is done.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use kafscale_shared::batch::ValidatedBatch;
+use kafscale_shared::catalog::now_ms;
+use kafscale_shared::keys::new_segment_key;
+use kafscale_shared::object_store::ObjectStore;
+use kafscale_shared::segment::{BatchMeta, SegmentBuilder};
+use kafscale_shared::sequencer::{BatchOutcome, CommitBatch, CommitRequest, Sequencer};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+use uuid::Uuid;
+
+use crate::config::IngestConfig;
+use crate::error::IngestError;
+
+/// Outcomes of one produce partition's batches, in order, or the flush error.
+pub type FlushOutcome = Result<Vec<BatchOutcome>, IngestError>;
+
+struct Waiter {
+    first: usize,
+    count: usize,
+    tx: oneshot::Sender<FlushOutcome>,
+}
+
+struct Open {
+    builder: SegmentBuilder,
+    batches: Vec<CommitBatch>,
+    waiters: Vec<Waiter>,
+    permits: Vec<OwnedSemaphorePermit>,
+    opened_at: Option<Instant>,
+}
+
+impl Open {
+    fn new() -> Self {
+        Open {
+            builder: SegmentBuilder::new(),
+            batches: Vec::new(),
+            waiters: Vec::new(),
+            permits: Vec::new(),
+            opened_at: None,
+        }
+    }
+}
+
+/// A sealed buffer on its way to the object store and the sequencer.
+struct Sealed {
+    key: String,
+    data: Bytes,
+    batches: Vec<CommitBatch>,
+    waiters: Vec<Waiter>,
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// The produce buffer shared by every connection of an ingest gateway.
+pub struct SegmentBuffer {
+    open: Mutex<Open>,
+    wake: Notify,
+    budget: Arc<Semaphore>,
+    config: IngestConfig,
+}
+
+impl std::fmt::Debug for SegmentBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentBuffer").field("config", &self.config).finish()
+    }
+}
+
+impl SegmentBuffer {
+    pub fn new(config: IngestConfig) -> Arc<Self> {
+        let budget = Arc::new(Semaphore::new(config.max_buffered_bytes.min(Semaphore::MAX_PERMITS)));
+        Arc::new(SegmentBuffer { open: Mutex::new(Open::new()), wake: Notify::new(), budget, config })
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    /// Waits for buffer space for `bytes` (backpressure), then appends the batches of one
+    /// produce partition; the receiver yields their outcomes after the flush.
+    pub async fn append(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        batches: Vec<ValidatedBatch>,
+    ) -> Result<oneshot::Receiver<FlushOutcome>, IngestError> {
+        let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+        let want = bytes.clamp(1, self.config.max_buffered_bytes) as u32;
+        let permit = self.budget.clone().acquire_many_owned(want).await.map_err(|_| IngestError::ShuttingDown)?;
+        let (tx, rx) = oneshot::channel();
+        let full = {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let first = open.batches.len();
+            for b in &batches {
+                let h = &b.header;
+                let len = b.bytes.len() as u64;
+                open.builder.append(
+                    topic_id,
+                    partition,
+                    b.bytes.clone(),
+                    BatchMeta {
+                        record_count: h.record_count.max(0) as u32,
+                        first_timestamp: h.base_timestamp,
+                        max_timestamp: h.max_timestamp,
+                    },
+                );
+                open.batches.push(CommitBatch {
+                    topic_id,
+                    partition,
+                    byte_start: 0,
+                    byte_len: len,
+                    offset_count: h.offset_count(),
+                    record_count: h.record_count.max(0) as u32,
+                    first_timestamp: h.base_timestamp,
+                    max_timestamp: h.max_timestamp,
+                    producer_id: h.producer_id,
+                    producer_epoch: h.producer_epoch,
+                    base_sequence: h.base_sequence,
+                });
+            }
+            open.waiters.push(Waiter { first, count: batches.len(), tx });
+            open.permits.push(permit);
+            let was_empty = open.opened_at.is_none();
+            if was_empty {
+                open.opened_at = Some(Instant::now());
+            }
+            was_empty || open.builder.data_bytes() >= self.config.flush_bytes
+        };
+        if full {
+            self.wake.notify_one();
+        }
+        Ok(rx)
+    }
+
+    fn seal(&self, force: bool) -> Option<Sealed> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let opened_at = open.opened_at?;
+        let due = force
+            || open.builder.data_bytes() >= self.config.flush_bytes
+            || opened_at.elapsed() >= self.config.flush_interval;
+        if !due {
+            return None;
+        }
+        let open = std::mem::replace(&mut *open, Open::new());
+        let built = open.builder.finish();
+        let mut batches = open.batches;
+        for (b, start) in batches.iter_mut().zip(built.batch_starts.iter()) {
+            b.byte_start = *start;
+        }
+        Some(Sealed {
+            key: new_segment_key(now_ms()),
+            data: built.data,
+            batches,
+            waiters: open.waiters,
+            _permits: open.permits,
+        })
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.opened_at.map(|t| t + self.config.flush_interval)
+    }
+
+    /// Runs the flusher until `shutdown` fires; then flushes what is buffered and returns
+    /// once every buffered produce request has its answer.
+    pub async fn run_flusher(
+        self: Arc<Self>,
+        store: Arc<dyn ObjectStore>,
+        sequencer: Arc<dyn Sequencer>,
+        shutdown: CancellationToken,
+    ) {
+        let mut uploads = FuturesOrdered::new();
+        let mut stopping = false;
+        loop {
+            if stopping {
+                if uploads.len() < self.config.max_concurrent_uploads.max(1) {
+                    if let Some(sealed) = self.seal(true) {
+                        uploads.push_back(upload(store.clone(), sealed));
+                        continue;
+                    }
+                }
+                if uploads.is_empty() {
+                    break;
+                }
+            } else if uploads.len() < self.config.max_concurrent_uploads.max(1) {
+                if let Some(sealed) = self.seal(false) {
+                    uploads.push_back(upload(store.clone(), sealed));
+                    continue;
+                }
+            }
+            let deadline = if uploads.len() < self.config.max_concurrent_uploads.max(1) {
+                self.deadline()
+            } else {
+                None
+            };
+            tokio::select! {
+                Some((sealed, result)) = uploads.next(), if !uploads.is_empty() => {
+                    finish(&*sequencer, sealed, result, self.config.commit_attempts).await;
+                }
+                _ = self.wake.notified(), if !stopping => {}
+                _ = sleep_until_opt(deadline), if deadline.is_some() && !stopping => {}
+                _ = shutdown.cancelled(), if !stopping => stopping = true,
+            }
+        }
+        self.budget.close();
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
+    }
+}
+
+type UploadResult = Result<(), IngestError>;
+
+fn upload(
+    store: Arc<dyn ObjectStore>,
+    sealed: Sealed,
+) -> impl std::future::Future<Output = (Sealed, UploadResult)> {
+    let span = info_span!("segment_upload", key = %sealed.key, bytes = sealed.data.len());
+    async move {
+        let result = store.put(&sealed.key, sealed.data.clone()).await.map_err(|e| {
+            warn!(error = %e, "segment upload failed");
+            IngestError::from_upload(&e)
+        });
+        (sealed, result)
+    }
+    .instrument(span)
+}
+
+/// Commits an uploaded segment (with retries; commits are idempotent by segment key) and
+/// answers its waiters.
+async fn finish(sequencer: &dyn Sequencer, sealed: Sealed, uploaded: UploadResult, attempts: u32) {
+    let Sealed { key, data, batches, waiters, _permits } = sealed;
+    let result = match uploaded {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let request = CommitRequest { segment_key: key.clone(), segment_size: data.len() as u64, batches };
+            let mut delay = Duration::from_millis(50);
+            let mut attempt = 1;
+            loop {
+                match sequencer.commit(request.clone()).await {
+                    Ok(r) if r.outcomes.len() == request.batches.len() => break Ok(r.outcomes),
+                    Ok(r) => {
+                        warn!(segment = %key, got = r.outcomes.len(), want = request.batches.len(), "commit answer has the wrong size");
+                        break Err(IngestError::Commit("sequencer answered with the wrong number of outcomes".into()));
+                    }
+                    Err(e) if e.is_retryable() && attempt < attempts => {
+                        warn!(segment = %key, attempt, error = %e, "segment commit failed, retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(1));
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        warn!(segment = %key, error = %e, "segment commit failed; answering with a retriable error");
+                        break Err(IngestError::from_commit(&e));
+                    }
+                }
+            }
+        }
+    };
+    debug!(segment = %key, ok = result.is_ok(), waiters = waiters.len(), "segment done");
+    match result {
+        Ok(outcomes) => {
+            for w in waiters {
+                let slice = outcomes.get(w.first..w.first + w.count).map(|s| s.to_vec()).unwrap_or_default();
+                let _ = w.tx.send(Ok(slice));
+            }
+        }
+        Err(e) => {
+            for w in waiters {
+                let _ = w.tx.send(Err(e.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Settings of the ingest tier.
+
+use std::time::Duration;
+
+/// How the ingest gateway buffers and flushes.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Flush when this many batch bytes are buffered.
+    pub flush_bytes: usize,
+    /// Flush at most this long after the first batch of a segment was buffered.
+    pub flush_interval: Duration,
+    /// Largest record batch accepted (Kafka's `max.message.bytes`).
+    pub max_message_bytes: usize,
+    /// Bytes buffered or in flight before produce requests wait (backpressure).
+    pub max_buffered_bytes: usize,
+    /// Segments uploading at the same time (commits still happen in order).
+    pub max_concurrent_uploads: usize,
+    /// Attempts of a segment commit before the produce requests get an error.
+    pub commit_attempts: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            flush_bytes: 4 * 1024 * 1024,
+            flush_interval: Duration::from_millis(20),
+            max_message_bytes: 1024 * 1024 + 12,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            max_concurrent_uploads: 4,
+            commit_attempts: 5,
+        }
+    }
+}

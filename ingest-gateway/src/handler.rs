@@ -1,0 +1,201 @@
+//! The ingest role's Kafka APIs: Produce and InitProducerId.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, RequestKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafscale_shared::batch::validate_batches;
+use kafscale_shared::sequencer::BatchOutcome;
+use kafscale_shared::topic_api::TopicApi;
+use kafscale_shared::wire::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::buffer::{FlushOutcome, SegmentBuffer};
+use crate::error::IngestError;
+use crate::producer_ids::ProducerIds;
+
+/// Produce v3-11 (record batches v2, topic names), InitProducerId v0-4.
+pub const INGEST_APIS: [ApiSupport; 2] =
+    [ApiSupport::new(ApiKey::Produce, 3, 11), ApiSupport::new(ApiKey::InitProducerId, 0, 4)];
+
+/// Serves Produce and InitProducerId.
+pub struct IngestHandler {
+    topics: TopicApi,
+    buffer: Arc<SegmentBuffer>,
+    producer_ids: Arc<ProducerIds>,
+}
+
+impl IngestHandler {
+    pub fn new(topics: TopicApi, buffer: Arc<SegmentBuffer>) -> Self {
+        let producer_ids = Arc::new(ProducerIds::new(topics.catalog().clone()));
+        IngestHandler { topics, buffer, producer_ids }
+    }
+}
+
+/// What a produce partition is waiting for.
+enum PartitionWait {
+    Done(Result<(i64, i64), IngestError>),
+    Pending(oneshot::Receiver<FlushOutcome>),
+}
+
+fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
+    let outcomes = outcome?;
+    let mut first = None;
+    for o in &outcomes {
+        match *o {
+            BatchOutcome::Appended { base_offset, log_start_offset }
+            | BatchOutcome::Duplicate { base_offset, log_start_offset } => {
+                first.get_or_insert((base_offset, log_start_offset));
+            }
+            BatchOutcome::Rejected(r) => return Err(IngestError::Rejected(r)),
+        }
+    }
+    first.ok_or_else(|| IngestError::Commit("no outcome for the partition's batches".into()))
+}
+
+impl IngestHandler {
+    async fn start_produce(&self, ctx: &RequestContext, request: ProduceRequest) -> Dispatch {
+        let acks = request.acks;
+        let mut waits: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, PartitionWait)>)> = Vec::new();
+        let invalid_acks = !matches!(acks, -1..=1);
+        let transactional = request.transactional_id.is_some();
+        for topic in request.topic_data {
+            let name = topic.name.0.to_string();
+            let resolved = if invalid_acks || transactional {
+                None
+            } else {
+                Some(self.topics.resolve_or_create(&name, true).await.map_err(|e| IngestError::from_catalog(&e)))
+            };
+            let mut parts = Vec::with_capacity(topic.partition_data.len());
+            for p in topic.partition_data {
+                let wait = match &resolved {
+                    None if invalid_acks => PartitionWait::Done(Err(IngestError::Catalog(
+                        format!("acks must be -1, 0 or 1, not {acks}"),
+                        ResponseError::InvalidRequiredAcks,
+                    ))),
+                    None => PartitionWait::Done(Err(IngestError::Catalog(
+                        "transactions are not supported".into(),
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                    ))),
+                    Some(Err(e)) => PartitionWait::Done(Err(e.clone())),
+                    Some(Ok(t)) if p.index < 0 || p.index >= t.partitions => PartitionWait::Done(Err(
+                        IngestError::Rejected(kafscale_shared::sequencer::RejectReason::UnknownTopicOrPartition),
+                    )),
+                    Some(Ok(t)) => {
+                        let records = p.records.unwrap_or_default();
+                        match validate_batches(&records, self.buffer.config().max_message_bytes) {
+                            Err(e) => {
+                                debug!(topic = %name, partition = p.index, error = %e, "rejected batch");
+                                PartitionWait::Done(Err(IngestError::Batch(e)))
+                            }
+                            Ok(batches) => match self.buffer.append(t.topic_id, p.index, batches).await {
+                                Ok(rx) => PartitionWait::Pending(rx),
+                                Err(e) => PartitionWait::Done(Err(e)),
+                            },
+                        }
+                    }
+                };
+                parts.push((p.index, wait));
+            }
+            waits.push((topic.name, parts));
+        }
+
+        let complete = async move {
+            let mut response = ProduceResponse::default();
+            for (name, parts) in waits {
+                let mut topic = TopicProduceResponse::default();
+                topic.name = name;
+                for (index, wait) in parts {
+                    let result = match wait {
+                        PartitionWait::Done(r) => r,
+                        PartitionWait::Pending(rx) => match rx.await {
+                            Ok(outcome) => partition_result(outcome),
+                            Err(_) => Err(IngestError::ShuttingDown),
+                        },
+                    };
+                    let mut pr = PartitionProduceResponse::default();
+                    pr.index = index;
+                    pr.log_append_time_ms = -1;
+                    match result {
+                        Ok((base_offset, log_start_offset)) => {
+                            pr.base_offset = base_offset;
+                            pr.log_start_offset = log_start_offset;
+                        }
+                        Err(e) => {
+                            pr.error_code = e.kafka_error().code();
+                            pr.base_offset = -1;
+                            pr.log_start_offset = -1;
+                            pr.error_message = Some(StrBytes::from_string(e.to_string()));
+                        }
+                    }
+                    topic.partition_responses.push(pr);
+                }
+                response.responses.push(topic);
+            }
+            response
+        };
+        let span = info_span!("produce", connection = ctx.connection_id, acks);
+        if acks == 0 {
+            Dispatch::NoResponse(Box::pin(
+                async move {
+                    let _ = complete.await;
+                }
+                .instrument(span),
+            ))
+        } else {
+            Dispatch::Respond(Box::pin(async move { Ok(complete.await.into()) }.instrument(span)))
+        }
+    }
+
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let mut response = InitProducerIdResponse::default();
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        if request.transactional_id.is_some() {
+            response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return response;
+        }
+        // KIP-360: a producer that knows its id asks for an epoch bump.
+        if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
+            response.producer_id = request.producer_id;
+            response.producer_epoch = request.producer_epoch + 1;
+            return response;
+        }
+        match self.producer_ids.next().await {
+            Ok(id) => {
+                response.producer_id = ProducerId(id);
+                response.producer_epoch = 0;
+            }
+            Err(e) => {
+                warn!(error = %e, "producer id allocation failed");
+                response.error_code = ResponseError::CoordinatorNotAvailable.code();
+            }
+        }
+        response
+    }
+}
+
+#[async_trait::async_trait]
+impl KafkaHandler for IngestHandler {
+    fn supported_apis(&self) -> Vec<ApiSupport> {
+        INGEST_APIS.to_vec()
+    }
+
+    async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch {
+        match request {
+            RequestKind::Produce(r) => self.start_produce(&ctx, r).await,
+            RequestKind::InitProducerId(r) => Dispatch::ready(self.init_producer_id(r).await),
+            _ => {
+                let api = ctx.api_key;
+                Dispatch::Respond(Box::pin(async move {
+                    Err(HandlerError::Fatal(format!("ingest handler cannot serve {api:?}")))
+                }))
+            }
+        }
+    }
+}

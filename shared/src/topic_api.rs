@@ -1,0 +1,284 @@
+//! Metadata, CreateTopics and DeleteTopics: the topic APIs every gateway serves.
+//!
+//! They only touch the metadata store. Metadata names this process's advertised address as
+//! the one broker and the leader of every partition: tiers are leaderless, so in a cluster the
+//! advertised address is a load-balanced Service and any replica can serve any partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::catalog::{Catalog, CatalogError, TopicRecord, validate_topic_name};
+
+/// The node id this process reports for itself.
+pub const NODE_ID: i32 = 0;
+
+/// Settings for topic handling.
+#[derive(Debug, Clone)]
+pub struct TopicSettings {
+    /// Host and port clients should connect to (the advertised address).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Create unknown topics on Metadata/Produce requests that allow it.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics requests that ask for the default.
+    pub default_partitions: i32,
+    /// Reported in Metadata v2+.
+    pub cluster_id: String,
+}
+
+/// Serves the topic APIs from the catalog.
+#[derive(Debug, Clone)]
+pub struct TopicApi {
+    catalog: Arc<Catalog>,
+    settings: TopicSettings,
+}
+
+fn name_of(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// Maps catalog errors onto Kafka error codes (one place, no catch-all).
+pub fn catalog_error_code(e: &CatalogError) -> ResponseError {
+    match e {
+        CatalogError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        CatalogError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        CatalogError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        CatalogError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        CatalogError::Contention(_) => ResponseError::RequestTimedOut,
+        CatalogError::Store(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+impl TopicApi {
+    pub fn new(catalog: Arc<Catalog>, settings: TopicSettings) -> Self {
+        TopicApi { catalog, settings }
+    }
+
+    pub fn settings(&self) -> &TopicSettings {
+        &self.settings
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Looks a topic up, creating it with the default partition count when allowed.
+    pub async fn resolve_or_create(&self, name: &str, allow_create: bool) -> Result<TopicRecord, CatalogError> {
+        if let Some(t) = self.catalog.topic(name).await? {
+            return Ok(t);
+        }
+        if !(allow_create && self.settings.auto_create_topics) {
+            return Err(CatalogError::UnknownTopic(name.to_string()));
+        }
+        match self.catalog.create_topic(name, self.settings.default_partitions, BTreeMap::new()).await {
+            Ok(t) => {
+                info!(topic = name, partitions = t.partitions, "auto-created topic");
+                Ok(t)
+            }
+            Err(CatalogError::TopicExists(_)) => {
+                self.catalog.invalidate_topics();
+                self.catalog.topic(name).await?.ok_or_else(|| CatalogError::UnknownTopic(name.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn topic_metadata(t: &TopicRecord) -> MetadataResponseTopic {
+        let mut out = MetadataResponseTopic::default();
+        out.name = Some(name_of(&t.name));
+        out.topic_id = t.topic_id;
+        out.partitions = (0..t.partitions)
+            .map(|p| {
+                let mut m = MetadataResponsePartition::default();
+                m.partition_index = p;
+                m.leader_id = BrokerId(NODE_ID);
+                m.leader_epoch = 0;
+                m.replica_nodes = vec![BrokerId(NODE_ID)];
+                m.isr_nodes = vec![BrokerId(NODE_ID)];
+                m
+            })
+            .collect();
+        out
+    }
+
+    fn topic_error(name: Option<&str>, topic_id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+        let mut out = MetadataResponseTopic::default();
+        out.name = name.map(name_of);
+        out.topic_id = topic_id;
+        out.error_code = error.code();
+        out
+    }
+
+    pub async fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
+        let mut response = MetadataResponse::default();
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = BrokerId(NODE_ID);
+        broker.host = StrBytes::from_string(self.settings.advertised_host.clone());
+        broker.port = self.settings.advertised_port;
+        response.brokers = vec![broker];
+        response.cluster_id = Some(StrBytes::from_string(self.settings.cluster_id.clone()));
+        response.controller_id = BrokerId(NODE_ID);
+        // v0 asks for all topics with an empty list; v1+ with a null list.
+        let requested = match request.topics {
+            None => None,
+            Some(list) if list.is_empty() && version == 0 => None,
+            Some(list) => Some(list),
+        };
+        let allow_create = version < 4 || request.allow_auto_topic_creation;
+        match requested {
+            None => match self.catalog.list_topics().await {
+                Ok(topics) => response.topics = topics.iter().map(Self::topic_metadata).collect(),
+                Err(e) => warn!(error = %e, "metadata: listing topics failed"),
+            },
+            Some(list) => {
+                for t in list {
+                    let entry = match t.name {
+                        Some(name) => {
+                            let name = name.0.as_str();
+                            if validate_topic_name(name).is_err() {
+                                Self::topic_error(Some(name), Uuid::nil(), ResponseError::InvalidTopicException)
+                            } else {
+                                match self.resolve_or_create(name, allow_create).await {
+                                    Ok(topic) => Self::topic_metadata(&topic),
+                                    Err(e) => Self::topic_error(Some(name), Uuid::nil(), catalog_error_code(&e)),
+                                }
+                            }
+                        }
+                        None => match self.catalog.topic_by_id(t.topic_id).await {
+                            Ok(Some(topic)) => Self::topic_metadata(&topic),
+                            Ok(None) => Self::topic_error(None, t.topic_id, ResponseError::UnknownTopicId),
+                            Err(e) => Self::topic_error(None, t.topic_id, catalog_error_code(&e)),
+                        },
+                    };
+                    response.topics.push(entry);
+                }
+            }
+        }
+        response
+    }
+
+    pub async fn create_topics(&self, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+        let mut response = CreateTopicsResponse::default();
+        for topic in request.topics {
+            let name = topic.name.0.to_string();
+            let mut result = CreatableTopicResult::default();
+            result.name = topic.name.clone();
+            let partitions = if topic.num_partitions == -1 {
+                self.settings.default_partitions
+            } else if !topic.assignments.is_empty() {
+                topic.assignments.len() as i32
+            } else {
+                topic.num_partitions
+            };
+            let mut configs = BTreeMap::new();
+            for c in &topic.configs {
+                if let Some(v) = &c.value {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+            }
+            let outcome = if topic.replication_factor == 0 || topic.replication_factor < -1 {
+                Err((ResponseError::InvalidReplicationFactor, "replication factor must be -1 or at least 1".to_string()))
+            } else if let Err(e) = validate_topic_name(&name) {
+                Err((catalog_error_code(&e), e.to_string()))
+            } else if request.validate_only {
+                if !(1..=100_000).contains(&partitions) {
+                    Err((ResponseError::InvalidPartitions, format!("invalid partition count {partitions}")))
+                } else {
+                    match self.catalog.topic(&name).await {
+                        Ok(Some(_)) => Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists"))),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err((catalog_error_code(&e), e.to_string())),
+                    }
+                }
+            } else {
+                match self.catalog.create_topic(&name, partitions, configs).await {
+                    Ok(t) => {
+                        info!(topic = %name, partitions, "created topic");
+                        Ok(Some(t))
+                    }
+                    Err(e) => Err((catalog_error_code(&e), e.to_string())),
+                }
+            };
+            match outcome {
+                Ok(created) => {
+                    if let Some(t) = created {
+                        result.topic_id = t.topic_id;
+                    }
+                    if version >= 5 {
+                        result.num_partitions = partitions;
+                        result.replication_factor = 1;
+                        result.configs = Some(Vec::new());
+                    }
+                }
+                Err((code, message)) => {
+                    result.error_code = code.code();
+                    result.error_message = Some(StrBytes::from_string(message));
+                    if version >= 5 {
+                        result.num_partitions = -1;
+                        result.replication_factor = -1;
+                    }
+                }
+            }
+            response.topics.push(result);
+        }
+        response
+    }
+
+    pub async fn delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+        let mut response = DeleteTopicsResponse::default();
+        // v0-5 list names; v6+ lists (name or id) states.
+        let mut targets: Vec<(Option<String>, Uuid)> =
+            request.topic_names.iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect();
+        targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+        for (name, topic_id) in targets {
+            let mut result = DeletableTopicResult::default();
+            let resolved = match &name {
+                Some(n) => Ok(n.clone()),
+                None => match self.catalog.topic_by_id(topic_id).await {
+                    Ok(Some(t)) => Ok(t.name),
+                    Ok(None) => Err(ResponseError::UnknownTopicId),
+                    Err(e) => Err(catalog_error_code(&e)),
+                },
+            };
+            match resolved {
+                Ok(n) => {
+                    result.name = Some(name_of(&n));
+                    match self.catalog.delete_topic(&n).await {
+                        Ok(t) => {
+                            info!(topic = %n, "deleted topic");
+                            if version >= 6 {
+                                result.topic_id = t.topic_id;
+                            }
+                        }
+                        Err(e) => {
+                            result.error_code = catalog_error_code(&e).code();
+                            if version >= 5 {
+                                result.error_message = Some(StrBytes::from_string(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                Err(code) => {
+                    result.topic_id = topic_id;
+                    result.error_code = code.code();
+                }
+            }
+            response.responses.push(result);
+        }
+        response
+    }
+}
