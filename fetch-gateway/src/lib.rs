@@ -1,1 +1,20 @@
-//! placeholder
+//! The fetch gateway: the stateless consume tier.
+//!
+//! Fetch and ListOffsets are served from segment objects through the offset index: an index
+//! lookup names the segment and exact byte range holding an offset, the range is read once
+//! (coalesced and cached, with every stored batch's base offset patched to its real offset),
+//! and slices of it are returned without re-encoding a single record. Long polls
+//! (`max_wait_ms`/`min_bytes`) wake as soon as a requested partition's high watermark moves.
+
+mod config;
+mod error;
+mod fetch;
+mod handler;
+mod index_cache;
+mod list_offsets;
+mod range_cache;
+
+pub use config::FetchConfig;
+pub use error::FetchError;
+pub use fetch::FetchService;
+pub use handler::{FETCH_APIS, FetchHandler};

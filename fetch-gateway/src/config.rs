@@ -1,0 +1,24 @@
+//! Settings of the fetch tier.
+
+use std::time::Duration;
+
+/// How the fetch gateway reads and caches.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Bytes of patched segment ranges kept in memory.
+    pub range_cache_bytes: usize,
+    /// Index entries kept in memory across all partitions.
+    pub index_cache_entries: usize,
+    /// Upper bound on a long poll, whatever the client asks.
+    pub max_wait_cap: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            range_cache_bytes: 256 * 1024 * 1024,
+            index_cache_entries: 1_000_000,
+            max_wait_cap: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Errors of the fetch tier and their Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use kafscale_shared::catalog::CatalogError;
+use kafscale_shared::object_store::ObjectStoreError;
+
+/// Why a partition could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("offset {offset} is outside [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange { offset: i64, log_start: i64, high_watermark: i64 },
+    #[error("metadata store: {0}")]
+    Metadata(String),
+    #[error("object store: {0}")]
+    Storage(String),
+    #[error("index and segment disagree: {0}")]
+    Corrupt(String),
+}
+
+impl From<CatalogError> for FetchError {
+    fn from(e: CatalogError) -> Self {
+        FetchError::Metadata(e.to_string())
+    }
+}
+
+impl From<ObjectStoreError> for FetchError {
+    fn from(e: ObjectStoreError) -> Self {
+        FetchError::Storage(e.to_string())
+    }
+}
+
+impl FetchError {
+    pub fn kafka_error(&self) -> ResponseError {
+        match self {
+            FetchError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            FetchError::UnknownTopicId => ResponseError::UnknownTopicId,
+            FetchError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            // Retriable: the client backs off and fetches again.
+            FetchError::Metadata(_) | FetchError::Storage(_) => ResponseError::KafkaStorageError,
+            FetchError::Corrupt(_) => ResponseError::CorruptMessage,
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Fetch: resolve partitions, read through the index and range cache, long-poll on watermarks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafscale_shared::batch::iter_batches;
+use kafscale_shared::catalog::{Catalog, TopicRecord};
+use kafscale_shared::object_store::ObjectStore;
+use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, instrument};
+use uuid::Uuid;
+
+use crate::config::FetchConfig;
+use crate::error::FetchError;
+use crate::index_cache::IndexCache;
+use crate::range_cache::RangeCache;
+
+/// Everything the fetch tier needs to read partitions.
+pub struct FetchService {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) watermarks: Arc<Watermarks>,
+    pub(crate) index: IndexCache,
+    pub(crate) ranges: RangeCache,
+    pub(crate) config: FetchConfig,
+}
+
+impl std::fmt::Debug for FetchService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchService").field("config", &self.config).finish()
+    }
+}
+
+/// One requested partition, resolved.
+struct Target {
+    topic_index: usize,
+    topic: Option<TopicRecord>,
+    unknown_error: FetchError,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+}
+
+/// What was read for one partition.
+pub(crate) struct PartitionRead {
+    pub(crate) offsets: PartitionOffsets,
+    pub(crate) records: Bytes,
+}
+
+impl FetchService {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        store: Arc<dyn ObjectStore>,
+        watermarks: Arc<Watermarks>,
+        config: FetchConfig,
+    ) -> Arc<Self> {
+        Arc::new(FetchService {
+            index: IndexCache::new(catalog.clone(), config.index_cache_entries),
+            ranges: RangeCache::new(store, config.range_cache_bytes),
+            catalog,
+            watermarks,
+            config,
+        })
+    }
+
+    /// The partition's readable range, from the watermark registry or the store.
+    pub(crate) async fn offsets(&self, topic_id: Uuid, partition: i32) -> Result<PartitionOffsets, FetchError> {
+        if let Some(o) = self.watermarks.get(topic_id, partition) {
+            return Ok(o);
+        }
+        let (row, _) = self
+            .catalog
+            .partition(topic_id, partition)
+            .await?
+            .ok_or(FetchError::UnknownTopicOrPartition)?;
+        let offsets = PartitionOffsets { log_start_offset: row.log_start_offset, high_watermark: row.next_offset };
+        self.watermarks.publish(topic_id, partition, offsets);
+        Ok(self.watermarks.get(topic_id, partition).unwrap_or(offsets))
+    }
+
+    /// Reads whole batches starting at the one holding `offset`, up to `max_bytes` (at least one
+    /// batch when `allow_oversized_first`).
+    pub(crate) async fn read_partition(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        allow_oversized_first: bool,
+    ) -> Result<PartitionRead, FetchError> {
+        let offsets = self.offsets(topic_id, partition).await?;
+        if offset < offsets.log_start_offset || offset > offsets.high_watermark {
+            return Err(FetchError::OffsetOutOfRange {
+                offset,
+                log_start: offsets.log_start_offset,
+                high_watermark: offsets.high_watermark,
+            });
+        }
+        if offset == offsets.high_watermark || (max_bytes == 0 && !allow_oversized_first) {
+            return Ok(PartitionRead { offsets, records: Bytes::new() });
+        }
+        let entries = self
+            .index
+            .entries_from(topic_id, partition, offset, offsets.high_watermark, max_bytes as u64)
+            .await?;
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        'entries: for entry in entries {
+            let data = self.ranges.read(&entry).await?;
+            let mut start = None;
+            let mut end = 0;
+            for (header, range) in iter_batches(&data) {
+                let last = header.base_offset + header.last_offset_delta as i64;
+                if last < offset {
+                    continue;
+                }
+                let len = range.len();
+                if total + len > max_bytes && !(total == 0 && allow_oversized_first) {
+                    if let Some(s) = start {
+                        pieces.push(data.slice(s..end));
+                    }
+                    break 'entries;
+                }
+                start.get_or_insert(range.start);
+                end = range.end;
+                total += len;
+            }
+            if let Some(s) = start {
+                pieces.push(data.slice(s..end));
+            }
+        }
+        let records = match pieces.len() {
+            0 => Bytes::new(),
+            1 => pieces.pop().unwrap_or_default(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(total);
+                for p in &pieces {
+                    buf.extend_from_slice(p);
+                }
+                buf.freeze()
+            }
+        };
+        Ok(PartitionRead { offsets, records })
+    }
+
+    async fn resolve(&self, request: &FetchRequest, version: i16) -> Vec<Target> {
+        let mut targets = Vec::new();
+        for (topic_index, t) in request.topics.iter().enumerate() {
+            let (topic, unknown_error) = if version >= 13 {
+                (self.catalog.topic_by_id(t.topic_id).await.ok().flatten(), FetchError::UnknownTopicId)
+            } else {
+                (self.catalog.topic(&t.topic.0).await.ok().flatten(), FetchError::UnknownTopicOrPartition)
+            };
+            for p in &t.partitions {
+                targets.push(Target {
+                    topic_index,
+                    topic: topic.clone(),
+                    unknown_error: unknown_error.clone(),
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                });
+            }
+        }
+        targets
+    }
+
+    /// Serves one Fetch request, long-polling until `min_bytes` are available or `max_wait_ms`
+    /// passes.
+    #[instrument(skip_all, fields(version, topics = request.topics.len()))]
+    pub async fn fetch(&self, request: FetchRequest, version: i16) -> FetchResponse {
+        let targets = self.resolve(&request, version).await;
+        let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(self.config.max_wait_cap);
+        let deadline = Instant::now() + max_wait;
+        let min_bytes = request.min_bytes.max(0) as usize;
+        let response_max = if version >= 3 && request.max_bytes > 0 { request.max_bytes as usize } else { usize::MAX };
+        // Subscribe before reading so a commit between the read and the wait is not missed.
+        let mut receivers: Vec<watch::Receiver<PartitionOffsets>> = Vec::new();
+        for t in &targets {
+            if let Some(topic) = &t.topic {
+                if self.offsets(topic.topic_id, t.partition).await.is_ok() {
+                    if let Some(mut rx) = self.watermarks.subscribe(topic.topic_id, t.partition) {
+                        rx.borrow_and_update();
+                        receivers.push(rx);
+                    }
+                }
+            }
+        }
+        loop {
+            let (results, total) = self.read_all(&targets, response_max).await;
+            let any_error = results.iter().any(|r| r.is_err());
+            if total >= min_bytes.max(1) || any_error || Instant::now() >= deadline || receivers.is_empty() {
+                if total < min_bytes && !any_error && !receivers.is_empty() && Instant::now() < deadline {
+                    // fall through to waiting below
+                } else {
+                    return build_response(&request, version, &targets, results);
+                }
+            }
+            let changed = futures::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed())));
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let (results, _) = self.read_all(&targets, response_max).await;
+                    return build_response(&request, version, &targets, results);
+                }
+            }
+            for rx in receivers.iter_mut() {
+                rx.borrow_and_update();
+            }
+            debug!("watermark moved; fetching again");
+        }
+    }
+
+    async fn read_all(&self, targets: &[Target], response_max: usize) -> (Vec<Result<PartitionRead, FetchError>>, usize) {
+        let mut results = Vec::with_capacity(targets.len());
+        let mut total = 0usize;
+        for t in targets {
+            let result = match &t.topic {
+                None => Err(t.unknown_error.clone()),
+                Some(topic) if t.partition < 0 || t.partition >= topic.partitions => {
+                    Err(FetchError::UnknownTopicOrPartition)
+                }
+                Some(topic) => {
+                    let budget = (t.max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
+                    self.read_partition(topic.topic_id, t.partition, t.fetch_offset, budget, total == 0).await
+                }
+            };
+            if let Ok(r) = &result {
+                total += r.records.len();
+            }
+            results.push(result);
+        }
+        (results, total)
+    }
+}
+
+fn build_response(
+    request: &FetchRequest,
+    version: i16,
+    targets: &[Target],
+    results: Vec<Result<PartitionRead, FetchError>>,
+) -> FetchResponse {
+    let mut response = FetchResponse::default();
+    response.session_id = 0;
+    let mut topics: Vec<FetchableTopicResponse> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let mut r = FetchableTopicResponse::default();
+            if version >= 13 {
+                r.topic_id = t.topic_id;
+            } else {
+                r.topic = TopicName(t.topic.0.clone());
+            }
+            r
+        })
+        .collect();
+    for (t, result) in targets.iter().zip(results) {
+        let mut p = PartitionData::default();
+        p.partition_index = t.partition;
+        p.preferred_read_replica = BrokerId(-1);
+        p.aborted_transactions = if version >= 4 { Some(Vec::new()) } else { None };
+        match result {
+            Ok(read) => {
+                p.high_watermark = read.offsets.high_watermark;
+                p.last_stable_offset = read.offsets.high_watermark;
+                p.log_start_offset = read.offsets.log_start_offset;
+                p.records = Some(read.records);
+            }
+            Err(e) => {
+                p.error_code = e.kafka_error().code();
+                p.high_watermark = -1;
+                p.last_stable_offset = -1;
+                p.log_start_offset = -1;
+                if let FetchError::OffsetOutOfRange { log_start, high_watermark, .. } = e {
+                    p.high_watermark = high_watermark;
+                    p.last_stable_offset = high_watermark;
+                    p.log_start_offset = log_start;
+                }
+                p.records = Some(Bytes::new());
+            }
+        }
+        if let Some(topic) = topics.get_mut(t.topic_index) {
+            topic.partitions.push(p);
+        }
+    }
+    let _ = ResponseError::UnknownServerError;
+    response.responses = std::mem::take(&mut topics);
+    response
+}
