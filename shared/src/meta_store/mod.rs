@@ -29,7 +29,10 @@ pub struct ItemKey {
 
 impl ItemKey {
     pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
-        ItemKey { pk: pk.into(), sk: sk.into() }
+        ItemKey {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
     }
 }
 
@@ -59,7 +62,11 @@ pub enum Condition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     /// Creates or replaces the item (its version becomes old version + 1, or 1).
-    Put { key: ItemKey, value: Bytes, condition: Condition },
+    Put {
+        key: ItemKey,
+        value: Bytes,
+        condition: Condition,
+    },
     /// Removes the item (a missing item is fine unless the condition says otherwise).
     Delete { key: ItemKey, condition: Condition },
     /// Writes nothing; only its condition must hold (e.g. "the lease still has my version").
@@ -69,7 +76,9 @@ pub enum WriteOp {
 impl WriteOp {
     pub fn key(&self) -> &ItemKey {
         match self {
-            WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } | WriteOp::Check { key, .. } => key,
+            WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } | WriteOp::Check { key, .. } => {
+                key
+            }
         }
     }
 }
