@@ -16,7 +16,13 @@ use std::ops::Bound;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-// Backends (memory, redb) and the conformance suite are added by their own modules.
+mod batch;
+pub mod conformance;
+mod memory;
+mod redb_store;
+
+pub use memory::MemoryMetaStore;
+pub use redb_store::RedbMetaStore;
 
 /// The address of one item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
