@@ -16,7 +16,13 @@ use std::ops::Bound;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-// Backends (memory, redb) and the conformance suite are added by their own modules.
+mod batch;
+pub mod conformance;
+mod memory;
+mod redb_store;
+
+pub use memory::MemoryMetaStore;
+pub use redb_store::RedbMetaStore;
 
 /// The address of one item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,7 +35,10 @@ pub struct ItemKey {
 
 impl ItemKey {
     pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
-        ItemKey { pk: pk.into(), sk: sk.into() }
+        ItemKey {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
     }
 }
 
@@ -59,7 +68,11 @@ pub enum Condition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     /// Creates or replaces the item (its version becomes old version + 1, or 1).
-    Put { key: ItemKey, value: Bytes, condition: Condition },
+    Put {
+        key: ItemKey,
+        value: Bytes,
+        condition: Condition,
+    },
     /// Removes the item (a missing item is fine unless the condition says otherwise).
     Delete { key: ItemKey, condition: Condition },
     /// Writes nothing; only its condition must hold (e.g. "the lease still has my version").
@@ -69,7 +82,9 @@ pub enum WriteOp {
 impl WriteOp {
     pub fn key(&self) -> &ItemKey {
         match self {
-            WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } | WriteOp::Check { key, .. } => key,
+            WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } | WriteOp::Check { key, .. } => {
+                key
+            }
         }
     }
 }

@@ -6,14 +6,20 @@
 //! injection is added by wrappers that are themselves `ObjectStore`s.
 //!
 //! Backends: [`MemoryObjectStore`] (unit tests), [`LocalFsObjectStore`] (standalone; crash-safe
-//! through write-temp, fsync, rename). Every backend passes [`conformance::run_all`].
+//! through write-temp, fsync, then a create-only hard link). Every backend passes
+//! [`conformance::run_all`].
 
 use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-// Backends (memory, local) and the conformance suite are added by their own modules.
+pub mod conformance;
+mod local;
+mod memory;
+
+pub use local::LocalFsObjectStore;
+pub use memory::MemoryObjectStore;
 
 /// What `head` and `list` report about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +41,12 @@ pub enum ObjectStoreError {
     NotFound { key: String },
     /// A range that does not lie inside the object.
     #[error("range {start}..{end} is outside object {key} of {size} bytes")]
-    InvalidRange { key: String, start: u64, end: u64, size: u64 },
+    InvalidRange {
+        key: String,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
     /// A key that the backend cannot store (empty, `..` segments, absolute, ...).
     #[error("invalid object key {key:?}: {reason}")]
     InvalidKey { key: String, reason: &'static str },
