@@ -399,20 +399,23 @@ proptest! {
     }
 
     #[test]
-    fn plausible_directories_with_valid_crc_never_panic(
-        body_len in 0..64usize,
-        runs in prop::collection::vec(
-            (any::<u8>(), -1..3i32, 0..80u64, 0..70u64, 0..3u32, any::<u64>(), any::<i64>()),
+    fn plausible_directories_with_valid_crc_are_judged_exactly(
+        entries in prop::collection::vec(
+            (0..3u8, -1..3i32, 0..20u64, prop_oneof![1 => Just(0u32), 6 => 1..4u32], any::<u64>(), any::<i64>()),
             0..5,
         ),
+        sorted in prop::bool::weighted(0.8),
+        tamper in prop::option::weighted(0.4, (any::<prop::sample::Index>(), 0..4u8, any::<u64>())),
+        slack in prop_oneof![4 => Just(0i64), 1 => Just(-1i64), 1 => Just(1i64)],
     ) {
-        // Small values so that some directories are valid and the rest fail in every check.
-        let runs: Vec<RunEntry> = runs
+        // Mostly valid directories, some with one field tampered with: both the accepting and
+        // every rejecting path get exercised, and the verdict must match a simple oracle.
+        let mut runs: Vec<RunEntry> = entries
             .into_iter()
-            .map(|(t, partition, byte_start, byte_len, batch_count, record_count, ts)| RunEntry {
-                topic_id: Uuid::from_u128(u128::from(t % 3)),
+            .map(|(t, partition, byte_len, batch_count, record_count, ts)| RunEntry {
+                topic_id: Uuid::from_u128(u128::from(t)),
                 partition,
-                byte_start,
+                byte_start: 0,
                 byte_len,
                 batch_count,
                 record_count,
@@ -420,19 +423,52 @@ proptest! {
                 max_timestamp: ts,
             })
             .collect();
+        if sorted {
+            runs.sort_by_key(|r| (r.topic_id, r.partition));
+            runs.dedup_by_key(|r| (r.topic_id, r.partition));
+        }
+        let mut cursor = HEADER_LEN as u64;
+        for r in &mut runs {
+            r.byte_start = cursor;
+            cursor += r.byte_len;
+        }
+        let body_len = ((cursor - HEADER_LEN as u64) as i64 + slack).max(0) as usize;
+        if let (Some((which, field, value)), false) = (tamper, runs.is_empty()) {
+            let n = runs.len();
+            let r = &mut runs[which.index(n)];
+            match field {
+                0 => r.byte_start = r.byte_start.wrapping_add(1),
+                1 => r.byte_start = value,
+                2 => r.byte_len = value,
+                _ => r.byte_len = r.byte_len.wrapping_sub(1),
+            }
+        }
         let mut data = BytesMut::new();
         data.put_slice(&encode_header());
         data.put_bytes(0x5A, body_len);
         encode_footer(&runs, &mut data);
+
+        // The oracle, in u128 so that it cannot overflow.
+        let body_end = (HEADER_LEN + body_len) as u128;
+        let mut at = HEADER_LEN as u128;
+        let mut valid = true;
+        for (i, r) in runs.iter().enumerate() {
+            valid &= r.batch_count > 0 && u128::from(r.byte_start) == at;
+            valid &= i == 0 || (runs[i - 1].topic_id, runs[i - 1].partition) < (r.topic_id, r.partition);
+            at = u128::from(r.byte_start) + u128::from(r.byte_len);
+        }
+        valid &= at == body_end;
+
         match parse_segment(&data) {
             Ok(parsed) => {
+                prop_assert!(valid, "accepted an invalid directory {runs:?}");
                 prop_assert_eq!(&parsed, &runs);
                 assert_valid_directory(&data, &parsed);
             }
-            Err(e) => prop_assert!(
-                matches!(e, SegmentError::Corrupt(_)),
-                "only the structure is wrong, got {e}"
-            ),
+            Err(e) => {
+                prop_assert!(!valid, "rejected a valid directory: {e}");
+                prop_assert!(matches!(e, SegmentError::Corrupt(_)), "only the structure is wrong: {e}");
+            }
         }
     }
 
