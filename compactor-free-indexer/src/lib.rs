@@ -13,4 +13,4 @@
 
 mod sequencing;
 
-pub use sequencing::{Indexer, IndexerConfig, IndexerError};
+pub use sequencing::{Indexer, IndexerConfig, IndexerError, STANDALONE_SHARD_LEASE};

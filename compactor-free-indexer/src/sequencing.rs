@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kafscale_shared::catalog::{
-    self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, PRODUCER_BATCHES_KEPT, PartitionRecord, ProducerBatch,
-    ProducerRecord, SegmentCommitRecord,
+    self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, PRODUCER_BATCHES_KEPT, PartitionRecord,
+    ProducerBatch, ProducerRecord, SegmentCommitRecord,
 };
 use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
 use kafscale_shared::sequencer::{
-    BatchOutcome, CommitBatch, CommitRequest, CommitResponse, RejectReason, Sequencer, SequencerError,
+    BatchOutcome, CommitBatch, CommitRequest, CommitResponse, RejectReason, Sequencer,
+    SequencerError,
 };
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
 use tokio::sync::Mutex;
@@ -85,7 +86,9 @@ pub struct Indexer {
 
 impl std::fmt::Debug for Indexer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Indexer").field("owner", &self.config.owner_id).finish()
+        f.debug_struct("Indexer")
+            .field("owner", &self.config.owner_id)
+            .finish()
     }
 }
 
@@ -137,7 +140,11 @@ fn check_sequence(state: Option<&ProducerRecord>, batch: &CommitBatch, last_seq:
 
 fn last_sequence(batch: &CommitBatch) -> i32 {
     let last = batch.base_sequence as i64 + batch.offset_count as i64 - 1;
-    if last > i32::MAX as i64 { (last - i32::MAX as i64 - 1) as i32 } else { last as i32 }
+    if last > i32::MAX as i64 {
+        (last - i32::MAX as i64 - 1) as i32
+    } else {
+        last as i32
+    }
 }
 
 impl Indexer {
@@ -148,18 +155,36 @@ impl Indexer {
         config: IndexerConfig,
     ) -> Result<Arc<Self>, IndexerError> {
         let (lease, version) = catalog
-            .acquire_lease(STANDALONE_SHARD_LEASE, &config.owner_id, &config.owner_addr, config.lease_ttl)
+            .acquire_lease(
+                STANDALONE_SHARD_LEASE,
+                &config.owner_id,
+                &config.owner_addr,
+                config.lease_ttl,
+            )
             .await?
             .ok_or_else(|| IndexerError::LeaseHeld(STANDALONE_SHARD_LEASE.to_string()))?;
-        info!(lease = STANDALONE_SHARD_LEASE, epoch = lease.epoch, "indexer owns shard");
+        info!(
+            lease = STANDALONE_SHARD_LEASE,
+            epoch = lease.epoch,
+            "indexer owns shard"
+        );
         let state = State {
-            lease: HeldLease { name: STANDALONE_SHARD_LEASE.to_string(), version, epoch: lease.epoch },
+            lease: HeldLease {
+                name: STANDALONE_SHARD_LEASE.to_string(),
+                version,
+                epoch: lease.epoch,
+            },
             partitions: HashMap::new(),
             producers: HashMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
         };
-        Ok(Arc::new(Indexer { catalog, watermarks, config, state: Mutex::new(state) }))
+        Ok(Arc::new(Indexer {
+            catalog,
+            watermarks,
+            config,
+            state: Mutex::new(state),
+        }))
     }
 
     /// Renews the shard lease; call well within `lease_ttl`. Returns false if it was lost.
@@ -168,7 +193,12 @@ impl Indexer {
         let name = state.lease.name.clone();
         match self
             .catalog
-            .acquire_lease(&name, &self.config.owner_id, &self.config.owner_addr, self.config.lease_ttl)
+            .acquire_lease(
+                &name,
+                &self.config.owner_id,
+                &self.config.owner_addr,
+                self.config.lease_ttl,
+            )
             .await?
         {
             Some((lease, version)) => {
@@ -177,7 +207,11 @@ impl Indexer {
                     state.partitions.clear();
                     state.producers.clear();
                 }
-                state.lease = HeldLease { name, version, epoch: lease.epoch };
+                state.lease = HeldLease {
+                    name,
+                    version,
+                    epoch: lease.epoch,
+                };
                 Ok(true)
             }
             None => Ok(false),
@@ -189,7 +223,11 @@ impl Indexer {
         self.config.lease_ttl / 3
     }
 
-    async fn load_partition(&self, state: &mut State, id: PartitionId) -> Result<Option<PartitionState>, CatalogError> {
+    async fn load_partition(
+        &self,
+        state: &mut State,
+        id: PartitionId,
+    ) -> Result<Option<PartitionState>, CatalogError> {
         if let Some(p) = state.partitions.get(&id) {
             return Ok(Some(*p));
         }
@@ -205,7 +243,11 @@ impl Indexer {
         Ok(Some(p))
     }
 
-    async fn load_producer(&self, state: &mut State, key: ProducerKey) -> Result<Option<ProducerRecord>, CatalogError> {
+    async fn load_producer(
+        &self,
+        state: &mut State,
+        key: ProducerKey,
+    ) -> Result<Option<ProducerRecord>, CatalogError> {
         if let Some(p) = state.producers.get(&key) {
             return Ok(p.clone());
         }
@@ -232,8 +274,15 @@ impl Indexer {
         if let Some(done) = state.recent.get(&request.segment_key) {
             return Ok(done.clone());
         }
-        if let Some(done) = self.catalog.segment_commit(&request.segment_key).await.map_err(store_err)? {
-            let response = CommitResponse { outcomes: done.outcomes };
+        if let Some(done) = self
+            .catalog
+            .segment_commit(&request.segment_key)
+            .await
+            .map_err(store_err)?
+        {
+            let response = CommitResponse {
+                outcomes: done.outcomes,
+            };
             Self::remember(&mut state, request.segment_key.clone(), response.clone());
             return Ok(response);
         }
@@ -248,34 +297,53 @@ impl Indexer {
         for batch in &request.batches {
             let id = (batch.topic_id, batch.partition);
             if !parts.contains_key(&id) {
-                match self.load_partition(&mut state, id).await.map_err(store_err)? {
+                match self
+                    .load_partition(&mut state, id)
+                    .await
+                    .map_err(store_err)?
+                {
                     Some(p) => {
                         parts.insert(id, p);
                         touched_order.push(id);
                     }
                     None => {
-                        outcomes.push(BatchOutcome::Rejected(RejectReason::UnknownTopicOrPartition));
+                        outcomes.push(BatchOutcome::Rejected(
+                            RejectReason::UnknownTopicOrPartition,
+                        ));
                         continue;
                     }
                 }
             }
-            let Some(part) = parts.get_mut(&id) else { continue };
+            let Some(part) = parts.get_mut(&id) else {
+                continue;
+            };
             let log_start_offset = part.record.log_start_offset;
             if batch.producer_id >= 0 {
                 let pkey = (batch.topic_id, batch.partition, batch.producer_id);
                 if !producers.contains_key(&pkey) {
-                    let loaded = self.load_producer(&mut state, pkey).await.map_err(store_err)?;
+                    let loaded = self
+                        .load_producer(&mut state, pkey)
+                        .await
+                        .map_err(store_err)?;
                     producers.insert(pkey, loaded);
                 }
                 let last_seq = last_sequence(batch);
                 let current = producers.get(&pkey).and_then(|p| p.as_ref());
                 match check_sequence(current, batch, last_seq) {
                     Check::Duplicate(base_offset) => {
-                        outcomes.push(BatchOutcome::Duplicate { base_offset, log_start_offset });
+                        outcomes.push(BatchOutcome::Duplicate {
+                            base_offset,
+                            log_start_offset,
+                        });
                         continue;
                     }
                     Check::Reject(reason) => {
-                        debug!(producer_id = batch.producer_id, seq = batch.base_sequence, ?reason, "batch rejected");
+                        debug!(
+                            producer_id = batch.producer_id,
+                            seq = batch.base_sequence,
+                            ?reason,
+                            "batch rejected"
+                        );
                         outcomes.push(BatchOutcome::Rejected(reason));
                         continue;
                     }
@@ -283,9 +351,17 @@ impl Indexer {
                         let base_offset = part.record.next_offset;
                         let mut record = match current {
                             Some(r) if r.epoch == batch.producer_epoch => r.clone(),
-                            _ => ProducerRecord { format: ITEM_FORMAT, epoch: batch.producer_epoch, batches: Vec::new() },
+                            _ => ProducerRecord {
+                                format: ITEM_FORMAT,
+                                epoch: batch.producer_epoch,
+                                batches: Vec::new(),
+                            },
                         };
-                        record.batches.push(ProducerBatch { first_seq: batch.base_sequence, last_seq, base_offset });
+                        record.batches.push(ProducerBatch {
+                            first_seq: batch.base_sequence,
+                            last_seq,
+                            base_offset,
+                        });
                         if record.batches.len() > PRODUCER_BATCHES_KEPT {
                             record.batches.remove(0);
                         }
@@ -299,7 +375,10 @@ impl Indexer {
             part.record.bytes += batch.byte_len;
             let list = entries.entry(id).or_default();
             match list.last_mut() {
-                Some(e) if e.byte_start + e.byte_len == batch.byte_start && e.last_offset + 1 == base_offset => {
+                Some(e)
+                    if e.byte_start + e.byte_len == batch.byte_start
+                        && e.last_offset + 1 == base_offset =>
+                {
                     e.last_offset = last_offset;
                     e.byte_len += batch.byte_len;
                     e.batch_count += 1;
@@ -320,7 +399,10 @@ impl Indexer {
                     max_timestamp: batch.max_timestamp,
                 }),
             }
-            outcomes.push(BatchOutcome::Appended { base_offset, log_start_offset });
+            outcomes.push(BatchOutcome::Appended {
+                base_offset,
+                log_start_offset,
+            });
         }
 
         let response = CommitResponse { outcomes };
@@ -329,7 +411,9 @@ impl Indexer {
             condition: Condition::Version(state.lease.version),
         }];
         for id in &touched_order {
-            let Some(list) = entries.get(id) else { continue };
+            let Some(list) = entries.get(id) else {
+                continue;
+            };
             let part = parts[id];
             let original_version = part.version;
             ops.push(WriteOp::Put {
@@ -386,7 +470,9 @@ impl Indexer {
         }
 
         for id in touched_order {
-            let Some(mut part) = parts.remove(&id) else { continue };
+            let Some(mut part) = parts.remove(&id) else {
+                continue;
+            };
             if entries.contains_key(&id) {
                 part.version += 1;
             }

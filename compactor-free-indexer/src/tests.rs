@@ -7,10 +7,18 @@ use super::*;
 async fn setup(partitions: i32) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
     let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
     let catalog = Arc::new(Catalog::new(store));
-    let topic = catalog.create_topic("t", partitions, BTreeMap::new()).await.expect("create");
+    let topic = catalog
+        .create_topic("t", partitions, BTreeMap::new())
+        .await
+        .expect("create");
     let watermarks = Arc::new(Watermarks::new());
-    let config = IndexerConfig { owner_id: "a".into(), ..IndexerConfig::default() };
-    let indexer = Indexer::start(catalog.clone(), watermarks.clone(), config).await.expect("start");
+    let config = IndexerConfig {
+        owner_id: "a".into(),
+        ..IndexerConfig::default()
+    };
+    let indexer = Indexer::start(catalog.clone(), watermarks.clone(), config)
+        .await
+        .expect("start");
     (catalog, watermarks, indexer, topic.topic_id)
 }
 
@@ -38,30 +46,71 @@ fn idem(mut b: CommitBatch, pid: i64, epoch: i16, seq: i32) -> CommitBatch {
 }
 
 fn req(key: &str, batches: Vec<CommitBatch>) -> CommitRequest {
-    CommitRequest { segment_key: key.into(), segment_size: 1000, batches }
+    CommitRequest {
+        segment_key: key.into(),
+        segment_size: 1000,
+        batches,
+    }
 }
 
 fn appended(base_offset: i64) -> BatchOutcome {
-    BatchOutcome::Appended { base_offset, log_start_offset: 0 }
+    BatchOutcome::Appended {
+        base_offset,
+        log_start_offset: 0,
+    }
 }
 
 #[tokio::test]
 async fn assigns_contiguous_offsets_and_writes_index_and_watermark() {
     let (catalog, watermarks, indexer, id) = setup(2).await;
     let r = indexer
-        .commit(req("s1", vec![batch(id, 0, 16, 3), batch(id, 0, 116, 2), batch(id, 1, 216, 5)]))
+        .commit(req(
+            "s1",
+            vec![
+                batch(id, 0, 16, 3),
+                batch(id, 0, 116, 2),
+                batch(id, 1, 216, 5),
+            ],
+        ))
         .await
         .expect("commit");
     assert_eq!(r.outcomes, vec![appended(0), appended(3), appended(0)]);
-    let r = indexer.commit(req("s2", vec![batch(id, 0, 16, 4)])).await.expect("commit");
+    let r = indexer
+        .commit(req("s2", vec![batch(id, 0, 16, 4)]))
+        .await
+        .expect("commit");
     assert_eq!(r.outcomes, vec![appended(5)]);
 
-    let entries = catalog.index_entries_from(id, 0, 0, None).await.expect("index");
-    assert_eq!(entries.len(), 2, "adjacent batches of one segment share an entry");
-    assert_eq!((entries[0].base_offset, entries[0].last_offset, entries[0].batch_count), (0, 4, 2));
+    let entries = catalog
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("index");
+    assert_eq!(
+        entries.len(),
+        2,
+        "adjacent batches of one segment share an entry"
+    );
+    assert_eq!(
+        (
+            entries[0].base_offset,
+            entries[0].last_offset,
+            entries[0].batch_count
+        ),
+        (0, 4, 2)
+    );
     assert_eq!((entries[0].byte_start, entries[0].byte_len), (16, 200));
-    assert_eq!((entries[1].base_offset, entries[1].last_offset, entries[1].segment_key.as_str()), (5, 8, "s2"));
-    let found = catalog.index_entries_from(id, 0, 6, Some(1)).await.expect("lookup");
+    assert_eq!(
+        (
+            entries[1].base_offset,
+            entries[1].last_offset,
+            entries[1].segment_key.as_str()
+        ),
+        (5, 8, "s2")
+    );
+    let found = catalog
+        .index_entries_from(id, 0, 6, Some(1))
+        .await
+        .expect("lookup");
     assert_eq!(found[0].base_offset, 5);
     let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
     assert_eq!(row.next_offset, 9);
@@ -72,15 +121,32 @@ async fn assigns_contiguous_offsets_and_writes_index_and_watermark() {
 #[tokio::test]
 async fn a_repeated_commit_returns_the_same_offsets_even_after_restart() {
     let (catalog, watermarks, indexer, id) = setup(1).await;
-    let first = indexer.commit(req("s1", vec![batch(id, 0, 16, 3)])).await.expect("commit");
-    let again = indexer.commit(req("s1", vec![batch(id, 0, 16, 3)])).await.expect("retry");
+    let first = indexer
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("commit");
+    let again = indexer
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("retry");
     assert_eq!(first, again);
     drop(indexer);
-    let config = IndexerConfig { owner_id: "a".into(), ..IndexerConfig::default() };
-    let restarted = Indexer::start(catalog.clone(), watermarks, config).await.expect("restart");
-    let after = restarted.commit(req("s1", vec![batch(id, 0, 16, 3)])).await.expect("retry");
+    let config = IndexerConfig {
+        owner_id: "a".into(),
+        ..IndexerConfig::default()
+    };
+    let restarted = Indexer::start(catalog.clone(), watermarks, config)
+        .await
+        .expect("restart");
+    let after = restarted
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("retry");
     assert_eq!(first, after);
-    let next = restarted.commit(req("s2", vec![batch(id, 0, 16, 1)])).await.expect("commit");
+    let next = restarted
+        .commit(req("s2", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect("commit");
     assert_eq!(next.outcomes, vec![appended(3)]);
 }
 
@@ -88,7 +154,13 @@ async fn a_repeated_commit_returns_the_same_offsets_even_after_restart() {
 async fn idempotent_producers_are_deduplicated_like_a_kafka_leader() {
     let (catalog, _, indexer, id) = setup(1).await;
     let r = indexer
-        .commit(req("s1", vec![idem(batch(id, 0, 16, 3), 7, 0, 0), idem(batch(id, 0, 116, 2), 7, 0, 3)]))
+        .commit(req(
+            "s1",
+            vec![
+                idem(batch(id, 0, 16, 3), 7, 0, 0),
+                idem(batch(id, 0, 116, 2), 7, 0, 3),
+            ],
+        ))
         .await
         .expect("commit");
     assert_eq!(r.outcomes, vec![appended(0), appended(3)]);
@@ -112,14 +184,26 @@ async fn idempotent_producers_are_deduplicated_like_a_kafka_leader() {
         r.outcomes,
         vec![
             appended(5),
-            BatchOutcome::Duplicate { base_offset: 0, log_start_offset: 0 },
+            BatchOutcome::Duplicate {
+                base_offset: 0,
+                log_start_offset: 0
+            },
             appended(6),
-            BatchOutcome::Duplicate { base_offset: 3, log_start_offset: 0 },
+            BatchOutcome::Duplicate {
+                base_offset: 3,
+                log_start_offset: 0
+            },
             appended(7),
         ]
     );
-    let entries = catalog.index_entries_from(id, 0, 5, None).await.expect("index");
-    let ranges: Vec<_> = entries.iter().map(|e| (e.base_offset, e.last_offset, e.byte_start)).collect();
+    let entries = catalog
+        .index_entries_from(id, 0, 5, None)
+        .await
+        .expect("index");
+    let ranges: Vec<_> = entries
+        .iter()
+        .map(|e| (e.base_offset, e.last_offset, e.byte_start))
+        .collect();
     assert_eq!(ranges, vec![(5, 5, 16), (6, 6, 216), (7, 8, 416)]);
 
     // A gap, an old epoch, and an unknown producer with a non-zero sequence are rejected.
@@ -135,21 +219,43 @@ async fn idempotent_producers_are_deduplicated_like_a_kafka_leader() {
         .expect("commit");
     assert_eq!(
         r.outcomes,
-        vec![BatchOutcome::Rejected(RejectReason::OutOfOrderSequence), BatchOutcome::Rejected(RejectReason::OutOfOrderSequence)]
+        vec![
+            BatchOutcome::Rejected(RejectReason::OutOfOrderSequence),
+            BatchOutcome::Rejected(RejectReason::OutOfOrderSequence)
+        ]
     );
     // A new epoch starts again at 0; then the old epoch is fenced.
     let r = indexer
-        .commit(req("s4", vec![idem(batch(id, 0, 16, 1), 7, 1, 0), idem(batch(id, 0, 116, 1), 7, 0, 7)]))
+        .commit(req(
+            "s4",
+            vec![
+                idem(batch(id, 0, 16, 1), 7, 1, 0),
+                idem(batch(id, 0, 116, 1), 7, 0, 7),
+            ],
+        ))
         .await
         .expect("commit");
-    assert_eq!(r.outcomes, vec![appended(9), BatchOutcome::Rejected(RejectReason::InvalidProducerEpoch)]);
+    assert_eq!(
+        r.outcomes,
+        vec![
+            appended(9),
+            BatchOutcome::Rejected(RejectReason::InvalidProducerEpoch)
+        ]
+    );
 }
 
 #[tokio::test]
 async fn unknown_partitions_are_rejected_without_touching_others() {
     let (_, _, indexer, id) = setup(1).await;
     let r = indexer
-        .commit(req("s1", vec![batch(id, 3, 16, 1), batch(Uuid::new_v4(), 0, 116, 1), batch(id, 0, 216, 1)]))
+        .commit(req(
+            "s1",
+            vec![
+                batch(id, 3, 16, 1),
+                batch(Uuid::new_v4(), 0, 116, 1),
+                batch(id, 0, 216, 1),
+            ],
+        ))
         .await
         .expect("commit");
     assert_eq!(
@@ -166,23 +272,43 @@ async fn unknown_partitions_are_rejected_without_touching_others() {
 async fn a_deposed_owner_cannot_write() {
     let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
     let catalog = Arc::new(Catalog::new(store));
-    let id = catalog.create_topic("t", 1, BTreeMap::new()).await.expect("create").topic_id;
+    let id = catalog
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
     let short = |owner: &str| IndexerConfig {
         owner_id: owner.into(),
         owner_addr: String::new(),
         lease_ttl: Duration::from_millis(50),
     };
-    let old = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), short("old")).await.expect("start");
-    old.commit(req("s1", vec![batch(id, 0, 16, 1)])).await.expect("commit");
+    let old = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), short("old"))
+        .await
+        .expect("start");
+    old.commit(req("s1", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect("commit");
     assert!(matches!(
         Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), short("new")).await,
         Err(IndexerError::LeaseHeld(_))
     ));
     tokio::time::sleep(Duration::from_millis(80)).await;
-    let new = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), short("new")).await.expect("takeover");
-    let err = old.commit(req("s2", vec![batch(id, 0, 16, 1)])).await.expect_err("fenced");
+    let new = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), short("new"))
+        .await
+        .expect("takeover");
+    let err = old
+        .commit(req("s2", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect_err("fenced");
     assert!(matches!(err, SequencerError::Fenced(_)));
     assert!(!old.renew_lease().await.expect("renew"));
-    let r = new.commit(req("s3", vec![batch(id, 0, 16, 1)])).await.expect("commit");
-    assert_eq!(r.outcomes, vec![appended(1)], "the new owner continues after the old owner's last commit");
+    let r = new
+        .commit(req("s3", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        r.outcomes,
+        vec![appended(1)],
+        "the new owner continues after the old owner's last commit"
+    );
 }

@@ -12,7 +12,11 @@ pub enum FetchError {
     #[error("unknown topic id")]
     UnknownTopicId,
     #[error("offset {offset} is outside [{log_start}, {high_watermark}]")]
-    OffsetOutOfRange { offset: i64, log_start: i64, high_watermark: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
     #[error("metadata store: {0}")]
     Metadata(String),
     #[error("object store: {0}")]

@@ -32,7 +32,9 @@ pub struct FetchService {
 
 impl std::fmt::Debug for FetchService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FetchService").field("config", &self.config).finish()
+        f.debug_struct("FetchService")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -69,7 +71,11 @@ impl FetchService {
     }
 
     /// The partition's readable range, from the watermark registry or the store.
-    pub(crate) async fn offsets(&self, topic_id: Uuid, partition: i32) -> Result<PartitionOffsets, FetchError> {
+    pub(crate) async fn offsets(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<PartitionOffsets, FetchError> {
         if let Some(o) = self.watermarks.get(topic_id, partition) {
             return Ok(o);
         }
@@ -78,7 +84,10 @@ impl FetchService {
             .partition(topic_id, partition)
             .await?
             .ok_or(FetchError::UnknownTopicOrPartition)?;
-        let offsets = PartitionOffsets { log_start_offset: row.log_start_offset, high_watermark: row.next_offset };
+        let offsets = PartitionOffsets {
+            log_start_offset: row.log_start_offset,
+            high_watermark: row.next_offset,
+        };
         self.watermarks.publish(topic_id, partition, offsets);
         Ok(self.watermarks.get(topic_id, partition).unwrap_or(offsets))
     }
@@ -102,11 +111,20 @@ impl FetchService {
             });
         }
         if offset == offsets.high_watermark || (max_bytes == 0 && !allow_oversized_first) {
-            return Ok(PartitionRead { offsets, records: Bytes::new() });
+            return Ok(PartitionRead {
+                offsets,
+                records: Bytes::new(),
+            });
         }
         let entries = self
             .index
-            .entries_from(topic_id, partition, offset, offsets.high_watermark, max_bytes as u64)
+            .entries_from(
+                topic_id,
+                partition,
+                offset,
+                offsets.high_watermark,
+                max_bytes as u64,
+            )
             .await?;
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
@@ -152,9 +170,15 @@ impl FetchService {
         let mut targets = Vec::new();
         for (topic_index, t) in request.topics.iter().enumerate() {
             let (topic, unknown_error) = if version >= 13 {
-                (self.catalog.topic_by_id(t.topic_id).await.ok().flatten(), FetchError::UnknownTopicId)
+                (
+                    self.catalog.topic_by_id(t.topic_id).await.ok().flatten(),
+                    FetchError::UnknownTopicId,
+                )
             } else {
-                (self.catalog.topic(&t.topic.0).await.ok().flatten(), FetchError::UnknownTopicOrPartition)
+                (
+                    self.catalog.topic(&t.topic.0).await.ok().flatten(),
+                    FetchError::UnknownTopicOrPartition,
+                )
             };
             for p in &t.partitions {
                 targets.push(Target {
@@ -175,10 +199,15 @@ impl FetchService {
     #[instrument(skip_all, fields(version, topics = request.topics.len()))]
     pub async fn fetch(&self, request: FetchRequest, version: i16) -> FetchResponse {
         let targets = self.resolve(&request, version).await;
-        let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(self.config.max_wait_cap);
+        let max_wait =
+            Duration::from_millis(request.max_wait_ms.max(0) as u64).min(self.config.max_wait_cap);
         let deadline = Instant::now() + max_wait;
         let min_bytes = request.min_bytes.max(0) as usize;
-        let response_max = if version >= 3 && request.max_bytes > 0 { request.max_bytes as usize } else { usize::MAX };
+        let response_max = if version >= 3 && request.max_bytes > 0 {
+            request.max_bytes as usize
+        } else {
+            usize::MAX
+        };
         // Subscribe before reading so a commit between the read and the wait is not missed.
         let mut receivers: Vec<watch::Receiver<PartitionOffsets>> = Vec::new();
         for t in &targets {
@@ -194,14 +223,23 @@ impl FetchService {
         loop {
             let (results, total) = self.read_all(&targets, response_max).await;
             let any_error = results.iter().any(|r| r.is_err());
-            if total >= min_bytes.max(1) || any_error || Instant::now() >= deadline || receivers.is_empty() {
-                if total < min_bytes && !any_error && !receivers.is_empty() && Instant::now() < deadline {
+            if total >= min_bytes.max(1)
+                || any_error
+                || Instant::now() >= deadline
+                || receivers.is_empty()
+            {
+                if total < min_bytes
+                    && !any_error
+                    && !receivers.is_empty()
+                    && Instant::now() < deadline
+                {
                     // fall through to waiting below
                 } else {
                     return build_response(&request, version, &targets, results);
                 }
             }
-            let changed = futures::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed())));
+            let changed =
+                futures::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed())));
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(deadline) => {
@@ -216,7 +254,11 @@ impl FetchService {
         }
     }
 
-    async fn read_all(&self, targets: &[Target], response_max: usize) -> (Vec<Result<PartitionRead, FetchError>>, usize) {
+    async fn read_all(
+        &self,
+        targets: &[Target],
+        response_max: usize,
+    ) -> (Vec<Result<PartitionRead, FetchError>>, usize) {
         let mut results = Vec::with_capacity(targets.len());
         let mut total = 0usize;
         for t in targets {
@@ -226,8 +268,16 @@ impl FetchService {
                     Err(FetchError::UnknownTopicOrPartition)
                 }
                 Some(topic) => {
-                    let budget = (t.max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
-                    self.read_partition(topic.topic_id, t.partition, t.fetch_offset, budget, total == 0).await
+                    let budget =
+                        (t.max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
+                    self.read_partition(
+                        topic.topic_id,
+                        t.partition,
+                        t.fetch_offset,
+                        budget,
+                        total == 0,
+                    )
+                    .await
                 }
             };
             if let Ok(r) = &result {
@@ -277,7 +327,12 @@ fn build_response(
                 p.high_watermark = -1;
                 p.last_stable_offset = -1;
                 p.log_start_offset = -1;
-                if let FetchError::OffsetOutOfRange { log_start, high_watermark, .. } = e {
+                if let FetchError::OffsetOutOfRange {
+                    log_start,
+                    high_watermark,
+                    ..
+                } = e
+                {
                     p.high_watermark = high_watermark;
                     p.last_stable_offset = high_watermark;
                     p.log_start_offset = log_start;

@@ -9,8 +9,10 @@ use tracing::Instrument;
 use crate::fetch::FetchService;
 
 /// Fetch v4-16 (v13+ by topic id), ListOffsets v1-8.
-pub const FETCH_APIS: [ApiSupport; 2] =
-    [ApiSupport::new(ApiKey::Fetch, 4, 16), ApiSupport::new(ApiKey::ListOffsets, 1, 8)];
+pub const FETCH_APIS: [ApiSupport; 2] = [
+    ApiSupport::new(ApiKey::Fetch, 4, 16),
+    ApiSupport::new(ApiKey::ListOffsets, 1, 8),
+];
 
 /// Serves Fetch and ListOffsets.
 pub struct FetchHandler {
@@ -32,18 +34,21 @@ impl KafkaHandler for FetchHandler {
     async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch {
         let service = self.service.clone();
         let v = ctx.api_version;
-        let span = tracing::info_span!("fetch_api", api = ?ctx.api_key, connection = ctx.connection_id);
+        let span =
+            tracing::info_span!("fetch_api", api = ?ctx.api_key, connection = ctx.connection_id);
         match request {
-            RequestKind::Fetch(r) => {
-                Dispatch::Respond(Box::pin(async move { Ok(service.fetch(r, v).await.into()) }.instrument(span)))
-            }
+            RequestKind::Fetch(r) => Dispatch::Respond(Box::pin(
+                async move { Ok(service.fetch(r, v).await.into()) }.instrument(span),
+            )),
             RequestKind::ListOffsets(r) => Dispatch::Respond(Box::pin(
                 async move { Ok(service.list_offsets(r, v).await.into()) }.instrument(span),
             )),
             _ => {
                 let api = ctx.api_key;
                 Dispatch::Respond(Box::pin(async move {
-                    Err(HandlerError::Fatal(format!("fetch handler cannot serve {api:?}")))
+                    Err(HandlerError::Fatal(format!(
+                        "fetch handler cannot serve {api:?}"
+                    )))
                 }))
             }
         }

@@ -21,7 +21,11 @@ pub(crate) struct IndexCache {
 
 impl IndexCache {
     pub(crate) fn new(catalog: Arc<Catalog>, capacity: usize) -> Self {
-        IndexCache { catalog, capacity, inner: Mutex::new((0, HashMap::new())) }
+        IndexCache {
+            catalog,
+            capacity,
+            inner: Mutex::new((0, HashMap::new())),
+        }
     }
 
     fn cached_at(&self, id: (Uuid, i32), offset: i64) -> Option<Arc<IndexEntry>> {
@@ -65,7 +69,10 @@ impl IndexCache {
             let entry = match self.cached_at(id, next) {
                 Some(e) => e,
                 None => {
-                    let page = self.catalog.index_entries_from(topic_id, partition, next, Some(STORE_PAGE)).await?;
+                    let page = self
+                        .catalog
+                        .index_entries_from(topic_id, partition, next, Some(STORE_PAGE))
+                        .await?;
                     self.insert(id, &page);
                     match page.into_iter().next() {
                         Some(e) if e.base_offset <= next => Arc::new(e),
@@ -86,7 +93,15 @@ impl IndexCache {
     }
 
     /// Every entry from `offset` on, in order (for timestamp searches).
-    pub(crate) async fn scan(&self, topic_id: Uuid, partition: i32, offset: i64) -> Result<Vec<IndexEntry>, FetchError> {
-        Ok(self.catalog.index_entries_from(topic_id, partition, offset, None).await?)
+    pub(crate) async fn scan(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<IndexEntry>, FetchError> {
+        Ok(self
+            .catalog
+            .index_entries_from(topic_id, partition, offset, None)
+            .await?)
     }
 }

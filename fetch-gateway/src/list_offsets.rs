@@ -5,7 +5,9 @@
 //! first offset whose timestamp is ≥ the target (Kafka's semantics).
 
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 use kafscale_shared::batch::iter_batches;
@@ -23,13 +25,21 @@ const LATEST_TIERED: i64 = -5;
 
 impl FetchService {
     /// (offset, timestamp) for one partition; (-1, -1) when no record matches.
-    async fn lookup(&self, topic_id: Uuid, partition: i32, timestamp: i64) -> Result<(i64, i64), FetchError> {
+    async fn lookup(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), FetchError> {
         let offsets = self.offsets(topic_id, partition).await?;
         match timestamp {
             LATEST | LATEST_TIERED => Ok((offsets.high_watermark, -1)),
             EARLIEST | EARLIEST_LOCAL => Ok((offsets.log_start_offset, -1)),
             MAX_TIMESTAMP => {
-                let entries = self.index.scan(topic_id, partition, offsets.log_start_offset).await?;
+                let entries = self
+                    .index
+                    .scan(topic_id, partition, offsets.log_start_offset)
+                    .await?;
                 let best = entries
                     .iter()
                     .filter(|e| e.last_offset < offsets.high_watermark)
@@ -40,8 +50,14 @@ impl FetchService {
                 }
             }
             t if t >= 0 => {
-                let entries = self.index.scan(topic_id, partition, offsets.log_start_offset).await?;
-                for e in entries.iter().filter(|e| e.last_offset < offsets.high_watermark) {
+                let entries = self
+                    .index
+                    .scan(topic_id, partition, offsets.log_start_offset)
+                    .await?;
+                for e in entries
+                    .iter()
+                    .filter(|e| e.last_offset < offsets.high_watermark)
+                {
                     if e.max_timestamp >= t {
                         let found = self.find_in_entry(e, |ts, _| ts >= t, t).await?;
                         if found.0 >= 0 {
@@ -51,7 +67,9 @@ impl FetchService {
                 }
                 Ok((-1, -1))
             }
-            _ => Err(FetchError::Corrupt(format!("invalid ListOffsets timestamp {timestamp}"))),
+            _ => Err(FetchError::Corrupt(format!(
+                "invalid ListOffsets timestamp {timestamp}"
+            ))),
         }
     }
 
@@ -87,7 +105,11 @@ impl FetchService {
         Ok(best.unwrap_or((-1, -1)))
     }
 
-    pub async fn list_offsets(&self, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    pub async fn list_offsets(
+        &self,
+        request: ListOffsetsRequest,
+        version: i16,
+    ) -> ListOffsetsResponse {
         let mut response = ListOffsetsResponse::default();
         for t in request.topics {
             let topic = self.catalog.topic(&t.name.0).await.ok().flatten();
@@ -97,8 +119,11 @@ impl FetchService {
                 let mut r = ListOffsetsPartitionResponse::default();
                 r.partition_index = p.partition_index;
                 let result = match &topic {
-                    Some(topic) if p.partition_index >= 0 && p.partition_index < topic.partitions => {
-                        self.lookup(topic.topic_id, p.partition_index, p.timestamp).await
+                    Some(topic)
+                        if p.partition_index >= 0 && p.partition_index < topic.partitions =>
+                    {
+                        self.lookup(topic.topic_id, p.partition_index, p.timestamp)
+                            .await
                     }
                     _ => Err(FetchError::UnknownTopicOrPartition),
                 };

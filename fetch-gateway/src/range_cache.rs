@@ -38,7 +38,11 @@ impl RangeCache {
         RangeCache {
             store,
             capacity,
-            inner: Mutex::new(Inner { lru: LruCache::unbounded(), bytes: 0, loading: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                loading: HashMap::new(),
+            }),
         }
     }
 
@@ -56,7 +60,9 @@ impl RangeCache {
                     let store = self.store.clone();
                     let e = entry.clone();
                     let fut: BoxFuture<'static, Result<Bytes, FetchError>> = Box::pin(async move {
-                        let raw = store.get_range(&e.segment_key, e.byte_start..e.byte_start + e.byte_len).await?;
+                        let raw = store
+                            .get_range(&e.segment_key, e.byte_start..e.byte_start + e.byte_len)
+                            .await?;
                         if raw.len() as u64 != e.byte_len {
                             return Err(FetchError::Corrupt(format!(
                                 "read {} bytes of {} from {}",

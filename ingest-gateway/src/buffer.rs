@@ -79,14 +79,23 @@ pub struct SegmentBuffer {
 
 impl std::fmt::Debug for SegmentBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SegmentBuffer").field("config", &self.config).finish()
+        f.debug_struct("SegmentBuffer")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
 impl SegmentBuffer {
     pub fn new(config: IngestConfig) -> Arc<Self> {
-        let budget = Arc::new(Semaphore::new(config.max_buffered_bytes.min(Semaphore::MAX_PERMITS)));
-        Arc::new(SegmentBuffer { open: Mutex::new(Open::new()), wake: Notify::new(), budget, config })
+        let budget = Arc::new(Semaphore::new(
+            config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
+        ));
+        Arc::new(SegmentBuffer {
+            open: Mutex::new(Open::new()),
+            wake: Notify::new(),
+            budget,
+            config,
+        })
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -103,7 +112,12 @@ impl SegmentBuffer {
     ) -> Result<oneshot::Receiver<FlushOutcome>, IngestError> {
         let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
         let want = bytes.clamp(1, self.config.max_buffered_bytes) as u32;
-        let permit = self.budget.clone().acquire_many_owned(want).await.map_err(|_| IngestError::ShuttingDown)?;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
         let (tx, rx) = oneshot::channel();
         let full = {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,7 +149,11 @@ impl SegmentBuffer {
                     base_sequence: h.base_sequence,
                 });
             }
-            open.waiters.push(Waiter { first, count: batches.len(), tx });
+            open.waiters.push(Waiter {
+                first,
+                count: batches.len(),
+                tx,
+            });
             open.permits.push(permit);
             let was_empty = open.opened_at.is_none();
             if was_empty {
@@ -237,10 +255,13 @@ fn upload(
 ) -> impl std::future::Future<Output = (Sealed, UploadResult)> {
     let span = info_span!("segment_upload", key = %sealed.key, bytes = sealed.data.len());
     async move {
-        let result = store.put(&sealed.key, sealed.data.clone()).await.map_err(|e| {
-            warn!(error = %e, "segment upload failed");
-            IngestError::from_upload(&e)
-        });
+        let result = store
+            .put(&sealed.key, sealed.data.clone())
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "segment upload failed");
+                IngestError::from_upload(&e)
+            });
         (sealed, result)
     }
     .instrument(span)
@@ -249,11 +270,21 @@ fn upload(
 /// Commits an uploaded segment (with retries; commits are idempotent by segment key) and
 /// answers its waiters.
 async fn finish(sequencer: &dyn Sequencer, sealed: Sealed, uploaded: UploadResult, attempts: u32) {
-    let Sealed { key, data, batches, waiters, _permits } = sealed;
+    let Sealed {
+        key,
+        data,
+        batches,
+        waiters,
+        _permits,
+    } = sealed;
     let result = match uploaded {
         Err(e) => Err(e),
         Ok(()) => {
-            let request = CommitRequest { segment_key: key.clone(), segment_size: data.len() as u64, batches };
+            let request = CommitRequest {
+                segment_key: key.clone(),
+                segment_size: data.len() as u64,
+                batches,
+            };
             let mut delay = Duration::from_millis(50);
             let mut attempt = 1;
             loop {
@@ -261,7 +292,9 @@ async fn finish(sequencer: &dyn Sequencer, sealed: Sealed, uploaded: UploadResul
                     Ok(r) if r.outcomes.len() == request.batches.len() => break Ok(r.outcomes),
                     Ok(r) => {
                         warn!(segment = %key, got = r.outcomes.len(), want = request.batches.len(), "commit answer has the wrong size");
-                        break Err(IngestError::Commit("sequencer answered with the wrong number of outcomes".into()));
+                        break Err(IngestError::Commit(
+                            "sequencer answered with the wrong number of outcomes".into(),
+                        ));
                     }
                     Err(e) if e.is_retryable() && attempt < attempts => {
                         warn!(segment = %key, attempt, error = %e, "segment commit failed, retrying");
@@ -281,7 +314,10 @@ async fn finish(sequencer: &dyn Sequencer, sealed: Sealed, uploaded: UploadResul
     match result {
         Ok(outcomes) => {
             for w in waiters {
-                let slice = outcomes.get(w.first..w.first + w.count).map(|s| s.to_vec()).unwrap_or_default();
+                let slice = outcomes
+                    .get(w.first..w.first + w.count)
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default();
                 let _ = w.tx.send(Ok(slice));
             }
         }

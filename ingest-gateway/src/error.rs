@@ -50,13 +50,17 @@ impl IngestError {
         match self {
             IngestError::Batch(b) => match b {
                 BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-                BatchError::CrcMismatch { .. } | BatchError::Truncated { .. } => ResponseError::CorruptMessage,
+                BatchError::CrcMismatch { .. } | BatchError::Truncated { .. } => {
+                    ResponseError::CorruptMessage
+                }
                 BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
                 BatchError::Invalid(_) => ResponseError::InvalidRecord,
             },
             // Retriable: the client retries and, if idempotent, is de-duplicated.
             IngestError::Upload(_) | IngestError::Commit(_) => ResponseError::KafkaStorageError,
-            IngestError::Fenced(_) | IngestError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+            IngestError::Fenced(_) | IngestError::ShuttingDown => {
+                ResponseError::NotLeaderOrFollower
+            }
             IngestError::Rejected(r) => match r {
                 RejectReason::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
                 RejectReason::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, RequestKind,
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    ProducerId, RequestKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafscale_shared::batch::validate_batches;
@@ -20,8 +21,10 @@ use crate::error::IngestError;
 use crate::producer_ids::ProducerIds;
 
 /// Produce v3-11 (record batches v2, topic names), InitProducerId v0-4.
-pub const INGEST_APIS: [ApiSupport; 2] =
-    [ApiSupport::new(ApiKey::Produce, 3, 11), ApiSupport::new(ApiKey::InitProducerId, 0, 4)];
+pub const INGEST_APIS: [ApiSupport; 2] = [
+    ApiSupport::new(ApiKey::Produce, 3, 11),
+    ApiSupport::new(ApiKey::InitProducerId, 0, 4),
+];
 
 /// Serves Produce and InitProducerId.
 pub struct IngestHandler {
@@ -33,7 +36,11 @@ pub struct IngestHandler {
 impl IngestHandler {
     pub fn new(topics: TopicApi, buffer: Arc<SegmentBuffer>) -> Self {
         let producer_ids = Arc::new(ProducerIds::new(topics.catalog().clone()));
-        IngestHandler { topics, buffer, producer_ids }
+        IngestHandler {
+            topics,
+            buffer,
+            producer_ids,
+        }
     }
 }
 
@@ -48,8 +55,14 @@ fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
     let mut first = None;
     for o in &outcomes {
         match *o {
-            BatchOutcome::Appended { base_offset, log_start_offset }
-            | BatchOutcome::Duplicate { base_offset, log_start_offset } => {
+            BatchOutcome::Appended {
+                base_offset,
+                log_start_offset,
+            }
+            | BatchOutcome::Duplicate {
+                base_offset,
+                log_start_offset,
+            } => {
                 first.get_or_insert((base_offset, log_start_offset));
             }
             BatchOutcome::Rejected(r) => return Err(IngestError::Rejected(r)),
@@ -61,7 +74,10 @@ fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
 impl IngestHandler {
     async fn start_produce(&self, ctx: &RequestContext, request: ProduceRequest) -> Dispatch {
         let acks = request.acks;
-        let mut waits: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, PartitionWait)>)> = Vec::new();
+        let mut waits: Vec<(
+            kafka_protocol::messages::TopicName,
+            Vec<(i32, PartitionWait)>,
+        )> = Vec::new();
         let invalid_acks = !matches!(acks, -1..=1);
         let transactional = request.transactional_id.is_some();
         for topic in request.topic_data {
@@ -69,7 +85,12 @@ impl IngestHandler {
             let resolved = if invalid_acks || transactional {
                 None
             } else {
-                Some(self.topics.resolve_or_create(&name, true).await.map_err(|e| IngestError::from_catalog(&e)))
+                Some(
+                    self.topics
+                        .resolve_or_create(&name, true)
+                        .await
+                        .map_err(|e| IngestError::from_catalog(&e)),
+                )
             };
             let mut parts = Vec::with_capacity(topic.partition_data.len());
             for p in topic.partition_data {
@@ -83,9 +104,11 @@ impl IngestHandler {
                         ResponseError::TransactionalIdAuthorizationFailed,
                     ))),
                     Some(Err(e)) => PartitionWait::Done(Err(e.clone())),
-                    Some(Ok(t)) if p.index < 0 || p.index >= t.partitions => PartitionWait::Done(Err(
-                        IngestError::Rejected(kafscale_shared::sequencer::RejectReason::UnknownTopicOrPartition),
-                    )),
+                    Some(Ok(t)) if p.index < 0 || p.index >= t.partitions => {
+                        PartitionWait::Done(Err(IngestError::Rejected(
+                            kafscale_shared::sequencer::RejectReason::UnknownTopicOrPartition,
+                        )))
+                    }
                     Some(Ok(t)) => {
                         let records = p.records.unwrap_or_default();
                         match validate_batches(&records, self.buffer.config().max_message_bytes) {
@@ -93,10 +116,12 @@ impl IngestHandler {
                                 debug!(topic = %name, partition = p.index, error = %e, "rejected batch");
                                 PartitionWait::Done(Err(IngestError::Batch(e)))
                             }
-                            Ok(batches) => match self.buffer.append(t.topic_id, p.index, batches).await {
-                                Ok(rx) => PartitionWait::Pending(rx),
-                                Err(e) => PartitionWait::Done(Err(e)),
-                            },
+                            Ok(batches) => {
+                                match self.buffer.append(t.topic_id, p.index, batches).await {
+                                    Ok(rx) => PartitionWait::Pending(rx),
+                                    Err(e) => PartitionWait::Done(Err(e)),
+                                }
+                            }
                         }
                     }
                 };
@@ -148,7 +173,9 @@ impl IngestHandler {
                 .instrument(span),
             ))
         } else {
-            Dispatch::Respond(Box::pin(async move { Ok(complete.await.into()) }.instrument(span)))
+            Dispatch::Respond(Box::pin(
+                async move { Ok(complete.await.into()) }.instrument(span),
+            ))
         }
     }
 
@@ -161,7 +188,10 @@ impl IngestHandler {
             return response;
         }
         // KIP-360: a producer that knows its id asks for an epoch bump.
-        if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
+        if request.producer_id.0 >= 0
+            && request.producer_epoch >= 0
+            && request.producer_epoch < i16::MAX - 1
+        {
             response.producer_id = request.producer_id;
             response.producer_epoch = request.producer_epoch + 1;
             return response;
@@ -193,7 +223,9 @@ impl KafkaHandler for IngestHandler {
             _ => {
                 let api = ctx.api_key;
                 Dispatch::Respond(Box::pin(async move {
-                    Err(HandlerError::Fatal(format!("ingest handler cannot serve {api:?}")))
+                    Err(HandlerError::Fatal(format!(
+                        "ingest handler cannot serve {api:?}"
+                    )))
                 }))
             }
         }

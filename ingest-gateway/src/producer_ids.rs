@@ -17,7 +17,10 @@ pub struct ProducerIds {
 
 impl ProducerIds {
     pub fn new(catalog: Arc<Catalog>) -> Self {
-        ProducerIds { catalog, block: Mutex::new((0, 0)) }
+        ProducerIds {
+            catalog,
+            block: Mutex::new((0, 0)),
+        }
     }
 
     /// A producer id never handed out before.

@@ -70,14 +70,20 @@ impl BatchHeader {
     /// Parses the header at the start of `buf` (which may hold more than one batch).
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < MAGIC_OFFSET + 1 {
-            return Err(BatchError::Truncated { needed: BATCH_HEADER_LEN, available: buf.len() });
+            return Err(BatchError::Truncated {
+                needed: BATCH_HEADER_LEN,
+                available: buf.len(),
+            });
         }
         let magic = buf[MAGIC_OFFSET] as i8;
         if magic != 2 {
             return Err(BatchError::UnsupportedMagic(magic));
         }
         if buf.len() < BATCH_HEADER_LEN {
-            return Err(BatchError::Truncated { needed: BATCH_HEADER_LEN, available: buf.len() });
+            return Err(BatchError::Truncated {
+                needed: BATCH_HEADER_LEN,
+                available: buf.len(),
+            });
         }
         Ok(BatchHeader {
             base_offset: be_i64(buf, 0),
@@ -122,7 +128,11 @@ impl BatchHeader {
             return NO_SEQUENCE;
         }
         let last = self.base_sequence as i64 + self.last_offset_delta as i64;
-        if last > i32::MAX as i64 { (last - i32::MAX as i64 - 1) as i32 } else { last as i32 }
+        if last > i32::MAX as i64 {
+            (last - i32::MAX as i64 - 1) as i32
+        } else {
+            last as i32
+        }
     }
 }
 
@@ -136,7 +146,10 @@ pub struct ValidatedBatch {
 /// Splits the `records` field of one produce partition into batches and validates each:
 /// magic 2, lengths consistent, size ≤ `max_batch_bytes`, CRC-32C, at least one record, not a
 /// control or transactional batch (transactions are a non-goal).
-pub fn validate_batches(records: &Bytes, max_batch_bytes: usize) -> Result<Vec<ValidatedBatch>, BatchError> {
+pub fn validate_batches(
+    records: &Bytes,
+    max_batch_bytes: usize,
+) -> Result<Vec<ValidatedBatch>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     if records.is_empty() {
@@ -146,18 +159,29 @@ pub fn validate_batches(records: &Bytes, max_batch_bytes: usize) -> Result<Vec<V
         let rest = &records[pos..];
         let header = BatchHeader::parse(rest)?;
         if header.batch_length < (BATCH_HEADER_LEN - BATCH_LOG_OVERHEAD) as i32 {
-            return Err(BatchError::Invalid("batch length smaller than the batch header"));
+            return Err(BatchError::Invalid(
+                "batch length smaller than the batch header",
+            ));
         }
         let total = header.total_len();
         if total > max_batch_bytes {
-            return Err(BatchError::TooLarge { size: total, max: max_batch_bytes });
+            return Err(BatchError::TooLarge {
+                size: total,
+                max: max_batch_bytes,
+            });
         }
         if rest.len() < total {
-            return Err(BatchError::Truncated { needed: total, available: rest.len() });
+            return Err(BatchError::Truncated {
+                needed: total,
+                available: rest.len(),
+            });
         }
         let actual = crc32c::crc32c(&rest[ATTRIBUTES_OFFSET..total]);
         if actual != header.crc {
-            return Err(BatchError::CrcMismatch { expected: header.crc, actual });
+            return Err(BatchError::CrcMismatch {
+                expected: header.crc,
+                actual,
+            });
         }
         if header.record_count <= 0 || header.last_offset_delta < 0 {
             return Err(BatchError::Invalid("batch holds no records"));
@@ -166,9 +190,14 @@ pub fn validate_batches(records: &Bytes, max_batch_bytes: usize) -> Result<Vec<V
             return Err(BatchError::Invalid("control batches cannot be produced"));
         }
         if header.is_transactional() {
-            return Err(BatchError::Invalid("transactional batches are not supported"));
+            return Err(BatchError::Invalid(
+                "transactional batches are not supported",
+            ));
         }
-        out.push(ValidatedBatch { header, bytes: records.slice(pos..pos + total) });
+        out.push(ValidatedBatch {
+            header,
+            bytes: records.slice(pos..pos + total),
+        });
         pos += total;
     }
     Ok(out)
@@ -197,7 +226,9 @@ pub fn patch_base_offsets(buf: &mut [u8], mut base_offset: i64) -> i64 {
 }
 
 /// Iterates the headers and byte ranges of the whole batches in `buf`.
-pub fn iter_batches(buf: &[u8]) -> impl Iterator<Item = (BatchHeader, std::ops::Range<usize>)> + '_ {
+pub fn iter_batches(
+    buf: &[u8],
+) -> impl Iterator<Item = (BatchHeader, std::ops::Range<usize>)> + '_ {
     let mut pos = 0usize;
     std::iter::from_fn(move || {
         let header = BatchHeader::parse(&buf[pos..]).ok()?;
@@ -219,7 +250,12 @@ pub(crate) mod tests {
     };
 
     /// Encodes a batch of `n` records with the kafka-protocol crate (an independent encoder).
-    pub(crate) fn encode_batch(n: usize, compression: Compression, producer_id: i64, base_sequence: i32) -> Bytes {
+    pub(crate) fn encode_batch(
+        n: usize,
+        compression: Compression,
+        producer_id: i64,
+        base_sequence: i32,
+    ) -> Bytes {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
@@ -229,7 +265,11 @@ pub(crate) mod tests {
                 producer_epoch: 0,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: if base_sequence < 0 { -1 } else { base_sequence + i as i32 },
+                sequence: if base_sequence < 0 {
+                    -1
+                } else {
+                    base_sequence + i as i32
+                },
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(format!("value-{i}"))),
@@ -238,14 +278,27 @@ pub(crate) mod tests {
             })
             .collect();
         let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-            .expect("encode");
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .expect("encode");
         buf.freeze()
     }
 
     #[test]
     fn validates_batches_from_an_independent_encoder() {
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let b = encode_batch(10, c, 7, 0);
             let v = validate_batches(&b, 1 << 20).expect("valid");
             assert_eq!(v.len(), 1);
@@ -264,13 +317,28 @@ pub(crate) mod tests {
         let mut bad = b.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        assert!(matches!(validate_batches(&Bytes::from(bad), 1 << 20), Err(BatchError::CrcMismatch { .. })));
-        assert!(matches!(validate_batches(&b, 10), Err(BatchError::TooLarge { .. })));
+        assert!(matches!(
+            validate_batches(&Bytes::from(bad), 1 << 20),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+        assert!(matches!(
+            validate_batches(&b, 10),
+            Err(BatchError::TooLarge { .. })
+        ));
         let mut m1 = b.to_vec();
         m1[16] = 1;
-        assert_eq!(validate_batches(&Bytes::from(m1), 1 << 20), Err(BatchError::UnsupportedMagic(1)));
-        assert!(matches!(validate_batches(&b.slice(..b.len() - 1), 1 << 20), Err(BatchError::Truncated { .. })));
-        assert!(matches!(validate_batches(&b.slice(..20), 1 << 20), Err(BatchError::Truncated { .. })));
+        assert_eq!(
+            validate_batches(&Bytes::from(m1), 1 << 20),
+            Err(BatchError::UnsupportedMagic(1))
+        );
+        assert!(matches!(
+            validate_batches(&b.slice(..b.len() - 1), 1 << 20),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            validate_batches(&b.slice(..20), 1 << 20),
+            Err(BatchError::Truncated { .. })
+        ));
     }
 
     #[test]

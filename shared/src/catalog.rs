@@ -150,7 +150,10 @@ pub fn index_key(topic_id: Uuid, partition: i32, last_offset: i64) -> ItemKey {
     ItemKey::new(index_pk(topic_id, partition), offset_sk(last_offset))
 }
 pub fn producer_key(topic_id: Uuid, partition: i32, producer_id: i64) -> ItemKey {
-    ItemKey::new(format!("prod/{topic_id}/{partition}"), format!("{:020}", producer_id.max(0)))
+    ItemKey::new(
+        format!("prod/{topic_id}/{partition}"),
+        format!("{:020}", producer_id.max(0)),
+    )
 }
 pub fn segment_commit_key(segment_key: &str) -> ItemKey {
     ItemKey::new("seg", segment_key)
@@ -170,13 +173,20 @@ pub fn encode<T: Serialize>(value: &T) -> Bytes {
 
 /// Decodes an item value.
 pub fn decode<T: DeserializeOwned>(key: &ItemKey, value: &[u8]) -> Result<T, MetaStoreError> {
-    serde_json::from_slice(value)
-        .map_err(|e| MetaStoreError::Corrupt { key: key.clone(), reason: e.to_string() })
+    serde_json::from_slice(value).map_err(|e| MetaStoreError::Corrupt {
+        key: key.clone(),
+        reason: e.to_string(),
+    })
 }
 
 /// Checks a topic name against Kafka's rules.
 pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
-    let bad = |reason| Err(CatalogError::InvalidTopicName { name: name.to_string(), reason });
+    let bad = |reason| {
+        Err(CatalogError::InvalidTopicName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("empty");
     }
@@ -186,7 +196,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
     if name.len() > 249 {
         return bad("longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
@@ -217,13 +230,18 @@ pub struct Catalog {
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").field("store", &self.store).finish()
+        f.debug_struct("Catalog")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
 impl Catalog {
     pub fn new(store: Arc<dyn MetaStore>) -> Self {
-        Catalog { store, topics: RwLock::new(TopicCache::default()) }
+        Catalog {
+            store,
+            topics: RwLock::new(TopicCache::default()),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn MetaStore> {
@@ -255,7 +273,12 @@ impl Catalog {
             condition: Condition::Absent,
         }];
         for p in 0..partitions {
-            let row = PartitionRecord { format: ITEM_FORMAT, next_offset: 0, log_start_offset: 0, bytes: 0 };
+            let row = PartitionRecord {
+                format: ITEM_FORMAT,
+                next_offset: 0,
+                log_start_offset: 0,
+                bytes: 0,
+            };
             ops.push(WriteOp::Put {
                 key: partition_key(record.topic_id, p),
                 value: encode(&row),
@@ -267,7 +290,9 @@ impl Catalog {
                 self.invalidate_topics();
                 Ok(record)
             }
-            Err(MetaStoreError::ConditionFailed { index: 0, .. }) => Err(CatalogError::TopicExists(name.to_string())),
+            Err(MetaStoreError::ConditionFailed { index: 0, .. }) => {
+                Err(CatalogError::TopicExists(name.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -282,14 +307,19 @@ impl Catalog {
         let record: TopicRecord = decode(&key, &item.value)?;
         match self
             .store
-            .write(vec![WriteOp::Delete { key, condition: Condition::Version(item.version) }])
+            .write(vec![WriteOp::Delete {
+                key,
+                condition: Condition::Version(item.version),
+            }])
             .await
         {
             Ok(()) => {
                 self.invalidate_topics();
                 Ok(record)
             }
-            Err(MetaStoreError::ConditionFailed { .. }) => Err(CatalogError::UnknownTopic(name.to_string())),
+            Err(MetaStoreError::ConditionFailed { .. }) => {
+                Err(CatalogError::UnknownTopic(name.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -310,7 +340,10 @@ impl Catalog {
 
     /// Forgets cached topics (after a create or delete).
     pub fn invalidate_topics(&self) {
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).loaded_at = None;
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .loaded_at = None;
     }
 
     fn cached<R>(&self, f: impl FnOnce(&TopicCache) -> Option<R>) -> Option<R> {
@@ -326,7 +359,11 @@ impl Catalog {
         if let Some(t) = self.cached(|c| c.by_name.get(name).cloned()) {
             return Ok(Some(t));
         }
-        Ok(self.list_topics().await?.into_iter().find(|t| t.name == name))
+        Ok(self
+            .list_topics()
+            .await?
+            .into_iter()
+            .find(|t| t.name == name))
     }
 
     /// A topic by id, from the cache when fresh (a miss reloads the list).
@@ -334,11 +371,19 @@ impl Catalog {
         if let Some(t) = self.cached(|c| c.by_id.get(&topic_id).cloned()) {
             return Ok(Some(t));
         }
-        Ok(self.list_topics().await?.into_iter().find(|t| t.topic_id == topic_id))
+        Ok(self
+            .list_topics()
+            .await?
+            .into_iter()
+            .find(|t| t.topic_id == topic_id))
     }
 
     /// A partition row and its item version.
-    pub async fn partition(&self, topic_id: Uuid, partition: i32) -> Result<Option<(PartitionRecord, u64)>, CatalogError> {
+    pub async fn partition(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<(PartitionRecord, u64)>, CatalogError> {
         let key = partition_key(topic_id, partition);
         match self.store.get(&key).await? {
             Some(item) => Ok(Some((decode(&key, &item.value)?, item.version))),
@@ -364,11 +409,19 @@ impl Catalog {
                 limit,
             })
             .await?;
-        items.iter().map(|i| decode(&i.key, &i.value).map_err(CatalogError::from)).collect()
+        items
+            .iter()
+            .map(|i| decode(&i.key, &i.value).map_err(CatalogError::from))
+            .collect()
     }
 
     /// The producer state of one producer on one partition.
-    pub async fn producer(&self, topic_id: Uuid, partition: i32, producer_id: i64) -> Result<Option<ProducerRecord>, CatalogError> {
+    pub async fn producer(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        producer_id: i64,
+    ) -> Result<Option<ProducerRecord>, CatalogError> {
         let key = producer_key(topic_id, partition, producer_id);
         match self.store.get(&key).await? {
             Some(item) => Ok(Some(decode(&key, &item.value)?)),
@@ -377,7 +430,10 @@ impl Catalog {
     }
 
     /// The stored result of a segment commit, if the segment was committed.
-    pub async fn segment_commit(&self, segment_key: &str) -> Result<Option<SegmentCommitRecord>, CatalogError> {
+    pub async fn segment_commit(
+        &self,
+        segment_key: &str,
+    ) -> Result<Option<SegmentCommitRecord>, CatalogError> {
         let key = segment_commit_key(segment_key);
         match self.store.get(&key).await? {
             Some(item) => Ok(Some(decode(&key, &item.value)?)),
@@ -391,10 +447,17 @@ impl Catalog {
         for _ in 0..64 {
             let current = self.store.get(&key).await?;
             let (next, condition) = match &current {
-                Some(item) => (decode::<i64>(&key, &item.value)?, Condition::Version(item.version)),
+                Some(item) => (
+                    decode::<i64>(&key, &item.value)?,
+                    Condition::Version(item.version),
+                ),
                 None => (0, Condition::Absent),
             };
-            let op = WriteOp::Put { key: key.clone(), value: encode(&(next + count)), condition };
+            let op = WriteOp::Put {
+                key: key.clone(),
+                value: encode(&(next + count)),
+                condition,
+            };
             match self.store.write(vec![op]).await {
                 Ok(()) => return Ok(next),
                 Err(MetaStoreError::ConditionFailed { .. }) => continue,
@@ -423,7 +486,11 @@ impl Catalog {
                 if lease.owner != owner && lease.expires_at_ms > now {
                     return Ok(None);
                 }
-                let epoch = if lease.owner == owner { lease.epoch } else { lease.epoch + 1 };
+                let epoch = if lease.owner == owner {
+                    lease.epoch
+                } else {
+                    lease.epoch + 1
+                };
                 (epoch, Condition::Version(item.version))
             }
         };
@@ -435,7 +502,15 @@ impl Catalog {
             expires_at_ms: now + ttl.as_millis() as i64,
         };
         let version = current.map(|i| i.version + 1).unwrap_or(1);
-        match self.store.write(vec![WriteOp::Put { key, value: encode(&lease), condition }]).await {
+        match self
+            .store
+            .write(vec![WriteOp::Put {
+                key,
+                value: encode(&lease),
+                condition,
+            }])
+            .await
+        {
             Ok(()) => Ok(Some((lease, version))),
             Err(MetaStoreError::ConditionFailed { .. }) => Ok(None),
             Err(e) => Err(e.into()),

@@ -14,7 +14,10 @@ pub const SEGMENT_PREFIX: &str = "segments/";
 pub fn new_segment_key(now_ms: i64) -> String {
     let id = Uuid::new_v4();
     let spread = id.as_bytes()[15];
-    format!("{SEGMENT_PREFIX}{spread:02x}/{now_ms:013}-{}.kseg", id.simple())
+    format!(
+        "{SEGMENT_PREFIX}{spread:02x}/{now_ms:013}-{}.kseg",
+        id.simple()
+    )
 }
 
 #[cfg(test)]

@@ -5,14 +5,14 @@
 //! Tier crates (`kafscale-ingest`, `kafscale-fetch`, `kafscale-indexer`) depend on this crate
 //! and never on each other; the `kafscale` binary wires them together.
 
+pub mod batch;
+pub mod catalog;
+pub mod keys;
 pub mod meta_store;
 pub mod object_store;
 pub mod segment;
-pub mod batch;
-pub mod wire;
-pub mod catalog;
-pub mod keys;
 pub mod sequencer;
-pub mod watermarks;
 pub mod topic_api;
 pub mod topic_handler;
+pub mod watermarks;
+pub mod wire;

@@ -51,9 +51,15 @@ pub enum RejectReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchOutcome {
     /// The batch got offsets `base_offset..base_offset + offset_count`.
-    Appended { base_offset: i64, log_start_offset: i64 },
+    Appended {
+        base_offset: i64,
+        log_start_offset: i64,
+    },
     /// An idempotent producer re-sent a batch it had already written at `base_offset`.
-    Duplicate { base_offset: i64, log_start_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+        log_start_offset: i64,
+    },
     Rejected(RejectReason),
 }
 

@@ -77,21 +77,36 @@ impl TopicApi {
     }
 
     /// Looks a topic up, creating it with the default partition count when allowed.
-    pub async fn resolve_or_create(&self, name: &str, allow_create: bool) -> Result<TopicRecord, CatalogError> {
+    pub async fn resolve_or_create(
+        &self,
+        name: &str,
+        allow_create: bool,
+    ) -> Result<TopicRecord, CatalogError> {
         if let Some(t) = self.catalog.topic(name).await? {
             return Ok(t);
         }
         if !(allow_create && self.settings.auto_create_topics) {
             return Err(CatalogError::UnknownTopic(name.to_string()));
         }
-        match self.catalog.create_topic(name, self.settings.default_partitions, BTreeMap::new()).await {
+        match self
+            .catalog
+            .create_topic(name, self.settings.default_partitions, BTreeMap::new())
+            .await
+        {
             Ok(t) => {
-                info!(topic = name, partitions = t.partitions, "auto-created topic");
+                info!(
+                    topic = name,
+                    partitions = t.partitions,
+                    "auto-created topic"
+                );
                 Ok(t)
             }
             Err(CatalogError::TopicExists(_)) => {
                 self.catalog.invalidate_topics();
-                self.catalog.topic(name).await?.ok_or_else(|| CatalogError::UnknownTopic(name.to_string()))
+                self.catalog
+                    .topic(name)
+                    .await?
+                    .ok_or_else(|| CatalogError::UnknownTopic(name.to_string()))
             }
             Err(e) => Err(e),
         }
@@ -115,7 +130,11 @@ impl TopicApi {
         out
     }
 
-    fn topic_error(name: Option<&str>, topic_id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+    fn topic_error(
+        name: Option<&str>,
+        topic_id: Uuid,
+        error: ResponseError,
+    ) -> MetadataResponseTopic {
         let mut out = MetadataResponseTopic::default();
         out.name = name.map(name_of);
         out.topic_id = topic_id;
@@ -150,17 +169,27 @@ impl TopicApi {
                         Some(name) => {
                             let name = name.0.as_str();
                             if validate_topic_name(name).is_err() {
-                                Self::topic_error(Some(name), Uuid::nil(), ResponseError::InvalidTopicException)
+                                Self::topic_error(
+                                    Some(name),
+                                    Uuid::nil(),
+                                    ResponseError::InvalidTopicException,
+                                )
                             } else {
                                 match self.resolve_or_create(name, allow_create).await {
                                     Ok(topic) => Self::topic_metadata(&topic),
-                                    Err(e) => Self::topic_error(Some(name), Uuid::nil(), catalog_error_code(&e)),
+                                    Err(e) => Self::topic_error(
+                                        Some(name),
+                                        Uuid::nil(),
+                                        catalog_error_code(&e),
+                                    ),
                                 }
                             }
                         }
                         None => match self.catalog.topic_by_id(t.topic_id).await {
                             Ok(Some(topic)) => Self::topic_metadata(&topic),
-                            Ok(None) => Self::topic_error(None, t.topic_id, ResponseError::UnknownTopicId),
+                            Ok(None) => {
+                                Self::topic_error(None, t.topic_id, ResponseError::UnknownTopicId)
+                            }
                             Err(e) => Self::topic_error(None, t.topic_id, catalog_error_code(&e)),
                         },
                     };
@@ -171,7 +200,11 @@ impl TopicApi {
         response
     }
 
-    pub async fn create_topics(&self, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    pub async fn create_topics(
+        &self,
+        request: CreateTopicsRequest,
+        version: i16,
+    ) -> CreateTopicsResponse {
         let mut response = CreateTopicsResponse::default();
         for topic in request.topics {
             let name = topic.name.0.to_string();
@@ -191,15 +224,24 @@ impl TopicApi {
                 }
             }
             let outcome = if topic.replication_factor == 0 || topic.replication_factor < -1 {
-                Err((ResponseError::InvalidReplicationFactor, "replication factor must be -1 or at least 1".to_string()))
+                Err((
+                    ResponseError::InvalidReplicationFactor,
+                    "replication factor must be -1 or at least 1".to_string(),
+                ))
             } else if let Err(e) = validate_topic_name(&name) {
                 Err((catalog_error_code(&e), e.to_string()))
             } else if request.validate_only {
                 if !(1..=100_000).contains(&partitions) {
-                    Err((ResponseError::InvalidPartitions, format!("invalid partition count {partitions}")))
+                    Err((
+                        ResponseError::InvalidPartitions,
+                        format!("invalid partition count {partitions}"),
+                    ))
                 } else {
                     match self.catalog.topic(&name).await {
-                        Ok(Some(_)) => Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists"))),
+                        Ok(Some(_)) => Err((
+                            ResponseError::TopicAlreadyExists,
+                            format!("topic {name} already exists"),
+                        )),
                         Ok(None) => Ok(None),
                         Err(e) => Err((catalog_error_code(&e), e.to_string())),
                     }
@@ -238,12 +280,24 @@ impl TopicApi {
         response
     }
 
-    pub async fn delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    pub async fn delete_topics(
+        &self,
+        request: DeleteTopicsRequest,
+        version: i16,
+    ) -> DeleteTopicsResponse {
         let mut response = DeleteTopicsResponse::default();
         // v0-5 list names; v6+ lists (name or id) states.
-        let mut targets: Vec<(Option<String>, Uuid)> =
-            request.topic_names.iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect();
-        targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+        let mut targets: Vec<(Option<String>, Uuid)> = request
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect();
+        targets.extend(
+            request
+                .topics
+                .iter()
+                .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+        );
         for (name, topic_id) in targets {
             let mut result = DeletableTopicResult::default();
             let resolved = match &name {

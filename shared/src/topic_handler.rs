@@ -33,17 +33,25 @@ impl KafkaHandler for TopicHandler {
         let v = ctx.api_version;
         let api = self.api.clone();
         match request {
-            RequestKind::Metadata(r) => Dispatch::Respond(Box::pin(async move { Ok(api.metadata(r, v).await.into()) })),
+            RequestKind::Metadata(r) => {
+                Dispatch::Respond(Box::pin(async move { Ok(api.metadata(r, v).await.into()) }))
+            }
             RequestKind::CreateTopics(r) => {
-                Dispatch::Respond(Box::pin(async move { Ok(api.create_topics(r, v).await.into()) }))
+                Dispatch::Respond(Box::pin(
+                    async move { Ok(api.create_topics(r, v).await.into()) },
+                ))
             }
             RequestKind::DeleteTopics(r) => {
-                Dispatch::Respond(Box::pin(async move { Ok(api.delete_topics(r, v).await.into()) }))
+                Dispatch::Respond(Box::pin(
+                    async move { Ok(api.delete_topics(r, v).await.into()) },
+                ))
             }
             _ => {
                 let api = ctx.api_key;
                 Dispatch::Respond(Box::pin(async move {
-                    Err(HandlerError::Fatal(format!("topic handler cannot serve {api:?}")))
+                    Err(HandlerError::Fatal(format!(
+                        "topic handler cannot serve {api:?}"
+                    )))
                 }))
             }
         }

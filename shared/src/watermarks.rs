@@ -57,7 +57,11 @@ impl Watermarks {
     }
 
     /// A receiver that wakes on every change of the partition's offsets.
-    pub fn subscribe(&self, topic_id: Uuid, partition: i32) -> Option<watch::Receiver<PartitionOffsets>> {
+    pub fn subscribe(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Option<watch::Receiver<PartitionOffsets>> {
         let map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&(topic_id, partition)).map(|tx| tx.subscribe())
     }
@@ -71,11 +75,32 @@ mod tests {
     async fn subscribers_wake_when_the_watermark_moves_forward_only() {
         let w = Watermarks::new();
         let id = Uuid::new_v4();
-        w.publish(id, 0, PartitionOffsets { log_start_offset: 0, high_watermark: 5 });
+        w.publish(
+            id,
+            0,
+            PartitionOffsets {
+                log_start_offset: 0,
+                high_watermark: 5,
+            },
+        );
         let mut rx = w.subscribe(id, 0).expect("published");
-        w.publish(id, 0, PartitionOffsets { log_start_offset: 0, high_watermark: 3 });
+        w.publish(
+            id,
+            0,
+            PartitionOffsets {
+                log_start_offset: 0,
+                high_watermark: 3,
+            },
+        );
         assert!(!rx.has_changed().expect("open"));
-        w.publish(id, 0, PartitionOffsets { log_start_offset: 0, high_watermark: 9 });
+        w.publish(
+            id,
+            0,
+            PartitionOffsets {
+                log_start_offset: 0,
+                high_watermark: 9,
+            },
+        );
         rx.changed().await.expect("open");
         assert_eq!(rx.borrow().high_watermark, 9);
         assert_eq!(w.get(id, 0).map(|o| o.high_watermark), Some(9));

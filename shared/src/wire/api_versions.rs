@@ -1,9 +1,9 @@
 //! ApiVersions: built from the handler's support table.
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::ApiKey;
 
 use super::ApiSupport;
 
@@ -11,7 +11,10 @@ use super::ApiSupport;
 pub(crate) const API_VERSIONS_SUPPORT: ApiSupport = ApiSupport::new(ApiKey::ApiVersions, 0, 4);
 
 /// Builds an ApiVersions response listing `apis` plus ApiVersions itself.
-pub fn api_versions_response(apis: &[ApiSupport], error: Option<ResponseError>) -> ApiVersionsResponse {
+pub fn api_versions_response(
+    apis: &[ApiSupport],
+    error: Option<ResponseError>,
+) -> ApiVersionsResponse {
     let mut list: Vec<ApiSupport> = apis.to_vec();
     list.push(API_VERSIONS_SUPPORT);
     list.sort_by_key(|a| a.key as i16);

@@ -37,7 +37,11 @@ pub struct ApiSupport {
 
 impl ApiSupport {
     pub const fn new(key: ApiKey, min_version: i16, max_version: i16) -> Self {
-        ApiSupport { key, min_version, max_version }
+        ApiSupport {
+            key,
+            min_version,
+            max_version,
+        }
     }
     pub fn contains(&self, version: i16) -> bool {
         (self.min_version..=self.max_version).contains(&version)

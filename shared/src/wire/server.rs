@@ -78,7 +78,11 @@ impl KafkaServer {
         config: WireConfig,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(KafkaServer { listener, handler, config })
+        Ok(KafkaServer {
+            listener,
+            handler,
+            config,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -89,7 +93,12 @@ impl KafkaServer {
     pub async fn run(self, shutdown: CancellationToken) {
         let all_apis = self.handler.supported_apis();
         let support = all_apis.iter().map(|a| (a.key as i16, *a)).collect();
-        let shared = Arc::new(Shared { handler: self.handler, support, all_apis, config: self.config });
+        let shared = Arc::new(Shared {
+            handler: self.handler,
+            support,
+            all_apis,
+            config: self.config,
+        });
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut connections = JoinSet::new();
         let next_id = AtomicU64::new(1);
@@ -196,7 +205,9 @@ async fn drain_and_close(
 ) {
     while let Some(out) = pending.next().await {
         let Some(out) = out else { continue };
-        let Ok(bytes) = encode_response(out) else { return };
+        let Ok(bytes) = encode_response(out) else {
+            return;
+        };
         if framed.send(bytes).await.is_err() {
             return;
         }
@@ -211,7 +222,10 @@ async fn start_request(
     shared: &Shared,
 ) -> Result<Pending, String> {
     if frame.len() < 8 {
-        return Err(format!("request frame of {} bytes is shorter than a header", frame.len()));
+        return Err(format!(
+            "request frame of {} bytes is shorter than a header",
+            frame.len()
+        ));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -220,14 +234,23 @@ async fn start_request(
 
     if api_key == ApiKey::ApiVersions && !API_VERSIONS_SUPPORT.contains(version) {
         // Kafka answers with UNSUPPORTED_VERSION in a v0 body so the client can pick a version.
-        let response = api_versions_response(&shared.all_apis, Some(ResponseError::UnsupportedVersion));
-        let out = Outgoing { api_key, version: 0, correlation_id, result: Ok(response.into()) };
+        let response =
+            api_versions_response(&shared.all_apis, Some(ResponseError::UnsupportedVersion));
+        let out = Outgoing {
+            api_key,
+            version: 0,
+            correlation_id,
+            result: Ok(response.into()),
+        };
         return Ok(Box::pin(async move { Some(out) }));
     }
     let supported = if api_key == ApiKey::ApiVersions {
         true
     } else {
-        shared.support.get(&raw_key).is_some_and(|s| s.contains(version))
+        shared
+            .support
+            .get(&raw_key)
+            .is_some_and(|s| s.contains(version))
     };
     if !supported {
         return Err(format!("unsupported version {version} of api {api_key:?}"));
@@ -249,13 +272,23 @@ async fn start_request(
     };
     if api_key == ApiKey::ApiVersions {
         let response = api_versions_response(&shared.all_apis, None);
-        let out = Outgoing { api_key, version, correlation_id, result: Ok(response.into()) };
+        let out = Outgoing {
+            api_key,
+            version,
+            correlation_id,
+            result: Ok(response.into()),
+        };
         return Ok(Box::pin(async move { Some(out) }));
     }
     match shared.handler.start(ctx, request).await {
         Dispatch::Respond(fut) => Ok(Box::pin(async move {
             let result = fut.await;
-            Some(Outgoing { api_key, version, correlation_id, result })
+            Some(Outgoing {
+                api_key,
+                version,
+                correlation_id,
+                result,
+            })
         })),
         Dispatch::NoResponse(fut) => Ok(Box::pin(async move {
             fut.await;
@@ -271,8 +304,11 @@ fn encode_response(out: Outgoing) -> Result<Bytes, String> {
     header
         .encode(&mut buf, out.api_key.response_header_version(out.version))
         .map_err(|e| format!("encoding {:?} response header: {e}", out.api_key))?;
-    response
-        .encode(&mut buf, out.version)
-        .map_err(|e| format!("encoding {:?} v{} response: {e:#}", out.api_key, out.version))?;
+    response.encode(&mut buf, out.version).map_err(|e| {
+        format!(
+            "encoding {:?} v{} response: {e:#}",
+            out.api_key, out.version
+        )
+    })?;
     Ok(buf.freeze())
 }

@@ -1,0 +1,57 @@
+//! The HTTP endpoint of every process: `/healthz` (the process is alive) and `/readyz` (it
+//! serves Kafka traffic). Metrics and the admin API join this router in their own issue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+/// Whether the process is ready to serve.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub(crate) fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(ready): State<Arc<Readiness>>) -> (StatusCode, &'static str) {
+    if ready.0.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Binds the HTTP listener and returns its address and the serving future.
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    ready: Arc<Readiness>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ready);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let fut = async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "http server failed");
+        }
+    };
+    Ok((local, fut))
+}
