@@ -1,5 +1,6 @@
 //! Offset assignment, idempotent-producer checks and the atomic commit write.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -296,14 +297,14 @@ impl Indexer {
 
         for batch in &request.batches {
             let id = (batch.topic_id, batch.partition);
-            if !parts.contains_key(&id) {
+            if let Entry::Vacant(slot) = parts.entry(id) {
                 match self
                     .load_partition(&mut state, id)
                     .await
                     .map_err(store_err)?
                 {
                     Some(p) => {
-                        parts.insert(id, p);
+                        slot.insert(p);
                         touched_order.push(id);
                     }
                     None => {
@@ -320,12 +321,12 @@ impl Indexer {
             let log_start_offset = part.record.log_start_offset;
             if batch.producer_id >= 0 {
                 let pkey = (batch.topic_id, batch.partition, batch.producer_id);
-                if !producers.contains_key(&pkey) {
+                if let Entry::Vacant(slot) = producers.entry(pkey) {
                     let loaded = self
                         .load_producer(&mut state, pkey)
                         .await
                         .map_err(store_err)?;
-                    producers.insert(pkey, loaded);
+                    slot.insert(loaded);
                 }
                 let last_seq = last_sequence(batch);
                 let current = producers.get(&pkey).and_then(|p| p.as_ref());

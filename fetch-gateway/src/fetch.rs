@@ -211,13 +211,12 @@ impl FetchService {
         // Subscribe before reading so a commit between the read and the wait is not missed.
         let mut receivers: Vec<watch::Receiver<PartitionOffsets>> = Vec::new();
         for t in &targets {
-            if let Some(topic) = &t.topic {
-                if self.offsets(topic.topic_id, t.partition).await.is_ok() {
-                    if let Some(mut rx) = self.watermarks.subscribe(topic.topic_id, t.partition) {
-                        rx.borrow_and_update();
-                        receivers.push(rx);
-                    }
-                }
+            if let Some(topic) = &t.topic
+                && self.offsets(topic.topic_id, t.partition).await.is_ok()
+                && let Some(mut rx) = self.watermarks.subscribe(topic.topic_id, t.partition)
+            {
+                rx.borrow_and_update();
+                receivers.push(rx);
             }
         }
         loop {

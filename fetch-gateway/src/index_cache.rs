@@ -13,10 +13,13 @@ use crate::error::FetchError;
 
 const STORE_PAGE: usize = 64;
 
+/// Cached entries per partition, keyed by last offset.
+type PartitionEntries = HashMap<(Uuid, i32), BTreeMap<i64, Arc<IndexEntry>>>;
+
 pub(crate) struct IndexCache {
     catalog: Arc<Catalog>,
     capacity: usize,
-    inner: Mutex<(usize, HashMap<(Uuid, i32), BTreeMap<i64, Arc<IndexEntry>>>)>,
+    inner: Mutex<(usize, PartitionEntries)>,
 }
 
 impl IndexCache {

@@ -93,8 +93,11 @@ impl RangeCache {
         let result = load.await;
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.loading.remove(&key);
-        if let Ok(bytes) = &result {
-            if bytes.len() <= self.capacity && inner.lru.peek(&key).is_none() {
+        if let Ok(bytes) = &result
+            && bytes.len() <= self.capacity
+            && inner.lru.peek(&key).is_none()
+        {
+            {
                 inner.bytes += bytes.len();
                 inner.lru.put(key, bytes.clone());
                 while inner.bytes > self.capacity {

@@ -46,6 +46,8 @@ struct Open {
     waiters: Vec<Waiter>,
     permits: Vec<OwnedSemaphorePermit>,
     opened_at: Option<Instant>,
+    /// Set once the flusher has stopped: later appends are refused instead of never answered.
+    closed: bool,
 }
 
 impl Open {
@@ -56,6 +58,7 @@ impl Open {
             waiters: Vec::new(),
             permits: Vec::new(),
             opened_at: None,
+            closed: false,
         }
     }
 }
@@ -121,6 +124,9 @@ impl SegmentBuffer {
         let (tx, rx) = oneshot::channel();
         let full = {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.closed {
+                return Err(IngestError::ShuttingDown);
+            }
             let first = open.batches.len();
             for b in &batches {
                 let h = &b.header;
@@ -167,9 +173,16 @@ impl SegmentBuffer {
         Ok(rx)
     }
 
+    /// Seals the open buffer if it is due (or `force`). When forced and empty, closes the
+    /// buffer for good, atomically with the check, so no append can slip in unanswered.
     fn seal(&self, force: bool) -> Option<Sealed> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let opened_at = open.opened_at?;
+        let Some(opened_at) = open.opened_at else {
+            if force {
+                open.closed = true;
+            }
+            return None;
+        };
         let due = force
             || open.builder.data_bytes() >= self.config.flush_bytes
             || opened_at.elapsed() >= self.config.flush_interval;
@@ -206,24 +219,18 @@ impl SegmentBuffer {
     ) {
         let mut uploads = FuturesOrdered::new();
         let mut stopping = false;
+        let max_uploads = self.config.max_concurrent_uploads.max(1);
         loop {
-            if stopping {
-                if uploads.len() < self.config.max_concurrent_uploads.max(1) {
-                    if let Some(sealed) = self.seal(true) {
-                        uploads.push_back(upload(store.clone(), sealed));
-                        continue;
-                    }
-                }
-                if uploads.is_empty() {
-                    break;
-                }
-            } else if uploads.len() < self.config.max_concurrent_uploads.max(1) {
-                if let Some(sealed) = self.seal(false) {
-                    uploads.push_back(upload(store.clone(), sealed));
-                    continue;
-                }
+            if uploads.len() < max_uploads
+                && let Some(sealed) = self.seal(stopping)
+            {
+                uploads.push_back(upload(store.clone(), sealed));
+                continue;
             }
-            let deadline = if uploads.len() < self.config.max_concurrent_uploads.max(1) {
+            if stopping && uploads.is_empty() {
+                break;
+            }
+            let deadline = if uploads.len() < max_uploads {
                 self.deadline()
             } else {
                 None

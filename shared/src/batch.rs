@@ -265,11 +265,9 @@ pub(crate) mod tests {
                 producer_epoch: 0,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: if base_sequence < 0 {
-                    -1
-                } else {
-                    base_sequence + i as i32
-                },
+                // The encoder starts a new batch whenever offset - sequence changes, so
+                // non-idempotent records still count up (the base sequence is then 0, not -1).
+                sequence: base_sequence.max(0) + i as i32,
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(format!("value-{i}"))),
