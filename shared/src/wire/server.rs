@@ -262,6 +262,7 @@ async fn start_request(
     if frame.has_remaining() {
         debug!(api = ?api_key, version, extra = frame.remaining(), "trailing bytes after request body");
     }
+    debug!(api = ?api_key, version, correlation_id, "request");
     let ctx = RequestContext {
         api_key,
         api_version: version,
