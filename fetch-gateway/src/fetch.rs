@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafscale_shared::batch::iter_batches;
@@ -222,29 +221,16 @@ impl FetchService {
         loop {
             let (results, total) = self.read_all(&targets, response_max).await;
             let any_error = results.iter().any(|r| r.is_err());
-            if total >= min_bytes.max(1)
-                || any_error
-                || Instant::now() >= deadline
-                || receivers.is_empty()
+            if total >= min_bytes || any_error || receivers.is_empty() || Instant::now() >= deadline
             {
-                if total < min_bytes
-                    && !any_error
-                    && !receivers.is_empty()
-                    && Instant::now() < deadline
-                {
-                    // fall through to waiting below
-                } else {
-                    return build_response(&request, version, &targets, results);
-                }
+                return build_response(&request, version, &targets, results);
             }
             let changed =
                 futures::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed())));
             tokio::select! {
+                // Read again; past the deadline the next pass returns whatever it finds.
                 _ = changed => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    let (results, _) = self.read_all(&targets, response_max).await;
-                    return build_response(&request, version, &targets, results);
-                }
+                _ = tokio::time::sleep_until(deadline) => {}
             }
             for rx in receivers.iter_mut() {
                 rx.borrow_and_update();
@@ -343,7 +329,6 @@ fn build_response(
             topic.partitions.push(p);
         }
     }
-    let _ = ResponseError::UnknownServerError;
     response.responses = std::mem::take(&mut topics);
     response
 }
