@@ -8,13 +8,14 @@ any failing test that used it.
 
 Every test is bounded in time by a watchdog (default 300 s, override with
 `@pytest.mark.deadline(seconds)`): on expiry it dumps all thread stacks, kills
-every child process (servers, kcat) so blocked client calls fail, and if the
-test still does not finish, ends the pytest process.
+every child process (servers, kcat) and fails the test with DeadlineExceeded;
+if the test cannot be interrupted, it ends the pytest process 30 s later.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence
@@ -61,7 +63,8 @@ class KafscaleServer:
     Kafka port)."""
 
     def __init__(self, binary: Path, workdir: Path, extra_args: Sequence[str] = (),
-                 kafka_port: int = 0, env: Optional[dict] = None, name: str = "kafscale"):
+                 kafka_port: int = 0, env: Optional[dict] = None, name: str = "kafscale",
+                 config_via_env: bool = False):
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -71,23 +74,29 @@ class KafscaleServer:
         self.extra_args = list(extra_args)
         self.env = env
         self.name = name
+        self.config_via_env = config_via_env  # pass data dir / addresses as KAFSCALE_* env vars
         self.kafka_port = kafka_port  # 0 until the first start picks one
         self.proc: Optional[subprocess.Popen] = None
         self.bootstrap: Optional[str] = None
         self.http: Optional[str] = None
         self.ready_line: Optional[str] = None
+        self.ready_data_dir: Optional[str] = None
         self.stdout_lines: list[str] = []
         self.starts = 0
         self._reader: Optional[threading.Thread] = None
 
     # -- lifecycle ---------------------------------------------------------
 
+    def base_config(self) -> dict[str, str]:
+        return {"data-dir": str(self.data_dir),
+                "kafka-addr": f"127.0.0.1:{self.kafka_port}",
+                "http-addr": "127.0.0.1:0"}
+
     def command(self) -> list[str]:
-        return [str(self.binary), "standalone",
-                "--data-dir", str(self.data_dir),
-                "--kafka-addr", f"127.0.0.1:{self.kafka_port}",
-                "--http-addr", "127.0.0.1:0",
-                *self.extra_args]
+        if self.config_via_env:
+            return [str(self.binary), "standalone", *self.extra_args]
+        flags = [arg for flag, value in self.base_config().items() for arg in (f"--{flag}", value)]
+        return [str(self.binary), "standalone", *flags, *self.extra_args]
 
     def _log(self, msg: str) -> None:
         with open(self.log_path, "a", encoding="utf-8") as f:
@@ -101,6 +110,10 @@ class KafscaleServer:
         self._log(f"start #{self.starts}: {' '.join(cmd)}")
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("RUST_BACKTRACE", "1")
+        if self.config_via_env:
+            for flag, value in self.base_config().items():
+                env["KAFSCALE_" + flag.upper().replace("-", "_")] = value
+            self._log("env: " + " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k.startswith("KAFSCALE_")))
         logf = open(self.log_path, "ab")
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -131,6 +144,7 @@ class KafscaleServer:
         ready.wait(deadline.remaining())
         if info:
             self.ready_line = info["line"]
+            self.ready_data_dir = info["data_dir"]
             self.bootstrap = info["kafka"]
             self.http = info["http"]
             host, port = kh.split_addr(self.bootstrap)
@@ -285,9 +299,10 @@ class ServerFactory:
         self.servers: list[KafscaleServer] = []
 
     def __call__(self, extra_args: Sequence[str] = (), kafka_port: int = 0, env: Optional[dict] = None,
-                 name: Optional[str] = None, start: bool = True) -> KafscaleServer:
+                 name: Optional[str] = None, start: bool = True, config_via_env: bool = False) -> KafscaleServer:
         name = name or f"server{len(self.servers)}"
-        srv = KafscaleServer(kafscale_binary(), self.root / name, extra_args, kafka_port, env, name)
+        srv = KafscaleServer(kafscale_binary(), self.root / name, extra_args, kafka_port, env, name,
+                             config_via_env)
         self.servers.append(srv)
         if start:
             srv.start()
@@ -353,6 +368,20 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for srv in _servers_of(item):
             report.sections.append((f"kafscale server log ({srv.name}, {srv.log_path})", srv.log_tail(120)))
+    # The failure is rendered by now.  Free the locals of the failed frames:
+    # pytest keeps the traceback (sys.last_traceback), which would keep Kafka
+    # clients of a failed test alive, reconnecting and logging in the background
+    # during the following tests.
+    if call.excinfo is not None and not item.config.getoption("usepdb", False):
+        tb = call.excinfo.tb
+        while tb is not None:
+            try:
+                tb.tb_frame.f_locals.clear()  # the snapshot dict taken while rendering
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+            tb = tb.tb_next
+        traceback.clear_frames(call.excinfo.tb)
+        gc.collect()
 
 
 # ---------------------------------------------------------------------------
@@ -365,44 +394,48 @@ def pytest_configure(config):
         "markers", "deadline(seconds): hard per-test time limit enforced by the e2e watchdog")
 
 
-class _Watchdog:
-    def __init__(self, nodeid: str, seconds: float):
-        self.nodeid = nodeid
-        self.seconds = seconds
-        self._t1 = threading.Timer(seconds, self._fire)
-        self._t2 = threading.Timer(seconds + WATCHDOG_GRACE_S, self._abort)
-        self._t1.daemon = self._t2.daemon = True
+class DeadlineExceeded(BaseException):
+    """Raised in the main thread when a test overruns its deadline.  A
+    BaseException so that `except Exception` retry loops cannot swallow it."""
 
-    def start(self):
-        self._t1.start()
-        self._t2.start()
 
-    def cancel(self):
-        self._t1.cancel()
-        self._t2.cancel()
-
-    def _fire(self):
-        sys.__stderr__.write(f"\n!!! e2e watchdog: {self.nodeid} exceeded {self.seconds:.0f}s; "
-                             "dumping stacks and killing child processes\n")
-        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
-        kh.kill_all_children()
-
-    def _abort(self):
-        sys.__stderr__.write(f"\n!!! e2e watchdog: {self.nodeid} still running {WATCHDOG_GRACE_S:.0f}s "
-                             "after its children were killed; aborting pytest\n")
-        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
-        kh.kill_all_children()
-        sys.__stderr__.flush()
-        os._exit(3)
+def _dump_and_kill(reason: str) -> None:
+    sys.__stderr__.write(f"\n!!! e2e watchdog: {reason}; dumping stacks, killing child processes\n")
+    faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+    kh.kill_all_children()
+    sys.__stderr__.flush()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
+    """Bound setup + call + teardown of every test.  At the deadline SIGALRM
+    raises DeadlineExceeded in the main thread (the test fails with a traceback
+    at the blocking call) after all child processes were killed; if the test
+    is stuck where Python cannot run the handler, a watchdog thread ends the
+    pytest process WATCHDOG_GRACE_S later."""
     marker = item.get_closest_marker("deadline")
     seconds = float(marker.args[0]) if marker else DEFAULT_TEST_DEADLINE_S
-    dog = _Watchdog(item.nodeid, seconds)
-    dog.start()
+    use_alarm = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    old_handler = None
+    if use_alarm:
+        def on_alarm(signum, frame):
+            _dump_and_kill(f"{item.nodeid} exceeded its {seconds:.0f}s deadline")
+            raise DeadlineExceeded(f"{item.nodeid} exceeded its {seconds:.0f}s deadline")
+
+        old_handler = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def abort():
+        _dump_and_kill(f"{item.nodeid} still running {WATCHDOG_GRACE_S:.0f}s after its {seconds:.0f}s deadline")
+        os._exit(3)
+
+    hard = threading.Timer(seconds + WATCHDOG_GRACE_S, abort)
+    hard.daemon = True
+    hard.start()
     try:
         yield
     finally:
-        dog.cancel()
+        hard.cancel()
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_handler)

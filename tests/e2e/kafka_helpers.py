@@ -79,18 +79,18 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
              what: str = "condition") -> object:
     """Poll `predicate` until it returns something truthy; fail after `timeout` s."""
     deadline = Deadline(timeout)
-    last_exc: Optional[BaseException] = None
+    last_exc: Optional[str] = None  # a string: keeping the exception would pin frames (and clients)
     while True:
         try:
             result = predicate()
             if result:
                 return result
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last_exc = exc
+            last_exc = repr(exc)
         if deadline.expired():
             raise AssertionError(
                 f"timed out after {timeout}s waiting for {what}"
-                + (f" (last error: {last_exc!r})" if last_exc else ""))
+                + (f" (last error: {last_exc})" if last_exc else ""))
         time.sleep(interval)
 
 
@@ -258,6 +258,8 @@ API_LIST_OFFSETS = 2
 API_METADATA = 3
 API_API_VERSIONS = 18
 API_CREATE_TOPICS = 19
+API_DELETE_TOPICS = 20
+API_INIT_PRODUCER_ID = 22
 
 ERR_NONE = 0
 ERR_CORRUPT_MESSAGE = 2
@@ -346,6 +348,19 @@ def decode_api_versions_v0(body: Reader) -> ApiVersionsResult:
     for _ in range(n):
         k, lo, hi = body.i16(), body.i16(), body.i16()
         keys[k] = (lo, hi)
+    return ApiVersionsResult(error, keys)
+
+
+def decode_api_versions_v3(body: Reader) -> ApiVersionsResult:
+    """ApiVersions response v3+ body (flexible; the response header is still v0)."""
+    error = body.i16()
+    keys = {}
+    for _ in range(body.uvarint() - 1):
+        k, lo, hi = body.i16(), body.i16(), body.i16()
+        body.skip_tagged_fields()
+        keys[k] = (lo, hi)
+    body.i32()  # throttle_time_ms
+    body.skip_tagged_fields()
     return ApiVersionsResult(error, keys)
 
 
@@ -914,27 +929,36 @@ def confluent_produce(bootstrap: str, topic: str, items: Sequence[dict], conf: O
                 deliveries[i] = Delivery(i, msg.partition(), msg.offset(), None)
         return cb
 
-    for i, it in enumerate(items):
-        kwargs = {"key": it.get("key"), "value": it.get("value"), "on_delivery": make_cb(i)}
-        if it.get("headers") is not None:
-            kwargs["headers"] = list(it["headers"])
-        if it.get("timestamp") is not None:
-            kwargs["timestamp"] = it["timestamp"]
-        if it.get("partition") is not None:
-            kwargs["partition"] = it["partition"]
-        while True:
-            try:
-                producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.1)
-                if deadline.expired():
-                    raise AssertionError("producer queue stayed full until the deadline")
-            except KafkaException as exc:
-                raise AssertionError(f"produce() failed for item {i}: {exc}") from exc
-        producer.poll(0)
-    remaining = producer.flush(max(1.0, deadline.remaining()))
-    assert remaining == 0, f"{remaining} messages still undelivered after flush"
+    try:
+        for i, it in enumerate(items):
+            kwargs = {"key": it.get("key"), "value": it.get("value"), "on_delivery": make_cb(i)}
+            if it.get("headers") is not None:
+                kwargs["headers"] = list(it["headers"])
+            if it.get("timestamp") is not None:
+                kwargs["timestamp"] = it["timestamp"]
+            if it.get("partition") is not None:
+                kwargs["partition"] = it["partition"]
+            while True:
+                try:
+                    producer.produce(topic, **kwargs)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+                    if deadline.expired():
+                        raise AssertionError("producer queue stayed full until the deadline")
+                except KafkaException as exc:
+                    raise AssertionError(f"produce() failed for item {i}: {exc}") from exc
+            producer.poll(0)
+        remaining = producer.flush(max(1.0, deadline.remaining()))
+        assert remaining == 0, f"{remaining} messages still undelivered after flush"
+    finally:
+        # Never leave a live client behind (it would keep retrying in the
+        # background): drop whatever is undelivered, then close.
+        try:
+            producer.purge()
+            producer.poll(0)
+        finally:
+            producer.close()
     missing = [i for i, d in enumerate(deliveries) if d is None]
     assert not missing, f"{len(missing)} messages got no delivery report (first {missing[:5]})"
     return deliveries  # type: ignore[return-value]

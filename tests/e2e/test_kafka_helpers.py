@@ -113,6 +113,16 @@ def test_decode_api_versions_v0_response():
     assert res.api_keys == {0: (3, 9), 18: (0, 4)}
 
 
+def test_decode_api_versions_v3_response():
+    R = ApiVersionsResponse[3]
+    resp = R(error_code=0, throttle_time_ms=0, api_keys=[
+        R.ApiVersion(api_key=0, min_version=3, max_version=9),
+        R.ApiVersion(api_key=18, min_version=0, max_version=4)])
+    res = kh.decode_api_versions_v3(kh.Reader(bytes(resp.encode())))
+    assert res.error_code == 0
+    assert res.api_keys == {0: (3, 9), 18: (0, 4)}
+
+
 def _produce_response(version):
     P = ProduceResponse[version]
     part_kw = dict(index=1, error_code=2, base_offset=42, log_append_time_ms=-1)
