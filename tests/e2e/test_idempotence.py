@@ -25,7 +25,10 @@ import kafka_helpers as kh
 
 N_RECORDS = 5_000
 PARTITIONS = 3
-DROP_PRODUCE_RESPONSES = 3
+# Which Produce responses (0-based, in the order the server sends them) the
+# proxy swallows: the very first batches (sequence 0) and two mid-stream ones,
+# while other requests are in flight on the same connection.
+DROP_PRODUCE_RESPONSES = frozenset({0, 7, 19})
 
 
 def _recv_exact(sock: socket.socket, n: int) -> Optional[bytes]:
@@ -50,17 +53,18 @@ def _read_frame(sock: socket.socket) -> Optional[bytes]:
 
 
 class DroppingProxy:
-    """TCP proxy that swallows the responses to the first `drop` Produce
-    requests and kills the client connection each time."""
+    """TCP proxy that swallows the Produce responses whose index (in response
+    order) is in `drop` and kills the client connection each time."""
 
-    def __init__(self, drop: int):
+    def __init__(self, drop: frozenset):
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(64)
         self.addr = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.upstream: Optional[tuple[str, int]] = None
-        self.budget = drop
+        self.drop = frozenset(drop)
+        self.produce_responses = 0
         self.lock = threading.Lock()
         self.connections = 0
         self.produce_requests: list[dict] = []  # in arrival order
@@ -170,9 +174,10 @@ class DroppingProxy:
                     (corr,) = struct.unpack_from(">i", payload)
                     with self.lock:
                         info = pending.pop(corr, None)
-                        drop = bool(info and info["api_key"] == kh.API_PRODUCE and self.budget > 0)
-                        if drop:
-                            self.budget -= 1
+                        drop = False
+                        if info and info["api_key"] == kh.API_PRODUCE:
+                            drop = self.produce_responses in self.drop
+                            self.produce_responses += 1
                     if drop:
                         results = None
                         try:
@@ -222,8 +227,9 @@ def test_idempotent_retry_after_lost_response_has_no_duplicates(kafscale_factory
 
     # --- the proxy really forced retries ---------------------------------
     assert not proxy.errors, f"proxy errors: {proxy.errors}"
-    assert len(proxy.dropped) >= 1, (
-        f"proxy dropped no Produce response ({len(proxy.produce_requests)} Produce requests seen)")
+    assert len(proxy.dropped) == len(DROP_PRODUCE_RESPONSES), (
+        f"proxy dropped {len(proxy.dropped)} Produce responses, wanted {len(DROP_PRODUCE_RESPONSES)} "
+        f"({len(proxy.produce_requests)} Produce requests seen)")
     committed = [d for d in proxy.dropped
                  if d["results"] and all(r.error_code == kh.ERR_NONE for r in d["results"])]
     assert committed, f"no dropped response was a success: {[d['results'] for d in proxy.dropped]}"
