@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests (tests/e2e) need:
+#   * kcat (Debian package; librdkafka 2.0.2 on Debian 12)
+#   * the pinned Python packages in tests/e2e/requirements.txt
+# Idempotent and fast when everything is already present: it checks first and
+# only calls apt-get / pip for what is missing.  Runs as root in CI; as another
+# user it uses sudo for apt-get when sudo exists.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY="${PYTHON:-python3}"
+REQ="tests/e2e/requirements.txt"
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "install-test-deps: need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
+
+# --- kcat ------------------------------------------------------------------
+if command -v kcat >/dev/null 2>&1; then
+    echo "kcat: present ($(kcat -V 2>&1 | grep -m1 -o 'Version [^ ]*' || echo 'unknown version'))"
+else
+    echo "kcat: installing the Debian package"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat
+    command -v kcat >/dev/null 2>&1 || { echo "install-test-deps: kcat still missing" >&2; exit 1; }
+fi
+
+# --- Python packages -------------------------------------------------------
+check_pins() {
+    "$PY" - "$REQ" <<'PYEOF'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+missing = []
+for line in open(sys.argv[1], encoding="utf-8"):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, want = line.partition("==")
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have != want:
+        missing.append(f"{name} (have {have}, want {want})")
+if missing:
+    print("python test deps to install: " + ", ".join(missing))
+    sys.exit(1)
+PYEOF
+}
+
+if check_pins; then
+    echo "python test deps: all pins satisfied"
+else
+    pip_args=(install --disable-pip-version-check --no-input -r "$REQ")
+    # Debian's system Python refuses pip installs (PEP 668) unless told otherwise;
+    # the CI machine's Python (pyenv) is not externally managed.
+    if "$PY" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) and sys.prefix == sys.base_prefix else 1)'; then
+        export PIP_BREAK_SYSTEM_PACKAGES=1
+    fi
+    # Not root, not in a venv, site-packages not writable: install for the user.
+    if [[ "$(id -u)" -ne 0 ]] && "$PY" -c 'import sys, sysconfig, os; sys.exit(0 if sys.prefix == sys.base_prefix and not os.access(sysconfig.get_path("purelib"), os.W_OK) else 1)'; then
+        pip_args+=(--user)
+    fi
+    PIP_ROOT_USER_ACTION=ignore "$PY" -m pip "${pip_args[@]}"
+    check_pins
+fi
+
+# --- sanity: every codec the tests use is usable from both Python clients ---
+"$PY" - <<'PYEOF'
+import confluent_kafka, crc32c, kafka, pytest  # noqa: F401
+from kafka import codec
+missing = [n for n, ok in (("snappy", codec.has_snappy()), ("lz4", codec.has_lz4()),
+                           ("zstd", codec.has_zstd()), ("gzip", codec.has_gzip())) if not ok]
+if missing:
+    raise SystemExit(f"kafka-python lacks codec support for: {missing}")
+print(f"python: confluent-kafka {confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]}), "
+      f"kafka-python {kafka.__version__}, pytest {pytest.__version__}")
+PYEOF

@@ -1,0 +1,77 @@
+"""Durability across restarts: every acknowledged (acks=all) record survives a
+graceful restart (SIGTERM) and a crash (SIGKILL right after the last ack) at
+the offset it was acknowledged at, with no duplicates and no gaps."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import kafka_helpers as kh
+
+PARTITIONS = 3
+PHASE1 = 3_000
+PHASE2 = 2_000
+
+
+def produce_acked(boot: str, topic: str, phase: str, n: int) -> dict[bytes, tuple[int, int]]:
+    """Produce n records with acks=all; return {value: (partition, offset)}
+    from the delivery reports (all of which must be successes)."""
+    items = [{"key": f"key-{i % 37}".encode(), "value": f"{phase}-{i:05d}".encode(),
+              "headers": [("phase", phase.encode())]} for i in range(n)]
+    deliveries = kh.confluent_produce(boot, topic, items, {"acks": "all"})
+    errors = [d for d in deliveries if d.error]
+    assert not errors, f"{len(errors)} delivery errors in phase {phase}, first: {errors[0]}"
+    acked = {}
+    for it, d in zip(items, deliveries):
+        assert d.offset >= 0, f"{it['value']!r}: acknowledged without an offset"
+        acked[it["value"]] = (d.partition, d.offset)
+    assert len(set(acked.values())) == n, "two records acknowledged at the same partition/offset"
+    return acked
+
+
+def verify_log(boot: str, topic: str, acked: dict[bytes, tuple[int, int]], when: str) -> None:
+    records = kh.confluent_consume_all(boot, topic, range(PARTITIONS), expected=len(acked), timeout=120)
+    values = [r.value for r in records]
+    dupes = len(values) - len(set(values))
+    assert dupes == 0, f"{when}: {dupes} duplicate records"
+    kh.assert_contiguous_offsets(records)
+    at = {(r.partition, r.offset): r.value for r in records}
+    missing = [(v, po) for v, po in acked.items() if at.get(po) != v]
+    assert not missing, (
+        f"{when}: {len(missing)} acknowledged records not at their acknowledged offset, first "
+        f"{missing[:3]} (found there: {[at.get(po) for _, po in missing[:3]]})")
+    assert len(records) == len(acked), f"{when}: {len(records)} records, {len(acked)} acknowledged"
+    wm = kh.confluent_watermarks(boot, topic, range(PARTITIONS))
+    counts = {p: sum(1 for (pp, _) in acked.values() if pp == p) for p in range(PARTITIONS)}
+    assert wm == {p: (0, counts[p]) for p in range(PARTITIONS)}, f"{when}: watermarks {wm}, counts {counts}"
+
+
+@pytest.mark.deadline(300)
+def test_acked_records_survive_sigterm_and_sigkill(kafscale):
+    srv = kafscale
+    port = srv.kafka_port
+    topic = f"restart-{uuid.uuid4().hex[:8]}"
+    kh.confluent_create_topic(srv.bootstrap, topic, PARTITIONS)
+
+    acked = produce_acked(srv.bootstrap, topic, "one", PHASE1)
+
+    # graceful restart: SIGTERM must flush and exit 0 (asserted by restart())
+    srv.restart()
+    assert srv.kafka_port == port
+    verify_log(srv.bootstrap, topic, acked, "after SIGTERM restart")
+
+    # more data on the restarted server, then SIGKILL right after the last ack
+    acked2 = produce_acked(srv.bootstrap, topic, "two", PHASE2)
+    assert not set(acked2.values()) & set(acked.values()), "phase-two records reused phase-one offsets"
+    srv.kill9()  # SIGKILL, then start again on the same port and data dir
+    assert srv.kafka_port == port
+    kh.wait_confluent_metadata(srv.bootstrap, topic, PARTITIONS, timeout=30)
+    acked.update(acked2)
+    verify_log(srv.bootstrap, topic, acked, "after SIGKILL restart")
+
+    # the recovered log accepts appends at the next offsets
+    acked3 = produce_acked(srv.bootstrap, topic, "three", 300)
+    acked.update(acked3)
+    verify_log(srv.bootstrap, topic, acked, "appends after recovery")
