@@ -1207,3 +1207,134 @@ async fn several_batches_in_one_partition_entry_and_invalid_acks() {
     assert_eq!(c.list_offset("multi", 0, -1).await, (0, 6, -1));
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
+    let pipeline = Pipeline::start(Options::default()).await;
+    let mut c = pipeline.client().await;
+
+    // The advertised table of the standalone router.
+    let versions = c.call(3, &ApiVersionsRequest::default()).await;
+    assert_eq!(versions.error_code, 0);
+    let table: Vec<(i16, i16, i16)> = versions
+        .api_keys
+        .iter()
+        .map(|a| (a.api_key, a.min_version, a.max_version))
+        .collect();
+    assert_eq!(
+        table,
+        vec![
+            (0, 3, 11), // Produce
+            (1, 4, 16), // Fetch
+            (2, 1, 8),  // ListOffsets
+            (3, 0, 12), // Metadata
+            (18, 0, 4), // ApiVersions
+            (19, 2, 7), // CreateTopics
+            (20, 1, 6), // DeleteTopics
+            (22, 0, 4), // InitProducerId
+        ]
+    );
+
+    // CreateTopics and DeleteTopics at every version.
+    for v in 2..=7i16 {
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name(&format!("sweep-{v}")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ])
+            .with_timeout_ms(5000);
+        let response = c.call(v, &request).await;
+        assert_eq!(response.topics[0].error_code, 0, "CreateTopics v{v}");
+    }
+    for v in 1..=6i16 {
+        let topic = name(&format!("sweep-{}", v + 1));
+        let mut request =
+            kafka_protocol::messages::DeleteTopicsRequest::default().with_timeout_ms(5000);
+        if v >= 6 {
+            request.topics = vec![
+                kafka_protocol::messages::delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(topic)),
+            ];
+        } else {
+            request.topic_names = vec![topic];
+        }
+        let response = c.call(v, &request).await;
+        assert_eq!(response.responses.len(), 1, "DeleteTopics v{v}");
+        assert_eq!(response.responses[0].error_code, 0, "DeleteTopics v{v}");
+    }
+
+    c.create_topic("sweep", 1).await;
+    let mut topic_id = None;
+    for v in 0..=12i16 {
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("sweep"))),
+        ]));
+        let response = c.call(v, &request).await;
+        assert_eq!(response.topics.len(), 1, "Metadata v{v}");
+        assert_eq!(response.topics[0].error_code, 0, "Metadata v{v}");
+        assert_eq!(response.topics[0].partitions.len(), 1, "Metadata v{v}");
+        assert_eq!(response.brokers.len(), 1, "Metadata v{v}");
+        if v >= 10 {
+            topic_id = Some(response.topics[0].topic_id);
+        }
+    }
+    let topic_id = topic_id.expect("topic id from Metadata v10+");
+    assert!(!topic_id.is_nil());
+
+    let mut next = 0i64;
+    for v in 3..=11i16 {
+        let request = produce_request(
+            -1,
+            "sweep",
+            vec![(0, batch(&tagged(&format!("v{v}"), 2, 3), None))],
+        );
+        let response = c.call(v, &request).await;
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, next), "Produce v{v}");
+        next += 2;
+    }
+    for v in 1..=8i16 {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("sweep"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ]),
+            ]);
+        let response = c.call(v, &request).await;
+        let p = &response.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.offset), (0, next), "ListOffsets v{v}");
+    }
+    for v in 4..=16i16 {
+        let mut request = fetch_request(0, 1, 1 << 20, vec![("sweep", 0, 2, 1 << 20)]);
+        if v >= 13 {
+            request.topics[0].topic = TopicName::default();
+            request.topics[0].topic_id = topic_id;
+        }
+        let response: FetchResponse = c.call(v, &request).await;
+        let p = partition_data(&response, 0);
+        assert_eq!((p.error_code, p.high_watermark), (0, next), "Fetch v{v}");
+        let batches = decode_batches(p.records.clone().unwrap_or_default());
+        assert_eq!(
+            batches.first().map(|b| b.base_offset),
+            Some(2),
+            "Fetch v{v}"
+        );
+        assert_eq!(batches.len() as i64, (next - 2) / 2, "Fetch v{v}");
+    }
+    for v in 0..=4i16 {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let response = c.call(v, &request).await;
+        assert_eq!(response.error_code, 0, "InitProducerId v{v}");
+        assert!(response.producer_id.0 >= 0, "InitProducerId v{v}");
+    }
+    pipeline.stop().await;
+}
