@@ -1338,3 +1338,54 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
     }
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn fetch_with_min_bytes_0_answers_at_once_when_there_is_nothing_to_read() {
+    let pipeline = Pipeline::start(Options::default()).await;
+    let mut c = pipeline.client().await;
+    c.create_topic("eager", 1).await;
+    let started = Instant::now();
+    let r = c
+        .fetch(&fetch_request(
+            2000,
+            0,
+            1 << 20,
+            vec![("eager", 0, 0, 1 << 20)],
+        ))
+        .await;
+    let elapsed = started.elapsed();
+    let p = partition_data(&r, 0);
+    assert_eq!((p.error_code, p.high_watermark), (0, 0));
+    assert!(p.records.as_ref().is_none_or(|r| r.is_empty()));
+    assert!(
+        elapsed < Duration::from_millis(1000),
+        "Fetch(min_bytes=0, max_wait_ms=2000) of an empty partition was answered after \
+         {elapsed:?}; Kafka answers at once when the bytes available (0) reach min_bytes (0)"
+    );
+    pipeline.stop().await;
+}
+
+/// A batch whose header claims i32::MAX records (CRC re-sealed) used to be accepted, and a
+/// later ListOffsets by timestamp decoded it and aborted the process reserving memory for
+/// two billion records. It must be refused as Kafka refuses it (INVALID_RECORD).
+#[tokio::test]
+async fn a_batch_claiming_two_billion_records_is_refused_and_reads_survive() {
+    const INVALID_RECORD: i16 = 87;
+    let pipeline = Pipeline::start(Options::default()).await;
+    let mut c = pipeline.client().await;
+    c.create_topic("poison", 1).await;
+    let mut b = BytesMut::from(&batch(&[rec("k", "v", 5000)], None)[..]);
+    b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let (error, _) = c.produce_one("poison", 0, b.freeze()).await;
+    assert_eq!(error, INVALID_RECORD);
+    let (error, offset, _) = c.list_offset("poison", 0, 0).await;
+    assert_eq!((error, offset), (0, -1), "nothing was appended");
+    let (error, base) = c
+        .produce_one("poison", 0, batch(&[rec("k", "v", 5000)], None))
+        .await;
+    assert_eq!((error, base), (0, 0));
+    assert_eq!(c.list_offset("poison", 0, 0).await, (0, 0, 5000));
+    pipeline.stop().await;
+}

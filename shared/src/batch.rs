@@ -186,6 +186,18 @@ pub fn validate_batches(
         if header.record_count <= 0 || header.last_offset_delta < 0 {
             return Err(BatchError::Invalid("batch holds no records"));
         }
+        // As Kafka's validator: a v2 batch's offsets and record count must agree. The count is
+        // also bounded by the batch size (a record takes at least one byte even compressed),
+        // so nothing that later decodes the batch can be made to reserve memory for billions
+        // of records.
+        if header.last_offset_delta as i64 + 1 != header.record_count as i64 {
+            return Err(BatchError::Invalid(
+                "record count does not match the batch's offset range",
+            ));
+        }
+        if header.record_count as usize > total {
+            return Err(BatchError::Invalid("record count larger than the batch"));
+        }
         if header.is_control() {
             return Err(BatchError::Invalid("control batches cannot be produced"));
         }
@@ -351,6 +363,30 @@ pub(crate) mod tests {
         assert_eq!(v[0].header.base_offset, 100);
         assert_eq!(v[1].header.base_offset, 103);
         assert_eq!(iter_batches(&run).count(), 2);
+    }
+
+    #[test]
+    fn rejects_record_counts_that_disagree_with_offsets_or_size() {
+        fn reseal(mut b: Vec<u8>) -> Bytes {
+            let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
+            b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+            Bytes::from(b)
+        }
+        let b = encode_batch(2, Compression::None, -1, -1).to_vec();
+        let mut huge = b.clone();
+        huge[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            validate_batches(&reseal(huge), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        let mut both = b.clone();
+        both[57..61].copy_from_slice(&100_000i32.to_be_bytes());
+        both[23..27].copy_from_slice(&99_999i32.to_be_bytes());
+        assert!(matches!(
+            validate_batches(&reseal(both), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        assert!(validate_batches(&reseal(b), 1 << 20).is_ok());
     }
 
     #[test]
