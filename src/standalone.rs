@@ -129,11 +129,17 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         },
     );
 
-    // The advertised address needs the bound port, so bind with a placeholder router first.
-    let listener = std::net::TcpListener::bind(args.kafka_addr)
-        .with_context(|| format!("binding kafka listener {}", args.kafka_addr))?;
-    let kafka_addr = listener.local_addr()?;
-    drop(listener);
+    // Bind first: the advertised address defaults to the bound address (port 0 allowed).
+    let server = KafkaServer::bind(
+        args.kafka_addr,
+        WireConfig {
+            max_frame_bytes: args.max_frame_bytes,
+            ..WireConfig::default()
+        },
+    )
+    .await
+    .with_context(|| format!("binding kafka listener {}", args.kafka_addr))?;
+    let kafka_addr = server.local_addr()?;
     let advertised = match &args.advertised_addr {
         Some(a) => a.clone(),
         None if kafka_addr.ip().is_unspecified() => format!("127.0.0.1:{}", kafka_addr.port()),
@@ -155,18 +161,6 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         Arc::new(IngestHandler::new(topics, buffer.clone())),
         Arc::new(FetchHandler::new(fetch)),
     ]));
-    let server = KafkaServer::bind(
-        kafka_addr,
-        router,
-        WireConfig {
-            max_frame_bytes: args.max_frame_bytes,
-            ..WireConfig::default()
-        },
-    )
-    .await
-    .with_context(|| format!("binding kafka listener {kafka_addr}"))?;
-    let kafka_addr = server.local_addr()?;
-
     let flusher_shutdown = CancellationToken::new();
     let sequencer: Arc<dyn Sequencer> = indexer.clone();
     let flusher = tokio::spawn(buffer.clone().run_flusher(
@@ -192,7 +186,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         })
     };
     let http_task = tokio::spawn(http_server);
-    let kafka_task = tokio::spawn(server.run(shutdown.clone()));
+    let kafka_task = tokio::spawn(server.run(router, shutdown.clone()));
     ready.set(true);
     println!(
         "kafscale standalone listening kafka={kafka_addr} http={http_addr} data_dir={}",

@@ -107,10 +107,11 @@ impl Pipeline {
             watermarks.clone(),
             FetchConfig::default(),
         );
-        // The advertised address needs the port, as in standalone mode.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
-        let addr = probe.local_addr().expect("probe addr");
-        drop(probe);
+        // The advertised address needs the port, as in standalone mode: bind first.
+        let server = KafkaServer::bind("127.0.0.1:0".parse().expect("addr"), WireConfig::default())
+            .await
+            .expect("bind kafka listener");
+        let addr = server.local_addr().expect("local addr");
         let topics = TopicApi::new(
             catalog.clone(),
             TopicSettings {
@@ -126,16 +127,12 @@ impl Pipeline {
             Arc::new(IngestHandler::new(topics, buffer.clone())),
             Arc::new(FetchHandler::new(fetch)),
         ]));
-        let server = KafkaServer::bind(addr, router, WireConfig::default())
-            .await
-            .expect("bind kafka listener");
-        let addr = server.local_addr().expect("local addr");
         let flusher_shutdown = CancellationToken::new();
         let sequencer: Arc<dyn Sequencer> = indexer;
         let flusher =
             tokio::spawn(buffer.run_flusher(objects, sequencer, flusher_shutdown.clone()));
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(server.run(shutdown.clone()));
+        let server = tokio::spawn(server.run(router, shutdown.clone()));
         Pipeline {
             addr,
             shutdown,

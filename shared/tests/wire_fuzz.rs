@@ -727,7 +727,10 @@ fn every_served_version_has_a_request_template() {
     for key in SERVED {
         let range = message_versions(key);
         for version in range.min..=range.max {
-            assert!(template(key, version).is_some(), "no template for {key:?} v{version}");
+            assert!(
+                template(key, version).is_some(),
+                "no template for {key:?} v{version}"
+            );
             checked += 1;
         }
     }

@@ -47,10 +47,10 @@ impl Default for WireConfig {
     }
 }
 
-/// A bound Kafka listener.
+/// A bound Kafka listener. Binding comes first so the caller knows the real address (for
+/// the advertised address in Metadata) before it builds the handler.
 pub struct KafkaServer {
     listener: TcpListener,
-    handler: Arc<dyn KafkaHandler>,
     config: WireConfig,
 }
 
@@ -72,17 +72,9 @@ struct Shared {
 
 impl KafkaServer {
     /// Binds the listener.
-    pub async fn bind(
-        addr: SocketAddr,
-        handler: Arc<dyn KafkaHandler>,
-        config: WireConfig,
-    ) -> std::io::Result<Self> {
+    pub async fn bind(addr: SocketAddr, config: WireConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(KafkaServer {
-            listener,
-            handler,
-            config,
-        })
+        Ok(KafkaServer { listener, config })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -90,11 +82,11 @@ impl KafkaServer {
     }
 
     /// Serves until `shutdown` fires, then waits for open connections to drain.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let all_apis = self.handler.supported_apis();
+    pub async fn run(self, handler: Arc<dyn KafkaHandler>, shutdown: CancellationToken) {
+        let all_apis = handler.supported_apis();
         let support = all_apis.iter().map(|a| (a.key as i16, *a)).collect();
         let shared = Arc::new(Shared {
-            handler: self.handler,
+            handler,
             support,
             all_apis,
             config: self.config,

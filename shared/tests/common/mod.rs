@@ -36,12 +36,12 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start(handler: Arc<dyn KafkaHandler>, config: WireConfig) -> Self {
-        let server = KafkaServer::bind("127.0.0.1:0".parse().expect("addr"), handler, config)
+        let server = KafkaServer::bind("127.0.0.1:0".parse().expect("addr"), config)
             .await
             .expect("bind");
         let addr = server.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server.run(shutdown.clone()));
+        let task = tokio::spawn(server.run(handler, shutdown.clone()));
         TestServer {
             addr,
             shutdown,
