@@ -159,7 +159,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
         Arc::new(TopicHandler::new(topics.clone())),
         Arc::new(IngestHandler::new(topics, buffer.clone())),
-        Arc::new(FetchHandler::new(fetch)),
+        Arc::new(FetchHandler::new(fetch.clone())),
     ]));
     let flusher_shutdown = CancellationToken::new();
     let sequencer: Arc<dyn Sequencer> = indexer.clone();
@@ -200,6 +200,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     // Connections stop reading; the flusher seals and commits what is buffered so in-flight
     // produce requests get their answers; then the connections drain and close.
     flusher_shutdown.cancel();
+    fetch.stop_waiting();
     let drain = async {
         let _ = flusher.await;
         let _ = kafka_task.await;

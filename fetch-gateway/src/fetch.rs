@@ -12,6 +12,7 @@ use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
 use uuid::Uuid;
 
@@ -27,6 +28,8 @@ pub struct FetchService {
     pub(crate) index: IndexCache,
     pub(crate) ranges: RangeCache,
     pub(crate) config: FetchConfig,
+    /// Cancelled at shutdown so long polls answer at once instead of holding the process.
+    stopping: CancellationToken,
 }
 
 impl std::fmt::Debug for FetchService {
@@ -66,7 +69,13 @@ impl FetchService {
             catalog,
             watermarks,
             config,
+            stopping: CancellationToken::new(),
         })
+    }
+
+    /// Ends every long poll now and answers future ones without waiting (shutdown).
+    pub fn stop_waiting(&self) {
+        self.stopping.cancel();
     }
 
     /// The partition's readable range, from the watermark registry or the store.
@@ -221,7 +230,11 @@ impl FetchService {
         loop {
             let (results, total) = self.read_all(&targets, response_max).await;
             let any_error = results.iter().any(|r| r.is_err());
-            if total >= min_bytes || any_error || receivers.is_empty() || Instant::now() >= deadline
+            if total >= min_bytes
+                || any_error
+                || receivers.is_empty()
+                || Instant::now() >= deadline
+                || self.stopping.is_cancelled()
             {
                 return build_response(&request, version, &targets, results);
             }
@@ -231,6 +244,7 @@ impl FetchService {
                 // Read again; past the deadline the next pass returns whatever it finds.
                 _ = changed => {}
                 _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.stopping.cancelled() => {}
             }
             for rx in receivers.iter_mut() {
                 rx.borrow_and_update();
@@ -331,4 +345,53 @@ fn build_response(
     }
     response.responses = std::mem::take(&mut topics);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::protocol::StrBytes;
+    use kafscale_shared::meta_store::MemoryMetaStore;
+    use kafscale_shared::object_store::MemoryObjectStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_waiting_ends_long_polls_at_once() {
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        catalog
+            .create_topic("t", 1, BTreeMap::new())
+            .await
+            .expect("create");
+        let service = FetchService::new(
+            catalog,
+            Arc::new(MemoryObjectStore::new()),
+            Arc::new(Watermarks::new()),
+            FetchConfig::default(),
+        );
+        let mut request = FetchRequest::default();
+        request.max_wait_ms = 20_000;
+        request.min_bytes = 1;
+        request.max_bytes = 1 << 20;
+        let mut topic = FetchTopic::default();
+        topic.topic = TopicName(StrBytes::from_static_str("t"));
+        let mut p = FetchPartition::default();
+        p.partition_max_bytes = 1 << 20;
+        topic.partitions = vec![p];
+        request.topics = vec![topic];
+        let poll = tokio::spawn({
+            let service = service.clone();
+            async move { service.fetch(request, 12).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!poll.is_finished(), "an empty partition is long-polled");
+        service.stop_waiting();
+        let response = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .expect("the long poll ended when asked to")
+            .expect("task");
+        assert_eq!(response.responses[0].partitions[0].error_code, 0);
+    }
 }
