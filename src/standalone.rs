@@ -15,6 +15,7 @@ use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, RedbMetaStore};
 use kafscale_shared::object_store::{LocalFsObjectStore, ObjectStore};
 use kafscale_shared::sequencer::Sequencer;
+use kafscale_shared::shards::load_or_init_cluster;
 use kafscale_shared::topic_api::{TopicApi, TopicSettings};
 use kafscale_shared::topic_handler::TopicHandler;
 use kafscale_shared::watermarks::Watermarks;
@@ -57,6 +58,9 @@ pub(crate) struct StandaloneArgs {
     /// Largest request frame accepted; longer frames close the connection.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_frame_bytes: usize,
+    /// Indexer shards of a new data directory (an existing one keeps its own count).
+    #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = 1)]
+    shards: u32,
     /// Bytes of segment data cached by the fetch tier.
     #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     fetch_cache_bytes: usize,
@@ -94,6 +98,9 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         })?);
     let catalog = Arc::new(Catalog::new(meta));
     let watermarks = Arc::new(Watermarks::new());
+    let cluster = load_or_init_cluster(&catalog, args.shards.max(1))
+        .await
+        .context("reading the cluster settings")?;
 
     let indexer = Indexer::start(
         catalog.clone(),
@@ -102,6 +109,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
             owner_id: "standalone".into(),
             owner_addr: "in-process".into(),
             lease_ttl: Duration::from_secs(30),
+            shard_count: cluster.shard_count,
         },
     )
     .await
@@ -116,6 +124,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         flush_bytes: args.flush_bytes,
         flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),
         max_message_bytes: args.max_message_bytes,
+        shard_count: cluster.shard_count,
         ..IngestConfig::default()
     };
     let buffer = SegmentBuffer::new(ingest_config);
@@ -176,9 +185,11 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => match indexer.renew_lease().await {
-                        Ok(true) => {}
-                        Ok(false) => error!("the indexer lost its shard lease; commits will be refused"),
+                    // Standalone keeps every shard; leases are not released at shutdown
+                    // because the final flush still commits (they are ours on restart anyway).
+                    _ = tick.tick() => match indexer.maintain_leases(cluster.shard_count as usize).await {
+                        Ok(r) if r.lost.is_empty() => {}
+                        Ok(r) => error!(lost = ?r.lost, "the indexer lost shard leases; commits to them will be refused"),
                         Err(e) => warn!(error = %e, "lease renewal failed"),
                     },
                 }

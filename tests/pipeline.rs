@@ -96,6 +96,7 @@ impl Pipeline {
                 owner_id: "pipeline-test".into(),
                 owner_addr: "in-process".into(),
                 lease_ttl: Duration::from_secs(30),
+                shard_count: 1,
             },
         )
         .await

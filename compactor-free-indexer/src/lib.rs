@@ -11,6 +11,7 @@
 //! Concurrency: commits are applied one at a time (the state mutex), which also orders them
 //! exactly as the gateway submitted them.
 
+pub mod http;
 mod sequencing;
 
-pub use sequencing::{Indexer, IndexerConfig, IndexerError, STANDALONE_SHARD_LEASE};
+pub use sequencing::{Indexer, IndexerConfig, IndexerError, LeaseReport};

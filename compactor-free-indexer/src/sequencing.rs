@@ -1,7 +1,7 @@
 //! Offset assignment, idempotent-producer checks and the atomic commit write.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use kafscale_shared::sequencer::{
     BatchOutcome, CommitBatch, CommitRequest, CommitResponse, RejectReason, Sequencer,
     SequencerError,
 };
+use kafscale_shared::shards::{shard_lease_name, shard_of};
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
 use tokio::sync::Mutex;
 use tracing::{debug, info, instrument, warn};
@@ -29,6 +30,8 @@ pub struct IndexerConfig {
     pub owner_addr: String,
     /// How long a lease lasts without renewal.
     pub lease_ttl: Duration,
+    /// Shards of the cluster (read from the store with [`kafscale_shared::shards`]).
+    pub shard_count: u32,
 }
 
 impl Default for IndexerConfig {
@@ -37,8 +40,18 @@ impl Default for IndexerConfig {
             owner_id: format!("indexer-{}", Uuid::new_v4().simple()),
             owner_addr: String::new(),
             lease_ttl: Duration::from_secs(10),
+            shard_count: 1,
         }
     }
+}
+
+/// What one round of lease maintenance did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseReport {
+    pub owned: Vec<u32>,
+    pub acquired: Vec<u32>,
+    pub lost: Vec<u32>,
+    pub released: Vec<u32>,
 }
 
 /// Errors of the indexer crate.
@@ -50,7 +63,7 @@ pub enum IndexerError {
     Catalog(#[from] CatalogError),
 }
 
-/// The shard lease this replica holds: its item version is the fencing token.
+/// A shard lease this replica holds: its item version is the fencing token.
 #[derive(Debug, Clone)]
 struct HeldLease {
     name: String,
@@ -68,7 +81,7 @@ struct PartitionState {
 }
 
 struct State {
-    lease: HeldLease,
+    leases: BTreeMap<u32, HeldLease>,
     partitions: HashMap<PartitionId, PartitionState>,
     producers: HashMap<ProducerKey, Option<ProducerRecord>>,
     recent: HashMap<String, CommitResponse>,
@@ -77,7 +90,7 @@ struct State {
 
 const RECENT_COMMITS_KEPT: usize = 1024;
 
-/// The sequencer for every partition (standalone runs a single shard).
+/// The sequencer for the partitions of the shards whose leases it holds.
 pub struct Indexer {
     catalog: Arc<Catalog>,
     watermarks: Arc<Watermarks>,
@@ -92,9 +105,6 @@ impl std::fmt::Debug for Indexer {
             .finish()
     }
 }
-
-/// The lease name of the single shard used in standalone mode.
-pub const STANDALONE_SHARD_LEASE: &str = "indexer-shard-0";
 
 /// Decision for one idempotent batch.
 enum Check {
@@ -149,73 +159,203 @@ fn last_sequence(batch: &CommitBatch) -> i32 {
 }
 
 impl Indexer {
-    /// Starts an indexer that owns the standalone shard; fails if another live owner holds it.
-    pub async fn start(
+    /// An indexer that owns no shard yet (see [`Indexer::maintain_leases`]).
+    pub fn new(
         catalog: Arc<Catalog>,
         watermarks: Arc<Watermarks>,
         config: IndexerConfig,
-    ) -> Result<Arc<Self>, IndexerError> {
-        let (lease, version) = catalog
-            .acquire_lease(
-                STANDALONE_SHARD_LEASE,
-                &config.owner_id,
-                &config.owner_addr,
-                config.lease_ttl,
-            )
-            .await?
-            .ok_or_else(|| IndexerError::LeaseHeld(STANDALONE_SHARD_LEASE.to_string()))?;
-        info!(
-            lease = STANDALONE_SHARD_LEASE,
-            epoch = lease.epoch,
-            "indexer owns shard"
-        );
+    ) -> Arc<Self> {
         let state = State {
-            lease: HeldLease {
-                name: STANDALONE_SHARD_LEASE.to_string(),
-                version,
-                epoch: lease.epoch,
-            },
+            leases: BTreeMap::new(),
             partitions: HashMap::new(),
             producers: HashMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
         };
-        Ok(Arc::new(Indexer {
+        Arc::new(Indexer {
             catalog,
             watermarks,
             config,
             state: Mutex::new(state),
-        }))
+        })
     }
 
-    /// Renews the shard lease; call well within `lease_ttl`. Returns false if it was lost.
-    pub async fn renew_lease(&self) -> Result<bool, IndexerError> {
+    /// An indexer that owns every shard (standalone); fails if another live owner holds one.
+    pub async fn start(
+        catalog: Arc<Catalog>,
+        watermarks: Arc<Watermarks>,
+        config: IndexerConfig,
+    ) -> Result<Arc<Self>, IndexerError> {
+        let shards = config.shard_count.max(1) as usize;
+        let indexer = Self::new(catalog, watermarks, config);
+        let report = indexer.maintain_leases(shards).await?;
+        if report.owned.len() != shards {
+            let missing = (0..shards as u32)
+                .find(|s| !report.owned.contains(s))
+                .unwrap_or(0);
+            return Err(IndexerError::LeaseHeld(shard_lease_name(missing)));
+        }
+        info!(shards, "indexer owns every shard");
+        Ok(indexer)
+    }
+
+    /// Renews the leases it holds, then takes free or expired shards until it owns `target`,
+    /// or gives up shards above `target` (so replicas spread the shards between them).
+    pub async fn maintain_leases(&self, target: usize) -> Result<LeaseReport, IndexerError> {
         let mut state = self.state.lock().await;
-        let name = state.lease.name.clone();
-        match self
-            .catalog
-            .acquire_lease(
-                &name,
-                &self.config.owner_id,
-                &self.config.owner_addr,
-                self.config.lease_ttl,
-            )
-            .await?
-        {
-            Some((lease, version)) => {
-                if lease.epoch != state.lease.epoch {
-                    // Someone else owned it in between: our cached state may be stale.
+        let mut report = LeaseReport::default();
+        let owned: Vec<u32> = state.leases.keys().copied().collect();
+        for shard in owned {
+            let name = shard_lease_name(shard);
+            let renewed = self
+                .catalog
+                .acquire_lease(
+                    &name,
+                    &self.config.owner_id,
+                    &self.config.owner_addr,
+                    self.config.lease_ttl,
+                )
+                .await?;
+            match renewed {
+                Some((lease, version)) => {
+                    let changed = state
+                        .leases
+                        .get(&shard)
+                        .is_none_or(|h| h.epoch != lease.epoch);
+                    state.leases.insert(
+                        shard,
+                        HeldLease {
+                            name,
+                            version,
+                            epoch: lease.epoch,
+                        },
+                    );
+                    if changed {
+                        // Someone else owned it in between: cached rows may be stale.
+                        state.partitions.clear();
+                        state.producers.clear();
+                    }
+                }
+                None => {
+                    warn!(shard, "shard lease lost");
+                    state.leases.remove(&shard);
                     state.partitions.clear();
                     state.producers.clear();
+                    report.lost.push(shard);
                 }
-                state.lease = HeldLease {
-                    name,
-                    version,
-                    epoch: lease.epoch,
-                };
-                Ok(true)
             }
-            None => Ok(false),
+        }
+        if state.leases.len() < target {
+            for shard in 0..self.config.shard_count.max(1) {
+                if state.leases.len() >= target {
+                    break;
+                }
+                if state.leases.contains_key(&shard) {
+                    continue;
+                }
+                let name = shard_lease_name(shard);
+                if let Some((lease, version)) = self
+                    .catalog
+                    .acquire_lease(
+                        &name,
+                        &self.config.owner_id,
+                        &self.config.owner_addr,
+                        self.config.lease_ttl,
+                    )
+                    .await?
+                {
+                    info!(shard, epoch = lease.epoch, "acquired shard lease");
+                    // A new owner must not trust anything cached before it owned the shard.
+                    state.partitions.clear();
+                    state.producers.clear();
+                    state.leases.insert(
+                        shard,
+                        HeldLease {
+                            name,
+                            version,
+                            epoch: lease.epoch,
+                        },
+                    );
+                    report.acquired.push(shard);
+                }
+            }
+        }
+        while state.leases.len() > target.max(1) {
+            let Some((&shard, held)) = state.leases.iter().next_back() else {
+                break;
+            };
+            let held = held.clone();
+            state.leases.remove(&shard);
+            if self
+                .catalog
+                .release_lease(&held.name, &self.config.owner_id, held.version)
+                .await?
+            {
+                info!(shard, "released shard lease to balance replicas");
+            }
+            report.released.push(shard);
+        }
+        report.owned = state.leases.keys().copied().collect();
+        Ok(report)
+    }
+
+    /// Gives up every lease (clean shutdown), so other replicas take over at once.
+    pub async fn release_all(&self) -> Result<(), IndexerError> {
+        let mut state = self.state.lock().await;
+        let leases = std::mem::take(&mut state.leases);
+        for held in leases.values() {
+            self.catalog
+                .release_lease(&held.name, &self.config.owner_id, held.version)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The shards this replica currently owns.
+    pub async fn owned_shards(&self) -> Vec<u32> {
+        self.state.lock().await.leases.keys().copied().collect()
+    }
+
+    /// Keeps the leases until `shutdown`: heartbeats this replica, aims at an even share of
+    /// the shards among live replicas, renews at a third of the lease time, then releases all.
+    pub async fn run_lease_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(self.renew_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let shards = self.config.shard_count.max(1) as usize;
+            let target = match self
+                .catalog
+                .heartbeat_member(
+                    "indexer",
+                    &self.config.owner_id,
+                    &self.config.owner_addr,
+                    self.config.lease_ttl,
+                )
+                .await
+            {
+                Ok(()) => match self.catalog.live_members("indexer").await {
+                    Ok(members) => shards.div_ceil(members.len().max(1)),
+                    Err(_) => shards,
+                },
+                Err(e) => {
+                    warn!(error = %e, "indexer heartbeat failed");
+                    shards
+                }
+            };
+            match self.maintain_leases(target).await {
+                Ok(r) if !r.acquired.is_empty() || !r.lost.is_empty() || !r.released.is_empty() => {
+                    info!(owned = ?r.owned, acquired = ?r.acquired, lost = ?r.lost, released = ?r.released, "shard leases changed")
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "lease maintenance failed"),
+            }
+        }
+        if let Err(e) = self.release_all().await {
+            warn!(error = %e, "releasing shard leases failed; they expire by themselves");
         }
     }
 
@@ -272,19 +412,37 @@ impl Indexer {
     async fn commit_inner(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
         let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
         let mut state = self.state.lock().await;
-        if let Some(done) = state.recent.get(&request.segment_key) {
+        let Some(lease) = state.leases.get(&request.shard).cloned() else {
+            return Err(SequencerError::NotOwner {
+                shard: request.shard,
+                owner: None,
+            });
+        };
+        let shard_count = self.config.shard_count.max(1);
+        if let Some(b) = request
+            .batches
+            .iter()
+            .find(|b| shard_of(b.topic_id, b.partition, shard_count) != request.shard)
+        {
+            return Err(SequencerError::InvalidRequest(format!(
+                "partition {} of {} is not in shard {}",
+                b.partition, b.topic_id, request.shard
+            )));
+        }
+        let recent_key = format!("{}#{}", request.segment_key, request.shard);
+        if let Some(done) = state.recent.get(&recent_key) {
             return Ok(done.clone());
         }
         if let Some(done) = self
             .catalog
-            .segment_commit(&request.segment_key)
+            .segment_commit(&request.segment_key, request.shard)
             .await
             .map_err(store_err)?
         {
             let response = CommitResponse {
                 outcomes: done.outcomes,
             };
-            Self::remember(&mut state, request.segment_key.clone(), response.clone());
+            Self::remember(&mut state, recent_key, response.clone());
             return Ok(response);
         }
 
@@ -408,8 +566,8 @@ impl Indexer {
 
         let response = CommitResponse { outcomes };
         let mut ops = vec![WriteOp::Check {
-            key: catalog::lease_key(&state.lease.name),
-            condition: Condition::Version(state.lease.version),
+            key: catalog::lease_key(&lease.name),
+            condition: Condition::Version(lease.version),
         }];
         for id in &touched_order {
             let Some(list) = entries.get(id) else {
@@ -440,7 +598,7 @@ impl Indexer {
             }
         }
         ops.push(WriteOp::Put {
-            key: catalog::segment_commit_key(&request.segment_key),
+            key: catalog::segment_commit_key(&request.segment_key, request.shard),
             value: catalog::encode(&SegmentCommitRecord {
                 format: ITEM_FORMAT,
                 size: request.segment_size,
@@ -462,8 +620,9 @@ impl Indexer {
                 }
                 return Err(match e {
                     MetaStoreError::ConditionFailed { index: 0, .. } => {
-                        warn!(lease = %state.lease.name, "commit fenced: shard lease lost");
-                        SequencerError::Fenced(state.lease.name.clone())
+                        warn!(lease = %lease.name, "commit fenced: shard lease lost");
+                        state.leases.remove(&request.shard);
+                        SequencerError::Fenced(lease.name.clone())
                     }
                     other => SequencerError::StoreUnavailable(other.to_string()),
                 });
@@ -490,7 +649,7 @@ impl Indexer {
         for (key, record) in producers {
             state.producers.insert(key, record);
         }
-        Self::remember(&mut state, request.segment_key.clone(), response.clone());
+        Self::remember(&mut state, recent_key, response.clone());
         Ok(response)
     }
 }

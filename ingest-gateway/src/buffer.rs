@@ -10,6 +10,7 @@
 //! Memory is bounded: a produce request first takes permits worth its bytes from a semaphore of
 //! `max_buffered_bytes`; they are returned when its segment is done.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use kafscale_shared::keys::new_segment_key;
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::segment::{BatchMeta, SegmentBuilder};
 use kafscale_shared::sequencer::{BatchOutcome, CommitBatch, CommitRequest, Sequencer};
+use kafscale_shared::shards::shard_of;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -237,7 +239,7 @@ impl SegmentBuffer {
             };
             tokio::select! {
                 Some((sealed, result)) = uploads.next(), if !uploads.is_empty() => {
-                    finish(&*sequencer, sealed, result, self.config.commit_attempts).await;
+                    finish(&*sequencer, sealed, result, self.config.commit_attempts, self.config.shard_count).await;
                 }
                 _ = self.wake.notified(), if !stopping => {}
                 _ = sleep_until_opt(deadline), if deadline.is_some() && !stopping => {}
@@ -274,9 +276,48 @@ fn upload(
     .instrument(span)
 }
 
-/// Commits an uploaded segment (with retries; commits are idempotent by segment key) and
-/// answers its waiters.
-async fn finish(sequencer: &dyn Sequencer, sealed: Sealed, uploaded: UploadResult, attempts: u32) {
+/// Commits one shard's part of a segment, retrying retriable failures with backoff (commits
+/// are idempotent per segment and shard, so a retry after an unknown outcome is safe).
+async fn commit_shard(
+    sequencer: &dyn Sequencer,
+    request: CommitRequest,
+    attempts: u32,
+) -> Result<Vec<BatchOutcome>, IngestError> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match sequencer.commit(request.clone()).await {
+            Ok(r) if r.outcomes.len() == request.batches.len() => return Ok(r.outcomes),
+            Ok(r) => {
+                warn!(segment = %request.segment_key, shard = request.shard, got = r.outcomes.len(), want = request.batches.len(), "commit answer has the wrong size");
+                return Err(IngestError::Commit(
+                    "sequencer answered with the wrong number of outcomes".into(),
+                ));
+            }
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                warn!(segment = %request.segment_key, shard = request.shard, attempt, error = %e, "segment commit failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                attempt += 1;
+            }
+            Err(e) => {
+                warn!(segment = %request.segment_key, shard = request.shard, error = %e, "segment commit failed; answering with a retriable error");
+                return Err(IngestError::from_commit(&e));
+            }
+        }
+    }
+}
+
+/// Commits an uploaded segment — one commit per indexer shard it touches, concurrently — and
+/// answers its waiters. A waiter's batches all belong to one partition, hence one shard, so
+/// each waiter sees exactly its shard's outcome.
+async fn finish(
+    sequencer: &dyn Sequencer,
+    sealed: Sealed,
+    uploaded: UploadResult,
+    attempts: u32,
+    shard_count: u32,
+) {
     let Sealed {
         key,
         data,
@@ -284,54 +325,60 @@ async fn finish(sequencer: &dyn Sequencer, sealed: Sealed, uploaded: UploadResul
         waiters,
         _permits,
     } = sealed;
-    let result = match uploaded {
-        Err(e) => Err(e),
+    let mut results: Vec<Option<Result<BatchOutcome, IngestError>>> = vec![None; batches.len()];
+    match uploaded {
+        Err(e) => results.iter_mut().for_each(|r| *r = Some(Err(e.clone()))),
         Ok(()) => {
-            let request = CommitRequest {
-                segment_key: key.clone(),
-                segment_size: data.len() as u64,
-                batches,
-            };
-            let mut delay = Duration::from_millis(50);
-            let mut attempt = 1;
-            loop {
-                match sequencer.commit(request.clone()).await {
-                    Ok(r) if r.outcomes.len() == request.batches.len() => break Ok(r.outcomes),
-                    Ok(r) => {
-                        warn!(segment = %key, got = r.outcomes.len(), want = request.batches.len(), "commit answer has the wrong size");
-                        break Err(IngestError::Commit(
-                            "sequencer answered with the wrong number of outcomes".into(),
-                        ));
+            let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+            for (i, b) in batches.iter().enumerate() {
+                by_shard
+                    .entry(shard_of(b.topic_id, b.partition, shard_count))
+                    .or_default()
+                    .push(i);
+            }
+            let commits = by_shard.into_iter().map(|(shard, indexes)| {
+                let request = CommitRequest {
+                    segment_key: key.clone(),
+                    shard,
+                    segment_size: data.len() as u64,
+                    batches: indexes.iter().map(|&i| batches[i].clone()).collect(),
+                };
+                async move { (indexes, commit_shard(sequencer, request, attempts).await) }
+            });
+            for (indexes, outcome) in futures::future::join_all(commits).await {
+                match outcome {
+                    Ok(outcomes) => {
+                        for (i, o) in indexes.into_iter().zip(outcomes) {
+                            results[i] = Some(Ok(o));
+                        }
                     }
-                    Err(e) if e.is_retryable() && attempt < attempts => {
-                        warn!(segment = %key, attempt, error = %e, "segment commit failed, retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(1));
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        warn!(segment = %key, error = %e, "segment commit failed; answering with a retriable error");
-                        break Err(IngestError::from_commit(&e));
-                    }
+                    Err(e) => indexes
+                        .into_iter()
+                        .for_each(|i| results[i] = Some(Err(e.clone()))),
                 }
             }
         }
-    };
-    debug!(segment = %key, ok = result.is_ok(), waiters = waiters.len(), "segment done");
-    match result {
-        Ok(outcomes) => {
-            for w in waiters {
-                let slice = outcomes
-                    .get(w.first..w.first + w.count)
-                    .map(|s| s.to_vec())
-                    .unwrap_or_default();
-                let _ = w.tx.send(Ok(slice));
+    }
+    debug!(segment = %key, waiters = waiters.len(), "segment done");
+    for w in waiters {
+        let mut outcomes = Vec::with_capacity(w.count);
+        let mut error = None;
+        for r in results.iter().skip(w.first).take(w.count) {
+            match r {
+                Some(Ok(o)) => outcomes.push(*o),
+                Some(Err(e)) => {
+                    error = Some(e.clone());
+                    break;
+                }
+                None => {
+                    error = Some(IngestError::Commit("batch missing from the commit".into()));
+                    break;
+                }
             }
         }
-        Err(e) => {
-            for w in waiters {
-                let _ = w.tx.send(Err(e.clone()));
-            }
-        }
+        let _ = w.tx.send(match error {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        });
     }
 }

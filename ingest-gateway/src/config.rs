@@ -17,6 +17,8 @@ pub struct IngestConfig {
     pub max_concurrent_uploads: usize,
     /// Attempts of a segment commit before the produce requests get an error.
     pub commit_attempts: u32,
+    /// Indexer shards of the cluster (a segment is committed once per shard it touches).
+    pub shard_count: u32,
 }
 
 impl Default for IngestConfig {
@@ -28,6 +30,7 @@ impl Default for IngestConfig {
             max_buffered_bytes: 256 * 1024 * 1024,
             max_concurrent_uploads: 4,
             commit_attempts: 5,
+            shard_count: 1,
         }
     }
 }

@@ -34,6 +34,9 @@ impl IngestError {
     pub fn from_commit(e: &SequencerError) -> Self {
         match e {
             SequencerError::Fenced(s) => IngestError::Fenced(s.clone()),
+            SequencerError::NotOwner { .. } | SequencerError::Unreachable(_) => {
+                IngestError::Fenced(e.to_string())
+            }
             SequencerError::ShuttingDown => IngestError::ShuttingDown,
             SequencerError::StoreUnavailable(_) | SequencerError::InvalidRequest(_) => {
                 IngestError::Commit(e.to_string())

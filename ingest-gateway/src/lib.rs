@@ -11,9 +11,11 @@ mod config;
 mod error;
 mod handler;
 mod producer_ids;
+mod remote;
 
 pub use buffer::{FlushOutcome, SegmentBuffer};
 pub use config::IngestConfig;
 pub use error::IngestError;
 pub use handler::{INGEST_APIS, IngestHandler};
 pub use producer_ids::ProducerIds;
+pub use remote::{RemoteSequencer, RemoteSequencerConfig};

@@ -155,8 +155,10 @@ pub fn producer_key(topic_id: Uuid, partition: i32, producer_id: i64) -> ItemKey
         format!("{:020}", producer_id.max(0)),
     )
 }
-pub fn segment_commit_key(segment_key: &str) -> ItemKey {
-    ItemKey::new("seg", segment_key)
+/// One commit record per (segment, shard): a segment spanning shards is committed by each
+/// shard's owner separately.
+pub fn segment_commit_key(segment_key: &str, shard: u32) -> ItemKey {
+    ItemKey::new("seg", format!("{segment_key}#{shard:05}"))
 }
 pub fn lease_key(name: &str) -> ItemKey {
     ItemKey::new("lease", name)
@@ -433,8 +435,9 @@ impl Catalog {
     pub async fn segment_commit(
         &self,
         segment_key: &str,
+        shard: u32,
     ) -> Result<Option<SegmentCommitRecord>, CatalogError> {
-        let key = segment_commit_key(segment_key);
+        let key = segment_commit_key(segment_key, shard);
         match self.store.get(&key).await? {
             Some(item) => Ok(Some(decode(&key, &item.value)?)),
             None => Ok(None),
@@ -465,6 +468,101 @@ impl Catalog {
             }
         }
         Err(CatalogError::Contention(key))
+    }
+
+    /// Every lease whose name starts with `prefix`, with its item version.
+    pub async fn leases(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, LeaseRecord, u64)>, CatalogError> {
+        let items = self
+            .store
+            .query(Query {
+                pk: "lease".into(),
+                start: Bound::Included(prefix.to_string()),
+                end: Bound::Unbounded,
+                direction: Direction::Forward,
+                limit: None,
+            })
+            .await?;
+        let mut out = Vec::new();
+        for item in items {
+            if !item.key.sk.starts_with(prefix) {
+                break;
+            }
+            let lease: LeaseRecord = decode(&item.key, &item.value)?;
+            out.push((item.key.sk.clone(), lease, item.version));
+        }
+        Ok(out)
+    }
+
+    /// Gives a lease up at once (expiry now) if `owner` still holds it at `version`, so another
+    /// replica can take it without waiting for expiry.
+    pub async fn release_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        version: u64,
+    ) -> Result<bool, CatalogError> {
+        let key = lease_key(name);
+        let Some(item) = self.store.get(&key).await? else {
+            return Ok(false);
+        };
+        let mut lease: LeaseRecord = decode(&key, &item.value)?;
+        if lease.owner != owner || item.version != version {
+            return Ok(false);
+        }
+        lease.expires_at_ms = 0;
+        let op = WriteOp::Put {
+            key,
+            value: encode(&lease),
+            condition: Condition::Version(version),
+        };
+        match self.store.write(vec![op]).await {
+            Ok(()) => Ok(true),
+            Err(MetaStoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records that a process of `kind` (e.g. "indexer") is alive until now + `ttl`.
+    pub async fn heartbeat_member(
+        &self,
+        kind: &str,
+        id: &str,
+        addr: &str,
+        ttl: Duration,
+    ) -> Result<(), CatalogError> {
+        let record = LeaseRecord {
+            format: ITEM_FORMAT,
+            owner: id.to_string(),
+            owner_addr: addr.to_string(),
+            epoch: 0,
+            expires_at_ms: now_ms() + ttl.as_millis() as i64,
+        };
+        let op = WriteOp::Put {
+            key: ItemKey::new(format!("member/{kind}"), id),
+            value: encode(&record),
+            condition: Condition::None,
+        };
+        Ok(self.store.write(vec![op]).await?)
+    }
+
+    /// The processes of `kind` whose heartbeat has not expired.
+    pub async fn live_members(&self, kind: &str) -> Result<Vec<LeaseRecord>, CatalogError> {
+        let now = now_ms();
+        let items = self
+            .store
+            .query(Query::all(format!("member/{kind}")))
+            .await?;
+        let mut out = Vec::new();
+        for item in items {
+            let m: LeaseRecord = decode(&item.key, &item.value)?;
+            if m.expires_at_ms > now {
+                out.push(m);
+            }
+        }
+        Ok(out)
     }
 
     /// Takes or renews the lease `name` for `owner` if it is free, expired or already ours.

@@ -12,6 +12,7 @@ pub mod meta_store;
 pub mod object_store;
 pub mod segment;
 pub mod sequencer;
+pub mod shards;
 pub mod topic_api;
 pub mod topic_handler;
 pub mod watermarks;

@@ -29,11 +29,14 @@ pub struct CommitBatch {
     pub base_sequence: i32,
 }
 
-/// A request to sequence every batch of one uploaded segment. Batches of one partition appear
-/// in the order the gateway accepted them.
+/// A request to sequence the batches of one uploaded segment that belong to one indexer shard
+/// (a segment spanning several shards is committed once per shard). Batches of one partition
+/// appear in the order the gateway accepted them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitRequest {
     pub segment_key: String,
+    /// The shard every batch belongs to (see [`crate::shards::shard_of`]).
+    pub shard: u32,
     pub segment_size: u64,
     pub batches: Vec<CommitBatch>,
 }
@@ -69,13 +72,19 @@ pub struct CommitResponse {
     pub outcomes: Vec<BatchOutcome>,
 }
 
-/// Errors of a commit as a whole; each is retriable by resending the same request.
-#[derive(Debug, thiserror::Error)]
+/// Errors of a commit as a whole; each is retriable by resending the same request. They cross
+/// the network as JSON, so the gateway sees exactly what the indexer said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum SequencerError {
     #[error("metadata store unavailable: {0}")]
     StoreUnavailable(String),
     #[error("this indexer no longer owns the partitions (fenced): {0}")]
     Fenced(String),
+    /// The shard is not (or no longer) owned by the indexer that was asked; re-resolve.
+    #[error("indexer does not own shard {shard} (owner: {owner:?})")]
+    NotOwner { shard: u32, owner: Option<String> },
+    #[error("indexer unreachable: {0}")]
+    Unreachable(String),
     #[error("sequencer is shutting down")]
     ShuttingDown,
     #[error("invalid commit request: {0}")]

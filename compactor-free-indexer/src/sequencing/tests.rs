@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 
 use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore};
 
+use kafscale_shared::shards::shard_of;
+
 use super::*;
 
 async fn setup(partitions: i32) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
@@ -48,6 +50,7 @@ fn idem(mut b: CommitBatch, pid: i64, epoch: i16, seq: i32) -> CommitBatch {
 fn req(key: &str, batches: Vec<CommitBatch>) -> CommitRequest {
     CommitRequest {
         segment_key: key.into(),
+        shard: 0,
         segment_size: 1000,
         batches,
     }
@@ -281,6 +284,7 @@ async fn a_deposed_owner_cannot_write() {
         owner_id: owner.into(),
         owner_addr: String::new(),
         lease_ttl: Duration::from_millis(50),
+        shard_count: 1,
     };
     let old = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), short("old"))
         .await
@@ -301,7 +305,15 @@ async fn a_deposed_owner_cannot_write() {
         .await
         .expect_err("fenced");
     assert!(matches!(err, SequencerError::Fenced(_)));
-    assert!(!old.renew_lease().await.expect("renew"));
+    assert!(
+        old.owned_shards().await.is_empty(),
+        "a fenced commit drops the lease"
+    );
+    let report = old.maintain_leases(1).await.expect("renew");
+    assert!(
+        report.owned.is_empty(),
+        "the live new owner keeps the shard"
+    );
     let r = new
         .commit(req("s3", vec![batch(id, 0, 16, 1)]))
         .await
@@ -310,5 +322,71 @@ async fn a_deposed_owner_cannot_write() {
         r.outcomes,
         vec![appended(1)],
         "the new owner continues after the old owner's last commit"
+    );
+}
+
+#[tokio::test]
+async fn replicas_split_the_shards_and_refuse_shards_they_do_not_own() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let catalog = Arc::new(Catalog::new(store));
+    let id = catalog
+        .create_topic("t", 8, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
+    let config = |owner: &str| IndexerConfig {
+        owner_id: owner.into(),
+        owner_addr: format!("{owner}:1"),
+        lease_ttl: Duration::from_secs(30),
+        shard_count: 4,
+    };
+    let a = Indexer::new(catalog.clone(), Arc::new(Watermarks::new()), config("a"));
+    let b = Indexer::new(catalog.clone(), Arc::new(Watermarks::new()), config("b"));
+    assert_eq!(
+        a.maintain_leases(4).await.expect("a").owned,
+        vec![0, 1, 2, 3]
+    );
+    assert!(
+        b.maintain_leases(2).await.expect("b").owned.is_empty(),
+        "a holds every lease"
+    );
+    let report = a.maintain_leases(2).await.expect("a gives two up");
+    assert_eq!((report.owned, report.released), (vec![0, 1], vec![3, 2]));
+    assert_eq!(b.maintain_leases(2).await.expect("b").owned, vec![2, 3]);
+
+    // Each partition is committed by the owner of its shard; the other replica refuses it.
+    for p in 0..8 {
+        let shard = shard_of(id, p, 4);
+        let (owner, other) = if shard < 2 { (&a, &b) } else { (&b, &a) };
+        let mut request = req(&format!("seg-{p}"), vec![batch(id, p, 16, 2)]);
+        request.shard = shard;
+        let err = other
+            .commit(request.clone())
+            .await
+            .expect_err("not the owner");
+        assert!(matches!(err, SequencerError::NotOwner { shard: s, .. } if s == shard));
+        assert_eq!(
+            owner.commit(request).await.expect("owner").outcomes,
+            vec![appended(0)]
+        );
+    }
+    // A batch of another shard in the request is refused as invalid.
+    let p0 = shard_of(id, 0, 4);
+    let stray = (0..8)
+        .find(|p| shard_of(id, *p, 4) != p0)
+        .expect("two shards in use");
+    let mut mixed = req("mixed", vec![batch(id, 0, 16, 1), batch(id, stray, 116, 1)]);
+    mixed.shard = p0;
+    let owner = if p0 < 2 { &a } else { &b };
+    assert!(matches!(
+        owner.commit(mixed).await,
+        Err(SequencerError::InvalidRequest(_))
+    ));
+
+    // A clean shutdown hands the shards over at once.
+    a.release_all().await.expect("release");
+    assert_eq!(
+        b.maintain_leases(4).await.expect("b").owned,
+        vec![0, 1, 2, 3]
     );
 }

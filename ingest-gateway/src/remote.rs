@@ -1,0 +1,179 @@
+//! The network implementation of [`Sequencer`]: sends each shard's commit to the indexer that
+//! holds the shard's lease.
+//!
+//! Owners are found through the lease items in the metadata store (cached briefly). When the
+//! owner answers "not mine"/"fenced" or cannot be reached, the directory is re-read and the
+//! commit re-sent — safe, because commits are idempotent per segment and shard — until a new
+//! owner takes the shard over or `failover_timeout` passes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kafscale_shared::catalog::{Catalog, now_ms};
+use kafscale_shared::sequencer::{CommitRequest, CommitResponse, Sequencer, SequencerError};
+use kafscale_shared::shards::{SHARD_LEASE_PREFIX, shard_of_lease_name};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+/// Path of the indexer's commit endpoint.
+const COMMIT_PATH: &str = "/v1/commit";
+const DIRECTORY_TTL: Duration = Duration::from_secs(1);
+
+/// Settings of the network sequencer.
+#[derive(Debug, Clone)]
+pub struct RemoteSequencerConfig {
+    /// How long one HTTP commit may take.
+    pub request_timeout: Duration,
+    /// How long to keep re-resolving an owner that is gone (cover the lease time).
+    pub failover_timeout: Duration,
+}
+
+impl Default for RemoteSequencerConfig {
+    fn default() -> Self {
+        RemoteSequencerConfig {
+            request_timeout: Duration::from_secs(10),
+            failover_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Sends commits to shard owners over HTTP.
+pub struct RemoteSequencer {
+    catalog: Arc<Catalog>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    config: RemoteSequencerConfig,
+    owners: Mutex<(Option<Instant>, HashMap<u32, String>)>,
+}
+
+impl std::fmt::Debug for RemoteSequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSequencer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl RemoteSequencer {
+    pub fn new(catalog: Arc<Catalog>, config: RemoteSequencerConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        RemoteSequencer {
+            catalog,
+            client,
+            config,
+            owners: Mutex::new((None, HashMap::new())),
+        }
+    }
+
+    /// The address of `shard`'s live owner, from the cached directory or the store.
+    async fn owner(&self, shard: u32, refresh: bool) -> Result<Option<String>, SequencerError> {
+        let mut owners = self.owners.lock().await;
+        let fresh = owners.0.is_some_and(|t| t.elapsed() < DIRECTORY_TTL);
+        if refresh || !fresh || !owners.1.contains_key(&shard) {
+            let leases = self
+                .catalog
+                .leases(SHARD_LEASE_PREFIX)
+                .await
+                .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
+            let now = now_ms();
+            owners.1.clear();
+            for (name, lease, _) in leases {
+                if lease.expires_at_ms > now
+                    && !lease.owner_addr.is_empty()
+                    && let Some(shard) = shard_of_lease_name(&name)
+                {
+                    owners.1.insert(shard, lease.owner_addr);
+                }
+            }
+            owners.0 = Some(Instant::now());
+        }
+        Ok(owners.1.get(&shard).cloned())
+    }
+
+    async fn send(&self, addr: &str, body: Bytes) -> Result<CommitResponse, SequencerError> {
+        let uri = format!("http://{addr}{COMMIT_PATH}");
+        let request = hyper::Request::post(uri)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| SequencerError::InvalidRequest(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| SequencerError::Unreachable(e.to_string()))?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| SequencerError::Unreachable(e.to_string()))?
+                .to_bytes();
+            if status.is_success() {
+                serde_json::from_slice::<CommitResponse>(&bytes)
+                    .map_err(|e| SequencerError::Unreachable(format!("bad commit answer: {e}")))
+            } else {
+                Err(
+                    serde_json::from_slice::<SequencerError>(&bytes).unwrap_or_else(|_| {
+                        SequencerError::Unreachable(format!("indexer answered {status}"))
+                    }),
+                )
+            }
+        };
+        match tokio::time::timeout(self.config.request_timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(SequencerError::Unreachable(format!(
+                "no answer from {addr} in {:?}",
+                self.config.request_timeout
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Sequencer for RemoteSequencer {
+    async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
+        let body = Bytes::from(
+            serde_json::to_vec(&request)
+                .map_err(|e| SequencerError::InvalidRequest(e.to_string()))?,
+        );
+        let deadline = Instant::now() + self.config.failover_timeout;
+        let mut delay = Duration::from_millis(50);
+        let mut refresh = false;
+        loop {
+            let outcome = match self.owner(request.shard, refresh).await? {
+                Some(addr) => self.send(&addr, body.clone()).await,
+                None => Err(SequencerError::NotOwner {
+                    shard: request.shard,
+                    owner: None,
+                }),
+            };
+            match outcome {
+                Ok(r) => return Ok(r),
+                Err(
+                    e @ (SequencerError::NotOwner { .. }
+                    | SequencerError::Fenced(_)
+                    | SequencerError::Unreachable(_)),
+                ) if Instant::now() < deadline => {
+                    debug!(shard = request.shard, error = %e, "shard owner changed or unreachable; re-resolving");
+                    refresh = true;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    warn!(shard = request.shard, error = %e, "commit failed");
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
