@@ -11,6 +11,10 @@ pub struct FetchConfig {
     pub index_cache_entries: usize,
     /// Upper bound on a long poll, whatever the client asks.
     pub max_wait_cap: Duration,
+    /// When the indexer runs in another process: how old known offsets may get before a read
+    /// asks the store again, and how often waited-on partitions are polled. `None` when the
+    /// indexer publishes to this process directly (standalone).
+    pub store_poll_interval: Option<Duration>,
 }
 
 impl Default for FetchConfig {
@@ -19,6 +23,7 @@ impl Default for FetchConfig {
             range_cache_bytes: 256 * 1024 * 1024,
             index_cache_entries: 1_000_000,
             max_wait_cap: Duration::from_secs(30),
+            store_poll_interval: None,
         }
     }
 }

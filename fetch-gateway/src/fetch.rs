@@ -73,6 +73,38 @@ impl FetchService {
         })
     }
 
+    /// Refreshes, every `store_poll_interval`, the offsets of partitions that long polls wait
+    /// on, from the store — how a fetch gateway in its own process learns that the indexer
+    /// moved a watermark. Does nothing in standalone (no interval). Runs until shutdown.
+    pub async fn run_store_poller(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(interval) = self.config.store_poll_interval else {
+            return;
+        };
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.stopping.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for (topic_id, partition) in self.watermarks.stale_watched(interval) {
+                match self.catalog.partition(topic_id, partition).await {
+                    Ok(Some((row, _))) => self.watermarks.publish(
+                        topic_id,
+                        partition,
+                        PartitionOffsets {
+                            log_start_offset: row.log_start_offset,
+                            high_watermark: row.next_offset,
+                        },
+                    ),
+                    Ok(None) => {}
+                    Err(e) => debug!(error = %e, "watermark poll failed"),
+                }
+            }
+        }
+    }
+
     /// Ends every long poll now and answers future ones without waiting (shutdown).
     pub fn stop_waiting(&self) {
         self.stopping.cancel();
@@ -84,7 +116,11 @@ impl FetchService {
         topic_id: Uuid,
         partition: i32,
     ) -> Result<PartitionOffsets, FetchError> {
-        if let Some(o) = self.watermarks.get(topic_id, partition) {
+        let known = match self.config.store_poll_interval {
+            None => self.watermarks.get(topic_id, partition),
+            Some(age) => self.watermarks.get_fresh(topic_id, partition, age),
+        };
+        if let Some(o) = known {
             return Ok(o);
         }
         let (row, _) = self
@@ -357,6 +393,70 @@ mod tests {
     use kafscale_shared::object_store::MemoryObjectStore;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_gateway_in_its_own_process_learns_new_watermarks_from_the_store() {
+        use kafscale_shared::catalog::{ITEM_FORMAT, PartitionRecord, encode, partition_key};
+        use kafscale_shared::meta_store::{Condition, WriteOp};
+
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let id = catalog
+            .create_topic("t", 1, BTreeMap::new())
+            .await
+            .expect("create")
+            .topic_id;
+        let watermarks = Arc::new(Watermarks::new());
+        let service = FetchService::new(
+            catalog.clone(),
+            Arc::new(MemoryObjectStore::new()),
+            watermarks.clone(),
+            FetchConfig {
+                store_poll_interval: Some(Duration::from_millis(20)),
+                ..FetchConfig::default()
+            },
+        );
+        assert_eq!(
+            service
+                .offsets(id, 0)
+                .await
+                .expect("offsets")
+                .high_watermark,
+            0
+        );
+        let mut rx = watermarks.subscribe(id, 0).expect("seeded");
+        let shutdown = CancellationToken::new();
+        let poller = tokio::spawn(service.clone().run_store_poller(shutdown.clone()));
+        // The indexer (elsewhere) commits: only the store knows.
+        let row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset: 7,
+            log_start_offset: 0,
+            bytes: 10,
+        };
+        let put = WriteOp::Put {
+            key: partition_key(id, 0),
+            value: encode(&row),
+            condition: Condition::None,
+        };
+        catalog.store().write(vec![put]).await.expect("write");
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("the poller noticed")
+            .expect("open");
+        assert_eq!(rx.borrow().high_watermark, 7);
+        // Readers without a waiter also see it once the known value is older than the interval.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            service
+                .offsets(id, 0)
+                .await
+                .expect("offsets")
+                .high_watermark,
+            7
+        );
+        shutdown.cancel();
+        poller.await.expect("poller");
+    }
 
     #[tokio::test]
     async fn stop_waiting_ends_long_polls_at_once() {
