@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kafscale_shared::catalog::{
-    self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, PRODUCER_BATCHES_KEPT, PartitionRecord,
-    ProducerBatch, ProducerRecord, SegmentCommitRecord,
+    self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, LeaseRecord, PRODUCER_BATCHES_KEPT,
+    PartitionRecord, ProducerBatch, ProducerRecord, SegmentCommitRecord,
 };
 use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
 use kafscale_shared::sequencer::{
@@ -199,6 +199,14 @@ impl Indexer {
         Ok(indexer)
     }
 
+    /// Takes or renews one lease for this replica.
+    async fn take_lease(&self, name: &str) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
+        let c = &self.config;
+        self.catalog
+            .acquire_lease(name, &c.owner_id, &c.owner_addr, c.lease_ttl)
+            .await
+    }
+
     /// Renews the leases it holds, then takes free or expired shards until it owns `target`,
     /// or gives up shards above `target` (so replicas spread the shards between them).
     pub async fn maintain_leases(&self, target: usize) -> Result<LeaseReport, IndexerError> {
@@ -207,15 +215,7 @@ impl Indexer {
         let owned: Vec<u32> = state.leases.keys().copied().collect();
         for shard in owned {
             let name = shard_lease_name(shard);
-            let renewed = self
-                .catalog
-                .acquire_lease(
-                    &name,
-                    &self.config.owner_id,
-                    &self.config.owner_addr,
-                    self.config.lease_ttl,
-                )
-                .await?;
+            let renewed = self.take_lease(&name).await?;
             match renewed {
                 Some((lease, version)) => {
                     let changed = state
@@ -254,16 +254,7 @@ impl Indexer {
                     continue;
                 }
                 let name = shard_lease_name(shard);
-                if let Some((lease, version)) = self
-                    .catalog
-                    .acquire_lease(
-                        &name,
-                        &self.config.owner_id,
-                        &self.config.owner_addr,
-                        self.config.lease_ttl,
-                    )
-                    .await?
-                {
+                if let Some((lease, version)) = self.take_lease(&name).await? {
                     info!(shard, epoch = lease.epoch, "acquired shard lease");
                     // A new owner must not trust anything cached before it owned the shard.
                     state.partitions.clear();
