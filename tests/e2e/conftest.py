@@ -33,8 +33,12 @@ import pytest
 import kafka_helpers as kh
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The line every serving mode prints on stdout once it listens (ingest, fetch: no data_dir;
+# indexer: no kafka listener, its lease id instead).
 READY_RE = re.compile(
-    r"^kafscale standalone listening kafka=(?P<kafka>\S+) http=(?P<http>\S+) data_dir=(?P<data_dir>.*)$")
+    r"^kafscale (?P<mode>standalone|ingest|fetch|indexer) listening"
+    r"(?: kafka=(?P<kafka>\S+))? http=(?P<http>\S+)"
+    r"(?: data_dir=(?P<data_dir>.*))?(?: id=(?P<id>\S+))?$")
 START_TIMEOUT_S = float(os.environ.get("KAFSCALE_E2E_START_TIMEOUT", "60"))
 STOP_TIMEOUT_S = 30.0
 DEFAULT_TEST_DEADLINE_S = float(os.environ.get("KAFSCALE_E2E_TEST_DEADLINE", "300"))
@@ -60,11 +64,13 @@ class ServerStartError(RuntimeError):
 
 class KafscaleServer:
     """One `kafscale standalone` process (restartable on the same data dir and
-    Kafka port)."""
+    Kafka port), or with `mode` one process of distributed mode (`ingest`,
+    `fetch`, `indexer`), whose storage settings come in `extra_args`/`env`."""
 
     def __init__(self, binary: Path, workdir: Path, extra_args: Sequence[str] = (),
                  kafka_port: int = 0, env: Optional[dict] = None, name: str = "kafscale",
-                 config_via_env: bool = False):
+                 config_via_env: bool = False, mode: str = "standalone"):
+        self.mode = mode
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +87,7 @@ class KafscaleServer:
         self.http: Optional[str] = None
         self.ready_line: Optional[str] = None
         self.ready_data_dir: Optional[str] = None
+        self.ready_id: Optional[str] = None
         self.stdout_lines: list[str] = []
         self.starts = 0
         self._reader: Optional[threading.Thread] = None
@@ -88,15 +95,18 @@ class KafscaleServer:
     # -- lifecycle ---------------------------------------------------------
 
     def base_config(self) -> dict[str, str]:
-        return {"data-dir": str(self.data_dir),
-                "kafka-addr": f"127.0.0.1:{self.kafka_port}",
-                "http-addr": "127.0.0.1:0"}
+        config = {"http-addr": "127.0.0.1:0"}
+        if self.mode == "standalone":
+            config["data-dir"] = str(self.data_dir)
+        if self.mode != "indexer":
+            config["kafka-addr"] = f"127.0.0.1:{self.kafka_port}"
+        return config
 
     def command(self) -> list[str]:
         if self.config_via_env:
-            return [str(self.binary), "standalone", *self.extra_args]
+            return [str(self.binary), self.mode, *self.extra_args]
         flags = [arg for flag, value in self.base_config().items() for arg in (f"--{flag}", value)]
-        return [str(self.binary), "standalone", *flags, *self.extra_args]
+        return [str(self.binary), self.mode, *flags, *self.extra_args]
 
     def _log(self, msg: str) -> None:
         with open(self.log_path, "a", encoding="utf-8") as f:
@@ -134,7 +144,7 @@ class KafscaleServer:
                     self.stdout_lines.append(line)
                     if not ready.is_set():
                         m = READY_RE.match(line)
-                        if m:
+                        if m and m["mode"] == self.mode:
                             info.update(m.groupdict(), line=line)
                             ready.set()
             ready.set()  # EOF: process exited (or closed stdout)
@@ -145,12 +155,14 @@ class KafscaleServer:
         if info:
             self.ready_line = info["line"]
             self.ready_data_dir = info["data_dir"]
+            self.ready_id = info["id"]
             self.bootstrap = info["kafka"]
             self.http = info["http"]
-            host, port = kh.split_addr(self.bootstrap)
-            if port == 0:
-                raise ServerStartError(f"ready line reports port 0: {self.ready_line!r}")
-            self.kafka_port = port
+            if self.bootstrap is not None:
+                host, port = kh.split_addr(self.bootstrap)
+                if port == 0:
+                    raise ServerStartError(f"ready line reports port 0: {self.ready_line!r}")
+                self.kafka_port = port
             return True
         if proc.poll() is None and deadline.expired():
             self._kill_proc()
@@ -299,10 +311,11 @@ class ServerFactory:
         self.servers: list[KafscaleServer] = []
 
     def __call__(self, extra_args: Sequence[str] = (), kafka_port: int = 0, env: Optional[dict] = None,
-                 name: Optional[str] = None, start: bool = True, config_via_env: bool = False) -> KafscaleServer:
+                 name: Optional[str] = None, start: bool = True, config_via_env: bool = False,
+                 mode: str = "standalone") -> KafscaleServer:
         name = name or f"server{len(self.servers)}"
         srv = KafscaleServer(kafscale_binary(), self.root / name, extra_args, kafka_port, env, name,
-                             config_via_env)
+                             config_via_env, mode)
         self.servers.append(srv)
         if start:
             srv.start()

@@ -9,7 +9,8 @@
 //! the logical model (topics, partitions, index rows, leases, ...) so each backend stays small.
 //!
 //! Backends: [`MemoryMetaStore`] (unit tests), [`RedbMetaStore`] (standalone, durable: every
-//! `write` is one fsynced redb transaction). Every backend passes [`conformance::run_all`].
+//! `write` is one fsynced redb transaction), [`DynamoMetaStore`] (distributed mode: one DynamoDB
+//! table). Every backend passes [`conformance::run_all`].
 
 use std::ops::Bound;
 
@@ -18,10 +19,14 @@ use bytes::Bytes;
 
 mod batch;
 pub mod conformance;
+pub mod dynamodb;
 mod memory;
+pub mod metrics;
 mod redb_store;
 
+pub use dynamodb::{DynamoConfig, DynamoMetaStore};
 pub use memory::MemoryMetaStore;
+pub use metrics::MetaStoreMetrics;
 pub use redb_store::RedbMetaStore;
 
 /// The address of one item.

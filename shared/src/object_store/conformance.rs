@@ -34,6 +34,7 @@ pub async fn run_all(store: &dyn ObjectStore, prefix: &str) {
     get_range_edges(store, &base).await;
     list_by_prefix(store, &base).await;
     delete_is_idempotent(store, &base).await;
+    delete_many(store, &base).await;
     concurrent_puts_of_one_key(store, &base).await;
     concurrent_puts_in_new_directory(store, &base).await;
     large_object(store, &base).await;
@@ -324,6 +325,70 @@ async fn delete_is_idempotent(store: &dyn ObjectStore, base: &str) {
     assert_eq!(
         store.get(&key).await.expect("get after re-put"),
         Bytes::from_static(b"again")
+    );
+}
+
+async fn delete_many(store: &dyn ObjectStore, base: &str) {
+    let dir = format!("{base}delete-many/");
+    let keys: Vec<String> = (0..12).map(|i| format!("{dir}obj-{i:02}")).collect();
+    for key in &keys {
+        store
+            .put(key, Bytes::from_static(b"doomed"))
+            .await
+            .expect("put for delete_many");
+    }
+    let survivor = format!("{dir}survivor");
+    store
+        .put(&survivor, Bytes::from_static(b"kept"))
+        .await
+        .expect("put of the survivor");
+
+    store
+        .delete_many(&[])
+        .await
+        .expect("delete_many of no keys is Ok");
+
+    // Every other key, then the rest together with a duplicate and a never-written key.
+    let first: Vec<String> = keys.iter().step_by(2).cloned().collect();
+    let rest: Vec<String> = keys.iter().skip(1).step_by(2).cloned().collect();
+    store
+        .delete_many(&first)
+        .await
+        .expect("delete_many of existing keys");
+    for key in &first {
+        assert_eq!(
+            store.head(key).await.expect("head after delete_many"),
+            None,
+            "delete_many removed {key}"
+        );
+    }
+    let mut second = rest.clone();
+    second.push(rest[0].clone());
+    second.push(format!("{dir}never-written"));
+    second.push(first[0].clone());
+    store
+        .delete_many(&second)
+        .await
+        .expect("delete_many with duplicate, missing and already deleted keys");
+    assert_eq!(
+        store.list(&dir).await.expect("list after delete_many"),
+        vec![ObjectMeta {
+            key: survivor.clone(),
+            size: 4
+        }],
+        "delete_many removes exactly the listed keys"
+    );
+    store
+        .delete_many(std::slice::from_ref(&survivor))
+        .await
+        .expect("delete_many of one key");
+    assert!(
+        store
+            .list(&dir)
+            .await
+            .expect("list after the last delete_many")
+            .is_empty(),
+        "delete_many of one key removes it"
     );
 }
 

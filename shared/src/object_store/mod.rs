@@ -6,8 +6,8 @@
 //! injection is added by wrappers that are themselves `ObjectStore`s.
 //!
 //! Backends: [`MemoryObjectStore`] (unit tests), [`LocalFsObjectStore`] (standalone; crash-safe
-//! through write-temp, fsync, then a create-only hard link). Every backend passes
-//! [`conformance::run_all`].
+//! through write-temp, fsync, then a create-only hard link), [`S3ObjectStore`] (distributed
+//! mode; create-only through conditional writes). Every backend passes [`conformance::run_all`].
 
 use std::ops::Range;
 
@@ -17,9 +17,13 @@ use bytes::Bytes;
 pub mod conformance;
 mod local;
 mod memory;
+mod metrics;
+mod s3;
 
 pub use local::LocalFsObjectStore;
 pub use memory::MemoryObjectStore;
+pub use metrics::{ObjectStoreMetrics, ObjectStoreOp, OpCounts};
+pub use s3::{S3Config, S3Credentials, S3ObjectStore};
 
 /// What `head` and `list` report about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,11 @@ pub enum ObjectStoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The backend refused the request for a reason that retrying it unchanged cannot fix: access
+    /// denied, no such bucket, wrong region, a feature the server lacks (such as conditional
+    /// writes). This is a deployment problem, and neither "not found" nor a transient failure.
+    #[error("object store rejected the request for {key}: {reason}")]
+    Rejected { key: String, reason: String },
 }
 
 impl ObjectStoreError {
@@ -82,4 +91,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError>;
     /// Deletes an object; deleting a missing object is not an error (as in S3).
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
+    /// Deletes every object in `keys` (missing ones are not an error, duplicates are allowed).
+    ///
+    /// Not atomic: on error some of the objects may already be gone, and the call can simply be
+    /// repeated. The default deletes one key at a time; backends with a batch API (S3's
+    /// DeleteObjects) override it, since garbage collection deletes objects by the thousand.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), ObjectStoreError> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
 }

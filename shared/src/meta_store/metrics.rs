@@ -1,0 +1,191 @@
+//! Request counters of a metadata-store backend, by backend operation.
+//!
+//! A plain seam rather than a metrics library: the counters are atomics that a backend bumps on
+//! every request, and [`MetaStoreMetrics::snapshot`] copies them out. Whatever exports metrics
+//! later (Prometheus, logs) reads snapshots; the backends do not need to know about it.
+//!
+//! Operations are named after the DynamoDB API calls because that is what they cost there: one
+//! [`MetaStore::query`](super::MetaStore::query) may be several `Query` requests (pages), and a
+//! one-operation write is an `UpdateItem` or `DeleteItem` rather than a transaction.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A backend request type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetaStoreOp {
+    GetItem,
+    /// One page of a query.
+    Query,
+    /// A single put (an `UpdateItem`, so that the version is incremented server-side).
+    UpdateItem,
+    /// A single delete.
+    DeleteItem,
+    /// An atomic multi-operation write (or a lone condition check).
+    TransactWriteItems,
+    /// Table management: `DescribeTable` and `CreateTable`.
+    Admin,
+}
+
+impl MetaStoreOp {
+    /// Every operation, in a fixed order.
+    pub const ALL: [MetaStoreOp; 6] = [
+        MetaStoreOp::GetItem,
+        MetaStoreOp::Query,
+        MetaStoreOp::UpdateItem,
+        MetaStoreOp::DeleteItem,
+        MetaStoreOp::TransactWriteItems,
+        MetaStoreOp::Admin,
+    ];
+
+    /// A stable name for exporters (the DynamoDB API name, or `Admin`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MetaStoreOp::GetItem => "GetItem",
+            MetaStoreOp::Query => "Query",
+            MetaStoreOp::UpdateItem => "UpdateItem",
+            MetaStoreOp::DeleteItem => "DeleteItem",
+            MetaStoreOp::TransactWriteItems => "TransactWriteItems",
+            MetaStoreOp::Admin => "Admin",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Counters of one operation at one point in time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpStats {
+    /// Requests sent (an SDK call, including its internal retries, counts once).
+    pub requests: u64,
+    /// Requests that failed for another reason than a condition (throttling, timeouts, ...).
+    pub errors: u64,
+    /// Requests rejected because a write condition did not hold (expected under contention).
+    pub condition_failures: u64,
+    /// Items returned by reads.
+    pub items_read: u64,
+    /// Items put or deleted by successful writes (condition checks are not counted).
+    pub items_written: u64,
+}
+
+impl std::ops::AddAssign for OpStats {
+    fn add_assign(&mut self, other: OpStats) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.condition_failures += other.condition_failures;
+        self.items_read += other.items_read;
+        self.items_written += other.items_written;
+    }
+}
+
+#[derive(Debug, Default)]
+struct OpCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    condition_failures: AtomicU64,
+    items_read: AtomicU64,
+    items_written: AtomicU64,
+}
+
+/// How a request ended, for [`MetaStoreMetrics::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    ConditionFailed,
+    Error,
+}
+
+/// Request counters of one store, by operation. Cheap to update from many tasks at once.
+#[derive(Debug, Default)]
+pub struct MetaStoreMetrics {
+    ops: [OpCounters; MetaStoreOp::ALL.len()],
+}
+
+impl MetaStoreMetrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one request of `op` that ended with `outcome`, having read and written that many
+    /// items.
+    pub fn record(&self, op: MetaStoreOp, outcome: Outcome, items_read: u64, items_written: u64) {
+        let c = &self.ops[op.index()];
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::ConditionFailed => {
+                c.condition_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Error => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if items_read > 0 {
+            c.items_read.fetch_add(items_read, Ordering::Relaxed);
+        }
+        if items_written > 0 {
+            c.items_written.fetch_add(items_written, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters of one operation.
+    pub fn get(&self, op: MetaStoreOp) -> OpStats {
+        let c = &self.ops[op.index()];
+        OpStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            condition_failures: c.condition_failures.load(Ordering::Relaxed),
+            items_read: c.items_read.load(Ordering::Relaxed),
+            items_written: c.items_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every operation's counters.
+    pub fn snapshot(&self) -> Vec<(MetaStoreOp, OpStats)> {
+        MetaStoreOp::ALL
+            .iter()
+            .map(|&op| (op, self.get(op)))
+            .collect()
+    }
+
+    /// The sum over all operations.
+    pub fn total(&self) -> OpStats {
+        let mut total = OpStats::default();
+        for op in MetaStoreOp::ALL {
+            total += self.get(op);
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_operation() {
+        let m = MetaStoreMetrics::new();
+        m.record(MetaStoreOp::Query, Outcome::Ok, 3, 0);
+        m.record(MetaStoreOp::Query, Outcome::Error, 0, 0);
+        m.record(MetaStoreOp::UpdateItem, Outcome::ConditionFailed, 0, 0);
+        m.record(MetaStoreOp::TransactWriteItems, Outcome::Ok, 0, 7);
+        assert_eq!(
+            m.get(MetaStoreOp::Query),
+            OpStats {
+                requests: 2,
+                errors: 1,
+                items_read: 3,
+                ..OpStats::default()
+            }
+        );
+        assert_eq!(m.get(MetaStoreOp::UpdateItem).condition_failures, 1);
+        assert_eq!(m.get(MetaStoreOp::GetItem), OpStats::default());
+        let total = m.total();
+        assert_eq!((total.requests, total.items_written), (4, 7));
+        assert_eq!(m.snapshot().len(), MetaStoreOp::ALL.len());
+        for (i, op) in MetaStoreOp::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i, "ALL is in declaration order");
+        }
+    }
+}

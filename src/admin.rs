@@ -1,0 +1,60 @@
+//! `kafscale admin ...`: one-shot operations on a distributed cluster's storage.
+//!
+//! `admin init` prepares a new cluster and is safe to repeat: it creates the metadata table if
+//! it is missing, fixes the shard count (an existing cluster keeps its own) and, when asked,
+//! creates the S3 bucket. Run it once before the services (e.g. as a Kubernetes Job), or let
+//! the services create the table themselves with `--create-tables`.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::stores::StorageArgs;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Create the metadata table and the cluster settings (idempotent).
+    Init(InitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Also create the S3 bucket if it is missing (usually Terraform's job).
+    #[arg(long, env = "KAFSCALE_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set)]
+    create_bucket: bool,
+}
+
+pub(crate) async fn run(command: AdminCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Init(args) => {
+            let stores = args.storage.open().await?;
+            stores
+                .dynamo
+                .create_table_if_missing()
+                .await
+                .with_context(|| format!("creating the table {}", stores.dynamo.table_name()))?;
+            if args.create_bucket {
+                stores
+                    .s3
+                    .create_bucket_if_missing()
+                    .await
+                    .with_context(|| {
+                        format!("creating the bucket {}", stores.s3.config().bucket)
+                    })?;
+            }
+            let cluster = args.storage.cluster(&stores, &shutdown).await?;
+            println!(
+                "kafscale admin init: table {} ready, {} shards{}",
+                stores.dynamo.table_name(),
+                cluster.shard_count,
+                if args.create_bucket {
+                    format!(", bucket {} ready", stores.s3.config().bucket)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Flag groups shared by the process modes, so a setting has one name, one environment
+//! variable and one default wherever it appears (`--kafka-addr` ↔ `KAFSCALE_KAFKA_ADDR`, ...).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kafscale_fetch::FetchConfig;
+use kafscale_ingest::IngestConfig;
+use kafscale_shared::catalog::Catalog;
+use kafscale_shared::topic_api::{TopicApi, TopicSettings};
+use kafscale_shared::wire::{KafkaServer, WireConfig};
+
+/// The Kafka listener of a gateway and how it describes itself to clients.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct KafkaListenerArgs {
+    /// Address of the Kafka listener.
+    #[arg(long, env = "KAFSCALE_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
+    pub(crate) kafka_addr: SocketAddr,
+    /// Address of the HTTP listener (/healthz, /readyz).
+    #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "127.0.0.1:9093")]
+    pub(crate) http_addr: SocketAddr,
+    /// host:port put in Metadata answers (e.g. the Kubernetes Service name); defaults to the
+    /// Kafka listener's address.
+    #[arg(long, env = "KAFSCALE_ADVERTISED_ADDR")]
+    pub(crate) advertised_addr: Option<String>,
+    /// Create unknown topics on first use (Metadata or Produce).
+    #[arg(long, env = "KAFSCALE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics asking for the default.
+    #[arg(long, env = "KAFSCALE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub(crate) default_partitions: i32,
+    /// Largest request frame accepted; longer frames close the connection.
+    #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub(crate) max_frame_bytes: usize,
+}
+
+/// A bound Kafka listener and the topic API that answers with its advertised address.
+pub(crate) struct BoundListener {
+    pub(crate) server: KafkaServer,
+    pub(crate) kafka_addr: SocketAddr,
+    pub(crate) advertised: String,
+    pub(crate) topics: TopicApi,
+}
+
+impl KafkaListenerArgs {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.default_partitions < 1 {
+            anyhow::bail!("--default-partitions must be at least 1");
+        }
+        if let Some(a) = &self.advertised_addr {
+            split_host_port(a)?;
+        }
+        Ok(())
+    }
+
+    /// Binds the listener first, so the advertised address can default to the bound one
+    /// (port 0 allowed), then builds the topic API around it.
+    pub(crate) async fn bind(
+        &self,
+        catalog: Arc<Catalog>,
+        cluster_id: &str,
+    ) -> anyhow::Result<BoundListener> {
+        let server = KafkaServer::bind(
+            self.kafka_addr,
+            WireConfig {
+                max_frame_bytes: self.max_frame_bytes,
+                ..WireConfig::default()
+            },
+        )
+        .await
+        .with_context(|| format!("binding kafka listener {}", self.kafka_addr))?;
+        let kafka_addr = server.local_addr()?;
+        let advertised = advertised_or_bound(self.advertised_addr.as_deref(), kafka_addr);
+        let (advertised_host, advertised_port) = split_host_port(&advertised)?;
+        let topics = TopicApi::new(
+            catalog,
+            TopicSettings {
+                advertised_host,
+                advertised_port,
+                auto_create_topics: self.auto_create_topics,
+                default_partitions: self.default_partitions,
+                cluster_id: cluster_id.to_string(),
+            },
+        );
+        Ok(BoundListener {
+            server,
+            kafka_addr,
+            advertised,
+            topics,
+        })
+    }
+}
+
+/// How the produce tier buffers and flushes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct IngestArgs {
+    /// Flush the produce buffer at least this often (milliseconds).
+    #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS", default_value_t = 20)]
+    pub(crate) flush_interval_ms: u64,
+    /// Flush the produce buffer when it holds this many bytes.
+    #[arg(long, env = "KAFSCALE_FLUSH_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub(crate) flush_bytes: usize,
+    /// Largest record batch accepted (Kafka's max.message.bytes).
+    #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024 + 12)]
+    pub(crate) max_message_bytes: usize,
+}
+
+impl IngestArgs {
+    pub(crate) fn config(&self, shard_count: u32) -> anyhow::Result<IngestConfig> {
+        if self.flush_bytes == 0 || self.max_message_bytes == 0 {
+            anyhow::bail!("--flush-bytes and --max-message-bytes must be positive");
+        }
+        Ok(IngestConfig {
+            flush_bytes: self.flush_bytes,
+            flush_interval: Duration::from_millis(self.flush_interval_ms.max(1)),
+            max_message_bytes: self.max_message_bytes,
+            shard_count,
+            ..IngestConfig::default()
+        })
+    }
+}
+
+/// How the consume tier caches.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct FetchArgs {
+    /// Bytes of segment data cached by the fetch tier.
+    #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub(crate) fetch_cache_bytes: usize,
+}
+
+impl FetchArgs {
+    pub(crate) fn config(&self, store_poll_interval: Option<Duration>) -> FetchConfig {
+        FetchConfig {
+            range_cache_bytes: self.fetch_cache_bytes,
+            store_poll_interval,
+            ..FetchConfig::default()
+        }
+    }
+}
+
+/// `addr` if given, else the bound address (with an unspecified IP replaced by loopback, which
+/// is the only address of its own a wildcard listener can be sure clients reach).
+pub(crate) fn advertised_or_bound(addr: Option<&str>, bound: SocketAddr) -> String {
+    match addr {
+        Some(a) => a.to_string(),
+        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+        None => bound.to_string(),
+    }
+}
+
+pub(crate) fn split_host_port(s: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?} is not host:port"))?;
+    let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
+    let host = host.trim_matches(['[', ']']);
+    if host.is_empty() {
+        anyhow::bail!("{s:?} has no host");
+    }
+    Ok((host.to_string(), port as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            split_host_port("kafscale-ingest:9092").expect("ok"),
+            ("kafscale-ingest".to_string(), 9092)
+        );
+        assert_eq!(
+            split_host_port("[::1]:19092").expect("ok"),
+            ("::1".to_string(), 19092)
+        );
+        assert!(split_host_port("no-port").is_err());
+        assert!(split_host_port(":9092").is_err());
+        assert!(split_host_port("host:99999").is_err());
+        let bound: SocketAddr = "0.0.0.0:4000".parse().expect("addr");
+        assert_eq!(advertised_or_bound(None, bound), "127.0.0.1:4000");
+        assert_eq!(advertised_or_bound(Some("svc:9092"), bound), "svc:9092");
+    }
+}

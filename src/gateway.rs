@@ -1,0 +1,142 @@
+//! `kafscale ingest` and `kafscale fetch`: the stateless gateways of distributed mode.
+//!
+//! Producers bootstrap at the ingest Service and consumers at the fetch Service, so each tier
+//! scales on its own traffic. Yet both gateways serve *every* data API, because Kafka clients
+//! derive features from the whole ApiVersions table: librdkafka enables message format v2 only
+//! if the broker lists Produce v3+ *and* Fetch v4+, so an ingest gateway without Fetch made it
+//! fall back to magic-0 messages (and fail idempotent producers). Serving both also means a
+//! client that uses one bootstrap address for everything still works. The role only names the
+//! process and its ready line; what runs is the same code:
+//!
+//! - produce: batches buffered into one segment object per flush in S3, committed over HTTP to
+//!   the indexers owning the shards ([`RemoteSequencer`]);
+//! - fetch: reads through the offset index in DynamoDB to byte ranges in S3; high watermarks
+//!   come from the store, re-read every `--watermark-poll-ms` for partitions long polls wait on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kafscale_fetch::{FetchHandler, FetchService};
+use kafscale_ingest::{IngestHandler, RemoteSequencer, RemoteSequencerConfig, SegmentBuffer};
+use kafscale_shared::sequencer::Sequencer;
+use kafscale_shared::topic_handler::TopicHandler;
+use kafscale_shared::watermarks::Watermarks;
+use kafscale_shared::wire::{KafkaHandler, Router};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs};
+use crate::http::{self, Readiness};
+use crate::stores::StorageArgs;
+
+/// Which tier a gateway process is deployed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GatewayRole {
+    Ingest,
+    Fetch,
+}
+
+impl GatewayRole {
+    fn name(self) -> &'static str {
+        match self {
+            GatewayRole::Ingest => "ingest",
+            GatewayRole::Fetch => "fetch",
+        }
+    }
+}
+
+/// Flags of `kafscale ingest` and `kafscale fetch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GatewayArgs {
+    #[command(flatten)]
+    listener: KafkaListenerArgs,
+    #[command(flatten)]
+    ingest: IngestArgs,
+    #[command(flatten)]
+    fetch: FetchArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// How long one commit may keep looking for a live shard owner (milliseconds; cover the
+    /// indexers' lease time, so a failover does not fail produce requests).
+    #[arg(long, env = "KAFSCALE_COMMIT_FAILOVER_MS", default_value_t = 30_000)]
+    commit_failover_ms: u64,
+    /// How often partitions that long polls wait on are re-read from the store, and how old a
+    /// known high watermark may be before a fetch reads it again (milliseconds).
+    #[arg(long, env = "KAFSCALE_WATERMARK_POLL_MS", default_value_t = 100)]
+    watermark_poll_ms: u64,
+}
+
+pub(crate) async fn run(
+    role: GatewayRole,
+    args: GatewayArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    args.listener.validate()?;
+    let stores = args.storage.open().await?;
+    let cluster = args.storage.cluster(&stores, &shutdown).await?;
+    let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count)?);
+    let sequencer: Arc<dyn Sequencer> = Arc::new(RemoteSequencer::new(
+        stores.catalog.clone(),
+        RemoteSequencerConfig {
+            failover_timeout: Duration::from_millis(args.commit_failover_ms),
+            ..RemoteSequencerConfig::default()
+        },
+    ));
+    let poll = Duration::from_millis(args.watermark_poll_ms.max(1));
+    let fetch = FetchService::new(
+        stores.catalog.clone(),
+        stores.objects.clone(),
+        Arc::new(Watermarks::new()),
+        args.fetch.config(Some(poll)),
+    );
+
+    let ready = Arc::new(Readiness::default());
+    let http_addr = args.listener.http_addr;
+    let (http_addr, http_server) = http::serve(
+        http_addr,
+        ready.clone(),
+        axum::Router::new(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("binding http listener {http_addr}"))?;
+    let BoundListener {
+        server,
+        kafka_addr,
+        advertised,
+        topics,
+    } = args
+        .listener
+        .bind(stores.catalog.clone(), "kafscale")
+        .await?;
+    let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
+        Arc::new(TopicHandler::new(topics.clone())),
+        Arc::new(IngestHandler::new(topics, buffer.clone())),
+        Arc::new(FetchHandler::new(fetch.clone())),
+    ]));
+    let flusher_shutdown = CancellationToken::new();
+    let flusher = tokio::spawn(buffer.clone().run_flusher(
+        stores.objects.clone(),
+        sequencer,
+        flusher_shutdown.clone(),
+    ));
+    let poller = tokio::spawn(fetch.clone().run_store_poller(shutdown.clone()));
+    let http_task = tokio::spawn(http_server);
+    let kafka_task = tokio::spawn(server.run(router, shutdown.clone()));
+    ready.set(true);
+    let role_name = role.name();
+    println!("kafscale {role_name} listening kafka={kafka_addr} http={http_addr}");
+    info!(role = role_name, %kafka_addr, %http_addr, %advertised, shards = cluster.shard_count, "gateway ready");
+
+    shutdown.cancelled().await;
+    ready.set(false);
+    info!("shutting down: flushing buffered produce requests");
+    // Connections stop reading; the flusher seals and commits what is buffered so in-flight
+    // produce requests get their answers; long polls answer at once; then connections close.
+    flusher_shutdown.cancel();
+    fetch.stop_waiting();
+    crate::drain_within(vec![flusher, poller, kafka_task, http_task]).await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,401 @@
+"""Distributed mode under test: separate `kafscale ingest`, `fetch` and `indexer`
+processes on a real S3-compatible server (moto's server mode, started here on a
+free 127.0.0.1 port) and a real DynamoDB-compatible server (AWS's DynamoDB Local,
+started by scripts/with-dynamodb-local.sh, which runs this suite in a private
+network namespace with only loopback and exports its endpoint and PID).
+
+Both stores are reached through an `OutageProxy`, a TCP relay on 127.0.0.1 that a
+test can cut (resetting live connections and refusing new ones) to simulate a
+store outage without losing the store's in-memory contents.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+import kafka_helpers as kh
+
+DDB_ENDPOINT_ENV = "KAFSCALE_TEST_DYNAMODB_ENDPOINT"
+
+
+def require_dynamodb() -> str:
+    """The DynamoDB Local endpoint, or skip (fail when KAFSCALE_REQUIRE_DYNAMODB=1)."""
+    endpoint = os.environ.get(DDB_ENDPOINT_ENV)
+    if endpoint:
+        return endpoint
+    msg = (f"{DDB_ENDPOINT_ENV} is not set: run the suite under scripts/with-dynamodb-local.sh "
+           "(scripts/test.sh does)")
+    if os.environ.get("KAFSCALE_REQUIRE_DYNAMODB") == "1":
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+class MotoServer:
+    """`moto_server` (S3 API) on a free 127.0.0.1 port, in memory."""
+
+    def __init__(self, workdir: Path):
+        self.port = kh.free_port()
+        self.log_path = Path(workdir) / "moto.log"
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "MotoServer":
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        kh.register_child(self.proc)
+
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        kh.wait_for(answers, timeout, what="moto_server to answer")
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no moto log)"
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            kh.unregister_child(self.proc)
+
+
+class OutageProxy:
+    """A TCP relay 127.0.0.1:port -> target. `cut()` resets every relayed
+    connection and refuses new ones (accepts and resets at once) until
+    `restore()`; the target itself keeps running with its data."""
+
+    def __init__(self, target_host: str, target_port: int, name: str = "proxy"):
+        self.target = (target_host, target_port)
+        self.name = name
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.port = self.listener.getsockname()[1]
+        self.down = threading.Event()
+        self.closed = threading.Event()
+        self.lock = threading.Lock()
+        self.conns: set[socket.socket] = set()
+        self.accepted = 0
+        self.refused = 0
+        self.thread = threading.Thread(target=self._accept_loop, name=f"{name}-accept", daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _reset(s: socket.socket) -> None:
+        try:
+            # SO_LINGER 0: close sends RST, as a crashed server's kernel would.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except OSError:
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
+
+    def _accept_loop(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                self.refused += 1
+                self._reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                self._reset(client)
+                continue
+            self.accepted += 1
+            with self.lock:
+                self.conns.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.conns.discard(src)
+                self.conns.discard(dst)
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.lock:
+            conns = list(self.conns)
+            self.conns.clear()
+        for s in conns:
+            self._reset(s)
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.cut()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+
+
+class Cluster:
+    """One distributed kafscale cluster: its own bucket and table, N indexers,
+    N ingest and N fetch gateways, all on 127.0.0.1 with ports chosen by the OS."""
+
+    def __init__(self, factory, moto: MotoServer, ddb_endpoint: str, *, shards: int = 8,
+                 lease_ttl_ms: int = 3000, name: str = "cluster"):
+        self.factory = factory
+        self.moto = moto
+        self.name = name
+        self.bucket = f"kafscale-{uuid.uuid4().hex[:12]}"
+        self.table_prefix = f"t{uuid.uuid4().hex[:10]}_"
+        ddb_host, ddb_port = kh.split_addr(ddb_endpoint.split("://", 1)[1])
+        moto_host, moto_port = kh.split_addr(moto.endpoint.split("://", 1)[1])
+        self.s3_proxy = OutageProxy(moto_host, moto_port, f"{name}-s3")
+        self.ddb_proxy = OutageProxy(ddb_host, ddb_port, f"{name}-ddb")
+        self.shards = shards
+        self.lease_ttl_ms = lease_ttl_ms
+        self.indexers: list = []
+        self.ingests: list = []
+        self.fetches: list = []
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "KAFSCALE_S3_BUCKET": self.bucket,
+            "KAFSCALE_S3_ENDPOINT": self.s3_proxy.endpoint,
+            "KAFSCALE_S3_PATH_STYLE": "true",
+            "KAFSCALE_DYNAMODB_ENDPOINT": self.ddb_proxy.endpoint,
+            "KAFSCALE_TABLE_PREFIX": self.table_prefix,
+            "KAFSCALE_SHARDS": str(self.shards),
+            "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID", "kafscaletest"),
+            "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY", "kafscaletest"),
+            "AWS_REGION": env.get("AWS_REGION", "us-east-1"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        })
+        return env
+
+    def admin_init(self) -> str:
+        cmd = [str(kafscale_bin()), "admin", "init", "--create-bucket", "true"]
+        out = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, f"admin init failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def start_indexer(self, name: Optional[str] = None):
+        srv = self.factory(["--lease-ttl-ms", str(self.lease_ttl_ms)], env=self.env(),
+                           name=name or f"indexer{len(self.indexers)}", mode="indexer")
+        self.indexers.append(srv)
+        return srv
+
+    def start_ingest(self, name: Optional[str] = None, extra: tuple = ()):
+        srv = self.factory(["--commit-failover-ms", "60000", *extra], env=self.env(),
+                           name=name or f"ingest{len(self.ingests)}", mode="ingest")
+        self.ingests.append(srv)
+        return srv
+
+    def start_fetch(self, name: Optional[str] = None):
+        srv = self.factory(["--watermark-poll-ms", "50"], env=self.env(),
+                           name=name or f"fetch{len(self.fetches)}", mode="fetch")
+        self.fetches.append(srv)
+        return srv
+
+    def start(self, indexers: int = 2, ingests: int = 2, fetches: int = 2) -> "Cluster":
+        self.admin_init()
+        for _ in range(indexers):
+            self.start_indexer()
+        for _ in range(ingests):
+            self.start_ingest()
+        for _ in range(fetches):
+            self.start_fetch()
+        return self
+
+    def close(self) -> None:
+        self.s3_proxy.close()
+        self.ddb_proxy.close()
+
+
+def kafscale_bin() -> Path:
+    from conftest import kafscale_binary  # the one place that knows where the binary is
+
+    return kafscale_binary()
+
+
+def shards_acquired(server) -> list[int]:
+    """Shards the indexer logged as acquired (from its log, in order)."""
+    import re
+
+    text = server.log_path.read_text(errors="replace")
+    return [int(m.group(1)) for m in re.finditer(r"acquired shard lease.*?shard=(\d+)", text)]
+
+
+class PacedProducer:
+    """An idempotent confluent-kafka producer in a background thread that sends
+    `count` records (value b"<tag>-<i>", round-robin over `partitions`) at about
+    `rate` records/s, so that production spans a failure the test injects.
+    `deliveries[i]` is (partition, offset) or the error string of record i."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, count: int, rate: float,
+                 tag: str = "r", conf: Optional[dict] = None, timeout: float = 180.0):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self.count = count
+        self.rate = rate
+        self.tag = tag
+        self.conf = conf or {}
+        self.timeout = timeout
+        self.deliveries: list = [None] * count
+        self.sent_at: list[float] = [0.0] * count
+        self.acked_at: list[float] = [0.0] * count
+        self.produced = 0
+        self.error: Optional[str] = None
+        self.thread = threading.Thread(target=self._run, name=f"paced-{tag}", daemon=True)
+
+    def value(self, i: int) -> bytes:
+        return f"{self.tag}-{i}".encode()
+
+    def start(self) -> "PacedProducer":
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        from confluent_kafka import Producer
+
+        conf = {"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 5,
+                "enable.idempotence": True, "message.timeout.ms": int(self.timeout * 1000)}
+        conf.update(self.conf)
+        producer = Producer(conf)
+        deadline = kh.Deadline(self.timeout)
+
+        def make_cb(i):
+            def cb(err, msg):
+                self.acked_at[i] = time.monotonic()
+                if err is not None:
+                    self.deliveries[i] = str(err)
+                else:
+                    self.deliveries[i] = (msg.partition(), msg.offset())
+            return cb
+
+        try:
+            start = time.monotonic()
+            for i in range(self.count):
+                while time.monotonic() < start + i / self.rate:
+                    producer.poll(0.002)
+                while True:
+                    try:
+                        self.sent_at[i] = time.monotonic()
+                        producer.produce(self.topic, key=f"{self.tag}-{i % 97}".encode(),
+                                         value=self.value(i), partition=i % self.partitions,
+                                         on_delivery=make_cb(i))
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                        if deadline.expired():
+                            raise AssertionError("producer queue stayed full until the deadline")
+                self.produced = i + 1
+                producer.poll(0)
+            remaining = producer.flush(max(1.0, deadline.remaining()))
+            if remaining:
+                self.error = f"{remaining} records undelivered at the deadline"
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
+            self.error = repr(exc)
+        finally:
+            try:
+                producer.purge()
+                producer.poll(0)
+            finally:
+                producer.close()
+
+    def wait_produced(self, n: int, timeout: float = 60.0) -> None:
+        kh.wait_for(lambda: self.produced >= n, timeout, what=f"{self.tag}: {n} records produced")
+
+    def join(self) -> list:
+        self.thread.join(self.timeout + 30)
+        assert not self.thread.is_alive(), f"{self.tag}: producer thread did not finish"
+        assert self.error is None, f"{self.tag}: {self.error}"
+        failed = [(i, d) for i, d in enumerate(self.deliveries) if not isinstance(d, tuple)]
+        assert not failed, f"{self.tag}: {len(failed)} records not acknowledged, first {failed[:5]}"
+        return self.deliveries
+
+
+def assert_acks_consumed(deliveries_by_tag: dict, consumed: list, partitions: int) -> None:
+    """The core promise: the consumed log of every partition is 0..n-1 with no
+    gap and no duplicate, every acknowledged record is in it at exactly its
+    acknowledged offset, and nothing else is (idempotent producers: no
+    duplicates from retries)."""
+    by_pos = {}
+    for rec in consumed:
+        assert (rec.partition, rec.offset) not in by_pos, f"offset consumed twice: {rec.partition}/{rec.offset}"
+        by_pos[(rec.partition, rec.offset)] = rec.value
+    ends = kh.assert_contiguous_offsets(consumed)
+    acked = 0
+    for tag, deliveries in deliveries_by_tag.items():
+        for i, d in enumerate(deliveries):
+            value = f"{tag}-{i}".encode()
+            got = by_pos.get(d)
+            assert got == value, (f"{tag} record {i} acknowledged at {d} but that offset holds "
+                                  f"{got!r}")
+            acked += 1
+    assert len(consumed) == acked, (
+        f"{len(consumed)} records consumed but {acked} acknowledged (duplicates or strays); "
+        f"ends {ends}")
+    assert all(p < partitions for p, _ in by_pos)

@@ -1,0 +1,249 @@
+"""Distributed mode end to end: `kafscale ingest`, `fetch` and `indexer` as
+separate processes on moto's S3 server and DynamoDB Local (see distributed.py),
+driven by confluent-kafka and kafka-python. Each test makes its own bucket and
+table, so tests share the two servers but nothing else.
+
+Covered: two producers through two ingest gateways read back through both fetch
+gateways; SIGKILL of the indexer that owns shards while producing; a deposed
+(SIGSTOPped past its lease) indexer whose writes are refused; store outages of
+DynamoDB and S3 in turn while producing.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+import distributed as dist
+import kafka_helpers as kh
+
+pytestmark = pytest.mark.deadline(420)
+
+
+@pytest.fixture(scope="module")
+def ddb_endpoint():
+    return dist.require_dynamodb()
+
+
+@pytest.fixture(scope="module")
+def moto(ddb_endpoint, tmp_path_factory):
+    server = dist.MotoServer(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def cluster(kafscale_factory, moto, ddb_endpoint):
+    clusters = []
+
+    def make(**kwargs) -> dist.Cluster:
+        c = dist.Cluster(kafscale_factory, moto, ddb_endpoint, **kwargs)
+        clusters.append(c)
+        return c
+
+    yield make
+    for s in kafscale_factory.servers:
+        if s.running and s.proc is not None:
+            try:
+                s.proc.send_signal(signal.SIGCONT)
+            except OSError:
+                pass
+    kafscale_factory.close()
+    for c in clusters:
+        c.close()
+
+
+def test_admin_init_is_idempotent_and_keeps_the_shard_count(cluster):
+    c = cluster(shards=4)
+    first = c.admin_init()
+    assert "4 shards" in first, first
+    c.shards = 32  # a second init (or a process started with another count) keeps the first
+    again = c.admin_init()
+    assert "4 shards" in again, again
+
+
+def test_two_producers_two_ingest_two_fetch(cluster):
+    """confluent-kafka and kafka-python produce to one topic at the same time
+    through different ingest gateways; both fetch gateways return the whole
+    log: contiguous offsets, no gaps or duplicates, each producer's order kept
+    within every partition, every ack at its offset."""
+    c = cluster(shards=8).start(indexers=2, ingests=2, fetches=2)
+    topic, partitions, n = "dist-two-producers", 4, 3000
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    kh.wait_confluent_metadata(c.ingests[1].bootstrap, topic, partitions)
+
+    items = {tag: [{"key": f"{tag}-{i % 50}".encode(), "value": f"{tag}-{i}".encode(),
+                    "partition": i % partitions} for i in range(n)]
+             for tag in ("ck", "kp")}
+    results: dict = {}
+
+    def run(tag, fn):
+        try:
+            results[tag] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            results[tag] = exc
+
+    threads = [
+        threading.Thread(target=run, args=("ck", lambda: kh.confluent_produce(
+            c.ingests[0].bootstrap, topic, items["ck"], conf={"enable.idempotence": True}))),
+        threading.Thread(target=run, args=("kp", lambda: kh.kafka_python_produce(
+            c.ingests[1].bootstrap, topic, items["kp"], None))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    for tag in ("ck", "kp"):
+        assert not isinstance(results.get(tag), BaseException), f"{tag}: {results.get(tag)!r}"
+    deliveries = {}
+    for tag in ("ck", "kp"):
+        ds = results[tag]
+        assert len(ds) == n
+        assert all(d.error is None for d in ds), [d for d in ds if d.error][:5]
+        deliveries[tag] = [(d.partition, d.offset) for d in ds]
+
+    via_confluent = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
+                                             expected=2 * n)
+    via_kafka_python = kh.kafka_python_consume_all(c.fetches[1].bootstrap, topic,
+                                                   range(partitions), expected=2 * n)
+    for consumed in (via_confluent, via_kafka_python):
+        dist.assert_acks_consumed(deliveries, consumed, partitions)
+        # Each producer's records keep their order inside every partition.
+        for p, recs in kh.by_partition(consumed).items():
+            for tag in ("ck", "kp"):
+                seq = [int(r.value.decode().split("-")[1]) for r in recs
+                       if r.value.decode().startswith(tag + "-")]
+                assert seq == sorted(seq), f"{tag} out of order in partition {p}"
+    a = sorted((r.partition, r.offset, r.value) for r in via_confluent)
+    b = sorted((r.partition, r.offset, r.value) for r in via_kafka_python)
+    assert a == b, "the two fetch gateways returned different logs"
+    # Both ingest gateways committed through both indexers' shards.
+    for idx in c.indexers:
+        assert dist.shards_acquired(idx), f"{idx.name} never owned a shard\n{idx.log_tail()}"
+
+
+def _failover_cluster(cluster, lease_ttl_ms=3000):
+    c = cluster(shards=4, lease_ttl_ms=lease_ttl_ms)
+    c.admin_init()
+    first = c.start_indexer()
+    second = c.start_indexer()
+    # The first replica takes every shard, then hands half to the second.
+    kh.wait_for(lambda: dist.shards_acquired(second), 30, what="the second indexer to own shards")
+    c.start_ingest()
+    c.start_fetch()
+    return c, first, second
+
+
+def _owned_after(server, text_from: int) -> list[int]:
+    text = server.log_path.read_text(errors="replace")[text_from:]
+    return [int(m.group(1)) for m in re.finditer(r"acquired shard lease.*?shard=(\d+)", text)]
+
+
+def test_sigkill_of_a_shard_owner_fails_over_without_losing_acks(cluster):
+    c, victim, survivor = _failover_cluster(cluster)
+    topic, partitions = "dist-sigkill", 8
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    producer = dist.PacedProducer(c.ingests[0].bootstrap, topic, partitions, count=4000,
+                                  rate=400, tag="k").start()
+    producer.wait_produced(800)
+    mark = len(survivor.log_path.read_text(errors="replace"))
+    victim.kill9(restart=False)
+    killed_at = time.monotonic()
+    taken = kh.wait_for(lambda: _owned_after(survivor, mark), 60,
+                        what="the surviving indexer to take the dead one's shards")
+    takeover_s = time.monotonic() - killed_at
+    print(f"takeover of shards {taken} took {takeover_s:.1f}s (lease {c.lease_ttl_ms} ms)")
+    # Within the lease time plus one renewal period (and scheduling slack).
+    assert takeover_s < c.lease_ttl_ms / 1000 * 2 + 5, f"takeover took {takeover_s:.1f}s"
+    deliveries = producer.join()
+    consumed = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
+                                        expected=len(deliveries))
+    dist.assert_acks_consumed({"k": deliveries}, consumed, partitions)
+
+
+def test_deposed_indexer_cannot_write(cluster):
+    """SIGSTOP an owner past its lease while producing: the other replica takes
+    its shards; after SIGCONT the old owner's writes are refused (fenced by the
+    lease version in the store, or it finds the lease lost first) and no offset
+    is ever assigned twice."""
+    c, paused, other = _failover_cluster(cluster)
+    topic, partitions = "dist-sigstop", 8
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    producer = dist.PacedProducer(c.ingests[0].bootstrap, topic, partitions, count=4000,
+                                  rate=400, tag="s").start()
+    producer.wait_produced(800)
+    mark_other = len(other.log_path.read_text(errors="replace"))
+    mark_paused = len(paused.log_path.read_text(errors="replace"))
+    paused.proc.send_signal(signal.SIGSTOP)
+    try:
+        kh.wait_for(lambda: _owned_after(other, mark_other), 60,
+                    what="the live indexer to take the paused one's shards")
+        time.sleep(1.0)
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+
+    def refused():
+        text = paused.log_path.read_text(errors="replace")[mark_paused:]
+        return re.findall(r"commit fenced|shard lease lost", text)
+
+    reasons = kh.wait_for(refused, 30, what="the resumed indexer to notice it was deposed")
+    print(f"deposed indexer: {sorted(set(reasons))}")
+    deliveries = producer.join()
+    consumed = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
+                                        expected=len(deliveries))
+    dist.assert_acks_consumed({"s": deliveries}, consumed, partitions)
+    assert paused.running, "the deposed indexer should keep running (and rejoin)"
+
+
+def _raw_produce_during_outage(bootstrap: str, topic: str) -> int:
+    """One acks=-1 Produce v3 over a raw socket; returns its error code. During
+    an outage it must be 0 (it got through) or retriable, and it must answer."""
+    batch = kh.build_record_batch([kh.BatchRecord(b"raw", b"raw-during-outage", [])])
+    with kh.RawConnection(bootstrap, timeout=120) as conn:
+        body = kh.produce_request_body_v3(topic, 0, batch, acks=-1, timeout_ms=60000)
+        resp = conn.request(0, 3, body, timeout=120)
+        (result,) = kh.decode_produce_response_v3(resp)
+    return result.error_code
+
+
+OUTAGE_S = 5.0
+RETRIABLE = {0, 6, 7, 19, 56}  # none, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS, KAFKA_STORAGE_ERROR
+
+
+def test_store_outages_are_survived(cluster):
+    """Cut DynamoDB, then S3, for a few seconds each while producing: producers
+    see retriable errors at worst, nothing acknowledged is lost or duplicated,
+    and service resumes without a restart."""
+    c = cluster(shards=4).start(indexers=2, ingests=2, fetches=1)
+    topic, partitions = "dist-outage", 4
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    raw_topic = "dist-outage-raw"
+    kh.confluent_create_topic(c.ingests[0].bootstrap, raw_topic, 1)
+    producers = [dist.PacedProducer(g.bootstrap, topic, partitions, count=3000, rate=250,
+                                    tag=f"o{i}").start() for i, g in enumerate(c.ingests)]
+    producers[0].wait_produced(500)
+    codes = []
+    for proxy in (c.ddb_proxy, c.s3_proxy):
+        proxy.cut()
+        cut_at = time.monotonic()
+        try:
+            codes.append(_raw_produce_during_outage(c.ingests[1].bootstrap, raw_topic))
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
+        finally:
+            proxy.restore()
+        print(f"{proxy.name}: refused {proxy.refused} connections during the outage")
+        assert proxy.refused > 0, f"nothing tried to reach {proxy.name} during its outage"
+        time.sleep(2.0)
+    assert all(code in RETRIABLE for code in codes), codes
+    deliveries = {p.tag: p.join() for p in producers}
+    consumed = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
+                                        expected=sum(len(d) for d in deliveries.values()))
+    dist.assert_acks_consumed(deliveries, consumed, partitions)
+    # Service resumed by itself: a fresh producer gets through at once.
+    after = kh.confluent_produce(c.ingests[1].bootstrap, topic,
+                                 [{"key": b"after", "value": b"after-outage"}], timeout=60)
+    assert after[0].error is None, after[0]
