@@ -10,14 +10,16 @@
 //!
 //! - produce: batches buffered into one segment object per flush in S3, committed over HTTP to
 //!   the indexers owning the shards ([`RemoteSequencer`]);
-//! - fetch: reads through the offset index in DynamoDB to byte ranges in S3; high watermarks
-//!   come from the store, re-read every `--watermark-poll-ms` for partitions long polls wait on.
+//! - fetch: reads through the offset index in DynamoDB to byte ranges in S3; long polls wake
+//!   when the indexer that committed announces the new high watermark on its change feed, and
+//!   at the latest when the store is re-read (every `--watermark-poll-ms` for partitions that
+//!   long polls wait on).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafscale_fetch::{FetchHandler, FetchService};
+use kafscale_fetch::{FeedFollowerConfig, FetchHandler, FetchService, follow_indexer_feeds};
 use kafscale_ingest::{IngestHandler, RemoteSequencer, RemoteSequencerConfig, SegmentBuffer};
 use kafscale_shared::sequencer::Sequencer;
 use kafscale_shared::topic_handler::TopicHandler;
@@ -62,8 +64,10 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "KAFSCALE_COMMIT_FAILOVER_MS", default_value_t = 30_000)]
     commit_failover_ms: u64,
     /// How often partitions that long polls wait on are re-read from the store, and how old a
-    /// known high watermark may be before a fetch reads it again (milliseconds).
-    #[arg(long, env = "KAFSCALE_WATERMARK_POLL_MS", default_value_t = 100)]
+    /// known high watermark may be before a fetch reads it again (milliseconds). The indexers'
+    /// change feeds usually announce a new watermark much sooner; this bounds the delay when
+    /// they do not.
+    #[arg(long, env = "KAFSCALE_WATERMARK_POLL_MS", default_value_t = 500)]
     watermark_poll_ms: u64,
 }
 
@@ -84,10 +88,11 @@ pub(crate) async fn run(
         },
     ));
     let poll = Duration::from_millis(args.watermark_poll_ms.max(1));
+    let watermarks = Arc::new(Watermarks::new());
     let fetch = FetchService::new(
         stores.catalog.clone(),
         stores.objects.clone(),
-        Arc::new(Watermarks::new()),
+        watermarks.clone(),
         args.fetch.config(Some(poll)),
     );
 
@@ -122,6 +127,12 @@ pub(crate) async fn run(
         flusher_shutdown.clone(),
     ));
     let poller = tokio::spawn(fetch.clone().run_store_poller(shutdown.clone()));
+    let feeds = tokio::spawn(follow_indexer_feeds(
+        stores.catalog.clone(),
+        watermarks,
+        FeedFollowerConfig::default(),
+        shutdown.clone(),
+    ));
     let http_task = tokio::spawn(http_server);
     let kafka_task = tokio::spawn(server.run(router, shutdown.clone()));
     ready.set(true);
@@ -136,7 +147,7 @@ pub(crate) async fn run(
     // produce requests get their answers; long polls answer at once; then connections close.
     flusher_shutdown.cancel();
     fetch.stop_waiting();
-    crate::drain_within(vec![flusher, poller, kafka_task, http_task]).await;
+    crate::drain_within(vec![flusher, poller, feeds, kafka_task, http_task]).await;
     info!("stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafscale_indexer::http::commit_routes;
+use kafscale_indexer::http::{commit_routes, watermark_routes};
 use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,9 @@ use tracing::info;
 use crate::args::{advertised_or_bound, split_host_port};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
+
+/// Watermark changes kept for fetch gateways that fell behind the feed.
+const WATERMARK_JOURNAL_CHANGES: usize = 100_000;
 
 /// Flags of `kafscale indexer`.
 #[derive(Debug, clap::Args)]
@@ -63,9 +66,11 @@ pub(crate) async fn run(
         .id
         .clone()
         .unwrap_or_else(|| format!("indexer-{}", uuid::Uuid::new_v4().simple()));
+    // Fetch gateways follow this replica's watermark changes (GET /v1/watermarks).
+    let watermarks = Arc::new(Watermarks::with_journal(WATERMARK_JOURNAL_CHANGES));
     let indexer = Indexer::new(
         stores.catalog.clone(),
-        Arc::new(Watermarks::new()),
+        watermarks.clone(),
         IndexerConfig {
             owner_id: owner_id.clone(),
             owner_addr: owner_addr.clone(),
@@ -77,7 +82,7 @@ pub(crate) async fn run(
     let (http_addr, http_server) = http::serve_on(
         listener,
         ready.clone(),
-        commit_routes(indexer.clone()),
+        commit_routes(indexer.clone()).merge(watermark_routes(watermarks)),
         shutdown.clone(),
     )?;
     let http_task = tokio::spawn(http_server);

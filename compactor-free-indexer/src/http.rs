@@ -3,21 +3,37 @@
 //! shard or was fenced, so the gateway re-resolves the owner; 503 when the store is down; 400
 //! for an invalid request). Commits are idempotent per segment and shard, so the gateway may
 //! retry any failure, including a timeout whose outcome it does not know.
+//!
+//! `GET /v1/watermarks?after=N&wait_ms=M` is the high-watermark change feed of this replica
+//! (a long poll: it answers as soon as there is a change after number `N`, or after `M` ms,
+//! with a [`WatermarkFeed`]); fetch gateways follow it so their long polls wake the moment a
+//! commit lands instead of at their next store poll. Without `after` it answers the current
+//! position at once.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use kafscale_shared::sequencer::{CommitRequest, Sequencer, SequencerError};
+use kafscale_shared::watermarks::{WatermarkFeed, Watermarks};
+use serde::Deserialize;
 
 use crate::Indexer;
 
 /// Path of the commit endpoint.
 pub const COMMIT_PATH: &str = "/v1/commit";
+
+/// Path of the high-watermark change feed.
+pub const WATERMARKS_PATH: &str = "/v1/watermarks";
+
+/// Longest wait of one feed request, whatever is asked.
+const MAX_FEED_WAIT_MS: u64 = 30_000;
+/// Most changes in one feed answer.
+const MAX_FEED_CHANGES: usize = 10_000;
 
 /// Largest commit body accepted (a segment's batch list).
 const MAX_COMMIT_BODY: usize = 64 * 1024 * 1024;
@@ -48,4 +64,37 @@ pub fn commit_routes(indexer: Arc<Indexer>) -> Router {
         .route(COMMIT_PATH, post(commit))
         .layer(DefaultBodyLimit::max(MAX_COMMIT_BODY))
         .with_state(indexer)
+}
+
+#[derive(Debug, Deserialize)]
+struct FeedParams {
+    after: Option<u64>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn watermark_feed(
+    State(watermarks): State<Arc<Watermarks>>,
+    Query(params): Query<FeedParams>,
+) -> Response {
+    let wait = std::time::Duration::from_millis(params.wait_ms.min(MAX_FEED_WAIT_MS));
+    let wait = if params.after.is_none() {
+        std::time::Duration::ZERO
+    } else {
+        wait
+    };
+    match watermarks
+        .changes_after(params.after, MAX_FEED_CHANGES, wait)
+        .await
+    {
+        Some(feed) => (StatusCode::OK, Json::<WatermarkFeed>(feed)).into_response(),
+        None => (StatusCode::NOT_FOUND, "no watermark journal\n").into_response(),
+    }
+}
+
+/// The route of the watermark change feed (`watermarks` must keep a journal).
+pub fn watermark_routes(watermarks: Arc<Watermarks>) -> Router {
+    Router::new()
+        .route(WATERMARKS_PATH, get(watermark_feed))
+        .with_state(watermarks)
 }

@@ -13,8 +13,10 @@ mod handler;
 mod index_cache;
 mod list_offsets;
 mod range_cache;
+mod watermark_feed;
 
 pub use config::FetchConfig;
 pub use error::FetchError;
 pub use fetch::FetchService;
 pub use handler::{FETCH_APIS, FetchHandler};
+pub use watermark_feed::{FeedFollowerConfig, follow_indexer_feeds};

@@ -247,3 +247,43 @@ def test_store_outages_are_survived(cluster):
     after = kh.confluent_produce(c.ingests[1].bootstrap, topic,
                                  [{"key": b"after", "value": b"after-outage"}], timeout=60)
     assert after[0].error is None, after[0]
+
+
+def test_long_polls_wake_on_the_indexer_feed(cluster):
+    """With store polling slowed to a minute, a consumer waiting at the end of
+    the log still gets a new record within seconds: the fetch gateway follows
+    the indexers' watermark feeds (GET /v1/watermarks)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = cluster(shards=2)
+    c.admin_init()
+    c.start_indexer()
+    c.start_ingest()
+    fetch = c.factory(["--watermark-poll-ms", "60000"], env=c.env(), name="fetch-slowpoll",
+                      mode="fetch")
+    topic = "dist-feed"
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, 1)
+    kh.confluent_produce(c.ingests[0].bootstrap, topic, [{"key": b"k", "value": b"first"}])
+    consumer = Consumer({"bootstrap.servers": fetch.bootstrap, "group.id": "kafscale-e2e-dummy",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 20000,
+                         "enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        got = []
+        deadline = kh.Deadline(60)
+        while not got and not deadline.expired():  # the first record, read via the store
+            got = [m for m in consumer.consume(10, timeout=1.0) if m.error() is None]
+        assert [m.value() for m in got] == [b"first"]
+        time.sleep(1.5)  # the consumer now long-polls at the end of the log
+        produced_at = time.monotonic()
+        kh.confluent_produce(c.ingests[0].bootstrap, topic, [{"key": b"k", "value": b"second"}])
+        second = []
+        while not second and time.monotonic() - produced_at < 60:
+            second = [m for m in consumer.consume(10, timeout=0.5) if m.error() is None]
+        waited = time.monotonic() - produced_at
+        print(f"record seen by the long-polling consumer {waited:.2f}s after it was produced")
+        assert [m.value() for m in second] == [b"second"], waited
+        # A store poll would have taken up to 60 s; the feed takes a commit's time.
+        assert waited < 15, f"the long poll woke only after {waited:.1f}s"
+    finally:
+        consumer.close()
