@@ -1,7 +1,7 @@
 //! Offset assignment, idempotent-producer checks and the atomic commit write.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use kafscale_shared::catalog::{
     self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, LeaseRecord, PRODUCER_BATCHES_KEPT,
     PartitionRecord, ProducerBatch, ProducerRecord, SegmentCommitRecord,
 };
-use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
+use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
 use kafscale_shared::sequencer::{
     BatchOutcome, CommitBatch, CommitRequest, CommitResponse, RejectReason, Sequencer,
     SequencerError,
@@ -437,21 +437,74 @@ impl Indexer {
             return Ok(response);
         }
 
+        // A store whose write batches are limited (DynamoDB: 100 operations) gets the commit in
+        // chunks of consecutive batches, each sequenced and written on its own with its own
+        // commit record, so each is idempotent by itself; one partition's batches stay in order.
+        let chunks = plan_chunks(&request.batches, self.catalog.store().max_batch_ops());
+        let outcomes = if chunks.len() <= 1 {
+            let record = catalog::segment_commit_key(&request.segment_key, request.shard);
+            self.apply(&mut state, &lease, &request, &request.batches, record)
+                .await?
+        } else {
+            debug!(
+                chunks = chunks.len(),
+                "commit split to fit the store's write limit"
+            );
+            let mut all = Vec::with_capacity(request.batches.len());
+            for (k, range) in chunks.into_iter().enumerate() {
+                let chunk_key = format!("{}~{k:04}", request.segment_key);
+                let done = self
+                    .catalog
+                    .segment_commit(&chunk_key, request.shard)
+                    .await
+                    .map_err(store_err)?;
+                match done {
+                    Some(done) => all.extend(done.outcomes),
+                    None => {
+                        let record = catalog::segment_commit_key(&chunk_key, request.shard);
+                        let outcomes = self
+                            .apply(
+                                &mut state,
+                                &lease,
+                                &request,
+                                &request.batches[range],
+                                record,
+                            )
+                            .await?;
+                        all.extend(outcomes);
+                    }
+                }
+            }
+            all
+        };
+        let response = CommitResponse { outcomes };
+        Self::remember(&mut state, recent_key, response.clone());
+        Ok(response)
+    }
+
+    /// Sequences `batches` (all of `request`'s or one chunk of them) and writes the result with
+    /// the commit record `record` in ONE conditional write fenced by `lease`. Caches are only
+    /// updated after the write succeeded.
+    async fn apply(
+        &self,
+        state: &mut State,
+        lease: &HeldLease,
+        request: &CommitRequest,
+        batches: &[CommitBatch],
+        record: ItemKey,
+    ) -> Result<Vec<BatchOutcome>, SequencerError> {
+        let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
         // Work on copies; the cache is only updated after the write succeeded.
         let mut parts: HashMap<PartitionId, PartitionState> = HashMap::new();
         let mut producers: HashMap<ProducerKey, Option<ProducerRecord>> = HashMap::new();
         let mut entries: HashMap<PartitionId, Vec<IndexEntry>> = HashMap::new();
         let mut touched_order: Vec<PartitionId> = Vec::new();
-        let mut outcomes = Vec::with_capacity(request.batches.len());
+        let mut outcomes = Vec::with_capacity(batches.len());
 
-        for batch in &request.batches {
+        for batch in batches {
             let id = (batch.topic_id, batch.partition);
             if let Entry::Vacant(slot) = parts.entry(id) {
-                match self
-                    .load_partition(&mut state, id)
-                    .await
-                    .map_err(store_err)?
-                {
+                match self.load_partition(state, id).await.map_err(store_err)? {
                     Some(p) => {
                         slot.insert(p);
                         touched_order.push(id);
@@ -471,10 +524,7 @@ impl Indexer {
             if batch.producer_id >= 0 {
                 let pkey = (batch.topic_id, batch.partition, batch.producer_id);
                 if let Entry::Vacant(slot) = producers.entry(pkey) {
-                    let loaded = self
-                        .load_producer(&mut state, pkey)
-                        .await
-                        .map_err(store_err)?;
+                    let loaded = self.load_producer(state, pkey).await.map_err(store_err)?;
                     slot.insert(loaded);
                 }
                 let last_seq = last_sequence(batch);
@@ -555,7 +605,6 @@ impl Indexer {
             });
         }
 
-        let response = CommitResponse { outcomes };
         let mut ops = vec![WriteOp::Check {
             key: catalog::lease_key(&lease.name),
             condition: Condition::Version(lease.version),
@@ -589,12 +638,12 @@ impl Indexer {
             }
         }
         ops.push(WriteOp::Put {
-            key: catalog::segment_commit_key(&request.segment_key, request.shard),
+            key: record,
             value: catalog::encode(&SegmentCommitRecord {
                 format: ITEM_FORMAT,
                 size: request.segment_size,
                 committed_at_ms: catalog::now_ms(),
-                outcomes: response.outcomes.clone(),
+                outcomes: outcomes.clone(),
             }),
             condition: Condition::Absent,
         });
@@ -640,9 +689,44 @@ impl Indexer {
         for (key, record) in producers {
             state.producers.insert(key, record);
         }
-        Self::remember(&mut state, recent_key, response.clone());
-        Ok(response)
+        Ok(outcomes)
     }
+}
+
+/// Splits a commit's batches into runs of consecutive batches whose write fits `max_ops`
+/// operations: besides the lease check and the commit record, a batch adds at most one index
+/// entry, its partition's row (first batch of the partition in the run) and its producer's
+/// state (first batch of that producer and partition in the run). Deterministic, so a retried
+/// commit is split the same way and finds the records of the chunks already written.
+fn plan_chunks(batches: &[CommitBatch], max_ops: usize) -> Vec<std::ops::Range<usize>> {
+    let room = max_ops.saturating_sub(2).max(3);
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut used = 0;
+    let mut partitions: HashSet<PartitionId> = HashSet::new();
+    let mut producers: HashSet<ProducerKey> = HashSet::new();
+    for (i, b) in batches.iter().enumerate() {
+        let pid = (b.topic_id, b.partition);
+        let pkey = (b.topic_id, b.partition, b.producer_id);
+        let cost = |partitions: &HashSet<PartitionId>, producers: &HashSet<ProducerKey>| {
+            1 + usize::from(!partitions.contains(&pid))
+                + usize::from(b.producer_id >= 0 && !producers.contains(&pkey))
+        };
+        if used + cost(&partitions, &producers) > room && i > start {
+            chunks.push(start..i);
+            start = i;
+            used = 0;
+            partitions.clear();
+            producers.clear();
+        }
+        used += cost(&partitions, &producers);
+        partitions.insert(pid);
+        if b.producer_id >= 0 {
+            producers.insert(pkey);
+        }
+    }
+    chunks.push(start..batches.len());
+    chunks
 }
 
 #[async_trait]

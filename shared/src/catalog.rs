@@ -250,7 +250,7 @@ impl Catalog {
         &self.store
     }
 
-    /// Creates a topic and its partition rows in one atomic write.
+    /// Creates a topic: its partition rows, then the topic item that makes it exist.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -269,30 +269,43 @@ impl Catalog {
             configs,
             created_at_ms: now_ms(),
         };
-        let mut ops = vec![WriteOp::Put {
-            key: topic_key(name),
-            value: encode(&record),
-            condition: Condition::Absent,
-        }];
-        for p in 0..partitions {
-            let row = PartitionRecord {
-                format: ITEM_FORMAT,
-                next_offset: 0,
-                log_start_offset: 0,
-                bytes: 0,
-            };
-            ops.push(WriteOp::Put {
+        if self.store.get(&topic_key(name)).await?.is_some() {
+            return Err(CatalogError::TopicExists(name.to_string()));
+        }
+        let row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset: 0,
+            log_start_offset: 0,
+            bytes: 0,
+        };
+        let mut ops: Vec<WriteOp> = (0..partitions)
+            .map(|p| WriteOp::Put {
                 key: partition_key(record.topic_id, p),
                 value: encode(&row),
                 condition: Condition::Absent,
-            });
+            })
+            .collect();
+        ops.push(WriteOp::Put {
+            key: topic_key(name),
+            value: encode(&record),
+            condition: Condition::Absent,
+        });
+        // The topic item is written last, in the same batch as the last partition rows: until it
+        // exists the topic does not, and partition rows of a creation that failed half-way are
+        // keyed by a topic id nobody will ever use (left for garbage collection). A store with
+        // limited write batches (DynamoDB: 100) gets the rows in several writes.
+        let per_write = self.store.max_batch_ops().max(1);
+        while ops.len() > per_write {
+            let rest = ops.split_off(per_write);
+            self.store.write(std::mem::replace(&mut ops, rest)).await?;
         }
+        let topic_index = ops.len() - 1;
         match self.store.write(ops).await {
             Ok(()) => {
                 self.invalidate_topics();
                 Ok(record)
             }
-            Err(MetaStoreError::ConditionFailed { index: 0, .. }) => {
+            Err(MetaStoreError::ConditionFailed { index, .. }) if index == topic_index => {
                 Err(CatalogError::TopicExists(name.to_string()))
             }
             Err(e) => Err(e.into()),
@@ -613,5 +626,51 @@ impl Catalog {
             Err(MetaStoreError::ConditionFailed { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod create_topic_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::meta_store::MemoryMetaStore;
+
+    #[tokio::test]
+    async fn a_topic_wider_than_one_write_batch_is_created_whole() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::with_max_batch_ops(10)));
+        let topic = catalog
+            .create_topic("wide", 95, BTreeMap::new())
+            .await
+            .expect("create");
+        for p in 0..95 {
+            let (row, _) = catalog
+                .partition(topic.topic_id, p)
+                .await
+                .expect("read")
+                .expect("row");
+            assert_eq!(row.next_offset, 0);
+        }
+        assert_eq!(
+            catalog
+                .topic("wide")
+                .await
+                .expect("read")
+                .map(|t| t.partitions),
+            Some(95)
+        );
+        assert!(matches!(
+            catalog.create_topic("wide", 3, BTreeMap::new()).await,
+            Err(CatalogError::TopicExists(_))
+        ));
+        // Exactly one batch's worth (rows + topic item) and a single partition work too.
+        catalog
+            .create_topic("exact", 9, BTreeMap::new())
+            .await
+            .expect("exact");
+        catalog
+            .create_topic("one", 1, BTreeMap::new())
+            .await
+            .expect("one");
     }
 }

@@ -240,8 +240,11 @@ class Cluster:
         assert out.returncode == 0, f"admin init failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
         return out.stdout
 
-    def start_indexer(self, name: Optional[str] = None):
-        srv = self.factory(["--lease-ttl-ms", str(self.lease_ttl_ms)], env=self.env(),
+    def start_indexer(self, name: Optional[str] = None, log: Optional[str] = None):
+        env = self.env()
+        if log:
+            env["KAFSCALE_LOG"] = log
+        srv = self.factory(["--lease-ttl-ms", str(self.lease_ttl_ms)], env=env,
                            name=name or f"indexer{len(self.indexers)}", mode="indexer")
         self.indexers.append(srv)
         return srv

@@ -287,3 +287,33 @@ def test_long_polls_wake_on_the_indexer_feed(cluster):
         assert waited < 15, f"the long poll woke only after {waited:.1f}s"
     finally:
         consumer.close()
+
+
+def test_a_segment_wider_than_one_dynamodb_transaction(cluster):
+    """One flush touching 120 partitions of one shard needs more than
+    DynamoDB's 100 operations per transaction: the indexer commits it in
+    chunks, and every record still lands once, at its acknowledged offset."""
+    c = cluster(shards=1)
+    c.admin_init()
+    indexer = c.start_indexer(log="info,kafscale_indexer=debug")
+    c.start_ingest(extra=("--flush-interval-ms", "200"))
+    c.start_fetch()
+    topic, partitions, per_partition = "dist-wide", 120, 5
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    items = [{"key": None, "value": f"w-{i}".encode(), "partition": i % partitions}
+             for i in range(partitions * per_partition)]
+    # librdkafka puts one partition in each Produce request and keeps at most 5 in flight when
+    # idempotent; without idempotence all 120 partitions' requests are in flight at once, so a
+    # 200 ms flush gathers them into one segment.
+    deliveries = kh.confluent_produce(c.ingests[0].bootstrap, topic, items,
+                                      conf={"linger.ms": 100, "enable.idempotence": False,
+                                            "max.in.flight.requests.per.connection": 1000})
+    assert all(d.error is None for d in deliveries), [d for d in deliveries if d.error][:5]
+    splits = re.findall(r"commit split to fit the store's write limit chunks=(\d+)",
+                        indexer.log_path.read_text(errors="replace"))
+    assert splits, f"no commit needed splitting\n{indexer.log_tail()}"
+    print(f"split commits: {len(splits)}, chunks: {sorted(set(int(n) for n in splits))}")
+    consumed = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
+                                        expected=len(items))
+    dist.assert_acks_consumed({"w": [(d.partition, d.offset) for d in deliveries]}, consumed,
+                              partitions)

@@ -390,3 +390,195 @@ async fn replicas_split_the_shards_and_refuse_shards_they_do_not_own() {
         vec![0, 1, 2, 3]
     );
 }
+
+/// A memory store that, like DynamoDB, takes at most `max_ops` operations per write, and
+/// fails the write numbered `fail_write` (0-based) as unavailable.
+#[derive(Debug)]
+struct LimitedStore {
+    inner: MemoryMetaStore,
+    max_ops: usize,
+    writes: std::sync::atomic::AtomicUsize,
+    fail_write: std::sync::Mutex<Option<usize>>,
+}
+
+#[async_trait]
+impl MetaStore for LimitedStore {
+    async fn get(
+        &self,
+        key: &ItemKey,
+    ) -> Result<Option<kafscale_shared::meta_store::Item>, MetaStoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn query(
+        &self,
+        query: kafscale_shared::meta_store::Query,
+    ) -> Result<Vec<kafscale_shared::meta_store::Item>, MetaStoreError> {
+        self.inner.query(query).await
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if ops.len() > self.max_ops {
+            return Err(MetaStoreError::InvalidBatch(format!(
+                "{} operations, at most {}",
+                ops.len(),
+                self.max_ops
+            )));
+        }
+        if *self.fail_write.lock().expect("lock") == Some(n) {
+            return Err(MetaStoreError::Unavailable("injected".into()));
+        }
+        self.inner.write(ops).await
+    }
+
+    fn max_batch_ops(&self) -> usize {
+        self.max_ops
+    }
+}
+
+#[test]
+fn chunks_fit_the_write_limit_and_keep_batches_in_order() {
+    let id = Uuid::from_u128(7);
+    let batches: Vec<CommitBatch> = (0..40)
+        .map(|i| {
+            idem(
+                batch(id, i % 13, 16 + i as u64 * 100, 1),
+                100 + (i % 3) as i64,
+                0,
+                i as i32,
+            )
+        })
+        .collect();
+    for max_ops in [5, 10, 25, 100, usize::MAX] {
+        let chunks = plan_chunks(&batches, max_ops);
+        assert_eq!(chunks.first().map(|r| r.start), Some(0));
+        assert_eq!(chunks.last().map(|r| r.end), Some(batches.len()));
+        for w in chunks.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "chunks are consecutive");
+        }
+        for r in &chunks {
+            let parts: HashSet<_> = batches[r.clone()]
+                .iter()
+                .map(|b| (b.topic_id, b.partition))
+                .collect();
+            let prods: HashSet<_> = batches[r.clone()]
+                .iter()
+                .map(|b| (b.topic_id, b.partition, b.producer_id))
+                .collect();
+            let bound = 2 + r.len() + parts.len() + prods.len();
+            assert!(
+                bound <= max_ops.max(5),
+                "chunk {r:?} may need {bound} ops > {max_ops}"
+            );
+        }
+    }
+    assert_eq!(plan_chunks(&batches, usize::MAX), vec![0..40]);
+    assert_eq!(plan_chunks(&[], 100), vec![0..0]);
+}
+
+#[tokio::test]
+async fn a_commit_larger_than_one_store_write_is_split_and_stays_idempotent() {
+    let limited = Arc::new(LimitedStore {
+        inner: MemoryMetaStore::new(),
+        max_ops: 12,
+        writes: std::sync::atomic::AtomicUsize::new(0),
+        fail_write: std::sync::Mutex::new(None),
+    });
+    let store: Arc<dyn MetaStore> = limited.clone();
+    let catalog = Arc::new(Catalog::new(store));
+    let topic = catalog
+        .create_topic("wide", 10, BTreeMap::new())
+        .await
+        .expect("create");
+    let id = topic.topic_id;
+    let watermarks = Arc::new(Watermarks::new());
+    let config = IndexerConfig {
+        owner_id: "a".into(),
+        ..IndexerConfig::default()
+    };
+    let indexer = Indexer::start(catalog.clone(), watermarks.clone(), config)
+        .await
+        .expect("start");
+    // 30 batches over 10 partitions, two of an idempotent producer: far more than 12 operations.
+    let batches: Vec<CommitBatch> = (0..30)
+        .map(|i| {
+            let b = batch(id, i % 10, 16 + i as u64 * 100, 2);
+            if i % 10 == 3 {
+                idem(b, 77, 0, (i / 10) * 2)
+            } else {
+                b
+            }
+        })
+        .collect();
+    let expected: Vec<BatchOutcome> = (0..30).map(|i| appended((i / 10) as i64 * 2)).collect();
+
+    // The third write of the commit fails: the produce request would get an error and be
+    // retried; the retry must find the chunks already written and finish the rest.
+    let before = limited.writes.load(std::sync::atomic::Ordering::SeqCst);
+    *limited.fail_write.lock().expect("lock") = Some(before + 2);
+    let err = indexer
+        .commit(req("wide-seg", batches.clone()))
+        .await
+        .expect_err("injected failure");
+    assert!(
+        matches!(err, SequencerError::StoreUnavailable(_)),
+        "{err:?}"
+    );
+    *limited.fail_write.lock().expect("lock") = None;
+    let r = indexer
+        .commit(req("wide-seg", batches.clone()))
+        .await
+        .expect("retry");
+    assert_eq!(r.outcomes, expected);
+    // Again, and from a fresh indexer (nothing cached): the same answer, nothing written twice.
+    let again = indexer
+        .commit(req("wide-seg", batches.clone()))
+        .await
+        .expect("again");
+    assert_eq!(again.outcomes, expected);
+    indexer.release_all().await.expect("release");
+    let fresh = Indexer::start(
+        catalog.clone(),
+        Arc::new(Watermarks::new()),
+        IndexerConfig {
+            owner_id: "b".into(),
+            ..IndexerConfig::default()
+        },
+    )
+    .await
+    .expect("start b");
+    let replay = fresh
+        .commit(req("wide-seg", batches))
+        .await
+        .expect("replay");
+    assert_eq!(replay.outcomes, expected);
+    for p in 0..10 {
+        let (row, _) = catalog.partition(id, p).await.expect("read").expect("row");
+        assert_eq!(
+            row.next_offset, 6,
+            "partition {p}: three batches of two records"
+        );
+        let entries = catalog
+            .index_entries_from(id, p, 0, Some(100))
+            .await
+            .expect("index");
+        let covered: i64 = entries
+            .iter()
+            .map(|e| e.last_offset - e.base_offset + 1)
+            .sum();
+        assert_eq!(
+            covered, 6,
+            "partition {p}: the index covers each offset once"
+        );
+        assert!(entries.iter().all(|e| e.segment_key == "wide-seg"));
+    }
+    // The producer continues where the split commit left it.
+    let next = fresh
+        .commit(req("next-seg", vec![idem(batch(id, 3, 16, 1), 77, 0, 6)]))
+        .await
+        .expect("next");
+    assert_eq!(next.outcomes, vec![appended(6)]);
+}

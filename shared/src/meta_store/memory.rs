@@ -16,15 +16,34 @@ use super::{Direction, Item, ItemKey, MetaStore, MetaStoreError, Query, WriteOp}
 type Items = BTreeMap<ItemKey, (Bytes, u64)>;
 
 /// A [`MetaStore`] that keeps every item (value and version) in a sorted map in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryMetaStore {
     items: Mutex<Items>,
+    max_batch_ops: usize,
+}
+
+impl Default for MemoryMetaStore {
+    fn default() -> Self {
+        MemoryMetaStore {
+            items: Mutex::default(),
+            max_batch_ops: usize::MAX,
+        }
+    }
 }
 
 impl MemoryMetaStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that, like DynamoDB, refuses write batches of more than `max` operations
+    /// (for testing code that must split its writes).
+    pub fn with_max_batch_ops(max: usize) -> Self {
+        MemoryMetaStore {
+            items: Mutex::default(),
+            max_batch_ops: max.max(1),
+        }
     }
 
     fn items(&self) -> MutexGuard<'_, Items> {
@@ -105,6 +124,6 @@ impl MetaStore for MemoryMetaStore {
     }
 
     fn max_batch_ops(&self) -> usize {
-        usize::MAX
+        self.max_batch_ops
     }
 }

@@ -1,0 +1,86 @@
+"""Produce latency through two ingest gateways of a distributed cluster (a
+benchmark, not a test: it asserts nothing about speed and CI does not run it).
+
+    bash scripts/with-dynamodb-local.sh python3 tests/e2e/bench_distributed.py \
+        [--seconds 20] [--rate 2000] [--partitions 8] [--size 200]
+
+Starts moto's S3 server, `kafscale admin init`, 2 indexers, 2 ingest gateways
+and 1 fetch gateway on 127.0.0.1 (as tests/e2e/test_distributed.py does), then
+one confluent-kafka producer per ingest gateway (acks=all, idempotent,
+linger.ms=5) sending `--rate` records/s each for `--seconds`. A record's latency
+is from produce() to its delivery report. Prints p50/p90/p99/p99.9/max and the
+achieved rate, then checks every record was acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import conftest  # noqa: E402
+import distributed as dist  # noqa: E402
+import kafka_helpers as kh  # noqa: E402
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    return sorted_values[i]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rate", type=float, default=2000.0, help="records/s per producer")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--size", type=int, default=200, help="value bytes")
+    args = ap.parse_args()
+    endpoint = os.environ.get(dist.DDB_ENDPOINT_ENV)
+    if not endpoint:
+        print("run under scripts/with-dynamodb-local.sh", file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="kafscale-bench-"))
+    factory = conftest.ServerFactory(root)
+    moto = dist.MotoServer(root).start()
+    cluster = dist.Cluster(factory, moto, endpoint, shards=8)
+    try:
+        cluster.start(indexers=2, ingests=2, fetches=1)
+        topic = "bench"
+        kh.confluent_create_topic(cluster.ingests[0].bootstrap, topic, args.partitions)
+        count = int(args.seconds * args.rate)
+        pad = "x" * max(0, args.size - 16)
+        producers = []
+        for i, gw in enumerate(cluster.ingests):
+            p = dist.PacedProducer(gw.bootstrap, topic, args.partitions, count, args.rate,
+                                   tag=f"b{i}", timeout=args.seconds + 120)
+            p.value = lambda n, tag=p.tag: f"{tag}-{n}-{pad}".encode()  # type: ignore[method-assign]
+            producers.append(p)
+        start = time.monotonic()
+        for p in producers:
+            p.start()
+        for p in producers:
+            p.join()
+        elapsed = time.monotonic() - start
+        lat = sorted((p.acked_at[i] - p.sent_at[i]) * 1000 for p in producers for i in range(count))
+        total = len(lat)
+        print(f"records: {total} ({len(producers)} producers x {count}), {args.size} B values, "
+              f"{args.partitions} partitions, {elapsed:.1f}s, {total / elapsed:.0f} records/s")
+        print("produce latency ms: " + ", ".join(
+            f"p{q * 100:g}={percentile(lat, q):.1f}" for q in (0.5, 0.9, 0.99, 0.999))
+              + f", max={lat[-1]:.1f}")
+        return 0
+    finally:
+        factory.close()
+        cluster.close()
+        moto.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
