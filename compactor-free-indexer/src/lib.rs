@@ -8,8 +8,8 @@
 //! A deposed owner's write therefore fails as a whole; a retried commit of the same segment
 //! finds the commit record and gets the same answer. It never rewrites segment data.
 //!
-//! Concurrency: commits are applied one at a time (the state mutex), which also orders them
-//! exactly as the gateway submitted them.
+//! Concurrency: each shard's commits are applied one at a time (its state mutex), which also
+//! orders them exactly as the gateways submitted them; different shards commit concurrently.
 
 pub mod http;
 mod sequencing;

@@ -1,7 +1,7 @@
 //! Offset assignment, idempotent-producer checks and the atomic commit write.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,12 +80,24 @@ struct PartitionState {
     version: u64,
 }
 
-struct State {
-    leases: BTreeMap<u32, HeldLease>,
+/// One shard's sequencing state. Its mutex orders the shard's commits and lease changes, so
+/// the lease version a commit is fenced with cannot change under it; different shards commit
+/// concurrently.
+#[derive(Default)]
+struct ShardState {
+    lease: Option<HeldLease>,
     partitions: HashMap<PartitionId, PartitionState>,
     producers: HashMap<ProducerKey, Option<ProducerRecord>>,
     recent: HashMap<String, CommitResponse>,
     recent_order: VecDeque<String>,
+}
+
+impl ShardState {
+    /// Forgets every cached row (the shard changed hands, so the store may have moved on).
+    fn forget_rows(&mut self) {
+        self.partitions.clear();
+        self.producers.clear();
+    }
 }
 
 const RECENT_COMMITS_KEPT: usize = 1024;
@@ -95,7 +107,10 @@ pub struct Indexer {
     catalog: Arc<Catalog>,
     watermarks: Arc<Watermarks>,
     config: IndexerConfig,
-    state: Mutex<State>,
+    /// One entry per shard of the cluster.
+    shards: Vec<Mutex<ShardState>>,
+    /// Serializes lease rounds (maintenance, release), so the owned count they reason on holds.
+    lease_round: Mutex<()>,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -165,18 +180,15 @@ impl Indexer {
         watermarks: Arc<Watermarks>,
         config: IndexerConfig,
     ) -> Arc<Self> {
-        let state = State {
-            leases: BTreeMap::new(),
-            partitions: HashMap::new(),
-            producers: HashMap::new(),
-            recent: HashMap::new(),
-            recent_order: VecDeque::new(),
-        };
+        let shards = (0..config.shard_count.max(1))
+            .map(|_| Mutex::new(ShardState::default()))
+            .collect();
         Arc::new(Indexer {
             catalog,
             watermarks,
             config,
-            state: Mutex::new(state),
+            shards,
+            lease_round: Mutex::new(()),
         })
     }
 
@@ -208,103 +220,103 @@ impl Indexer {
     }
 
     /// Renews the leases it holds, then takes free or expired shards until it owns `target`,
-    /// or gives up shards above `target` (so replicas spread the shards between them).
+    /// or gives up shards above `target` (so replicas spread the shards between them). Each
+    /// shard is locked only while its own lease is handled.
     pub async fn maintain_leases(&self, target: usize) -> Result<LeaseReport, IndexerError> {
-        let mut state = self.state.lock().await;
+        let _round = self.lease_round.lock().await;
         let mut report = LeaseReport::default();
-        let owned: Vec<u32> = state.leases.keys().copied().collect();
-        for shard in owned {
-            let name = shard_lease_name(shard);
-            let renewed = self.take_lease(&name).await?;
-            match renewed {
+        for (shard, slot) in self.shards.iter().enumerate() {
+            let shard = shard as u32;
+            let mut state = slot.lock().await;
+            let Some(held) = state.lease.clone() else {
+                continue;
+            };
+            match self.take_lease(&held.name).await? {
                 Some((lease, version)) => {
-                    let changed = state
-                        .leases
-                        .get(&shard)
-                        .is_none_or(|h| h.epoch != lease.epoch);
-                    state.leases.insert(
-                        shard,
-                        HeldLease {
-                            name,
-                            version,
-                            epoch: lease.epoch,
-                        },
-                    );
-                    if changed {
+                    if held.epoch != lease.epoch {
                         // Someone else owned it in between: cached rows may be stale.
-                        state.partitions.clear();
-                        state.producers.clear();
+                        state.forget_rows();
                     }
+                    state.lease = Some(HeldLease {
+                        name: held.name,
+                        version,
+                        epoch: lease.epoch,
+                    });
+                    report.owned.push(shard);
                 }
                 None => {
                     warn!(shard, "shard lease lost");
-                    state.leases.remove(&shard);
-                    state.partitions.clear();
-                    state.producers.clear();
+                    state.lease = None;
+                    state.forget_rows();
                     report.lost.push(shard);
                 }
             }
         }
-        if state.leases.len() < target {
-            for shard in 0..self.config.shard_count.max(1) {
-                if state.leases.len() >= target {
-                    break;
-                }
-                if state.leases.contains_key(&shard) {
-                    continue;
-                }
-                let name = shard_lease_name(shard);
-                if let Some((lease, version)) = self.take_lease(&name).await? {
-                    info!(shard, epoch = lease.epoch, "acquired shard lease");
-                    // A new owner must not trust anything cached before it owned the shard.
-                    state.partitions.clear();
-                    state.producers.clear();
-                    state.leases.insert(
-                        shard,
-                        HeldLease {
-                            name,
-                            version,
-                            epoch: lease.epoch,
-                        },
-                    );
-                    report.acquired.push(shard);
-                }
+        for (shard, slot) in self.shards.iter().enumerate() {
+            if report.owned.len() >= target {
+                break;
+            }
+            let shard = shard as u32;
+            let mut state = slot.lock().await;
+            if state.lease.is_some() {
+                continue;
+            }
+            let name = shard_lease_name(shard);
+            if let Some((lease, version)) = self.take_lease(&name).await? {
+                info!(shard, epoch = lease.epoch, "acquired shard lease");
+                // A new owner must not trust anything cached before it owned the shard.
+                state.forget_rows();
+                state.lease = Some(HeldLease {
+                    name,
+                    version,
+                    epoch: lease.epoch,
+                });
+                report.owned.push(shard);
+                report.acquired.push(shard);
             }
         }
-        while state.leases.len() > target.max(1) {
-            let Some((&shard, held)) = state.leases.iter().next_back() else {
+        report.owned.sort_unstable();
+        while report.owned.len() > target.max(1) {
+            let Some(shard) = report.owned.pop() else {
                 break;
             };
-            let held = held.clone();
-            state.leases.remove(&shard);
-            if self
-                .catalog
-                .release_lease(&held.name, &self.config.owner_id, held.version)
-                .await?
+            let mut state = self.shards[shard as usize].lock().await;
+            if let Some(held) = state.lease.take()
+                && self
+                    .catalog
+                    .release_lease(&held.name, &self.config.owner_id, held.version)
+                    .await?
             {
                 info!(shard, "released shard lease to balance replicas");
             }
             report.released.push(shard);
         }
-        report.owned = state.leases.keys().copied().collect();
         Ok(report)
     }
 
     /// Gives up every lease (clean shutdown), so other replicas take over at once.
     pub async fn release_all(&self) -> Result<(), IndexerError> {
-        let mut state = self.state.lock().await;
-        let leases = std::mem::take(&mut state.leases);
-        for held in leases.values() {
-            self.catalog
-                .release_lease(&held.name, &self.config.owner_id, held.version)
-                .await?;
+        let _round = self.lease_round.lock().await;
+        for slot in &self.shards {
+            let mut state = slot.lock().await;
+            if let Some(held) = state.lease.take() {
+                self.catalog
+                    .release_lease(&held.name, &self.config.owner_id, held.version)
+                    .await?;
+            }
         }
         Ok(())
     }
 
     /// The shards this replica currently owns.
     pub async fn owned_shards(&self) -> Vec<u32> {
-        self.state.lock().await.leases.keys().copied().collect()
+        let mut owned = Vec::new();
+        for (shard, slot) in self.shards.iter().enumerate() {
+            if slot.lock().await.lease.is_some() {
+                owned.push(shard as u32);
+            }
+        }
+        owned
     }
 
     /// Keeps the leases until `shutdown`: heartbeats this replica, aims at an even share of
@@ -357,7 +369,7 @@ impl Indexer {
 
     async fn load_partition(
         &self,
-        state: &mut State,
+        state: &mut ShardState,
         id: PartitionId,
     ) -> Result<Option<PartitionState>, CatalogError> {
         if let Some(p) = state.partitions.get(&id) {
@@ -377,7 +389,7 @@ impl Indexer {
 
     async fn load_producer(
         &self,
-        state: &mut State,
+        state: &mut ShardState,
         key: ProducerKey,
     ) -> Result<Option<ProducerRecord>, CatalogError> {
         if let Some(p) = state.producers.get(&key) {
@@ -388,7 +400,7 @@ impl Indexer {
         Ok(record)
     }
 
-    fn remember(state: &mut State, key: String, response: CommitResponse) {
+    fn remember(state: &mut ShardState, key: String, response: CommitResponse) {
         if state.recent.insert(key.clone(), response).is_none() {
             state.recent_order.push_back(key);
         }
@@ -401,9 +413,15 @@ impl Indexer {
 
     #[instrument(skip_all, fields(segment = %request.segment_key, batches = request.batches.len()))]
     async fn commit_inner(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
-        let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
-        let mut state = self.state.lock().await;
-        let Some(lease) = state.leases.get(&request.shard).cloned() else {
+        let Some(slot) = self.shards.get(request.shard as usize) else {
+            return Err(SequencerError::InvalidRequest(format!(
+                "shard {} is outside the cluster's {} shards",
+                request.shard,
+                self.shards.len()
+            )));
+        };
+        let mut state = slot.lock().await;
+        let Some(lease) = state.lease.clone() else {
             return Err(SequencerError::NotOwner {
                 shard: request.shard,
                 owner: None,
@@ -424,27 +442,22 @@ impl Indexer {
         if let Some(done) = state.recent.get(&recent_key) {
             return Ok(done.clone());
         }
-        if let Some(done) = self
-            .catalog
-            .segment_commit(&request.segment_key, request.shard)
-            .await
-            .map_err(store_err)?
-        {
-            let response = CommitResponse {
-                outcomes: done.outcomes,
-            };
-            Self::remember(&mut state, recent_key, response.clone());
-            return Ok(response);
-        }
+        // No read of the commit record first: the write is conditioned on its absence, and only
+        // a write that finds it (a retry of a commit that did land) reads the stored answer.
 
         // A store whose write batches are limited (DynamoDB: 100 operations) gets the commit in
         // chunks of consecutive batches, each sequenced and written on its own with its own
         // commit record, so each is idempotent by itself; one partition's batches stay in order.
         let chunks = plan_chunks(&request.batches, self.catalog.store().max_batch_ops());
         let outcomes = if chunks.len() <= 1 {
-            let record = catalog::segment_commit_key(&request.segment_key, request.shard);
-            self.apply(&mut state, &lease, &request, &request.batches, record)
-                .await?
+            self.apply_or_recall(
+                &mut state,
+                &lease,
+                &request,
+                &request.batches,
+                &request.segment_key,
+            )
+            .await?
         } else {
             debug!(
                 chunks = chunks.len(),
@@ -453,27 +466,16 @@ impl Indexer {
             let mut all = Vec::with_capacity(request.batches.len());
             for (k, range) in chunks.into_iter().enumerate() {
                 let chunk_key = format!("{}~{k:04}", request.segment_key);
-                let done = self
-                    .catalog
-                    .segment_commit(&chunk_key, request.shard)
-                    .await
-                    .map_err(store_err)?;
-                match done {
-                    Some(done) => all.extend(done.outcomes),
-                    None => {
-                        let record = catalog::segment_commit_key(&chunk_key, request.shard);
-                        let outcomes = self
-                            .apply(
-                                &mut state,
-                                &lease,
-                                &request,
-                                &request.batches[range],
-                                record,
-                            )
-                            .await?;
-                        all.extend(outcomes);
-                    }
-                }
+                let outcomes = self
+                    .apply_or_recall(
+                        &mut state,
+                        &lease,
+                        &request,
+                        &request.batches[range],
+                        &chunk_key,
+                    )
+                    .await?;
+                all.extend(outcomes);
             }
             all
         };
@@ -482,17 +484,46 @@ impl Indexer {
         Ok(response)
     }
 
+    /// [`apply`](Self::apply)s `batches` under the commit record named `record_name`, or, if
+    /// that record already exists (this is a retry of a commit that landed), returns the
+    /// outcomes it holds.
+    async fn apply_or_recall(
+        &self,
+        state: &mut ShardState,
+        lease: &HeldLease,
+        request: &CommitRequest,
+        batches: &[CommitBatch],
+        record_name: &str,
+    ) -> Result<Vec<BatchOutcome>, SequencerError> {
+        let record = catalog::segment_commit_key(record_name, request.shard);
+        if let Some(outcomes) = self.apply(state, lease, request, batches, record).await? {
+            return Ok(outcomes);
+        }
+        match self
+            .catalog
+            .segment_commit(record_name, request.shard)
+            .await
+        {
+            Ok(Some(done)) => Ok(done.outcomes),
+            Ok(None) => Err(SequencerError::StoreUnavailable(format!(
+                "commit record of {record_name} reported present but not found; retry"
+            ))),
+            Err(e) => Err(SequencerError::StoreUnavailable(e.to_string())),
+        }
+    }
+
     /// Sequences `batches` (all of `request`'s or one chunk of them) and writes the result with
-    /// the commit record `record` in ONE conditional write fenced by `lease`. Caches are only
-    /// updated after the write succeeded.
+    /// the commit record `record` in ONE conditional write fenced by `lease`; `None` if the
+    /// record already exists (nothing was written). Caches are only updated after the write
+    /// succeeded.
     async fn apply(
         &self,
-        state: &mut State,
+        state: &mut ShardState,
         lease: &HeldLease,
         request: &CommitRequest,
         batches: &[CommitBatch],
         record: ItemKey,
-    ) -> Result<Vec<BatchOutcome>, SequencerError> {
+    ) -> Result<Option<Vec<BatchOutcome>>, SequencerError> {
         let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
         // Work on copies; the cache is only updated after the write succeeded.
         let mut parts: HashMap<PartitionId, PartitionState> = HashMap::new();
@@ -648,6 +679,7 @@ impl Indexer {
             condition: Condition::Absent,
         });
 
+        let record_index = ops.len() - 1;
         match self.catalog.store().write(ops).await {
             Ok(()) => {}
             Err(e) => {
@@ -658,14 +690,19 @@ impl Indexer {
                 for key in producers.keys() {
                     state.producers.remove(key);
                 }
-                return Err(match e {
+                return match e {
+                    MetaStoreError::ConditionFailed { index, .. } if index == record_index => {
+                        debug!(segment = %request.segment_key, "already committed");
+                        Ok(None)
+                    }
                     MetaStoreError::ConditionFailed { index: 0, .. } => {
                         warn!(lease = %lease.name, "commit fenced: shard lease lost");
-                        state.leases.remove(&request.shard);
-                        SequencerError::Fenced(lease.name.clone())
+                        state.lease = None;
+                        state.forget_rows();
+                        Err(SequencerError::Fenced(lease.name.clone()))
                     }
-                    other => SequencerError::StoreUnavailable(other.to_string()),
-                });
+                    other => Err(SequencerError::StoreUnavailable(other.to_string())),
+                };
             }
         }
 
@@ -689,7 +726,7 @@ impl Indexer {
         for (key, record) in producers {
             state.producers.insert(key, record);
         }
-        Ok(outcomes)
+        Ok(Some(outcomes))
     }
 }
 

@@ -222,6 +222,19 @@ impl SegmentBuffer {
         let mut uploads = FuturesOrdered::new();
         let mut stopping = false;
         let max_uploads = self.config.max_concurrent_uploads.max(1);
+        // Commits run in seal order on their own task, so the next segments are sealed and
+        // uploaded while earlier ones are being sequenced. The channel is bounded: when commits
+        // fall behind, uploads wait, and the byte budget makes producers wait.
+        let (to_commit, mut committing) =
+            tokio::sync::mpsc::channel::<(Sealed, UploadResult)>(max_uploads);
+        let committer = {
+            let (attempts, shard_count) = (self.config.commit_attempts, self.config.shard_count);
+            tokio::spawn(async move {
+                while let Some((sealed, result)) = committing.recv().await {
+                    finish(&*sequencer, sealed, result, attempts, shard_count).await;
+                }
+            })
+        };
         loop {
             if uploads.len() < max_uploads
                 && let Some(sealed) = self.seal(stopping)
@@ -239,13 +252,20 @@ impl SegmentBuffer {
             };
             tokio::select! {
                 Some((sealed, result)) = uploads.next(), if !uploads.is_empty() => {
-                    finish(&*sequencer, sealed, result, self.config.commit_attempts, self.config.shard_count).await;
+                    if let Err(lost) = to_commit.send((sealed, result)).await {
+                        // The committer is gone (it panicked): answer with an error, never hang.
+                        let (sealed, _) = lost.0;
+                        warn!(segment = %sealed.key, "segment committer stopped; failing its produce requests");
+                        fail(sealed, IngestError::Commit("segment committer stopped".into()));
+                    }
                 }
                 _ = self.wake.notified(), if !stopping => {}
                 _ = sleep_until_opt(deadline), if deadline.is_some() && !stopping => {}
                 _ = shutdown.cancelled(), if !stopping => stopping = true,
             }
         }
+        drop(to_commit);
+        let _ = committer.await;
         self.budget.close();
     }
 }
@@ -264,6 +284,7 @@ fn upload(
 ) -> impl std::future::Future<Output = (Sealed, UploadResult)> {
     let span = info_span!("segment_upload", key = %sealed.key, bytes = sealed.data.len());
     async move {
+        let started = std::time::Instant::now();
         let result = store
             .put(&sealed.key, sealed.data.clone())
             .await
@@ -271,6 +292,10 @@ fn upload(
                 warn!(error = %e, "segment upload failed");
                 IngestError::from_upload(&e)
             });
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "segment uploaded"
+        );
         (sealed, result)
     }
     .instrument(span)
@@ -285,9 +310,13 @@ async fn commit_shard(
 ) -> Result<Vec<BatchOutcome>, IngestError> {
     let mut delay = Duration::from_millis(50);
     let mut attempt = 1;
+    let started = std::time::Instant::now();
     loop {
         match sequencer.commit(request.clone()).await {
-            Ok(r) if r.outcomes.len() == request.batches.len() => return Ok(r.outcomes),
+            Ok(r) if r.outcomes.len() == request.batches.len() => {
+                debug!(segment = %request.segment_key, shard = request.shard, attempt, elapsed_ms = started.elapsed().as_millis() as u64, "segment committed");
+                return Ok(r.outcomes);
+            }
             Ok(r) => {
                 warn!(segment = %request.segment_key, shard = request.shard, got = r.outcomes.len(), want = request.batches.len(), "commit answer has the wrong size");
                 return Err(IngestError::Commit(
@@ -311,6 +340,13 @@ async fn commit_shard(
 /// Commits an uploaded segment — one commit per indexer shard it touches, concurrently — and
 /// answers its waiters. A waiter's batches all belong to one partition, hence one shard, so
 /// each waiter sees exactly its shard's outcome.
+/// Answers every produce request of a segment with `error`.
+fn fail(sealed: Sealed, error: IngestError) {
+    for w in sealed.waiters {
+        let _ = w.tx.send(Err(error.clone()));
+    }
+}
+
 async fn finish(
     sequencer: &dyn Sequencer,
     sealed: Sealed,

@@ -2,12 +2,12 @@
 benchmark, not a test: it asserts nothing about speed and CI does not run it).
 
     bash scripts/with-dynamodb-local.sh python3 tests/e2e/bench_distributed.py \
-        [--seconds 20] [--rate 2000] [--partitions 8] [--size 200]
+        [--seconds 20] [--rate 2000] [--partitions 8] [--size 200] [--shards 8] [--idempotence false]
 
 Starts moto's S3 server, `kafscale admin init`, 2 indexers, 2 ingest gateways
 and 1 fetch gateway on 127.0.0.1 (as tests/e2e/test_distributed.py does), then
-one confluent-kafka producer per ingest gateway (acks=all, idempotent,
-linger.ms=5) sending `--rate` records/s each for `--seconds`. A record's latency
+one confluent-kafka producer per ingest gateway (acks=all, linger.ms=5,
+idempotent unless --idempotence false) sending `--rate` records/s each for `--seconds`. A record's latency
 is from produce() to its delivery report. Prints p50/p90/p99/p99.9/max and the
 achieved rate, then checks every record was acknowledged.
 """
@@ -41,6 +41,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="records/s per producer")
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--size", type=int, default=200, help="value bytes")
+    ap.add_argument("--shards", type=int, default=8, help="indexer shards of the cluster")
+    ap.add_argument("--idempotence", choices=("true", "false"), default="true",
+                    help="enable.idempotence (true caps librdkafka at 5 requests in flight)")
     args = ap.parse_args()
     endpoint = os.environ.get(dist.DDB_ENDPOINT_ENV)
     if not endpoint:
@@ -49,7 +52,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="kafscale-bench-"))
     factory = conftest.ServerFactory(root)
     moto = dist.MotoServer(root).start()
-    cluster = dist.Cluster(factory, moto, endpoint, shards=8)
+    cluster = dist.Cluster(factory, moto, endpoint, shards=args.shards)
     try:
         cluster.start(indexers=2, ingests=2, fetches=1)
         topic = "bench"
@@ -58,8 +61,11 @@ def main() -> int:
         pad = "x" * max(0, args.size - 16)
         producers = []
         for i, gw in enumerate(cluster.ingests):
+            conf = {"enable.idempotence": args.idempotence == "true"}
+            if args.idempotence == "false":
+                conf["max.in.flight.requests.per.connection"] = 1000
             p = dist.PacedProducer(gw.bootstrap, topic, args.partitions, count, args.rate,
-                                   tag=f"b{i}", timeout=args.seconds + 120)
+                                   tag=f"b{i}", timeout=args.seconds + 120, conf=conf)
             p.value = lambda n, tag=p.tag: f"{tag}-{n}-{pad}".encode()  # type: ignore[method-assign]
             producers.append(p)
         start = time.monotonic()
@@ -71,7 +77,9 @@ def main() -> int:
         lat = sorted((p.acked_at[i] - p.sent_at[i]) * 1000 for p in producers for i in range(count))
         total = len(lat)
         print(f"records: {total} ({len(producers)} producers x {count}), {args.size} B values, "
-              f"{args.partitions} partitions, {elapsed:.1f}s, {total / elapsed:.0f} records/s")
+              f"{args.partitions} partitions, {args.shards} shards, "
+              f"idempotence={args.idempotence}, {elapsed:.1f}s, "
+              f"{total / elapsed:.0f} records/s")
         print("produce latency ms: " + ", ".join(
             f"p{q * 100:g}={percentile(lat, q):.1f}" for q in (0.5, 0.9, 0.99, 0.999))
               + f", max={lat[-1]:.1f}")
