@@ -19,18 +19,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafscale_fetch::{FeedFollowerConfig, FetchHandler, FetchService, follow_indexer_feeds};
-use kafscale_ingest::{IngestHandler, RemoteSequencer, RemoteSequencerConfig, SegmentBuffer};
+use kafscale_fetch::{FeedFollowerConfig, FetchService, follow_indexer_feeds};
+use kafscale_ingest::{RemoteSequencer, RemoteSequencerConfig, SegmentBuffer};
 use kafscale_shared::sequencer::Sequencer;
-use kafscale_shared::topic_handler::TopicHandler;
 use kafscale_shared::watermarks::Watermarks;
-use kafscale_shared::wire::{KafkaHandler, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
+use crate::tiers::KafkaTiers;
 
 /// Which tier a gateway process is deployed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,17 +114,13 @@ pub(crate) async fn run(
         .listener
         .bind(stores.catalog.clone(), "kafscale")
         .await?;
-    let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
-        Arc::new(TopicHandler::new(topics.clone())),
-        Arc::new(IngestHandler::new(topics, buffer.clone())),
-        Arc::new(FetchHandler::new(fetch.clone())),
-    ]));
-    let flusher_shutdown = CancellationToken::new();
-    let flusher = tokio::spawn(buffer.clone().run_flusher(
-        stores.objects.clone(),
+    let running = KafkaTiers {
+        buffer,
+        fetch: fetch.clone(),
+        objects: stores.objects.clone(),
         sequencer,
-        flusher_shutdown.clone(),
-    ));
+    }
+    .start(server, topics, &shutdown);
     let poller = tokio::spawn(fetch.clone().run_store_poller(shutdown.clone()));
     let feeds = tokio::spawn(follow_indexer_feeds(
         stores.catalog.clone(),
@@ -134,7 +129,6 @@ pub(crate) async fn run(
         shutdown.clone(),
     ));
     let http_task = tokio::spawn(http_server);
-    let kafka_task = tokio::spawn(server.run(router, shutdown.clone()));
     ready.set(true);
     let role_name = role.name();
     println!("kafscale {role_name} listening kafka={kafka_addr} http={http_addr}");
@@ -143,11 +137,7 @@ pub(crate) async fn run(
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
-    // Connections stop reading; the flusher seals and commits what is buffered so in-flight
-    // produce requests get their answers; long polls answer at once; then connections close.
-    flusher_shutdown.cancel();
-    fetch.stop_waiting();
-    crate::drain_within(vec![flusher, poller, feeds, kafka_task, http_task]).await;
+    running.stop(vec![poller, feeds, http_task]).await;
     info!("stopped");
     Ok(())
 }

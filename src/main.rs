@@ -8,6 +8,7 @@ mod http;
 mod indexer;
 mod standalone;
 mod stores;
+mod tiers;
 
 use clap::{Parser, Subcommand};
 use gateway::GatewayRole;

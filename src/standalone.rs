@@ -7,22 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafscale_fetch::{FetchHandler, FetchService};
+use kafscale_fetch::FetchService;
 use kafscale_indexer::{Indexer, IndexerConfig};
-use kafscale_ingest::{IngestHandler, SegmentBuffer};
+use kafscale_ingest::SegmentBuffer;
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, RedbMetaStore};
 use kafscale_shared::object_store::{LocalFsObjectStore, ObjectStore};
-use kafscale_shared::sequencer::Sequencer;
 use kafscale_shared::shards::load_or_init_cluster;
-use kafscale_shared::topic_handler::TopicHandler;
 use kafscale_shared::watermarks::Watermarks;
-use kafscale_shared::wire::{KafkaHandler, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs};
 use crate::http::{self, Readiness};
+use crate::tiers::KafkaTiers;
 
 /// Flags of `kafscale standalone` (each also read from a `KAFSCALE_*` environment variable).
 #[derive(Debug, clap::Args)]
@@ -105,18 +103,13 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         .listener
         .bind(catalog.clone(), "kafscale-standalone")
         .await?;
-    let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
-        Arc::new(TopicHandler::new(topics.clone())),
-        Arc::new(IngestHandler::new(topics, buffer.clone())),
-        Arc::new(FetchHandler::new(fetch.clone())),
-    ]));
-    let flusher_shutdown = CancellationToken::new();
-    let sequencer: Arc<dyn Sequencer> = indexer.clone();
-    let flusher = tokio::spawn(buffer.clone().run_flusher(
-        objects.clone(),
-        sequencer,
-        flusher_shutdown.clone(),
-    ));
+    let running = KafkaTiers {
+        buffer,
+        fetch,
+        objects,
+        sequencer: indexer.clone(),
+    }
+    .start(server, topics, &shutdown);
     let renewer = {
         let indexer = indexer.clone();
         let shutdown = shutdown.clone();
@@ -137,7 +130,6 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         })
     };
     let http_task = tokio::spawn(http_server);
-    let kafka_task = tokio::spawn(server.run(router, shutdown.clone()));
     ready.set(true);
     println!(
         "kafscale standalone listening kafka={kafka_addr} http={http_addr} data_dir={}",
@@ -148,11 +140,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
-    // Connections stop reading; the flusher seals and commits what is buffered so in-flight
-    // produce requests get their answers; then the connections drain and close.
-    flusher_shutdown.cancel();
-    fetch.stop_waiting();
-    crate::drain_within(vec![flusher, kafka_task, renewer, http_task]).await;
+    running.stop(vec![renewer, http_task]).await;
     info!("stopped");
     Ok(())
 }

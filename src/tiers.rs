@@ -1,0 +1,77 @@
+//! The Kafka-facing part every serving mode shares: one listener whose router serves the topic,
+//! produce and fetch APIs, the produce flusher behind it, and the order they stop in. Standalone
+//! plugs in the in-process indexer and local stores, the gateways the network sequencer and S3;
+//! the rest is this one code path.
+
+use std::sync::Arc;
+
+use kafscale_fetch::{FetchHandler, FetchService};
+use kafscale_ingest::{IngestHandler, SegmentBuffer};
+use kafscale_shared::object_store::ObjectStore;
+use kafscale_shared::sequencer::Sequencer;
+use kafscale_shared::topic_api::TopicApi;
+use kafscale_shared::topic_handler::TopicHandler;
+use kafscale_shared::wire::{KafkaHandler, KafkaServer, Router};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What the Kafka listener serves with.
+pub(crate) struct KafkaTiers {
+    pub(crate) buffer: Arc<SegmentBuffer>,
+    pub(crate) fetch: Arc<FetchService>,
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) sequencer: Arc<dyn Sequencer>,
+}
+
+/// The running listener and flusher, stopped in order by [`RunningTiers::stop`].
+pub(crate) struct RunningTiers {
+    flusher_shutdown: CancellationToken,
+    flusher: JoinHandle<()>,
+    kafka: JoinHandle<()>,
+    fetch: Arc<FetchService>,
+}
+
+impl KafkaTiers {
+    /// Starts the flusher and the listener; the listener stops accepting at `shutdown`.
+    pub(crate) fn start(
+        self,
+        server: KafkaServer,
+        topics: TopicApi,
+        shutdown: &CancellationToken,
+    ) -> RunningTiers {
+        let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
+            Arc::new(TopicHandler::new(topics.clone())),
+            Arc::new(IngestHandler::new(topics, self.buffer.clone())),
+            Arc::new(FetchHandler::new(self.fetch.clone())),
+        ]));
+        // The flusher has its own token: it must outlive the listener's shutdown to answer
+        // the produce requests still buffered.
+        let flusher_shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(self.buffer.clone().run_flusher(
+            self.objects,
+            self.sequencer,
+            flusher_shutdown.clone(),
+        ));
+        let kafka = tokio::spawn(server.run(router, shutdown.clone()));
+        RunningTiers {
+            flusher_shutdown,
+            flusher,
+            kafka,
+            fetch: self.fetch,
+        }
+    }
+}
+
+impl RunningTiers {
+    /// Call once shutdown has fired. Connections have stopped reading; the flusher seals and
+    /// commits what is buffered so in-flight produce requests get their answers; long polls
+    /// answer at once; then the connections drain and close. Waits (bounded) for those and
+    /// for `others`.
+    pub(crate) async fn stop(self, others: Vec<JoinHandle<()>>) {
+        self.flusher_shutdown.cancel();
+        self.fetch.stop_waiting();
+        let mut tasks = vec![self.flusher, self.kafka];
+        tasks.extend(others);
+        crate::drain_within(tasks).await;
+    }
+}
