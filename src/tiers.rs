@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kafscale_fetch::{FetchHandler, FetchService};
+use kafscale_fetch::{FetchHandler, FetchService, GroupOffsetsHandler};
 use kafscale_ingest::{IngestHandler, SegmentBuffer};
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::sequencer::Sequencer;
@@ -39,10 +39,12 @@ impl KafkaTiers {
         topics: TopicApi,
         shutdown: &CancellationToken,
     ) -> RunningTiers {
+        let topics_for_groups = topics.clone();
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(topics, self.buffer.clone())),
             Arc::new(FetchHandler::new(self.fetch.clone())),
+            Arc::new(GroupOffsetsHandler::new(topics_for_groups)),
         ]));
         // The flusher has its own token: it must outlive the listener's shutdown to answer
         // the produce requests still buffered.

@@ -13,17 +13,24 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiVersionsRequest, BrokerId, CreateTopicsRequest, FetchRequest, FetchResponse,
-    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use kafscale_fetch::{FetchConfig, FetchHandler, FetchService};
+use kafscale_fetch::{FetchConfig, FetchHandler, FetchService, GroupOffsetsHandler};
 use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_ingest::{IngestConfig, IngestHandler, SegmentBuffer};
 use kafscale_shared::catalog::Catalog;
@@ -123,10 +130,12 @@ impl Pipeline {
                 cluster_id: "kafscale-pipeline-test".into(),
             },
         );
+        let topics_for_groups = topics.clone();
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(topics, buffer.clone())),
             Arc::new(FetchHandler::new(fetch)),
+            Arc::new(GroupOffsetsHandler::new(topics_for_groups)),
         ]));
         let flusher_shutdown = CancellationToken::new();
         let sequencer: Arc<dyn Sequencer> = indexer;
@@ -1226,6 +1235,9 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
             (1, 4, 16), // Fetch
             (2, 1, 8),  // ListOffsets
             (3, 0, 12), // Metadata
+            (8, 2, 9),  // OffsetCommit
+            (9, 1, 9),  // OffsetFetch
+            (10, 0, 6), // FindCoordinator
             (18, 0, 4), // ApiVersions
             (19, 2, 7), // CreateTopics
             (20, 1, 6), // DeleteTopics
@@ -1325,6 +1337,76 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
             "Fetch v{v}"
         );
         assert_eq!(batches.len() as i64, (next - 2) / 2, "Fetch v{v}");
+    }
+    for v in 0..=6i16 {
+        let mut request = FindCoordinatorRequest::default().with_key_type(0);
+        if v >= 4 {
+            request.coordinator_keys = vec![StrBytes::from_static_str("sweep-group")];
+        } else {
+            request.key = StrBytes::from_static_str("sweep-group");
+        }
+        let response = c.call(v, &request).await;
+        let (error, port) = if v >= 4 {
+            assert_eq!(response.coordinators.len(), 1, "FindCoordinator v{v}");
+            (
+                response.coordinators[0].error_code,
+                response.coordinators[0].port,
+            )
+        } else {
+            (response.error_code, response.port)
+        };
+        assert_eq!(error, 0, "FindCoordinator v{v}");
+        assert_eq!(port, pipeline.addr.port() as i32, "FindCoordinator v{v}");
+    }
+    for v in 2..=9i16 {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("sweep-group")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(name("sweep"))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(v as i64)
+                            .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                    ]),
+            ]);
+        let response = c.call(v, &request).await;
+        assert_eq!(
+            response.topics[0].partitions[0].error_code, 0,
+            "OffsetCommit v{v}"
+        );
+    }
+    for v in 1..=9i16 {
+        let request = if v >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("sweep-group")))
+                    .with_topics(Some(vec![
+                        OffsetFetchRequestTopics::default()
+                            .with_name(name("sweep"))
+                            .with_partition_indexes(vec![0]),
+                    ])),
+            ])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("sweep-group")))
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopic::default()
+                        .with_name(name("sweep"))
+                        .with_partition_indexes(vec![0]),
+                ]))
+        };
+        let response = c.call(v, &request).await;
+        let (error, offset) = if v >= 8 {
+            let p = &response.groups[0].topics[0].partitions[0];
+            (p.error_code, p.committed_offset)
+        } else {
+            let p = &response.topics[0].partitions[0];
+            (p.error_code, p.committed_offset)
+        };
+        assert_eq!((error, offset), (0, 9), "OffsetFetch v{v}");
     }
     for v in 0..=4i16 {
         let request = InitProducerIdRequest::default()

@@ -9,6 +9,7 @@
 mod config;
 mod error;
 mod fetch;
+mod group_offsets;
 mod handler;
 mod index_cache;
 mod list_offsets;
@@ -18,5 +19,6 @@ mod watermark_feed;
 pub use config::FetchConfig;
 pub use error::FetchError;
 pub use fetch::FetchService;
+pub use group_offsets::{GROUP_OFFSET_APIS, GroupOffsetsHandler};
 pub use handler::{FETCH_APIS, FetchHandler};
 pub use watermark_feed::{FeedFollowerConfig, follow_indexer_feeds};

@@ -125,6 +125,21 @@ pub struct SegmentCommitRecord {
     pub outcomes: Vec<BatchOutcome>,
 }
 
+/// A consumer group's committed position in one partition (Kafka's OffsetCommit value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub format: u32,
+    /// The topic's name when committed (reported back; the key holds the topic id).
+    pub topic: String,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub committed_at_ms: i64,
+}
+
+/// Longest group id accepted (the store's partition key must hold it).
+pub const MAX_GROUP_ID_BYTES: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
     pub format: u32,
@@ -159,6 +174,16 @@ pub fn producer_key(topic_id: Uuid, partition: i32, producer_id: i64) -> ItemKey
 /// shard's owner separately.
 pub fn segment_commit_key(segment_key: &str, shard: u32) -> ItemKey {
     ItemKey::new("seg", format!("{segment_key}#{shard:05}"))
+}
+/// Committed offsets of `group`: one partition key per group, sorted by topic id and partition.
+pub fn group_offsets_pk(group: &str) -> String {
+    format!("goff/{group}")
+}
+pub fn group_offset_key(group: &str, topic_id: Uuid, partition: i32) -> ItemKey {
+    ItemKey::new(
+        group_offsets_pk(group),
+        format!("{topic_id}/{partition:010}"),
+    )
 }
 pub fn lease_key(name: &str) -> ItemKey {
     ItemKey::new("lease", name)
@@ -578,6 +603,72 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Stores a group's committed offsets (last write wins; several store writes if the
+    /// store's batch limit requires, so a failure may leave a prefix written, which a retry
+    /// of the commit overwrites).
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(Uuid, i32, CommittedOffset)>,
+    ) -> Result<(), CatalogError> {
+        let mut ops: Vec<WriteOp> = offsets
+            .into_iter()
+            .map(|(topic_id, partition, value)| WriteOp::Put {
+                key: group_offset_key(group, topic_id, partition),
+                value: encode(&value),
+                condition: Condition::None,
+            })
+            .collect();
+        let per_write = self.store.max_batch_ops().max(1);
+        while !ops.is_empty() {
+            let rest = ops.split_off(per_write.min(ops.len()));
+            self.store.write(std::mem::replace(&mut ops, rest)).await?;
+        }
+        Ok(())
+    }
+
+    /// A group's committed offset for one partition.
+    pub async fn committed_offset(
+        &self,
+        group: &str,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<CommittedOffset>, CatalogError> {
+        let key = group_offset_key(group, topic_id, partition);
+        match self.store.get(&key).await? {
+            Some(item) => Ok(Some(decode(&key, &item.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every committed offset of a group: (topic id, partition, offset).
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(Uuid, i32, CommittedOffset)>, CatalogError> {
+        let items = self
+            .store
+            .query(Query::all(group_offsets_pk(group)))
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let parsed = item
+                .key
+                .sk
+                .split_once('/')
+                .and_then(|(id, p)| Some((Uuid::parse_str(id).ok()?, p.parse::<i32>().ok()?)));
+            let Some((topic_id, partition)) = parsed else {
+                return Err(MetaStoreError::Corrupt {
+                    key: item.key.clone(),
+                    reason: "not a committed-offset key".into(),
+                }
+                .into());
+            };
+            out.push((topic_id, partition, decode(&item.key, &item.value)?));
+        }
+        Ok(out)
+    }
+
     /// Takes or renews the lease `name` for `owner` if it is free, expired or already ours.
     /// Returns the lease and its item version (the fencing token for later writes).
     pub async fn acquire_lease(
@@ -672,5 +763,63 @@ mod create_topic_tests {
             .create_topic("one", 1, BTreeMap::new())
             .await
             .expect("one");
+    }
+
+    #[tokio::test]
+    async fn group_offsets_are_stored_per_partition_and_listed_per_group() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::with_max_batch_ops(4)));
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        let at = |topic: &str, offset: i64| CommittedOffset {
+            format: ITEM_FORMAT,
+            topic: topic.into(),
+            offset,
+            leader_epoch: -1,
+            metadata: Some(format!("m{offset}")),
+            committed_at_ms: 1,
+        };
+        // Ten offsets: more than one write of four operations.
+        let mut offsets: Vec<_> = (0..8).map(|p| (a, p, at("a", 10 + p as i64))).collect();
+        offsets.push((b, 0, at("b", 5)));
+        offsets.push((b, 1, at("b", 6)));
+        catalog
+            .commit_offsets("g/1", offsets)
+            .await
+            .expect("commit");
+        catalog
+            .commit_offsets("other", vec![(a, 0, at("a", 99))])
+            .await
+            .expect("commit other");
+        // Last write wins.
+        catalog
+            .commit_offsets("g/1", vec![(a, 3, at("a", 42))])
+            .await
+            .expect("recommit");
+        assert_eq!(
+            catalog
+                .committed_offset("g/1", a, 3)
+                .await
+                .expect("read")
+                .map(|o| o.offset),
+            Some(42)
+        );
+        assert_eq!(
+            catalog.committed_offset("g/1", b, 7).await.expect("read"),
+            None
+        );
+        let all = catalog.committed_offsets("g/1").await.expect("list");
+        assert_eq!(all.len(), 10, "only this group's offsets");
+        assert!(
+            all.iter()
+                .any(|(t, p, o)| *t == b && *p == 1 && o.offset == 6)
+        );
+        assert_eq!(
+            catalog
+                .committed_offsets("other")
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
     }
 }

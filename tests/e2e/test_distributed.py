@@ -317,3 +317,16 @@ def test_a_segment_wider_than_one_dynamodb_transaction(cluster):
                                         expected=len(items))
     dist.assert_acks_consumed({"w": [(d.partition, d.offset) for d in deliveries]}, consumed,
                               partitions)
+
+
+def test_committed_offsets_are_shared_by_fetch_gateways(cluster):
+    """A consumer commits through one fetch gateway; a new consumer of the same
+    group resumes at exactly those offsets through the other (offsets live in
+    DynamoDB, not in a gateway)."""
+    from test_group_offsets import _confluent_commit_then_resume, _produce
+
+    c = cluster(shards=2).start(indexers=1, ingests=1, fetches=2)
+    topic = "dist-offsets"
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, 2)
+    _produce(c.ingests[0].bootstrap, topic, 2, 100)
+    _confluent_commit_then_resume(c.fetches[0].bootstrap, c.fetches[1].bootstrap, topic)
