@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use kafscale_fetch::{FeedFollowerConfig, FetchService, follow_indexer_feeds};
 use kafscale_ingest::{RemoteSequencer, RemoteSequencerConfig, SegmentBuffer};
 use kafscale_shared::sequencer::Sequencer;
@@ -96,15 +95,13 @@ pub(crate) async fn run(
     );
 
     let ready = Arc::new(Readiness::default());
-    let http_addr = args.listener.http_addr;
     let (http_addr, http_server) = http::serve(
-        http_addr,
+        args.listener.http_addr,
         ready.clone(),
         axum::Router::new(),
         shutdown.clone(),
     )
-    .await
-    .with_context(|| format!("binding http listener {http_addr}"))?;
+    .await?;
     let BoundListener {
         server,
         kafka_addr,

@@ -76,15 +76,13 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     .context("starting the indexer")?;
 
     let ready = Arc::new(Readiness::default());
-    let http_addr = args.listener.http_addr;
     let (http_addr, http_server) = http::serve(
-        http_addr,
+        args.listener.http_addr,
         ready.clone(),
         axum::Router::new(),
         shutdown.clone(),
     )
-    .await
-    .with_context(|| format!("binding http listener {http_addr}"))?;
+    .await?;
 
     let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count)?);
     let fetch = FetchService::new(
