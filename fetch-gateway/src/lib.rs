@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod fetch;
 mod group_offsets;
+pub mod groups;
 mod handler;
 mod index_cache;
 mod list_offsets;

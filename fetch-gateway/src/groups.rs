@@ -1,0 +1,592 @@
+//! The classic consumer-group protocol's state machine (JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup), as a Kafka group coordinator runs it for the groups it owns.
+//!
+//! States: `Empty` → (a join) → `PreparingRebalance` → (every known member rejoined, or the
+//! rebalance timeout passed; stragglers are removed) → `CompletingRebalance` with a new
+//! generation, the leader got every member's metadata → (the leader's SyncGroup) → `Stable`,
+//! every member gets its assignment. A join, leave or session expiry in any state starts a new
+//! rebalance. The coordinator never looks inside protocols or assignments: the client-side
+//! assignor (range, roundrobin, sticky, cooperative-sticky) decides, the leader's assignment is
+//! relayed untouched.
+//!
+//! Concurrency: each group is one `std` mutex held only for bookkeeping, never across an
+//! await; callers that must wait (a join until the rebalance completes, a follower's sync until
+//! the leader's) hold a oneshot receiver. [`GroupCoordinator::tick`] enforces the deadlines
+//! (rebalance timeout, session timeouts) and is called periodically by its owner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Limits of the coordinator (Kafka's `group.min/max.session.timeout.ms`).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`), so a group that starts together forms one
+    /// generation instead of one per arriving member.
+    pub initial_rebalance_delay: Duration,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            min_session_timeout: Duration::from_millis(1_000),
+            max_session_timeout: Duration::from_secs(30 * 60),
+            initial_rebalance_delay: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A JoinGroup as the state machine sees it.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a member without an id first gets one with MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub error: Option<ResponseError>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// For the leader only: (member id, group instance id, metadata of the chosen protocol).
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl Joined {
+    fn error(error: ResponseError, member_id: String) -> Self {
+        Joined {
+            error: Some(error),
+            generation: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id,
+            members: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a SyncGroup: an error or the member's assignment.
+pub type Synced = Result<Bytes, ResponseError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+struct Member {
+    group_instance_id: Option<String>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    join_waiter: Option<oneshot::Sender<Joined>>,
+    sync_waiter: Option<oneshot::Sender<Synced>>,
+}
+
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol_name: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used to join.
+    pending: HashMap<String, Instant>,
+    rebalance_deadline: Option<Instant>,
+    /// The first rebalance of an empty group: it completes at its deadline, not when everyone
+    /// has joined (see [`GroupConfig::initial_rebalance_delay`]); started at the instant given.
+    initial_join: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol_name: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline: None,
+            initial_join: None,
+        }
+    }
+
+    /// Moves to PreparingRebalance (members must rejoin within the longest rebalance timeout).
+    fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
+        if self.state == GroupState::PreparingRebalance {
+            return;
+        }
+        if self.state == GroupState::Empty {
+            let longest = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or(Duration::ZERO);
+            self.state = GroupState::PreparingRebalance;
+            self.initial_join = Some(now);
+            self.rebalance_deadline = Some(now + initial_delay.min(longest));
+            return;
+        }
+        // Followers waiting for an assignment of the old generation learn it is gone.
+        for m in self.members.values_mut() {
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(Err(ResponseError::RebalanceInProgress));
+            }
+        }
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.state = GroupState::PreparingRebalance;
+        self.rebalance_deadline = Some(now + timeout);
+    }
+
+    fn all_rejoined(&self) -> bool {
+        self.members.values().all(|m| m.join_waiter.is_some())
+    }
+
+    /// Ends the join phase: drops members that did not rejoin, bumps the generation, picks the
+    /// protocol and the leader, and answers every waiting join.
+    fn complete_join(&mut self, now: Instant) {
+        self.members.retain(|_, m| m.join_waiter.is_some());
+        self.rebalance_deadline = None;
+        self.initial_join = None;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.generation += 1;
+            self.protocol_name = None;
+            self.leader = None;
+            return;
+        }
+        self.generation += 1;
+        self.state = GroupState::CompletingRebalance;
+        self.protocol_name = self.choose_protocol();
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        let leader = self.leader.clone().unwrap_or_default();
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        let listing: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| *name == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                (id.clone(), m.group_instance_id.clone(), metadata)
+            })
+            .collect();
+        for (id, m) in self.members.iter_mut() {
+            m.last_seen = now;
+            m.assignment = Bytes::new();
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(Joined {
+                    error: None,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: self.protocol_name.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader {
+                        listing.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+    }
+
+    /// The protocol every member supports that most members prefer (Kafka's vote).
+    fn choose_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let common: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
+            .collect();
+        let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some((name, _)) = m.protocols.iter().find(|(p, _)| common.contains(&p)) {
+                *votes.entry(name).or_default() += 1;
+            }
+        }
+        // Most votes; ties go to the earliest in the first member's preference.
+        common
+            .iter()
+            .max_by_key(|n| {
+                (
+                    votes.get(*n).copied().unwrap_or(0),
+                    std::cmp::Reverse(common.iter().position(|c| c == *n)),
+                )
+            })
+            .map(|n| (*n).clone())
+    }
+
+    fn supports(&self, join: &Join) -> bool {
+        if self.members.is_empty() {
+            return true;
+        }
+        if self.protocol_type.as_deref() != Some(join.protocol_type.as_str()) {
+            return false;
+        }
+        // At least one protocol every current member also supports.
+        join.protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(p, _)| p == name))
+        })
+    }
+
+    fn remove_member(&mut self, id: &str, now: Instant) {
+        if let Some(mut m) = self.members.remove(id) {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(Joined::error(
+                    ResponseError::UnknownMemberId,
+                    id.to_string(),
+                ));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(Err(ResponseError::UnknownMemberId));
+            }
+            match self.state {
+                GroupState::Empty => {}
+                GroupState::PreparingRebalance => {
+                    if self.members.is_empty()
+                        || (self.initial_join.is_none() && self.all_rejoined())
+                    {
+                        self.complete_join(now);
+                    }
+                }
+                GroupState::CompletingRebalance | GroupState::Stable => {
+                    if self.members.is_empty() {
+                        self.state = GroupState::Empty;
+                        self.generation += 1;
+                        self.leader = None;
+                        self.protocol_name = None;
+                    } else {
+                        self.prepare_rebalance(now, Duration::ZERO);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every group this coordinator owns.
+#[derive(Default)]
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCoordinator")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        GroupCoordinator {
+            config,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn group(&self, id: &str) -> Arc<Mutex<Group>> {
+        lock(&self.groups)
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(Group::new())))
+            .clone()
+    }
+
+    fn existing(&self, id: &str) -> Option<Arc<Mutex<Group>>> {
+        lock(&self.groups).get(id).cloned()
+    }
+
+    /// The group's state and generation, if it exists.
+    pub fn state(&self, group_id: &str) -> Option<(GroupState, i32)> {
+        let g = self.existing(group_id)?;
+        let g = lock(&g);
+        Some((g.state, g.generation))
+    }
+
+    /// Handles a JoinGroup; resolves when the rebalance it takes part in completes.
+    pub async fn join(&self, group_id: &str, join: Join) -> Joined {
+        let now = Instant::now();
+        if join.session_timeout < self.config.min_session_timeout
+            || join.session_timeout > self.config.max_session_timeout
+        {
+            return Joined::error(ResponseError::InvalidSessionTimeout, join.member_id);
+        }
+        if join.protocols.is_empty() || join.protocol_type.is_empty() {
+            return Joined::error(ResponseError::InconsistentGroupProtocol, join.member_id);
+        }
+        let group = self.group(group_id);
+        let rx = {
+            let mut g = lock(&group);
+            if !g.supports(&join) {
+                return Joined::error(ResponseError::InconsistentGroupProtocol, join.member_id);
+            }
+            let mut member_id = join.member_id.clone();
+            if member_id.is_empty() {
+                // A static member keeps its identity across restarts: reuse its old id.
+                let known = join.group_instance_id.as_ref().and_then(|instance| {
+                    g.members
+                        .iter()
+                        .find(|(_, m)| m.group_instance_id.as_ref() == Some(instance))
+                        .map(|(id, _)| id.clone())
+                });
+                member_id = known
+                    .unwrap_or_else(|| format!("{}-{}", join.client_id, Uuid::new_v4().simple()));
+                if join.require_known_member_id
+                    && join.group_instance_id.is_none()
+                    && !g.members.contains_key(&member_id)
+                {
+                    g.pending.insert(member_id.clone(), now);
+                    return Joined::error(ResponseError::MemberIdRequired, member_id);
+                }
+            } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
+            {
+                return Joined::error(ResponseError::UnknownMemberId, member_id);
+            }
+            if g.members.is_empty() {
+                g.protocol_type = Some(join.protocol_type.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            let member = g.members.entry(member_id.clone()).or_insert(Member {
+                group_instance_id: join.group_instance_id.clone(),
+                session_timeout: join.session_timeout,
+                rebalance_timeout: join.rebalance_timeout,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_seen: now,
+                join_waiter: None,
+                sync_waiter: None,
+            });
+            member.session_timeout = join.session_timeout;
+            member.rebalance_timeout = join.rebalance_timeout;
+            member.protocols = join.protocols.clone();
+            member.last_seen = now;
+            let new_member = member.join_waiter.is_none() && member.assignment.is_empty();
+            let rebalance_timeout = member.rebalance_timeout;
+            if let Some(old) = member.join_waiter.replace(tx) {
+                let _ = old.send(Joined::error(
+                    ResponseError::UnknownMemberId,
+                    member_id.clone(),
+                ));
+            }
+            let delay = self.config.initial_rebalance_delay;
+            g.prepare_rebalance(now, delay);
+            match g.initial_join {
+                // Each member arriving during the initial delay extends it, up to the longest
+                // rebalance timeout from its start.
+                Some(started) if new_member => {
+                    let extended = (now + delay).min(started + rebalance_timeout);
+                    if g.rebalance_deadline.is_none_or(|d| d < extended) {
+                        g.rebalance_deadline = Some(extended);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if g.all_rejoined() {
+                        g.complete_join(now);
+                    }
+                }
+            }
+            rx
+        };
+        rx.await
+            .unwrap_or_else(|_| Joined::error(ResponseError::UnknownMemberId, join.member_id))
+    }
+
+    /// Handles a SyncGroup; a follower's resolves when the leader's assignment arrives.
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Synced {
+        let Some(group) = self.existing(group_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        let rx = {
+            let mut g = lock(&group);
+            let Some(state) = g.members.get(member_id).map(|_| g.state) else {
+                return Err(ResponseError::UnknownMemberId);
+            };
+            if generation != g.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+            match state {
+                GroupState::Empty => return Err(ResponseError::UnknownMemberId),
+                GroupState::PreparingRebalance => return Err(ResponseError::RebalanceInProgress),
+                GroupState::Stable => {
+                    return Ok(g.members[member_id].assignment.clone());
+                }
+                GroupState::CompletingRebalance => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Some(m) = g.members.get_mut(member_id) {
+                m.last_seen = Instant::now();
+                m.sync_waiter = Some(tx);
+            }
+            if g.leader.as_deref() == Some(member_id) {
+                let given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                for (id, m) in g.members.iter_mut() {
+                    m.assignment = given.get(id).cloned().unwrap_or_default();
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send(Ok(m.assignment.clone()));
+                    }
+                }
+                g.state = GroupState::Stable;
+            }
+            rx
+        };
+        rx.await.unwrap_or(Err(ResponseError::RebalanceInProgress))
+    }
+
+    /// Handles a Heartbeat.
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Option<ResponseError> {
+        let Some(group) = self.existing(group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        let mut g = lock(&group);
+        let state = g.state;
+        let current = g.generation;
+        let Some(m) = g.members.get_mut(member_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        m.last_seen = Instant::now();
+        if generation != current {
+            return Some(ResponseError::IllegalGeneration);
+        }
+        match state {
+            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
+            GroupState::Empty => Some(ResponseError::UnknownMemberId),
+            GroupState::CompletingRebalance | GroupState::Stable => None,
+        }
+    }
+
+    /// Handles one member of a LeaveGroup.
+    pub fn leave(&self, group_id: &str, member_id: &str) -> Option<ResponseError> {
+        let Some(group) = self.existing(group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        let mut g = lock(&group);
+        if !g.members.contains_key(member_id) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        g.remove_member(member_id, Instant::now());
+        None
+    }
+
+    /// Whether a commit from `member_id` at `generation` may be stored.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Option<ResponseError> {
+        let Some(group) = self.existing(group_id) else {
+            return Some(ResponseError::IllegalGeneration);
+        };
+        let g = lock(&group);
+        if !g.members.contains_key(member_id) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        if generation != g.generation {
+            return Some(ResponseError::IllegalGeneration);
+        }
+        match g.state {
+            GroupState::Stable => None,
+            _ => Some(ResponseError::RebalanceInProgress),
+        }
+    }
+
+    /// Enforces deadlines: completes joins whose rebalance timeout passed (removing members
+    /// that did not rejoin) and removes members whose session expired. Call periodically.
+    pub fn tick(&self, now: Instant) {
+        let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
+        for group in groups {
+            let mut g = lock(&group);
+            if g.state == GroupState::PreparingRebalance
+                && g.rebalance_deadline.is_some_and(|d| now >= d)
+            {
+                g.complete_join(now);
+            }
+            let expired: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    // A member waiting in a join is alive by definition.
+                    m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                g.remove_member(&id, now);
+            }
+            g.pending
+                .retain(|_, at| now.duration_since(*at) < Duration::from_secs(300));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+
+use super::*;
+
+fn join(member_id: &str, protocols: &[&str]) -> Join {
+    Join {
+        member_id: member_id.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_secs(5),
+        protocol_type: "consumer".into(),
+        protocols: protocols
+            .iter()
+            .map(|p| (p.to_string(), Bytes::from(format!("md-{p}"))))
+            .collect(),
+        require_known_member_id: true,
+    }
+}
+
+/// A coordinator with a short initial rebalance delay and a ticker, as the handler runs it.
+fn coordinator() -> Arc<GroupCoordinator> {
+    let c = Arc::new(GroupCoordinator::new(GroupConfig {
+        initial_rebalance_delay: Duration::from_millis(100),
+        ..GroupConfig::default()
+    }));
+    let weak = Arc::downgrade(&c);
+    tokio::spawn(async move {
+        while let Some(c) = weak.upgrade() {
+            c.tick(Instant::now());
+            drop(c);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    c
+}
+
+/// Joins the way a v4+ client does: first without an id, then with the one handed out.
+async fn join_new(c: &Arc<GroupCoordinator>, group: &str, protocols: &[&str]) -> Joined {
+    let first = c.join(group, join("", protocols)).await;
+    assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+    assert!(!first.member_id.is_empty());
+    c.join(group, join(&first.member_id, protocols)).await
+}
+
+fn spawn_join(c: &Arc<GroupCoordinator>, group: &str, j: Join) -> tokio::task::JoinHandle<Joined> {
+    let c = c.clone();
+    let group = group.to_string();
+    tokio::spawn(async move { c.join(&group, j).await })
+}
+
+#[tokio::test]
+async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
+    let c = coordinator();
+    let a = join_new(&c, "g", &["range"]).await;
+    assert_eq!(a.error, None);
+    assert_eq!(a.generation, 1);
+    assert_eq!(a.leader, a.member_id, "the only member leads");
+    assert_eq!(a.members.len(), 1);
+    assert_eq!(c.state("g"), Some((GroupState::CompletingRebalance, 1)));
+    let synced = c
+        .sync(
+            "g",
+            &a.member_id,
+            1,
+            vec![(a.member_id.clone(), Bytes::from_static(b"all"))],
+        )
+        .await;
+    assert_eq!(synced, Ok(Bytes::from_static(b"all")));
+    assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
+    assert_eq!(c.heartbeat("g", &a.member_id, 1), None);
+
+    // A second member: the first learns of the rebalance from its heartbeat and rejoins.
+    let b_id = c.join("g", join("", &["range"])).await.member_id;
+    let b = spawn_join(&c, "g", join(&b_id, &["range"]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        c.heartbeat("g", &a.member_id, 1),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    let a2 = c.join("g", join(&a.member_id, &["range"])).await;
+    let b = b.await.expect("join task");
+    assert_eq!((a2.generation, b.generation), (2, 2));
+    assert_eq!(a2.leader, a.member_id, "the leader stays the leader");
+    assert_eq!(b.leader, a.member_id);
+    assert_eq!(
+        a2.members.len(),
+        2,
+        "the leader sees every member's metadata"
+    );
+    assert!(b.members.is_empty(), "followers see none");
+    assert!(
+        a2.members
+            .iter()
+            .all(|(_, _, md)| md == &Bytes::from_static(b"md-range"))
+    );
+
+    // The follower's sync waits for the leader's.
+    let follower = {
+        let c = c.clone();
+        let id = b.member_id.clone();
+        tokio::spawn(async move { c.sync("g", &id, 2, Vec::new()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let leader = c
+        .sync(
+            "g",
+            &a.member_id,
+            2,
+            vec![
+                (a.member_id.clone(), Bytes::from_static(b"p0")),
+                (b.member_id.clone(), Bytes::from_static(b"p1")),
+            ],
+        )
+        .await;
+    assert_eq!(leader, Ok(Bytes::from_static(b"p0")));
+    assert_eq!(
+        follower.await.expect("sync task"),
+        Ok(Bytes::from_static(b"p1"))
+    );
+    assert_eq!(c.check_commit("g", &b.member_id, 2), None);
+    assert_eq!(
+        c.check_commit("g", &b.member_id, 1),
+        Some(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        c.sync("g", &b.member_id, 1, Vec::new()).await,
+        Err(ResponseError::IllegalGeneration)
+    );
+}
+
+#[tokio::test]
+async fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
+    let c = coordinator();
+    let a = join_new(&c, "g", &["range"]).await;
+    c.sync("g", &a.member_id, 1, Vec::new())
+        .await
+        .expect("sync");
+    let b_id = c.join("g", join("", &["range"])).await.member_id;
+    let b = spawn_join(&c, "g", join(&b_id, &["range"]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // `a` never rejoins; past the rebalance timeout (5 s) the join completes without it.
+    c.tick(Instant::now() + Duration::from_secs(6));
+    let b = b.await.expect("join task");
+    assert_eq!(b.error, None);
+    assert_eq!(b.generation, 2);
+    assert_eq!(
+        b.leader, b.member_id,
+        "the new leader is the member that stayed"
+    );
+    assert_eq!(
+        c.heartbeat("g", &a.member_id, 1),
+        Some(ResponseError::UnknownMemberId)
+    );
+}
+
+#[tokio::test]
+async fn expired_sessions_and_leaves_start_a_rebalance() {
+    let c = coordinator();
+    let a_id = c.join("g", join("", &["range"])).await.member_id;
+    let b_id = c.join("g", join("", &["range"])).await.member_id;
+    let (a, b) = tokio::join!(
+        c.join("g", join(&a_id, &["range"])),
+        c.join("g", join(&b_id, &["range"]))
+    );
+    assert_eq!((a.generation, b.generation), (1, 1));
+    let leader = a.leader.clone();
+    c.sync("g", &leader, 1, Vec::new()).await.expect("sync");
+    assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
+    // The session timeout is 10 s: only `a` keeps heartbeating.
+    c.tick(Instant::now() + Duration::from_secs(5));
+    assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
+    let later = Instant::now() + Duration::from_secs(11);
+    {
+        // `a` heartbeats "at" `later - 1 s` by refreshing now; `b` stays silent.
+        assert_eq!(c.heartbeat("g", &a_id, 1), None);
+    }
+    c.tick(later);
+    // Both were last seen about now; at +11 s both sessions are over.
+    assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
+
+    // Leave: the remaining member's heartbeat reports the rebalance.
+    let x_id = c.join("g", join("", &["range"])).await.member_id;
+    let y_id = c.join("g", join("", &["range"])).await.member_id;
+    let (x, _y) = tokio::join!(
+        c.join("g", join(&x_id, &["range"])),
+        c.join("g", join(&y_id, &["range"]))
+    );
+    c.sync("g", &x.leader, x.generation, Vec::new())
+        .await
+        .expect("sync");
+    assert_eq!(c.leave("g", &y_id), None);
+    assert_eq!(c.leave("g", &y_id), Some(ResponseError::UnknownMemberId));
+    assert_eq!(
+        c.heartbeat("g", &x_id, x.generation),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    let x2 = c.join("g", join(&x_id, &["range"])).await;
+    assert_eq!(x2.generation, x.generation + 1);
+    assert_eq!(c.leave("g", &x_id), None);
+    assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
+}
+
+#[tokio::test]
+async fn the_protocol_all_members_support_wins_and_incompatible_members_are_refused() {
+    let c = coordinator();
+    let a_id = c
+        .join("g", join("", &["range", "roundrobin"]))
+        .await
+        .member_id;
+    let b_id = c
+        .join("g", join("", &["roundrobin", "range"]))
+        .await
+        .member_id;
+    let c_id = c.join("g", join("", &["roundrobin"])).await.member_id;
+    let (a, b, d) = tokio::join!(
+        c.join("g", join(&a_id, &["range", "roundrobin"])),
+        c.join("g", join(&b_id, &["roundrobin", "range"])),
+        c.join("g", join(&c_id, &["roundrobin"]))
+    );
+    for j in [&a, &b, &d] {
+        assert_eq!(j.protocol_name.as_deref(), Some("roundrobin"));
+        assert_eq!(j.protocol_type.as_deref(), Some("consumer"));
+    }
+    let stranger = c.join("g", join("", &["cooperative-sticky"])).await;
+    assert_eq!(
+        stranger.error,
+        Some(ResponseError::InconsistentGroupProtocol)
+    );
+    let mut other_type = join("", &["roundrobin"]);
+    other_type.protocol_type = "connect".into();
+    assert_eq!(
+        c.join("g", other_type).await.error,
+        Some(ResponseError::InconsistentGroupProtocol)
+    );
+    let mut too_short = join("", &["roundrobin"]);
+    too_short.session_timeout = Duration::from_millis(10);
+    assert_eq!(
+        c.join("g", too_short).await.error,
+        Some(ResponseError::InvalidSessionTimeout)
+    );
+    assert_eq!(
+        c.join("g", join("made-up", &["roundrobin"])).await.error,
+        Some(ResponseError::UnknownMemberId)
+    );
+}
+
+#[tokio::test]
+async fn a_static_member_keeps_its_id_across_restarts() {
+    let c = coordinator();
+    let mut j = join("", &["range"]);
+    j.group_instance_id = Some("pod-0".into());
+    let first = c.join("g", j.clone()).await;
+    assert_eq!(
+        first.error, None,
+        "static members need no MEMBER_ID_REQUIRED round"
+    );
+    c.sync("g", &first.member_id, first.generation, Vec::new())
+        .await
+        .expect("sync");
+    let again = c.join("g", j).await;
+    assert_eq!(again.member_id, first.member_id);
+}
