@@ -16,11 +16,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
+// Tokio's clock, so tests can run the deadlines on paused time.
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Limits of the coordinator (Kafka's `group.min/max.session.timeout.ms`).
@@ -50,6 +52,8 @@ pub struct Join {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
+    /// The client's address as the coordinator saw it (DescribeGroups reports it).
+    pub client_host: String,
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
     pub protocol_type: String,
@@ -86,6 +90,19 @@ impl Joined {
     }
 }
 
+/// Who a request speaks for: its member id and, for static members, its instance id.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRef<'a> {
+    pub id: &'a str,
+    pub instance: Option<&'a str>,
+}
+
+impl<'a> MemberRef<'a> {
+    pub fn new(id: &'a str, instance: Option<&'a str>) -> Self {
+        MemberRef { id, instance }
+    }
+}
+
 /// The answer to a SyncGroup: an error or the member's assignment.
 pub type Synced = Result<Bytes, ResponseError>;
 
@@ -97,8 +114,44 @@ pub enum GroupState {
     Stable,
 }
 
+impl GroupState {
+    /// The name Kafka reports in DescribeGroups and ListGroups.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// One member as DescribeGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Its metadata for the group's chosen protocol.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as DescribeGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub members: Vec<MemberDescription>,
+}
+
 struct Member {
     group_instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -169,6 +222,76 @@ impl Group {
             .unwrap_or(Duration::ZERO);
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline = Some(now + timeout);
+    }
+
+    fn member_of_instance(&self, instance: &str) -> Option<String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Checks that `member_id` (and its instance id, if the request names one) is a current
+    /// member: FENCED_INSTANCE_ID when the instance id now belongs to another member id.
+    fn validate_member(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        if let Some(instance) = instance
+            && let Some(owner) = self.member_of_instance(instance)
+            && owner != member_id
+        {
+            return Err(ResponseError::FencedInstanceId);
+        }
+        if self.members.contains_key(member_id) {
+            Ok(())
+        } else {
+            Err(ResponseError::UnknownMemberId)
+        }
+    }
+
+    /// Moves a restarted static member from `old` to `new` id. In a stable group whose
+    /// protocols it still matches, the answer is immediate (same generation, no rebalance: the
+    /// point of static membership); otherwise `None` and the join proceeds as a rejoin.
+    fn replace_static_member(
+        &mut self,
+        old: &str,
+        new: &str,
+        join: &Join,
+        now: Instant,
+    ) -> Option<Joined> {
+        let mut m = self.members.remove(old)?;
+        if let Some(w) = m.join_waiter.take() {
+            let _ = w.send(Joined::error(
+                ResponseError::FencedInstanceId,
+                old.to_string(),
+            ));
+        }
+        if let Some(w) = m.sync_waiter.take() {
+            let _ = w.send(Err(ResponseError::FencedInstanceId));
+        }
+        let unchanged = m.protocols == join.protocols;
+        m.last_seen = now;
+        m.client_id = join.client_id.clone();
+        m.client_host = join.client_host.clone();
+        self.members.insert(new.to_string(), m);
+        let was_leader = self.leader.as_deref() == Some(old);
+        if was_leader {
+            self.leader = Some(new.to_string());
+        }
+        if self.state == GroupState::Stable && unchanged && !was_leader {
+            return Some(Joined {
+                error: None,
+                generation: self.generation,
+                protocol_type: self.protocol_type.clone(),
+                protocol_name: self.protocol_name.clone(),
+                leader: self.leader.clone().unwrap_or_default(),
+                member_id: new.to_string(),
+                members: Vec::new(),
+            });
+        }
+        None
     }
 
     fn all_rejoined(&self) -> bool {
@@ -378,20 +501,25 @@ impl GroupCoordinator {
                 return Joined::error(ResponseError::InconsistentGroupProtocol, join.member_id);
             }
             let mut member_id = join.member_id.clone();
-            if member_id.is_empty() {
-                // A static member keeps its identity across restarts: reuse its old id.
-                let known = join.group_instance_id.as_ref().and_then(|instance| {
-                    g.members
-                        .iter()
-                        .find(|(_, m)| m.group_instance_id.as_ref() == Some(instance))
-                        .map(|(id, _)| id.clone())
-                });
-                member_id = known
-                    .unwrap_or_else(|| format!("{}-{}", join.client_id, Uuid::new_v4().simple()));
-                if join.require_known_member_id
-                    && join.group_instance_id.is_none()
-                    && !g.members.contains_key(&member_id)
-                {
+            let static_id = join
+                .group_instance_id
+                .as_ref()
+                .and_then(|instance| g.member_of_instance(instance));
+            if let (Some(old), false) = (&static_id, member_id.is_empty()) {
+                if *old != member_id {
+                    // Another process has taken this instance id since.
+                    return Joined::error(ResponseError::FencedInstanceId, member_id);
+                }
+            } else if let Some(old) = static_id {
+                // A static member restarting: it gets a new member id, its old one is fenced,
+                // and it keeps its place (and assignment) in the group.
+                member_id = format!("{}-{}", join.client_id, Uuid::new_v4().simple());
+                if let Some(answer) = g.replace_static_member(&old, &member_id, &join, now) {
+                    return answer;
+                }
+            } else if member_id.is_empty() {
+                member_id = format!("{}-{}", join.client_id, Uuid::new_v4().simple());
+                if join.require_known_member_id && join.group_instance_id.is_none() {
                     g.pending.insert(member_id.clone(), now);
                     return Joined::error(ResponseError::MemberIdRequired, member_id);
                 }
@@ -405,6 +533,8 @@ impl GroupCoordinator {
             let (tx, rx) = oneshot::channel();
             let member = g.members.entry(member_id.clone()).or_insert(Member {
                 group_instance_id: join.group_instance_id.clone(),
+                client_id: join.client_id.clone(),
+                client_host: join.client_host.clone(),
                 session_timeout: join.session_timeout,
                 rebalance_timeout: join.rebalance_timeout,
                 protocols: Vec::new(),
@@ -453,22 +583,21 @@ impl GroupCoordinator {
     pub async fn sync(
         &self,
         group_id: &str,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> Synced {
         let Some(group) = self.existing(group_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
+        let member_id = member.id;
         let rx = {
             let mut g = lock(&group);
-            let Some(state) = g.members.get(member_id).map(|_| g.state) else {
-                return Err(ResponseError::UnknownMemberId);
-            };
+            g.validate_member(member_id, member.instance)?;
             if generation != g.generation {
                 return Err(ResponseError::IllegalGeneration);
             }
-            match state {
+            match g.state {
                 GroupState::Empty => return Err(ResponseError::UnknownMemberId),
                 GroupState::PreparingRebalance => return Err(ResponseError::RebalanceInProgress),
                 GroupState::Stable => {
@@ -500,19 +629,21 @@ impl GroupCoordinator {
     pub fn heartbeat(
         &self,
         group_id: &str,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
     ) -> Option<ResponseError> {
         let Some(group) = self.existing(group_id) else {
             return Some(ResponseError::UnknownMemberId);
         };
         let mut g = lock(&group);
+        if let Err(e) = g.validate_member(member.id, member.instance) {
+            return Some(e);
+        }
         let state = g.state;
         let current = g.generation;
-        let Some(m) = g.members.get_mut(member_id) else {
-            return Some(ResponseError::UnknownMemberId);
-        };
-        m.last_seen = Instant::now();
+        if let Some(m) = g.members.get_mut(member.id) {
+            m.last_seen = Instant::now();
+        }
         if generation != current {
             return Some(ResponseError::IllegalGeneration);
         }
@@ -523,39 +654,166 @@ impl GroupCoordinator {
         }
     }
 
-    /// Handles one member of a LeaveGroup.
-    pub fn leave(&self, group_id: &str, member_id: &str) -> Option<ResponseError> {
+    /// Handles one member of a LeaveGroup (v3+ may name it by instance id alone). Returns the
+    /// member id that left.
+    pub fn leave(&self, group_id: &str, member: MemberRef<'_>) -> Result<String, ResponseError> {
         let Some(group) = self.existing(group_id) else {
-            return Some(ResponseError::UnknownMemberId);
+            return Err(ResponseError::UnknownMemberId);
         };
         let mut g = lock(&group);
-        if !g.members.contains_key(member_id) {
-            return Some(ResponseError::UnknownMemberId);
-        }
-        g.remove_member(member_id, Instant::now());
-        None
+        let id = match member.instance {
+            Some(instance) if member.id.is_empty() => g
+                .member_of_instance(instance)
+                .ok_or(ResponseError::UnknownMemberId)?,
+            _ => member.id.to_string(),
+        };
+        g.validate_member(&id, member.instance)?;
+        g.remove_member(&id, Instant::now());
+        Ok(id)
     }
 
-    /// Whether a commit from `member_id` at `generation` may be stored.
+    /// Whether an OffsetCommit may be stored (Kafka's rules): a commit without generation and
+    /// member id ("simple", e.g. `assign()` consumers and admin tools) only to a group without
+    /// members; a member's commit only at the current generation, also while the group
+    /// prepares a rebalance (so members can commit what they processed before rejoining), but
+    /// not while it waits for the leader's assignment.
     pub fn check_commit(
         &self,
         group_id: &str,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
     ) -> Option<ResponseError> {
+        let simple = generation < 0 && member.id.is_empty() && member.instance.is_none();
         let Some(group) = self.existing(group_id) else {
-            return Some(ResponseError::IllegalGeneration);
+            return (!simple).then_some(ResponseError::IllegalGeneration);
         };
         let g = lock(&group);
-        if !g.members.contains_key(member_id) {
-            return Some(ResponseError::UnknownMemberId);
+        if simple {
+            return (g.state != GroupState::Empty).then_some(ResponseError::UnknownMemberId);
+        }
+        if g.state == GroupState::Empty {
+            return Some(ResponseError::IllegalGeneration);
+        }
+        if let Err(e) = g.validate_member(member.id, member.instance) {
+            return Some(e);
         }
         if generation != g.generation {
             return Some(ResponseError::IllegalGeneration);
         }
         match g.state {
-            GroupState::Stable => None,
-            _ => Some(ResponseError::RebalanceInProgress),
+            GroupState::CompletingRebalance => Some(ResponseError::RebalanceInProgress),
+            _ => None,
+        }
+    }
+
+    /// The group as DescribeGroups reports it, if this coordinator knows it.
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let group = self.existing(group_id)?;
+        let g = lock(&group);
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state,
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol_name: protocol.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(name, _)| *name == protocol)
+                        .map(|(_, md)| md.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// How many members wait in a join and in a sync (tests wait on it instead of sleeping).
+    #[cfg(test)]
+    fn waiters(&self, group_id: &str) -> (usize, usize) {
+        self.existing(group_id).map_or((0, 0), |g| {
+            let g = lock(&g);
+            let joins = g
+                .members
+                .values()
+                .filter(|m| m.join_waiter.is_some())
+                .count();
+            let syncs = g
+                .members
+                .values()
+                .filter(|m| m.sync_waiter.is_some())
+                .count();
+            (joins, syncs)
+        })
+    }
+
+    /// Every group this coordinator holds in memory: (group id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups)
+            .iter()
+            .map(|(id, g)| (id.clone(), g.clone()))
+            .collect();
+        let mut out: Vec<(String, String, GroupState)> = groups
+            .into_iter()
+            .map(|(id, g)| {
+                let g = lock(&g);
+                (id, g.protocol_type.clone().unwrap_or_default(), g.state)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Forgets an empty group (DeleteGroups); NON_EMPTY_GROUP while it has members.
+    pub fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
+        let mut groups = lock(&self.groups);
+        if let Some(g) = groups.get(group_id)
+            && !lock(g).members.is_empty()
+        {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        groups.remove(group_id);
+        Ok(())
+    }
+
+    /// Every member's metadata for the group's chosen protocol (to tell which topics the group
+    /// subscribes to); empty for an empty or unknown group.
+    pub fn member_metadata(&self, group_id: &str) -> (String, Vec<Bytes>) {
+        match self.describe(group_id) {
+            Some(d) => (
+                d.protocol_type,
+                d.members.into_iter().map(|m| m.metadata).collect(),
+            ),
+            None => (String::new(), Vec::new()),
+        }
+    }
+
+    /// Drops the groups `gone` selects (this coordinator lost their lease): waiting joins and
+    /// syncs are answered NOT_COORDINATOR, so the members find the new coordinator.
+    pub fn forget(&self, gone: impl Fn(&str) -> bool) {
+        let dropped: Vec<Arc<Mutex<Group>>> = {
+            let mut groups = lock(&self.groups);
+            let ids: Vec<String> = groups.keys().filter(|id| gone(id)).cloned().collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        for group in dropped {
+            let mut g = lock(&group);
+            for (id, m) in g.members.iter_mut() {
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(Joined::error(ResponseError::NotCoordinator, id.clone()));
+                }
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(Err(ResponseError::NotCoordinator));
+                }
+            }
         }
     }
 

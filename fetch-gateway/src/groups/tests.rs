@@ -1,5 +1,7 @@
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -11,6 +13,7 @@ fn join(member_id: &str, protocols: &[&str]) -> Join {
         member_id: member_id.into(),
         group_instance_id: None,
         client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
         session_timeout: Duration::from_secs(10),
         rebalance_timeout: Duration::from_secs(5),
         protocol_type: "consumer".into(),
@@ -47,6 +50,24 @@ async fn join_new(c: &Arc<GroupCoordinator>, group: &str, protocols: &[&str]) ->
     c.join(group, join(&first.member_id, protocols)).await
 }
 
+/// Waits (bounded) until `g` has the given numbers of waiting joins and syncs.
+async fn until_waiting(c: &GroupCoordinator, joins: usize, syncs: usize) {
+    for _ in 0..1000 {
+        if c.waiters("g") == (joins, syncs) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "expected {joins} waiting joins and {syncs} syncs, have {:?}",
+        c.waiters("g")
+    );
+}
+
+fn m(id: &str) -> MemberRef<'_> {
+    MemberRef::new(id, None)
+}
+
 fn spawn_join(c: &Arc<GroupCoordinator>, group: &str, j: Join) -> tokio::task::JoinHandle<Joined> {
     let c = c.clone();
     let group = group.to_string();
@@ -65,21 +86,21 @@ async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
     let synced = c
         .sync(
             "g",
-            &a.member_id,
+            m(&a.member_id),
             1,
             vec![(a.member_id.clone(), Bytes::from_static(b"all"))],
         )
         .await;
     assert_eq!(synced, Ok(Bytes::from_static(b"all")));
     assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
-    assert_eq!(c.heartbeat("g", &a.member_id, 1), None);
+    assert_eq!(c.heartbeat("g", m(&a.member_id), 1), None);
 
     // A second member: the first learns of the rebalance from its heartbeat and rejoins.
     let b_id = c.join("g", join("", &["range"])).await.member_id;
     let b = spawn_join(&c, "g", join(&b_id, &["range"]));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&c, 1, 0).await;
     assert_eq!(
-        c.heartbeat("g", &a.member_id, 1),
+        c.heartbeat("g", m(&a.member_id), 1),
         Some(ResponseError::RebalanceInProgress)
     );
     let a2 = c.join("g", join(&a.member_id, &["range"])).await;
@@ -103,13 +124,13 @@ async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
     let follower = {
         let c = c.clone();
         let id = b.member_id.clone();
-        tokio::spawn(async move { c.sync("g", &id, 2, Vec::new()).await })
+        tokio::spawn(async move { c.sync("g", m(&id), 2, Vec::new()).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&c, 0, 1).await;
     let leader = c
         .sync(
             "g",
-            &a.member_id,
+            m(&a.member_id),
             2,
             vec![
                 (a.member_id.clone(), Bytes::from_static(b"p0")),
@@ -122,13 +143,13 @@ async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
         follower.await.expect("sync task"),
         Ok(Bytes::from_static(b"p1"))
     );
-    assert_eq!(c.check_commit("g", &b.member_id, 2), None);
+    assert_eq!(c.check_commit("g", m(&b.member_id), 2), None);
     assert_eq!(
-        c.check_commit("g", &b.member_id, 1),
+        c.check_commit("g", m(&b.member_id), 1),
         Some(ResponseError::IllegalGeneration)
     );
     assert_eq!(
-        c.sync("g", &b.member_id, 1, Vec::new()).await,
+        c.sync("g", m(&b.member_id), 1, Vec::new()).await,
         Err(ResponseError::IllegalGeneration)
     );
 }
@@ -137,12 +158,12 @@ async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
 async fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
     let c = coordinator();
     let a = join_new(&c, "g", &["range"]).await;
-    c.sync("g", &a.member_id, 1, Vec::new())
+    c.sync("g", m(&a.member_id), 1, Vec::new())
         .await
         .expect("sync");
     let b_id = c.join("g", join("", &["range"])).await.member_id;
     let b = spawn_join(&c, "g", join(&b_id, &["range"]));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&c, 1, 0).await;
     // `a` never rejoins; past the rebalance timeout (5 s) the join completes without it.
     c.tick(Instant::now() + Duration::from_secs(6));
     let b = b.await.expect("join task");
@@ -153,7 +174,7 @@ async fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
         "the new leader is the member that stayed"
     );
     assert_eq!(
-        c.heartbeat("g", &a.member_id, 1),
+        c.heartbeat("g", m(&a.member_id), 1),
         Some(ResponseError::UnknownMemberId)
     );
 }
@@ -169,7 +190,7 @@ async fn expired_sessions_and_leaves_start_a_rebalance() {
     );
     assert_eq!((a.generation, b.generation), (1, 1));
     let leader = a.leader.clone();
-    c.sync("g", &leader, 1, Vec::new()).await.expect("sync");
+    c.sync("g", m(&leader), 1, Vec::new()).await.expect("sync");
     assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
     // The session timeout is 10 s: only `a` keeps heartbeating.
     c.tick(Instant::now() + Duration::from_secs(5));
@@ -177,7 +198,7 @@ async fn expired_sessions_and_leaves_start_a_rebalance() {
     let later = Instant::now() + Duration::from_secs(11);
     {
         // `a` heartbeats "at" `later - 1 s` by refreshing now; `b` stays silent.
-        assert_eq!(c.heartbeat("g", &a_id, 1), None);
+        assert_eq!(c.heartbeat("g", m(&a_id), 1), None);
     }
     c.tick(later);
     // Both were last seen about now; at +11 s both sessions are over.
@@ -190,18 +211,21 @@ async fn expired_sessions_and_leaves_start_a_rebalance() {
         c.join("g", join(&x_id, &["range"])),
         c.join("g", join(&y_id, &["range"]))
     );
-    c.sync("g", &x.leader, x.generation, Vec::new())
+    c.sync("g", m(&x.leader), x.generation, Vec::new())
         .await
         .expect("sync");
-    assert_eq!(c.leave("g", &y_id), None);
-    assert_eq!(c.leave("g", &y_id), Some(ResponseError::UnknownMemberId));
+    assert_eq!(c.leave("g", m(&y_id)).err(), None);
     assert_eq!(
-        c.heartbeat("g", &x_id, x.generation),
+        c.leave("g", m(&y_id)).err(),
+        Some(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        c.heartbeat("g", m(&x_id), x.generation),
         Some(ResponseError::RebalanceInProgress)
     );
     let x2 = c.join("g", join(&x_id, &["range"])).await;
     assert_eq!(x2.generation, x.generation + 1);
-    assert_eq!(c.leave("g", &x_id), None);
+    assert_eq!(c.leave("g", m(&x_id)).err(), None);
     assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
 }
 
@@ -250,18 +274,105 @@ async fn the_protocol_all_members_support_wins_and_incompatible_members_are_refu
 }
 
 #[tokio::test]
-async fn a_static_member_keeps_its_id_across_restarts() {
+async fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
     let c = coordinator();
-    let mut j = join("", &["range"]);
-    j.group_instance_id = Some("pod-0".into());
-    let first = c.join("g", j.clone()).await;
+    let static_join = |instance: &str| {
+        let mut j = join("", &["range"]);
+        j.group_instance_id = Some(instance.into());
+        j
+    };
+    let (a, b) = tokio::join!(
+        c.join("g", static_join("pod-0")),
+        c.join("g", static_join("pod-1"))
+    );
     assert_eq!(
-        first.error, None,
+        (a.error, b.error),
+        (None, None),
         "static members need no MEMBER_ID_REQUIRED round"
     );
-    c.sync("g", &first.member_id, first.generation, Vec::new())
-        .await
-        .expect("sync");
-    let again = c.join("g", j).await;
-    assert_eq!(again.member_id, first.member_id);
+    let (leader, follower) = if a.leader == a.member_id {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let follower_instance = c
+        .describe("g")
+        .expect("group")
+        .members
+        .into_iter()
+        .find(|x| x.member_id == follower.member_id)
+        .and_then(|x| x.group_instance_id)
+        .expect("instance id");
+    let assignments = vec![
+        (leader.member_id.clone(), Bytes::from_static(b"p0")),
+        (follower.member_id.clone(), Bytes::from_static(b"p1")),
+    ];
+    let (l, f) = tokio::join!(
+        c.sync("g", m(&leader.member_id), 1, assignments),
+        c.sync("g", m(&follower.member_id), 1, Vec::new())
+    );
+    assert_eq!(
+        (l, f.clone()),
+        (Ok(Bytes::from_static(b"p0")), Ok(Bytes::from_static(b"p1")))
+    );
+
+    // The follower's process restarts: same instance id, no member id.
+    let again = c.join("g", static_join(&follower_instance)).await;
+    assert_eq!(again.error, None);
+    assert_ne!(again.member_id, follower.member_id, "a new member id");
+    assert_eq!(again.generation, 1, "no rebalance");
+    assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
+    assert_eq!(
+        c.sync("g", m(&again.member_id), 1, Vec::new()).await,
+        Ok(Bytes::from_static(b"p1")),
+        "it keeps its assignment"
+    );
+    // The old incarnation is fenced.
+    let old = MemberRef::new(&follower.member_id, Some(&follower_instance));
+    assert_eq!(
+        c.heartbeat("g", old, 1),
+        Some(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(
+        c.check_commit("g", old, 1),
+        Some(ResponseError::FencedInstanceId)
+    );
+    // Simple commits are refused while the group has members, allowed once it is empty.
+    assert_eq!(
+        c.check_commit("g", m(""), -1),
+        Some(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(c.delete("g"), Err(ResponseError::NonEmptyGroup));
+    assert_eq!(
+        c.leave("g", m(&leader.member_id)),
+        Ok(leader.member_id.clone())
+    );
+    assert_eq!(
+        c.leave("g", m(&again.member_id)),
+        Ok(again.member_id.clone())
+    );
+    assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
+    assert_eq!(c.check_commit("g", m(""), -1), None);
+    assert_eq!(c.delete("g"), Ok(()));
+    assert_eq!(c.state("g"), None);
+}
+
+#[tokio::test]
+async fn a_lost_coordinator_answers_waiting_members_not_coordinator() {
+    let c = coordinator();
+    let a = join_new(&c, "g", &["range"]).await;
+    let b_id = c.join("g", join("", &["range"])).await.member_id;
+    let b = spawn_join(&c, "g", join(&b_id, &["range"]));
+    until_waiting(&c, 1, 0).await;
+    assert_eq!(
+        c.heartbeat("g", m(&a.member_id), 1),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    c.forget(|g| g == "g");
+    assert_eq!(
+        b.await.expect("join task").error,
+        Some(ResponseError::NotCoordinator)
+    );
+    assert_eq!(c.state("g"), None);
+    assert!(c.list().is_empty());
 }
