@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafscale_fetch::FetchConfig;
+use kafscale_fetch::{FetchConfig, GroupConfig, GroupLeaseConfig, GroupServiceConfig};
 use kafscale_ingest::IngestConfig;
 use kafscale_shared::catalog::Catalog;
-use kafscale_shared::topic_api::{TopicApi, TopicSettings};
+use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
 use kafscale_shared::wire::{KafkaServer, WireConfig};
 
 /// The Kafka listener of a gateway and how it describes itself to clients.
@@ -82,6 +82,7 @@ impl KafkaListenerArgs {
                 auto_create_topics: self.auto_create_topics,
                 default_partitions: self.default_partitions,
                 cluster_id: cluster_id.to_string(),
+                node_id: node_id_for_addr(&advertised),
             },
         );
         Ok(BoundListener {
@@ -128,6 +129,32 @@ pub(crate) struct FetchArgs {
     /// Bytes of segment data cached by the fetch tier.
     #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub(crate) fetch_cache_bytes: usize,
+    /// How long a consumer group's coordinator lease lasts (milliseconds): when a fetch
+    /// replica dies, its groups move to another replica within this time.
+    #[arg(long, env = "KAFSCALE_GROUP_LEASE_MS", default_value_t = 10_000)]
+    pub(crate) group_lease_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members to join
+    /// (milliseconds; Kafka's `group.initial.rebalance.delay.ms`).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000
+    )]
+    pub(crate) group_initial_rebalance_delay_ms: u64,
+    /// Shortest and longest session timeout a consumer may ask for (milliseconds; Kafka's
+    /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`).
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 1_000
+    )]
+    pub(crate) group_min_session_timeout_ms: u64,
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub(crate) group_max_session_timeout_ms: u64,
 }
 
 impl FetchArgs {
@@ -136,6 +163,29 @@ impl FetchArgs {
             range_cache_bytes: self.fetch_cache_bytes,
             store_poll_interval,
             ..FetchConfig::default()
+        }
+    }
+
+    /// Group coordination: `coordinates` for the processes that own groups (fetch gateways,
+    /// standalone); `owner_id` fixes the lease owner (standalone), else the address names it.
+    pub(crate) fn group_config(
+        &self,
+        coordinates: bool,
+        owner_id: Option<String>,
+    ) -> GroupServiceConfig {
+        GroupServiceConfig {
+            groups: GroupConfig {
+                min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
+                max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+                initial_rebalance_delay: Duration::from_millis(
+                    self.group_initial_rebalance_delay_ms,
+                ),
+            },
+            leases: GroupLeaseConfig {
+                coordinates,
+                ttl: Duration::from_millis(self.group_lease_ms.max(100)),
+                owner_id,
+            },
         }
     }
 }

@@ -116,8 +116,10 @@ pub(crate) async fn run(
         fetch: fetch.clone(),
         objects: stores.objects.clone(),
         sequencer,
+        groups: args.fetch.group_config(role == GatewayRole::Fetch, None),
     }
-    .start(server, topics, &shutdown);
+    .start(server, topics, &shutdown)
+    .await;
     let poller = tokio::spawn(fetch.clone().run_store_poller(shutdown.clone()));
     let feeds = tokio::spawn(follow_indexer_feeds(
         stores.catalog.clone(),

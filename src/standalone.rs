@@ -106,8 +106,10 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         fetch,
         objects,
         sequencer: indexer.clone(),
+        groups: args.fetch.group_config(true, Some("standalone".into())),
     }
-    .start(server, topics, &shutdown);
+    .start(server, topics, &shutdown)
+    .await;
     let renewer = {
         let indexer = indexer.clone();
         let shutdown = shutdown.clone();

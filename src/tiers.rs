@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kafscale_fetch::{FetchHandler, FetchService, GroupOffsetsHandler};
+use kafscale_fetch::{FetchHandler, FetchService, GroupHandler, GroupService, GroupServiceConfig};
 use kafscale_ingest::{IngestHandler, SegmentBuffer};
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::sequencer::Sequencer;
@@ -21,6 +21,7 @@ pub(crate) struct KafkaTiers {
     pub(crate) fetch: Arc<FetchService>,
     pub(crate) objects: Arc<dyn ObjectStore>,
     pub(crate) sequencer: Arc<dyn Sequencer>,
+    pub(crate) groups: GroupServiceConfig,
 }
 
 /// The running listener and flusher, stopped in order by [`RunningTiers::stop`].
@@ -28,23 +29,26 @@ pub(crate) struct RunningTiers {
     flusher_shutdown: CancellationToken,
     flusher: JoinHandle<()>,
     kafka: JoinHandle<()>,
+    groups: JoinHandle<()>,
     fetch: Arc<FetchService>,
 }
 
 impl KafkaTiers {
-    /// Starts the flusher and the listener; the listener stops accepting at `shutdown`.
-    pub(crate) fn start(
+    /// Starts group coordination (its first lease round before the listener answers), the
+    /// flusher and the listener; the listener stops accepting at `shutdown`.
+    pub(crate) async fn start(
         self,
         server: KafkaServer,
         topics: TopicApi,
         shutdown: &CancellationToken,
     ) -> RunningTiers {
-        let topics_for_groups = topics.clone();
+        let (groups, groups_task) =
+            GroupService::start(topics.clone(), self.groups, shutdown.clone()).await;
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(topics, self.buffer.clone())),
             Arc::new(FetchHandler::new(self.fetch.clone())),
-            Arc::new(GroupOffsetsHandler::new(topics_for_groups)),
+            Arc::new(GroupHandler::new(groups)),
         ]));
         // The flusher has its own token: it must outlive the listener's shutdown to answer
         // the produce requests still buffered.
@@ -59,6 +63,7 @@ impl KafkaTiers {
             flusher_shutdown,
             flusher,
             kafka,
+            groups: groups_task,
             fetch: self.fetch,
         }
     }
@@ -72,7 +77,7 @@ impl RunningTiers {
     pub(crate) async fn stop(self, others: Vec<JoinHandle<()>>) {
         self.flusher_shutdown.cancel();
         self.fetch.stop_waiting();
-        let mut tasks = vec![self.flusher, self.kafka];
+        let mut tasks = vec![self.flusher, self.kafka, self.groups];
         tasks.extend(others);
         crate::drain_within(tasks).await;
     }

@@ -30,14 +30,16 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use kafscale_fetch::{FetchConfig, FetchHandler, FetchService, GroupOffsetsHandler};
+use kafscale_fetch::{
+    FetchConfig, FetchHandler, FetchService, GroupHandler, GroupService, GroupServiceConfig,
+};
 use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_ingest::{IngestConfig, IngestHandler, SegmentBuffer};
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore};
 use kafscale_shared::object_store::{MemoryObjectStore, ObjectStore};
 use kafscale_shared::sequencer::Sequencer;
-use kafscale_shared::topic_api::{TopicApi, TopicSettings};
+use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
 use kafscale_shared::topic_handler::TopicHandler;
 use kafscale_shared::watermarks::Watermarks;
 use kafscale_shared::wire::{KafkaHandler, KafkaServer, Router, WireConfig};
@@ -128,20 +130,26 @@ impl Pipeline {
                 auto_create_topics: options.auto_create_topics,
                 default_partitions: options.default_partitions,
                 cluster_id: "kafscale-pipeline-test".into(),
+                node_id: node_id_for_addr(&addr.to_string()),
             },
         );
-        let topics_for_groups = topics.clone();
+        let shutdown = CancellationToken::new();
+        let (groups, _groups_task) = GroupService::start(
+            topics.clone(),
+            GroupServiceConfig::default(),
+            shutdown.clone(),
+        )
+        .await;
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(topics, buffer.clone())),
             Arc::new(FetchHandler::new(fetch)),
-            Arc::new(GroupOffsetsHandler::new(topics_for_groups)),
+            Arc::new(GroupHandler::new(groups)),
         ]));
         let flusher_shutdown = CancellationToken::new();
         let sequencer: Arc<dyn Sequencer> = indexer;
         let flusher =
             tokio::spawn(buffer.run_flusher(objects, sequencer, flusher_shutdown.clone()));
-        let shutdown = CancellationToken::new();
         let server = tokio::spawn(server.run(router, shutdown.clone()));
         Pipeline {
             addr,

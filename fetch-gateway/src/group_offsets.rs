@@ -1,141 +1,55 @@
-//! Committed offsets of consumer groups: FindCoordinator, OffsetCommit and OffsetFetch.
+//! Committed offsets of consumer groups: OffsetCommit, OffsetFetch and OffsetDelete.
 //!
-//! Offsets live in the metadata store (keyed by group, topic id and partition), so any fetch
-//! replica can serve them and they survive every process. This is the part of group
-//! coordination that consumers with manually assigned partitions need (`assign()` + `commit()`,
-//! `kcat` with stored offsets): commits that carry no generation. Group membership (JoinGroup,
-//! SyncGroup, Heartbeat, ...) is not served yet, so a commit naming a generation is refused
-//! with `ILLEGAL_GENERATION`, as Kafka refuses it for a group that has no members.
+//! Offsets live in the metadata store (keyed by group, topic id and partition), so they
+//! survive every process and a new coordinator finds them without any hand-over. Only the
+//! group's coordinator reads and writes them; its writes carry a check of its lease version,
+//! so a deposed coordinator cannot overwrite what the new one stored. A commit is checked
+//! against the group's membership first (generation and member id, Kafka's rules in
+//! [`crate::groups::GroupCoordinator::check_commit`]).
 
 use std::collections::HashMap;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestKind, TopicName,
+    ConsumerProtocolSubscription, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
-use kafscale_shared::catalog::{
-    CommittedOffset, ITEM_FORMAT, MAX_GROUP_ID_BYTES, TopicRecord, now_ms,
-};
-use kafscale_shared::topic_api::{NODE_ID, TopicApi};
-use kafscale_shared::wire::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
-use tracing::{Instrument, debug, warn};
+use kafka_protocol::protocol::Decodable;
+use kafscale_shared::catalog::{CatalogError, CommittedOffset, ITEM_FORMAT, TopicRecord, now_ms};
+use kafscale_shared::meta_store::MetaStoreError;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
-/// FindCoordinator v0-6 (v4+ batched keys), OffsetCommit v2-9, OffsetFetch v1-9 (v8+ batched
-/// groups).
-pub const GROUP_OFFSET_APIS: [ApiSupport; 3] = [
-    ApiSupport::new(ApiKey::OffsetCommit, 2, 9),
-    ApiSupport::new(ApiKey::OffsetFetch, 1, 9),
-    ApiSupport::new(ApiKey::FindCoordinator, 0, 6),
-];
+use crate::group_api::{GroupService, code, str_bytes};
+use crate::groups::MemberRef;
 
 /// Kafka's default `offset.metadata.max.bytes`.
 const MAX_METADATA_BYTES: usize = 4096;
 
-/// Serves committed offsets from the catalog.
-pub struct GroupOffsetsHandler {
-    topics: TopicApi,
-}
+/// How often a commit is retried when the coordinator's own lease renewal raced it.
+const FENCE_RETRIES: usize = 3;
 
-impl GroupOffsetsHandler {
-    pub fn new(topics: TopicApi) -> Self {
-        GroupOffsetsHandler { topics }
-    }
-}
-
-fn code(e: Option<ResponseError>) -> i16 {
-    e.map_or(0, |e| e.code())
-}
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn valid_group(group: &str) -> bool {
-    !group.is_empty() && group.len() <= MAX_GROUP_ID_BYTES
-}
-
-impl GroupOffsetsHandler {
-    fn find_coordinator(
-        &self,
-        request: FindCoordinatorRequest,
-        version: i16,
-    ) -> FindCoordinatorResponse {
-        let settings = self.topics.settings();
-        let answer = |key: &str, key_type: i8| -> (Option<ResponseError>, Option<&'static str>) {
-            match key_type {
-                0 if valid_group(key) => (None, None),
-                0 => (
-                    Some(ResponseError::InvalidGroupId),
-                    Some("invalid group id"),
-                ),
-                // Transactions are not supported (docs/protocol.md), nor share groups.
-                _ => (
-                    Some(ResponseError::CoordinatorNotAvailable),
-                    Some("only consumer-group coordinators are served"),
-                ),
-            }
-        };
-        let mut response = FindCoordinatorResponse::default();
-        if version >= 4 {
-            response.coordinators = request
-                .coordinator_keys
-                .iter()
-                .map(|key| {
-                    let (error, message) = answer(key, request.key_type);
-                    Coordinator::default()
-                        .with_key(key.clone())
-                        .with_node_id(BrokerId(if error.is_some() { -1 } else { NODE_ID }))
-                        .with_host(str_bytes(if error.is_some() {
-                            ""
-                        } else {
-                            &settings.advertised_host
-                        }))
-                        .with_port(if error.is_some() {
-                            -1
-                        } else {
-                            settings.advertised_port
-                        })
-                        .with_error_code(code(error))
-                        .with_error_message(message.map(str_bytes))
-                })
-                .collect();
-        } else {
-            let (error, message) = answer(&request.key, request.key_type);
-            response.error_code = code(error);
-            response.error_message = message.map(str_bytes);
-            if error.is_none() {
-                response.node_id = BrokerId(NODE_ID);
-                response.host = str_bytes(&settings.advertised_host);
-                response.port = settings.advertised_port;
-            } else {
-                response.node_id = BrokerId(-1);
-                response.port = -1;
-            }
-        }
-        response
-    }
-
-    async fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
+impl GroupService {
+    pub(crate) async fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.0.to_string();
-        let whole_error = if !valid_group(&group) {
-            Some(ResponseError::InvalidGroupId)
-        } else if request.generation_id_or_member_epoch >= 0 || !request.member_id.is_empty() {
-            // Only "simple" commits exist until group membership is served.
-            Some(ResponseError::IllegalGeneration)
-        } else {
-            None
-        };
+        let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+        let whole_error = self.refuse(&group).or_else(|| {
+            self.groups.check_commit(
+                &group,
+                MemberRef::new(&request.member_id, instance.as_deref()),
+                request.generation_id_or_member_epoch,
+            )
+        });
         let mut answers: Vec<OffsetCommitResponseTopic> = Vec::new();
         let mut writes = Vec::new();
         // (topic index, partition index) of each write, to report a store failure.
@@ -195,12 +109,9 @@ impl GroupOffsetsHandler {
         }
         if !writes.is_empty() {
             let count = writes.len();
-            if let Err(e) = self.topics.catalog().commit_offsets(&group, writes).await {
-                warn!(group, error = %e, "offset commit failed");
-                // Retriable: the client looks the coordinator up again and retries.
+            if let Err(e) = self.store_offsets(&group, writes).await {
                 for (t, p) in written {
-                    answers[t].partitions[p].error_code =
-                        ResponseError::CoordinatorNotAvailable.code();
+                    answers[t].partitions[p].error_code = e.code();
                 }
             } else {
                 debug!(group, partitions = count, "offsets committed");
@@ -209,14 +120,53 @@ impl GroupOffsetsHandler {
         OffsetCommitResponse::default().with_topics(answers)
     }
 
+    /// Writes offsets under this coordinator's lease fence. A failed fence check is retried
+    /// with the fence of a renewal that raced the write; if the lease is gone, the answer is
+    /// NOT_COORDINATOR (the client finds the new coordinator and commits there).
+    async fn store_offsets(
+        &self,
+        group: &str,
+        writes: Vec<(Uuid, i32, CommittedOffset)>,
+    ) -> Result<(), ResponseError> {
+        for _ in 0..FENCE_RETRIES {
+            let Some(fence) = self.leases.fence(group) else {
+                return Err(ResponseError::NotCoordinator);
+            };
+            match self
+                .topics
+                .catalog()
+                .commit_offsets(group, writes.clone(), Some(&fence))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(CatalogError::Store(MetaStoreError::ConditionFailed { .. })) => {
+                    debug!(
+                        group,
+                        "offset commit raced a lease change; checking the lease"
+                    );
+                    if self.leases.fence(group).is_some_and(|f| f == fence) {
+                        // Same fence, yet refused: another replica took the lease.
+                        return Err(ResponseError::NotCoordinator);
+                    }
+                }
+                Err(e) => {
+                    warn!(group, error = %e, "offset commit failed");
+                    // Retriable: the client looks the coordinator up again and retries.
+                    return Err(ResponseError::CoordinatorNotAvailable);
+                }
+            }
+        }
+        Err(ResponseError::NotCoordinator)
+    }
+
     /// The committed offsets of one group: for the named topics and partitions, or all.
     async fn fetch_group(
         &self,
         group: &str,
         wanted: Option<Vec<(TopicName, Vec<i32>)>>,
     ) -> Result<Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)>, ResponseError> {
-        if !valid_group(group) {
-            return Err(ResponseError::InvalidGroupId);
+        if let Some(e) = self.refuse(group) {
+            return Err(e);
         }
         let catalog = self.topics.catalog();
         let unavailable = |e: kafscale_shared::catalog::CatalogError| {
@@ -270,7 +220,7 @@ impl GroupOffsetsHandler {
         }
     }
 
-    async fn offset_fetch(&self, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    pub(crate) async fn offset_fetch(&self, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
         let mut response = OffsetFetchResponse::default();
         if version >= 8 {
             for g in request.groups {
@@ -368,42 +318,84 @@ impl GroupOffsetsHandler {
     }
 }
 
+impl GroupService {
+    pub(crate) async fn offset_delete(&self, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+        let group = request.group_id.0.to_string();
+        let mut response = OffsetDeleteResponse::default();
+        if let Some(e) = self.refuse(&group) {
+            response.error_code = e.code();
+            return response;
+        }
+        let catalog = self.topics.catalog();
+        let subscribed = self.subscribed_topics(&group);
+        let mut deletes = Vec::new();
+        for topic in request.topics {
+            let name = topic.name.0.to_string();
+            let record = catalog.topic(&name).await.ok().flatten();
+            let mut partitions = Vec::new();
+            for p in topic.partitions {
+                let error = if subscribed.contains(&name) {
+                    Some(ResponseError::GroupSubscribedToTopic)
+                } else {
+                    match &record {
+                        Some(t) if p.partition_index >= 0 && p.partition_index < t.partitions => {
+                            deletes.push((t.topic_id, p.partition_index));
+                            None
+                        }
+                        _ => Some(ResponseError::UnknownTopicOrPartition),
+                    }
+                };
+                partitions.push(
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code(error)),
+                );
+            }
+            response.topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(topic.name)
+                    .with_partitions(partitions),
+            );
+        }
+        if !deletes.is_empty() {
+            let Some(fence) = self.leases.fence(&group) else {
+                response.error_code = ResponseError::NotCoordinator.code();
+                return response;
+            };
+            if let Err(e) = catalog.delete_offsets(&group, deletes, Some(&fence)).await {
+                warn!(group, error = %e, "offset delete failed");
+                response.error_code = ResponseError::CoordinatorNotAvailable.code();
+            }
+        }
+        response
+    }
+
+    /// The topics the group's members subscribe to (consumer protocol only).
+    fn subscribed_topics(&self, group: &str) -> Vec<String> {
+        let (protocol_type, metadata) = self.groups.member_metadata(group);
+        if protocol_type != "consumer" {
+            return Vec::new();
+        }
+        let mut topics = Vec::new();
+        for md in metadata {
+            let mut buf = md.clone();
+            if buf.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            let _ = bytes::Buf::get_i16(&mut buf);
+            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+                topics.extend(sub.topics.into_iter().map(|t| t.to_string()));
+            }
+        }
+        topics
+    }
+}
+
 /// (offset, leader epoch, metadata) of a committed position, or Kafka's "none" (-1, -1, "").
 fn position(offset: Option<CommittedOffset>) -> (i64, i32, String) {
     match offset {
         Some(o) => (o.offset, o.leader_epoch, o.metadata.unwrap_or_default()),
         None => (-1, -1, String::new()),
-    }
-}
-
-#[async_trait::async_trait]
-impl KafkaHandler for GroupOffsetsHandler {
-    fn supported_apis(&self) -> Vec<ApiSupport> {
-        GROUP_OFFSET_APIS.to_vec()
-    }
-
-    async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch {
-        let this = GroupOffsetsHandler {
-            topics: self.topics.clone(),
-        };
-        let v = ctx.api_version;
-        let span = tracing::info_span!("group_offsets_api", api = ?ctx.api_key, connection = ctx.connection_id);
-        match request {
-            RequestKind::FindCoordinator(r) => Dispatch::ready(this.find_coordinator(r, v)),
-            RequestKind::OffsetCommit(r) => Dispatch::Respond(Box::pin(
-                async move { Ok(this.offset_commit(r).await.into()) }.instrument(span),
-            )),
-            RequestKind::OffsetFetch(r) => Dispatch::Respond(Box::pin(
-                async move { Ok(this.offset_fetch(r, v).await.into()) }.instrument(span),
-            )),
-            _ => {
-                let api = ctx.api_key;
-                Dispatch::Respond(Box::pin(async move {
-                    Err(HandlerError::Fatal(format!(
-                        "group offsets handler cannot serve {api:?}"
-                    )))
-                }))
-            }
-        }
     }
 }

@@ -48,7 +48,7 @@ impl Default for GroupConfig {
 
 /// A JoinGroup as the state machine sees it.
 #[derive(Debug, Clone)]
-pub struct Join {
+pub(crate) struct Join {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
@@ -65,7 +65,7 @@ pub struct Join {
 
 /// The answer to a JoinGroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Joined {
+pub(crate) struct Joined {
     pub error: Option<ResponseError>,
     pub generation: i32,
     pub protocol_type: Option<String>,
@@ -92,22 +92,22 @@ impl Joined {
 
 /// Who a request speaks for: its member id and, for static members, its instance id.
 #[derive(Debug, Clone, Copy)]
-pub struct MemberRef<'a> {
+pub(crate) struct MemberRef<'a> {
     pub id: &'a str,
     pub instance: Option<&'a str>,
 }
 
 impl<'a> MemberRef<'a> {
-    pub fn new(id: &'a str, instance: Option<&'a str>) -> Self {
+    pub(crate) fn new(id: &'a str, instance: Option<&'a str>) -> Self {
         MemberRef { id, instance }
     }
 }
 
 /// The answer to a SyncGroup: an error or the member's assignment.
-pub type Synced = Result<Bytes, ResponseError>;
+pub(crate) type Synced = Result<Bytes, ResponseError>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
+pub(crate) enum GroupState {
     Empty,
     PreparingRebalance,
     CompletingRebalance,
@@ -116,7 +116,7 @@ pub enum GroupState {
 
 impl GroupState {
     /// The name Kafka reports in DescribeGroups and ListGroups.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             GroupState::Empty => "Empty",
             GroupState::PreparingRebalance => "PreparingRebalance",
@@ -128,7 +128,7 @@ impl GroupState {
 
 /// One member as DescribeGroups reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberDescription {
+pub(crate) struct MemberDescription {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
@@ -140,7 +140,7 @@ pub struct MemberDescription {
 
 /// A group as DescribeGroups reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupDescription {
+pub(crate) struct GroupDescription {
     pub state: GroupState,
     pub generation: i32,
     pub protocol_type: String,
@@ -440,7 +440,7 @@ impl Group {
 
 /// Every group this coordinator owns.
 #[derive(Default)]
-pub struct GroupCoordinator {
+pub(crate) struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
 }
@@ -458,7 +458,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: GroupConfig) -> Self {
+    pub(crate) fn new(config: GroupConfig) -> Self {
         GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
@@ -477,14 +477,15 @@ impl GroupCoordinator {
     }
 
     /// The group's state and generation, if it exists.
-    pub fn state(&self, group_id: &str) -> Option<(GroupState, i32)> {
+    #[cfg(test)]
+    pub(crate) fn state(&self, group_id: &str) -> Option<(GroupState, i32)> {
         let g = self.existing(group_id)?;
         let g = lock(&g);
         Some((g.state, g.generation))
     }
 
     /// Handles a JoinGroup; resolves when the rebalance it takes part in completes.
-    pub async fn join(&self, group_id: &str, join: Join) -> Joined {
+    pub(crate) async fn join(&self, group_id: &str, join: Join) -> Joined {
         let now = Instant::now();
         if join.session_timeout < self.config.min_session_timeout
             || join.session_timeout > self.config.max_session_timeout
@@ -580,7 +581,7 @@ impl GroupCoordinator {
     }
 
     /// Handles a SyncGroup; a follower's resolves when the leader's assignment arrives.
-    pub async fn sync(
+    pub(crate) async fn sync(
         &self,
         group_id: &str,
         member: MemberRef<'_>,
@@ -626,7 +627,7 @@ impl GroupCoordinator {
     }
 
     /// Handles a Heartbeat.
-    pub fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         group_id: &str,
         member: MemberRef<'_>,
@@ -656,7 +657,7 @@ impl GroupCoordinator {
 
     /// Handles one member of a LeaveGroup (v3+ may name it by instance id alone). Returns the
     /// member id that left.
-    pub fn leave(&self, group_id: &str, member: MemberRef<'_>) -> Result<String, ResponseError> {
+    pub(crate) fn leave(&self, group_id: &str, member: MemberRef<'_>) -> Result<String, ResponseError> {
         let Some(group) = self.existing(group_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
@@ -677,7 +678,7 @@ impl GroupCoordinator {
     /// members; a member's commit only at the current generation, also while the group
     /// prepares a rebalance (so members can commit what they processed before rejoining), but
     /// not while it waits for the leader's assignment.
-    pub fn check_commit(
+    pub(crate) fn check_commit(
         &self,
         group_id: &str,
         member: MemberRef<'_>,
@@ -707,7 +708,7 @@ impl GroupCoordinator {
     }
 
     /// The group as DescribeGroups reports it, if this coordinator knows it.
-    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+    pub(crate) fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let group = self.existing(group_id)?;
         let g = lock(&group);
         let protocol = g.protocol_name.clone().unwrap_or_default();
@@ -756,7 +757,7 @@ impl GroupCoordinator {
     }
 
     /// Every group this coordinator holds in memory: (group id, protocol type, state).
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    pub(crate) fn list(&self) -> Vec<(String, String, GroupState)> {
         let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups)
             .iter()
             .map(|(id, g)| (id.clone(), g.clone()))
@@ -773,7 +774,7 @@ impl GroupCoordinator {
     }
 
     /// Forgets an empty group (DeleteGroups); NON_EMPTY_GROUP while it has members.
-    pub fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
+    pub(crate) fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
         let mut groups = lock(&self.groups);
         if let Some(g) = groups.get(group_id)
             && !lock(g).members.is_empty()
@@ -786,7 +787,7 @@ impl GroupCoordinator {
 
     /// Every member's metadata for the group's chosen protocol (to tell which topics the group
     /// subscribes to); empty for an empty or unknown group.
-    pub fn member_metadata(&self, group_id: &str) -> (String, Vec<Bytes>) {
+    pub(crate) fn member_metadata(&self, group_id: &str) -> (String, Vec<Bytes>) {
         match self.describe(group_id) {
             Some(d) => (
                 d.protocol_type,
@@ -798,7 +799,7 @@ impl GroupCoordinator {
 
     /// Drops the groups `gone` selects (this coordinator lost their lease): waiting joins and
     /// syncs are answered NOT_COORDINATOR, so the members find the new coordinator.
-    pub fn forget(&self, gone: impl Fn(&str) -> bool) {
+    pub(crate) fn forget(&self, gone: impl Fn(&str) -> bool) {
         let dropped: Vec<Arc<Mutex<Group>>> = {
             let mut groups = lock(&self.groups);
             let ids: Vec<String> = groups.keys().filter(|id| gone(id)).cloned().collect();
@@ -819,7 +820,7 @@ impl GroupCoordinator {
 
     /// Enforces deadlines: completes joins whose rebalance timeout passed (removing members
     /// that did not rejoin) and removes members whose session expired. Call periodically.
-    pub fn tick(&self, now: Instant) {
+    pub(crate) fn tick(&self, now: Instant) {
         let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
         for group in groups {
             let mut g = lock(&group);

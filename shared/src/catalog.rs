@@ -149,6 +149,14 @@ pub struct LeaseRecord {
     pub expires_at_ms: i64,
 }
 
+/// A lease as a condition on writes: they succeed only while the lease item still has this
+/// version (no one renewed or took it since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseFence {
+    pub name: String,
+    pub version: u64,
+}
+
 pub fn topic_key(name: &str) -> ItemKey {
     ItemKey::new("topic", name)
 }
@@ -605,13 +613,16 @@ impl Catalog {
 
     /// Stores a group's committed offsets (last write wins; several store writes if the
     /// store's batch limit requires, so a failure may leave a prefix written, which a retry
-    /// of the commit overwrites).
+    /// of the commit overwrites). With a `fence`, every write also checks that the group
+    /// coordinator's lease still has the version it had (a deposed coordinator's commit fails
+    /// with `ConditionFailed`).
     pub async fn commit_offsets(
         &self,
         group: &str,
         offsets: Vec<(Uuid, i32, CommittedOffset)>,
+        fence: Option<&LeaseFence>,
     ) -> Result<(), CatalogError> {
-        let mut ops: Vec<WriteOp> = offsets
+        let ops = offsets
             .into_iter()
             .map(|(topic_id, partition, value)| WriteOp::Put {
                 key: group_offset_key(group, topic_id, partition),
@@ -619,10 +630,49 @@ impl Catalog {
                 condition: Condition::None,
             })
             .collect();
-        let per_write = self.store.max_batch_ops().max(1);
+        self.write_fenced(ops, fence).await
+    }
+
+    /// Removes committed offsets of a group (OffsetDelete, DeleteGroups), fenced like
+    /// [`Catalog::commit_offsets`].
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(Uuid, i32)>,
+        fence: Option<&LeaseFence>,
+    ) -> Result<(), CatalogError> {
+        let ops = partitions
+            .into_iter()
+            .map(|(topic_id, partition)| WriteOp::Delete {
+                key: group_offset_key(group, topic_id, partition),
+                condition: Condition::None,
+            })
+            .collect();
+        self.write_fenced(ops, fence).await
+    }
+
+    /// Writes `ops` in as many store writes as its batch limit needs, each with the fence's
+    /// check.
+    async fn write_fenced(
+        &self,
+        mut ops: Vec<WriteOp>,
+        fence: Option<&LeaseFence>,
+    ) -> Result<(), CatalogError> {
+        let per_write = self
+            .store
+            .max_batch_ops()
+            .saturating_sub(usize::from(fence.is_some()))
+            .max(1);
         while !ops.is_empty() {
             let rest = ops.split_off(per_write.min(ops.len()));
-            self.store.write(std::mem::replace(&mut ops, rest)).await?;
+            let mut batch = std::mem::replace(&mut ops, rest);
+            if let Some(f) = fence {
+                batch.push(WriteOp::Check {
+                    key: lease_key(&f.name),
+                    condition: Condition::Version(f.version),
+                });
+            }
+            self.store.write(batch).await?;
         }
         Ok(())
     }
@@ -783,16 +833,16 @@ mod create_topic_tests {
         offsets.push((b, 0, at("b", 5)));
         offsets.push((b, 1, at("b", 6)));
         catalog
-            .commit_offsets("g/1", offsets)
+            .commit_offsets("g/1", offsets, None)
             .await
             .expect("commit");
         catalog
-            .commit_offsets("other", vec![(a, 0, at("a", 99))])
+            .commit_offsets("other", vec![(a, 0, at("a", 99))], None)
             .await
             .expect("commit other");
         // Last write wins.
         catalog
-            .commit_offsets("g/1", vec![(a, 3, at("a", 42))])
+            .commit_offsets("g/1", vec![(a, 3, at("a", 42))], None)
             .await
             .expect("recommit");
         assert_eq!(

@@ -5,7 +5,7 @@
 //! advertised address is a load-balanced Service and any replica can serve any partition.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -23,8 +23,40 @@ use uuid::Uuid;
 
 use crate::catalog::{Catalog, CatalogError, TopicRecord, validate_topic_name};
 
-/// The node id this process reports for itself.
-pub const NODE_ID: i32 = 0;
+/// The node id of the process advertised at `addr` ("host:port").
+///
+/// Every Kafka-serving process is a broker of its own to clients: it leads every partition in
+/// its own Metadata answers, and a group coordinator elsewhere must have another id (clients
+/// key connections by node id). Deriving the id from the advertised address gives each
+/// replica a stable, distinct id without any registration, and lets a process name another
+/// one's id from the address in that one's lease.
+pub fn node_id_for_addr(addr: &str) -> i32 {
+    // 31 bits, never negative (-1 means "no node" in the protocol).
+    (crc32c::crc32c(addr.as_bytes()) & 0x7fff_ffff) as i32
+}
+
+/// A broker as Metadata and FindCoordinator name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerAddr {
+    /// Parses an advertised "host:port" (the node id follows from it).
+    pub fn from_advertised(addr: &str) -> Option<BrokerAddr> {
+        let (host, port) = addr.rsplit_once(':')?;
+        Some(BrokerAddr {
+            node_id: node_id_for_addr(addr),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: port.parse().ok()?,
+        })
+    }
+}
 
 /// Settings for topic handling.
 #[derive(Debug, Clone)]
@@ -38,6 +70,19 @@ pub struct TopicSettings {
     pub default_partitions: i32,
     /// Reported in Metadata v2+.
     pub cluster_id: String,
+    /// This process's node id (see [`node_id_for_addr`]).
+    pub node_id: i32,
+}
+
+impl TopicSettings {
+    /// This process as a broker.
+    pub fn broker(&self) -> BrokerAddr {
+        BrokerAddr {
+            node_id: self.node_id,
+            host: self.advertised_host.clone(),
+            port: self.advertised_port,
+        }
+    }
 }
 
 /// Serves the topic APIs from the catalog.
@@ -45,6 +90,9 @@ pub struct TopicSettings {
 pub struct TopicApi {
     catalog: Arc<Catalog>,
     settings: TopicSettings,
+    /// Other brokers clients must keep knowing about: the group coordinators (a client that
+    /// finds its coordinator elsewhere must not see it vanish from Metadata answers).
+    peers: Arc<RwLock<Vec<BrokerAddr>>>,
 }
 
 fn name_of(s: &str) -> TopicName {
@@ -65,7 +113,16 @@ pub fn catalog_error_code(e: &CatalogError) -> ResponseError {
 
 impl TopicApi {
     pub fn new(catalog: Arc<Catalog>, settings: TopicSettings) -> Self {
-        TopicApi { catalog, settings }
+        TopicApi {
+            catalog,
+            settings,
+            peers: Arc::default(),
+        }
+    }
+
+    /// Sets the other brokers Metadata lists besides this one.
+    pub fn set_peers(&self, peers: Vec<BrokerAddr>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
     }
 
     pub fn settings(&self) -> &TopicSettings {
@@ -112,7 +169,8 @@ impl TopicApi {
         }
     }
 
-    fn topic_metadata(t: &TopicRecord) -> MetadataResponseTopic {
+    fn topic_metadata(&self, t: &TopicRecord) -> MetadataResponseTopic {
+        let me = BrokerId(self.settings.node_id);
         let mut out = MetadataResponseTopic::default();
         out.name = Some(name_of(&t.name));
         out.topic_id = t.topic_id;
@@ -120,10 +178,10 @@ impl TopicApi {
             .map(|p| {
                 let mut m = MetadataResponsePartition::default();
                 m.partition_index = p;
-                m.leader_id = BrokerId(NODE_ID);
+                m.leader_id = me;
                 m.leader_epoch = 0;
-                m.replica_nodes = vec![BrokerId(NODE_ID)];
-                m.isr_nodes = vec![BrokerId(NODE_ID)];
+                m.replica_nodes = vec![me];
+                m.isr_nodes = vec![me];
                 m
             })
             .collect();
@@ -144,13 +202,25 @@ impl TopicApi {
 
     pub async fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
         let mut response = MetadataResponse::default();
-        let mut broker = MetadataResponseBroker::default();
-        broker.node_id = BrokerId(NODE_ID);
-        broker.host = StrBytes::from_string(self.settings.advertised_host.clone());
-        broker.port = self.settings.advertised_port;
-        response.brokers = vec![broker];
+        let me = self.settings.broker();
+        let mut brokers = vec![me.clone()];
+        for peer in self.peers.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if !brokers.iter().any(|b| b.node_id == peer.node_id) {
+                brokers.push(peer.clone());
+            }
+        }
+        response.brokers = brokers
+            .into_iter()
+            .map(|b| {
+                let mut broker = MetadataResponseBroker::default();
+                broker.node_id = BrokerId(b.node_id);
+                broker.host = StrBytes::from_string(b.host);
+                broker.port = b.port;
+                broker
+            })
+            .collect();
         response.cluster_id = Some(StrBytes::from_string(self.settings.cluster_id.clone()));
-        response.controller_id = BrokerId(NODE_ID);
+        response.controller_id = BrokerId(me.node_id);
         // v0 asks for all topics with an empty list; v1+ with a null list.
         let requested = match request.topics {
             None => None,
@@ -160,7 +230,9 @@ impl TopicApi {
         let allow_create = version < 4 || request.allow_auto_topic_creation;
         match requested {
             None => match self.catalog.list_topics().await {
-                Ok(topics) => response.topics = topics.iter().map(Self::topic_metadata).collect(),
+                Ok(topics) => {
+                    response.topics = topics.iter().map(|t| self.topic_metadata(t)).collect()
+                }
                 Err(e) => warn!(error = %e, "metadata: listing topics failed"),
             },
             Some(list) => {
@@ -176,7 +248,7 @@ impl TopicApi {
                                 )
                             } else {
                                 match self.resolve_or_create(name, allow_create).await {
-                                    Ok(topic) => Self::topic_metadata(&topic),
+                                    Ok(topic) => self.topic_metadata(&topic),
                                     Err(e) => Self::topic_error(
                                         Some(name),
                                         Uuid::nil(),
@@ -186,7 +258,7 @@ impl TopicApi {
                             }
                         }
                         None => match self.catalog.topic_by_id(t.topic_id).await {
-                            Ok(Some(topic)) => Self::topic_metadata(&topic),
+                            Ok(Some(topic)) => self.topic_metadata(&topic),
                             Ok(None) => {
                                 Self::topic_error(None, t.topic_id, ResponseError::UnknownTopicId)
                             }

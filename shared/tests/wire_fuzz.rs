@@ -104,6 +104,7 @@ fn fuzz_server_child_process() {
                 auto_create_topics: true,
                 default_partitions: 2,
                 cluster_id: "fuzz".into(),
+                node_id: 1,
             },
         );
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![

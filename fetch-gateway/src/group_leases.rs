@@ -1,0 +1,414 @@
+//! Which replica coordinates which consumer group.
+//!
+//! Groups hash onto a fixed number of coordinator slots (Kafka hashes them onto partitions of
+//! `__consumer_offsets`); each slot is a lease in the metadata store, held by one replica at a
+//! time, with an epoch that grows on every change of owner. FindCoordinator on any process
+//! answers with the slot owner's advertised address; only the owner serves the group's
+//! membership and offsets, everyone else answers NOT_COORDINATOR. Replicas spread the slots
+//! evenly (each aims at its share of the live replicas) and take over the slots of a replica
+//! whose lease expired. A deposed owner cannot store anything: every offset write carries a
+//! check of the lease version it holds ([`LeaseFence`]), and it stops serving the slot's groups
+//! as soon as its renewal fails or its lease could have expired.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafscale_shared::catalog::{Catalog, CatalogError, LeaseFence, LeaseRecord, now_ms};
+use kafscale_shared::topic_api::{BrokerAddr, TopicApi};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::groups::GroupCoordinator;
+
+/// Coordinator slots (fixed for the life of a cluster: a group's slot must not move).
+pub const GROUP_SLOTS: u32 = 16;
+
+/// The member kind under which coordinating replicas heartbeat (to count them).
+const MEMBER_KIND: &str = "group-coordinator";
+
+const LEASE_PREFIX: &str = "groups/";
+
+/// The coordinator slot of a group.
+pub fn group_slot(group: &str) -> u32 {
+    crc32c::crc32c(group.as_bytes()) % GROUP_SLOTS
+}
+
+fn slot_lease_name(slot: u32) -> String {
+    format!("{LEASE_PREFIX}{slot:03}")
+}
+
+/// How this process takes part in group coordination.
+#[derive(Debug, Clone)]
+pub struct GroupLeaseConfig {
+    /// Whether it coordinates groups (fetch gateways, standalone) or only points clients at
+    /// the replicas that do (ingest gateways).
+    pub coordinates: bool,
+    /// Lease time: how long a dead coordinator's groups wait before moving.
+    pub ttl: Duration,
+    /// Who holds the leases; by default the advertised address, so a replica restarted at
+    /// the same address renews its own leases at once. Standalone uses a fixed id (it is the
+    /// only coordinator, whatever its address).
+    pub owner_id: Option<String>,
+}
+
+impl Default for GroupLeaseConfig {
+    fn default() -> Self {
+        GroupLeaseConfig {
+            coordinates: true,
+            ttl: Duration::from_secs(10),
+            owner_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    version: u64,
+    epoch: u64,
+    /// Past this instant the lease may have expired in the store: stop serving.
+    valid_until: Instant,
+}
+
+/// The slots this replica holds and the owners of the others, as last seen.
+pub(crate) struct GroupLeases {
+    catalog: Arc<Catalog>,
+    config: GroupLeaseConfig,
+    me: BrokerAddr,
+    owner_id: String,
+    owner_addr: String,
+    held: Mutex<Vec<Option<Held>>>,
+    owners: Mutex<Vec<Option<LeaseRecord>>>,
+    round: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one round of lease maintenance changed.
+#[derive(Debug, Default)]
+pub(crate) struct SlotReport {
+    pub owned: Vec<u32>,
+    pub acquired: Vec<u32>,
+    /// Slots lost to another replica or to a failed renewal, and slots given up to balance.
+    pub dropped: Vec<u32>,
+}
+
+impl GroupLeases {
+    /// `me` is this process as clients reach it (its leases name its address).
+    pub(crate) fn new(catalog: Arc<Catalog>, me: BrokerAddr, config: GroupLeaseConfig) -> Self {
+        let owner_addr = if me.host.contains(':') {
+            format!("[{}]:{}", me.host, me.port)
+        } else {
+            format!("{}:{}", me.host, me.port)
+        };
+        let owner_id = config
+            .owner_id
+            .clone()
+            .unwrap_or_else(|| owner_addr.clone());
+        GroupLeases {
+            catalog,
+            config,
+            me,
+            owner_id,
+            owner_addr,
+            held: Mutex::new(vec![None; GROUP_SLOTS as usize]),
+            owners: Mutex::new(vec![None; GROUP_SLOTS as usize]),
+            round: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The fence for writes of `group`'s coordinator, if this replica is it right now.
+    pub(crate) fn fence(&self, group: &str) -> Option<LeaseFence> {
+        let slot = group_slot(group);
+        let held = lock(&self.held);
+        match &held[slot as usize] {
+            Some(h) if Instant::now() < h.valid_until => Some(LeaseFence {
+                name: slot_lease_name(slot),
+                version: h.version,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this replica coordinates `group` right now.
+    pub(crate) fn owns(&self, group: &str) -> bool {
+        self.fence(group).is_some()
+    }
+
+    /// The coordinator of `group` (this replica or the live owner of its slot), reading the
+    /// leases again if the cached owner is unknown or expired. `None`: no live owner yet.
+    pub(crate) async fn coordinator(&self, group: &str) -> Option<BrokerAddr> {
+        if self.owns(group) {
+            return Some(self.me.clone());
+        }
+        let slot = group_slot(group) as usize;
+        let live = |owners: &Vec<Option<LeaseRecord>>| {
+            owners[slot]
+                .as_ref()
+                .filter(|l| l.expires_at_ms > now_ms() && l.owner != self.owner_id)
+                .and_then(|l| BrokerAddr::from_advertised(&l.owner_addr))
+        };
+        if let Some(addr) = live(&lock(&self.owners)) {
+            return Some(addr);
+        }
+        if let Err(e) = self.refresh_owners().await {
+            warn!(error = %e, "reading group coordinator leases failed");
+        }
+        live(&lock(&self.owners))
+    }
+
+    /// The live coordinating replicas other than this one (Metadata lists them).
+    pub(crate) fn peers(&self) -> Vec<BrokerAddr> {
+        let now = now_ms();
+        let mut out: Vec<BrokerAddr> = Vec::new();
+        for lease in lock(&self.owners).iter().flatten() {
+            if lease.expires_at_ms > now
+                && lease.owner != self.owner_id
+                && let Some(addr) = BrokerAddr::from_advertised(&lease.owner_addr)
+                && !out.contains(&addr)
+            {
+                out.push(addr);
+            }
+        }
+        out
+    }
+
+    async fn refresh_owners(&self) -> Result<(), CatalogError> {
+        let leases = self.catalog.leases(LEASE_PREFIX).await?;
+        let mut owners = vec![None; GROUP_SLOTS as usize];
+        for (name, lease, _) in leases {
+            if let Some(slot) = name
+                .strip_prefix(LEASE_PREFIX)
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|s| *s < owners.len())
+            {
+                owners[slot] = Some(lease);
+            }
+        }
+        *lock(&self.owners) = owners;
+        Ok(())
+    }
+
+    async fn take(&self, slot: u32) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
+        self.catalog
+            .acquire_lease(
+                &slot_lease_name(slot),
+                &self.owner_id,
+                &self.owner_addr,
+                self.config.ttl,
+            )
+            .await
+    }
+
+    /// Renews the held slots, takes free or expired ones up to `target`, gives up those
+    /// above it, and refreshes the view of the other owners.
+    pub(crate) async fn maintain(&self, target: usize) -> SlotReport {
+        let _round = self.round.lock().await;
+        let mut report = SlotReport::default();
+        let held_now: Vec<u32> = lock(&self.held)
+            .iter()
+            .enumerate()
+            .filter_map(|(s, h)| h.as_ref().map(|_| s as u32))
+            .collect();
+        for slot in held_now {
+            // Validity counts from before the write: the store's expiry is later than that.
+            let started = Instant::now();
+            match self.take(slot).await {
+                Ok(Some((lease, version))) => {
+                    lock(&self.held)[slot as usize] = Some(Held {
+                        version,
+                        epoch: lease.epoch,
+                        valid_until: started + self.config.ttl.mul_f64(0.8),
+                    });
+                    report.owned.push(slot);
+                }
+                Ok(None) => {
+                    warn!(slot, "group coordinator lease lost to another replica");
+                    lock(&self.held)[slot as usize] = None;
+                    report.dropped.push(slot);
+                }
+                // Keep serving while the lease is surely still ours; the next round retries.
+                Err(e) => {
+                    warn!(slot, error = %e, "renewing group coordinator lease failed");
+                    let mut held = lock(&self.held);
+                    if held[slot as usize]
+                        .as_ref()
+                        .is_some_and(|h| Instant::now() >= h.valid_until)
+                    {
+                        held[slot as usize] = None;
+                        report.dropped.push(slot);
+                    } else {
+                        report.owned.push(slot);
+                    }
+                }
+            }
+        }
+        if self.config.coordinates {
+            for slot in 0..GROUP_SLOTS {
+                if report.owned.len() >= target {
+                    break;
+                }
+                if lock(&self.held)[slot as usize].is_some() || report.dropped.contains(&slot) {
+                    continue;
+                }
+                let started = Instant::now();
+                match self.take(slot).await {
+                    Ok(Some((lease, version))) => {
+                        info!(
+                            slot,
+                            epoch = lease.epoch,
+                            "acquired group coordinator lease"
+                        );
+                        lock(&self.held)[slot as usize] = Some(Held {
+                            version,
+                            epoch: lease.epoch,
+                            valid_until: started + self.config.ttl.mul_f64(0.8),
+                        });
+                        report.owned.push(slot);
+                        report.acquired.push(slot);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(slot, error = %e, "taking group coordinator lease failed");
+                        break;
+                    }
+                }
+            }
+        }
+        report.owned.sort_unstable();
+        while report.owned.len() > target.max(1) {
+            let Some(slot) = report.owned.pop() else {
+                break;
+            };
+            let Some(held) = lock(&self.held)[slot as usize].take() else {
+                continue;
+            };
+            match self
+                .catalog
+                .release_lease(&slot_lease_name(slot), &self.owner_id, held.version)
+                .await
+            {
+                Ok(_) => info!(
+                    slot,
+                    epoch = held.epoch,
+                    "released group coordinator lease to balance replicas"
+                ),
+                Err(e) => {
+                    warn!(slot, error = %e, "releasing group coordinator lease failed; it expires by itself")
+                }
+            }
+            report.dropped.push(slot);
+        }
+        if let Err(e) = self.refresh_owners().await {
+            warn!(error = %e, "reading group coordinator leases failed");
+        }
+        report
+    }
+
+    /// Gives up every slot (clean shutdown), so other replicas take over at once.
+    pub(crate) async fn release_all(&self) {
+        let _round = self.round.lock().await;
+        let held: Vec<(u32, Held)> = lock(&self.held)
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(s, h)| h.take().map(|h| (s as u32, h)))
+            .collect();
+        for (slot, h) in held {
+            if let Err(e) = self
+                .catalog
+                .release_lease(&slot_lease_name(slot), &self.owner_id, h.version)
+                .await
+            {
+                warn!(slot, error = %e, "releasing group coordinator lease failed");
+            }
+        }
+    }
+
+    /// The renewal period.
+    pub(crate) fn renew_interval(&self) -> Duration {
+        self.config.ttl / 4
+    }
+
+    /// One round: heartbeat, aim at an even share of the slots among live coordinating
+    /// replicas, forget the groups of dropped slots, publish the peers to Metadata.
+    pub(crate) async fn round(&self, groups: &GroupCoordinator, topics: &TopicApi) {
+        let slots = GROUP_SLOTS as usize;
+        let target = if !self.config.coordinates {
+            0
+        } else {
+            match self
+                .catalog
+                .heartbeat_member(
+                    MEMBER_KIND,
+                    &self.owner_id,
+                    &self.owner_addr,
+                    self.config.ttl,
+                )
+                .await
+            {
+                Ok(()) => match self.catalog.live_members(MEMBER_KIND).await {
+                    Ok(members) => slots.div_ceil(members.len().max(1)),
+                    Err(_) => slots,
+                },
+                Err(e) => {
+                    warn!(error = %e, "group coordinator heartbeat failed");
+                    slots
+                }
+            }
+        };
+        let report = self.maintain(target).await;
+        if !report.dropped.is_empty() {
+            groups.forget(|g| report.dropped.contains(&group_slot(g)));
+        }
+        if !report.acquired.is_empty() || !report.dropped.is_empty() {
+            info!(owned = ?report.owned, acquired = ?report.acquired, dropped = ?report.dropped, "group coordinator slots changed");
+        }
+        topics.set_peers(self.peers());
+    }
+
+    /// Keeps the slots until `shutdown`, then releases them. Also runs the groups' deadline
+    /// ticks.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        groups: Arc<GroupCoordinator>,
+        topics: TopicApi,
+        shutdown: CancellationToken,
+    ) {
+        let mut renew = tokio::time::interval(self.renew_interval());
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = renew.tick() => self.round(&groups, &topics).await,
+                _ = tick.tick() => {
+                    groups.tick(Instant::now());
+                    // A slot whose validity ran out (renewals failing) stops being served.
+                    let expired: Vec<u32> = {
+                        let mut held = lock(&self.held);
+                        let now = Instant::now();
+                        held.iter_mut()
+                            .enumerate()
+                            .filter_map(|(s, h)| {
+                                if h.as_ref().is_some_and(|h| now >= h.valid_until) {
+                                    *h = None;
+                                    Some(s as u32)
+                                } else {
+                                    None
+                                }
+                            })
+                            .collect()
+                    };
+                    if !expired.is_empty() {
+                        warn!(slots = ?expired, "group coordinator leases could not be renewed in time; their groups are no longer served here");
+                        groups.forget(|g| expired.contains(&group_slot(g)));
+                    }
+                }
+            }
+        }
+        self.release_all().await;
+    }
+}
