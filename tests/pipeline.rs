@@ -9,29 +9,39 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, BrokerId, CreateTopicsRequest, FetchRequest, FetchResponse,
-    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteGroupsRequest, DescribeGroupsRequest,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafscale_fetch::{
-    FetchConfig, FetchHandler, FetchService, GroupHandler, GroupService, GroupServiceConfig,
+    FetchConfig, FetchHandler, FetchService, GroupConfig, GroupHandler, GroupService,
+    GroupServiceConfig,
 };
 use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_ingest::{IngestConfig, IngestHandler, SegmentBuffer};
@@ -134,12 +144,16 @@ impl Pipeline {
             },
         );
         let shutdown = CancellationToken::new();
-        let (groups, _groups_task) = GroupService::start(
-            topics.clone(),
-            GroupServiceConfig::default(),
-            shutdown.clone(),
-        )
-        .await;
+        // No initial rebalance delay: single-member groups form at once.
+        let group_config = GroupServiceConfig {
+            groups: GroupConfig {
+                initial_rebalance_delay: Duration::ZERO,
+                ..GroupConfig::default()
+            },
+            ..GroupServiceConfig::default()
+        };
+        let (groups, _groups_task) =
+            GroupService::start(topics.clone(), group_config, shutdown.clone()).await;
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(topics, buffer.clone())),
@@ -1246,10 +1260,18 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
             (8, 2, 9),  // OffsetCommit
             (9, 1, 9),  // OffsetFetch
             (10, 0, 6), // FindCoordinator
+            (11, 0, 9), // JoinGroup
+            (12, 0, 4), // Heartbeat
+            (13, 0, 5), // LeaveGroup
+            (14, 0, 5), // SyncGroup
+            (15, 0, 6), // DescribeGroups
+            (16, 0, 5), // ListGroups
             (18, 0, 4), // ApiVersions
             (19, 2, 7), // CreateTopics
             (20, 1, 6), // DeleteTopics
             (22, 0, 4), // InitProducerId
+            (42, 0, 2), // DeleteGroups
+            (47, 0, 0), // OffsetDelete
         ]
     );
 
@@ -1416,6 +1438,7 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
         };
         assert_eq!((error, offset), (0, 9), "OffsetFetch v{v}");
     }
+    group_membership_sweep(&mut c).await;
     for v in 0..=4i16 {
         let request = InitProducerIdRequest::default()
             .with_transactional_id(None)
@@ -1425,6 +1448,206 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
         assert!(response.producer_id.0 >= 0, "InitProducerId v{v}");
     }
     pipeline.stop().await;
+}
+
+fn group(id: &str) -> GroupId {
+    GroupId(StrBytes::from_string(id.to_string()))
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Every version of the membership APIs, one single-member group per JoinGroup version: join
+/// (v4+ after MEMBER_ID_REQUIRED), sync, heartbeat, describe, list, commit as a member,
+/// OffsetDelete, leave, delete.
+async fn group_membership_sweep(c: &mut Client) {
+    const MEMBER_ID_REQUIRED: i16 = 79;
+    const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+    let mut members = Vec::new();
+    for v in 0..=9i16 {
+        let mut request = JoinGroupRequest::default()
+            .with_group_id(group(&format!("sweep-g{v}")))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(text("range"))
+                    .with_metadata(Bytes::from_static(b"subscription")),
+            ]);
+        let mut response = c.call(v, &request).await;
+        if v >= 4 {
+            assert_eq!(response.error_code, MEMBER_ID_REQUIRED, "JoinGroup v{v}");
+            assert!(!response.member_id.is_empty(), "JoinGroup v{v}");
+            request.member_id = response.member_id.clone();
+            response = c.call(v, &request).await;
+        }
+        assert_eq!(response.error_code, 0, "JoinGroup v{v}");
+        assert_eq!(response.generation_id, 1, "JoinGroup v{v}");
+        assert_eq!(response.leader, response.member_id, "JoinGroup v{v}");
+        assert_eq!(response.members.len(), 1, "JoinGroup v{v}");
+        assert_eq!(
+            response.members[0].metadata,
+            Bytes::from_static(b"subscription"),
+            "JoinGroup v{v}"
+        );
+        if v >= 7 {
+            assert_eq!(response.protocol_type.as_deref(), Some("consumer"));
+        }
+        assert_eq!(response.protocol_name.as_deref(), Some("range"));
+        members.push(response.member_id);
+    }
+    // SyncGroup: the leader's assignment at v0, then every version reads it back.
+    let g = "sweep-g9";
+    let me = members[9].clone();
+    for v in 0..=5i16 {
+        let mut request = SyncGroupRequest::default()
+            .with_group_id(group(g))
+            .with_generation_id(1)
+            .with_member_id(me.clone())
+            .with_assignments(vec![
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(me.clone())
+                    .with_assignment(Bytes::from_static(b"everything")),
+            ]);
+        if v >= 5 {
+            request.protocol_type = Some(text("consumer"));
+            request.protocol_name = Some(text("range"));
+        }
+        let response = c.call(v, &request).await;
+        assert_eq!(response.error_code, 0, "SyncGroup v{v}");
+        assert_eq!(response.assignment, Bytes::from_static(b"everything"));
+        if v >= 5 {
+            assert_eq!(response.protocol_name.as_deref(), Some("range"));
+        }
+    }
+    for v in 0..=4i16 {
+        let request = HeartbeatRequest::default()
+            .with_group_id(group(g))
+            .with_generation_id(1)
+            .with_member_id(me.clone());
+        assert_eq!(c.call(v, &request).await.error_code, 0, "Heartbeat v{v}");
+        let stale = request.with_generation_id(0);
+        assert_eq!(
+            c.call(v, &stale).await.error_code,
+            ResponseError::IllegalGeneration.code(),
+            "Heartbeat v{v}"
+        );
+    }
+    for v in 0..=6i16 {
+        let request = DescribeGroupsRequest::default().with_groups(vec![group(g), group("nobody")]);
+        let response = c.call(v, &request).await;
+        let d = &response.groups[0];
+        assert_eq!(
+            (d.error_code, d.group_state.as_str()),
+            (0, "Stable"),
+            "DescribeGroups v{v}"
+        );
+        assert_eq!(d.protocol_data.as_str(), "range", "DescribeGroups v{v}");
+        assert_eq!(d.members.len(), 1, "DescribeGroups v{v}");
+        assert_eq!(d.members[0].member_id, me, "DescribeGroups v{v}");
+        assert_eq!(
+            d.members[0].member_assignment,
+            Bytes::from_static(b"everything"),
+            "DescribeGroups v{v}"
+        );
+        assert_eq!(
+            response.groups[1].group_state.as_str(),
+            "Dead",
+            "DescribeGroups v{v}"
+        );
+    }
+    for v in 0..=5i16 {
+        let mut request = ListGroupsRequest::default();
+        if v >= 4 {
+            request.states_filter = vec![text("Stable")];
+        }
+        let response = c.call(v, &request).await;
+        assert_eq!(response.error_code, 0, "ListGroups v{v}");
+        let listed: Vec<&str> = response
+            .groups
+            .iter()
+            .map(|l| l.group_id.0.as_str())
+            .collect();
+        assert!(listed.contains(&g), "ListGroups v{v}: {listed:?}");
+        if v >= 4 {
+            assert!(
+                !listed.contains(&"sweep-g0"),
+                "ListGroups v{v} state filter: {listed:?}"
+            );
+        }
+    }
+    // A member's commit (generation and id), and one that names a stale generation.
+    for (generation, expected) in [(1, 0), (7, ResponseError::IllegalGeneration.code())] {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(group(g))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(me.clone())
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(name("sweep"))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(5),
+                    ]),
+            ]);
+        let response = c.call(9, &request).await;
+        assert_eq!(
+            response.topics[0].partitions[0].error_code, expected,
+            "generation {generation}"
+        );
+    }
+    let offset_delete = |g: &str| {
+        OffsetDeleteRequest::default()
+            .with_group_id(group(g))
+            .with_topics(vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(name("sweep"))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0),
+                    ]),
+            ])
+    };
+    // The member's metadata is not a consumer subscription: nothing is subscribed.
+    let response = c.call(0, &offset_delete(g)).await;
+    assert_eq!(
+        (
+            response.error_code,
+            response.topics[0].partitions[0].error_code
+        ),
+        (0, 0),
+        "OffsetDelete v0"
+    );
+    assert_ne!(GROUP_SUBSCRIBED_TO_TOPIC, 0);
+    for v in 0..=5i16 {
+        let g = format!("sweep-g{v}");
+        let mut request = LeaveGroupRequest::default().with_group_id(group(&g));
+        if v >= 3 {
+            request.members =
+                vec![MemberIdentity::default().with_member_id(members[v as usize].clone())];
+        } else {
+            request.member_id = members[v as usize].clone();
+        }
+        let response = c.call(v, &request).await;
+        assert_eq!(response.error_code, 0, "LeaveGroup v{v}");
+        if v >= 3 {
+            assert_eq!(response.members.len(), 1, "LeaveGroup v{v}");
+            assert_eq!(response.members[0].error_code, 0, "LeaveGroup v{v}");
+        }
+    }
+    for v in 0..=2i16 {
+        let request = DeleteGroupsRequest::default()
+            .with_groups_names(vec![group(&format!("sweep-g{v}")), group("sweep-g9")]);
+        let response = c.call(v, &request).await;
+        assert_eq!(response.results[0].error_code, 0, "DeleteGroups v{v}");
+        assert_eq!(
+            response.results[1].error_code,
+            ResponseError::NonEmptyGroup.code(),
+            "DeleteGroups v{v}"
+        );
+    }
 }
 
 #[tokio::test]

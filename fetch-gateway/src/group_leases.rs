@@ -412,3 +412,137 @@ impl GroupLeases {
         self.release_all().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafscale_shared::catalog::{CommittedOffset, ITEM_FORMAT};
+    use kafscale_shared::meta_store::{MemoryMetaStore, MetaStoreError};
+    use kafscale_shared::topic_api::{TopicSettings, node_id_for_addr};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn replica(catalog: &Arc<Catalog>, port: i32, ttl: Duration) -> (GroupLeases, TopicApi) {
+        let addr = format!("127.0.0.1:{port}");
+        let topics = TopicApi::new(
+            catalog.clone(),
+            TopicSettings {
+                advertised_host: "127.0.0.1".into(),
+                advertised_port: port,
+                auto_create_topics: false,
+                default_partitions: 1,
+                cluster_id: "t".into(),
+                node_id: node_id_for_addr(&addr),
+            },
+        );
+        let leases = GroupLeases::new(
+            catalog.clone(),
+            topics.settings().broker(),
+            GroupLeaseConfig {
+                coordinates: true,
+                ttl,
+                owner_id: None,
+            },
+        );
+        (leases, topics)
+    }
+
+    fn offset(n: i64) -> CommittedOffset {
+        CommittedOffset {
+            format: ITEM_FORMAT,
+            topic: "t".into(),
+            offset: n,
+            leader_epoch: -1,
+            metadata: None,
+            committed_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_split_the_slots_and_a_deposed_owner_cannot_write() {
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let groups = GroupCoordinator::new(Default::default());
+        let ttl = Duration::from_secs(30);
+        let (a, a_topics) = replica(&catalog, 1001, ttl);
+        let (b, b_topics) = replica(&catalog, 1002, ttl);
+        a.round(&groups, &a_topics).await;
+        let everything: Vec<u32> = (0..GROUP_SLOTS).collect();
+        assert_eq!(a.maintain(GROUP_SLOTS as usize).await.owned, everything);
+        let group = "orders";
+        let old_fence = a.fence(group).expect("a coordinates every group");
+        assert_eq!(b.coordinator(group).await, Some(a.me.clone()));
+
+        // b joins: each aims at half; a gives up the upper half, b takes it.
+        b.round(&groups, &b_topics).await;
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        let (a_owned, b_owned): (Vec<u32>, Vec<u32>) = (
+            (0..GROUP_SLOTS)
+                .filter(|s| lock(&a.held)[*s as usize].is_some())
+                .collect(),
+            (0..GROUP_SLOTS)
+                .filter(|s| lock(&b.held)[*s as usize].is_some())
+                .collect(),
+        );
+        assert_eq!(
+            a_owned.len() + b_owned.len(),
+            GROUP_SLOTS as usize,
+            "{a_owned:?} {b_owned:?}"
+        );
+        assert_eq!(a_owned.len(), b_owned.len());
+        assert!(a_owned.iter().all(|s| !b_owned.contains(s)));
+        // Metadata of each lists the other (as of its last round).
+        a.round(&groups, &a_topics).await;
+        assert_eq!(a.peers(), vec![b.me.clone()]);
+        assert_eq!(b.peers(), vec![a.me.clone()]);
+
+        // Find a group in a slot that moved to b: a's old fence for it no longer writes.
+        let moved = (0..1000)
+            .map(|i| format!("group-{i}"))
+            .find(|g| b_owned.contains(&group_slot(g)))
+            .expect("some group hashes to b");
+        let stale = LeaseFence {
+            name: slot_lease_name(group_slot(&moved)),
+            version: old_fence.version,
+        };
+        assert!(!a.owns(&moved));
+        assert_eq!(a.coordinator(&moved).await, Some(b.me.clone()));
+        let write = catalog
+            .commit_offsets(&moved, vec![(Uuid::nil(), 0, offset(1))], Some(&stale))
+            .await;
+        assert!(
+            matches!(
+                write,
+                Err(CatalogError::Store(MetaStoreError::ConditionFailed { .. }))
+            ),
+            "{write:?}"
+        );
+        let fence = b.fence(&moved).expect("b coordinates it");
+        catalog
+            .commit_offsets(&moved, vec![(Uuid::nil(), 0, offset(2))], Some(&fence))
+            .await
+            .expect("the owner writes");
+    }
+
+    #[tokio::test]
+    async fn the_slots_of_a_dead_replica_move_after_its_lease_expires() {
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let groups = GroupCoordinator::new(Default::default());
+        let ttl = Duration::from_millis(300);
+        let (a, a_topics) = replica(&catalog, 1001, ttl);
+        let (b, b_topics) = replica(&catalog, 1002, ttl);
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        assert!(a.owns("g"), "a took every slot first");
+        assert!(!b.owns("g"));
+        // a dies (no more rounds); b takes over once a's leases expire.
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        assert!(
+            !a.owns("g"),
+            "a stops serving once its lease may have expired"
+        );
+        b.round(&groups, &b_topics).await;
+        assert!(b.owns("g"));
+        assert_eq!(a.coordinator("g").await, Some(b.me.clone()));
+    }
+}

@@ -220,7 +220,11 @@ impl GroupService {
         }
     }
 
-    pub(crate) async fn offset_fetch(&self, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    pub(crate) async fn offset_fetch(
+        &self,
+        request: OffsetFetchRequest,
+        version: i16,
+    ) -> OffsetFetchResponse {
         let mut response = OffsetFetchResponse::default();
         if version >= 8 {
             for g in request.groups {

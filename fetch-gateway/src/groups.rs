@@ -657,7 +657,11 @@ impl GroupCoordinator {
 
     /// Handles one member of a LeaveGroup (v3+ may name it by instance id alone). Returns the
     /// member id that left.
-    pub(crate) fn leave(&self, group_id: &str, member: MemberRef<'_>) -> Result<String, ResponseError> {
+    pub(crate) fn leave(
+        &self,
+        group_id: &str,
+        member: MemberRef<'_>,
+    ) -> Result<String, ResponseError> {
         let Some(group) = self.existing(group_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
