@@ -271,7 +271,13 @@ impl Group {
         if let Some(w) = m.sync_waiter.take() {
             let _ = w.send(Err(ResponseError::FencedInstanceId));
         }
-        let unchanged = m.protocols == join.protocols;
+        // Kafka's test: the group's chosen protocol is still one the member supports (its
+        // metadata may differ, e.g. the partitions it owned before the restart).
+        let unchanged = self
+            .protocol_name
+            .as_ref()
+            .is_some_and(|p| join.protocols.iter().any(|(name, _)| name == p));
+        m.protocols = join.protocols.clone();
         m.last_seen = now;
         m.client_id = join.client_id.clone();
         m.client_host = join.client_host.clone();
@@ -280,7 +286,14 @@ impl Group {
         if was_leader {
             self.leader = Some(new.to_string());
         }
-        if self.state == GroupState::Stable && unchanged && !was_leader {
+        if self.state == GroupState::Stable && unchanged {
+            // A leader gets the member list as in any join; its SyncGroup in a stable group
+            // returns the assignment in force, so nothing is reassigned.
+            let members = if was_leader {
+                self.member_listing()
+            } else {
+                Vec::new()
+            };
             return Some(Joined {
                 error: None,
                 generation: self.generation,
@@ -288,10 +301,27 @@ impl Group {
                 protocol_name: self.protocol_name.clone(),
                 leader: self.leader.clone().unwrap_or_default(),
                 member_id: new.to_string(),
-                members: Vec::new(),
+                members,
             });
         }
         None
+    }
+
+    /// Every member with its metadata for the chosen protocol (what the leader assigns from).
+    fn member_listing(&self) -> Vec<(String, Option<String>, Bytes)> {
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| *name == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                (id.clone(), m.group_instance_id.clone(), metadata)
+            })
+            .collect()
     }
 
     fn all_rejoined(&self) -> bool {
@@ -322,20 +352,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         let leader = self.leader.clone().unwrap_or_default();
-        let protocol = self.protocol_name.clone().unwrap_or_default();
-        let listing: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let metadata = m
-                    .protocols
-                    .iter()
-                    .find(|(name, _)| *name == protocol)
-                    .map(|(_, md)| md.clone())
-                    .unwrap_or_default();
-                (id.clone(), m.group_instance_id.clone(), metadata)
-            })
-            .collect();
+        let listing = self.member_listing();
         for (id, m) in self.members.iter_mut() {
             m.last_seen = now;
             m.assignment = Bytes::new();

@@ -1,8 +1,8 @@
 """Committed offsets of consumer groups (FindCoordinator, OffsetCommit,
 OffsetFetch) with real clients and manually assigned partitions: a consumer
 commits, closes, and a new consumer of the same group resumes exactly there,
-also after a server restart (SIGKILL). Group membership (subscribe()) is not
-served yet; see docs/protocol.md."""
+also after a server restart (SIGKILL). Groups with membership (subscribe())
+are tested in test_consumer_groups.py."""
 
 from __future__ import annotations
 
