@@ -256,7 +256,11 @@ class Cluster:
         return srv
 
     def start_fetch(self, name: Optional[str] = None):
-        srv = self.factory(["--watermark-poll-ms", "50"], env=self.env(),
+        # Group coordinator leases as short as the indexers' (a dead coordinator's groups
+        # move within that time) and a short initial rebalance delay, to keep tests quick.
+        args = ["--watermark-poll-ms", "50", "--group-lease-ms", str(self.lease_ttl_ms),
+                "--group-initial-rebalance-delay-ms", "1000"]
+        srv = self.factory(args, env=self.env(),
                            name=name or f"fetch{len(self.fetches)}", mode="fetch")
         self.fetches.append(srv)
         return srv

@@ -330,3 +330,73 @@ def test_committed_offsets_are_shared_by_fetch_gateways(cluster):
     kh.confluent_create_topic(c.ingests[0].bootstrap, topic, 2)
     _produce(c.ingests[0].bootstrap, topic, 2, 100)
     _confluent_commit_then_resume(c.fetches[0].bootstrap, c.fetches[1].bootstrap, topic)
+
+
+def _group_coordinator_port(bootstrap: str, group: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([group], request_timeout=20)[group].result(timeout=30)
+    return description.coordinator.port
+
+
+def test_a_group_spread_over_two_fetch_gateways_moves_when_its_coordinator_dies(cluster, tmp_path):
+    """Members of one group bootstrap at different fetch gateways and still
+    form one group (FindCoordinator on either names the lease owner). SIGKILL
+    of the coordinating gateway: the other takes the group's lease once it
+    expires, the members rejoin there and resume at the committed offsets
+    (nothing committed is delivered again, nothing is skipped)."""
+    from groups import GroupMember, wait_committed, wait_consumed, wait_exclusive
+
+    c = cluster(shards=2).start(indexers=1, ingests=1, fetches=2)
+    topic = group = "dist-group"
+    partitions = 6
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    f0, f1 = c.fetches
+
+    # Both gateways coordinate some groups: each lists the other as a broker.
+    def both_listed() -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        md = AdminClient({"bootstrap.servers": f0.bootstrap}).list_topics(timeout=10)
+        return len(md.brokers) == 2
+
+    kh.wait_for(both_listed, 30, what="both fetch gateways coordinating")
+
+    def produce(start: int, count: int) -> None:
+        items = [{"value": f"v{start + i}".encode(), "partition": i % partitions}
+                 for i in range(count * partitions)]
+        ds = kh.confluent_produce(c.ingests[0].bootstrap, topic, items)
+        assert all(d.error is None for d in ds)
+
+    produce(0, 30)
+    members = [GroupMember("confluent", gw.bootstrap, group, topic, f"m{i}", tmp_path)
+               for i, gw in enumerate((f0, f0, f1))]
+    try:
+        wait_exclusive(members, partitions, timeout=90)
+        wait_consumed(members, {p: 30 for p in range(partitions)}, timeout=90)
+        wait_committed(members, {p: 30 for p in range(partitions)}, timeout=60)
+        port = _group_coordinator_port(f0.bootstrap, group)
+        assert port == _group_coordinator_port(f1.bootstrap, group)
+        coordinator, survivor = (f0, f1) if f0.bootstrap.endswith(f":{port}") else (f1, f0)
+        assert coordinator.bootstrap.endswith(f":{port}"), (port, f0.bootstrap, f1.bootstrap)
+
+        coordinator.kill9(restart=False)
+        killed_at = time.time()
+        produce(30, 20)
+        wait_consumed(members, {p: 50 for p in range(partitions)}, timeout=120, start=30)
+        # The new coordinator knows no members: they rejoin and get assignments again.
+        kh.wait_for(lambda: all(any(e["ev"] == "assign" and e["t"] > killed_at
+                                    for e in m.rebalance_events()) for m in members),
+                    60, what="every member reassigned by the new coordinator")
+        moved_at = wait_exclusive(members, partitions, timeout=60)
+        rejoined = max(e["t"] for m in members for e in m.rebalance_events() if e["ev"] == "assign")
+        print(f"coordinator SIGKILL -> group rebalanced on the other gateway after "
+              f"{rejoined - killed_at:.2f}s (lease {c.lease_ttl_ms} ms)")
+        assert moved_at >= killed_at
+        assert _group_coordinator_port(survivor.bootstrap, group) != port
+        again = [(p, o) for m in members for p, o in m.records(since=killed_at) if o < 30]
+        assert not again, f"committed records delivered again after the move: {again[:10]}"
+    finally:
+        for m in members:
+            m.close()
