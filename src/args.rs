@@ -155,6 +155,11 @@ pub(crate) struct FetchArgs {
         default_value_t = 1_800_000
     )]
     pub(crate) group_max_session_timeout_ms: u64,
+    /// `host:port` at which clients reach this replica itself, named by FindCoordinator for
+    /// the groups it coordinates (default: --advertised-addr). With several fetch replicas
+    /// behind one advertised Service name, set each to its own address (the pod IP).
+    #[arg(long, env = "KAFSCALE_COORDINATOR_ADDR")]
+    pub(crate) coordinator_addr: Option<String>,
 }
 
 impl FetchArgs {
@@ -172,8 +177,11 @@ impl FetchArgs {
         &self,
         coordinates: bool,
         owner_id: Option<String>,
-    ) -> GroupServiceConfig {
-        GroupServiceConfig {
+    ) -> anyhow::Result<GroupServiceConfig> {
+        if let Some(addr) = &self.coordinator_addr {
+            split_host_port(addr).with_context(|| format!("--coordinator-addr {addr:?}"))?;
+        }
+        Ok(GroupServiceConfig {
             groups: GroupConfig {
                 min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
                 max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
@@ -185,8 +193,9 @@ impl FetchArgs {
                 coordinates,
                 ttl: Duration::from_millis(self.group_lease_ms.max(100)),
                 owner_id,
+                coordinator_addr: self.coordinator_addr.clone(),
             },
-        }
+        })
     }
 }
 

@@ -116,7 +116,7 @@ pub(crate) async fn run(
         fetch: fetch.clone(),
         objects: stores.objects.clone(),
         sequencer,
-        groups: args.fetch.group_config(role == GatewayRole::Fetch, None),
+        groups: args.fetch.group_config(role == GatewayRole::Fetch, None)?,
     }
     .start(server, topics, &shutdown)
     .await;

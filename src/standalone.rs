@@ -106,7 +106,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         fetch,
         objects,
         sequencer: indexer.clone(),
-        groups: args.fetch.group_config(true, Some("standalone".into())),
+        groups: args.fetch.group_config(true, Some("standalone".into()))?,
     }
     .start(server, topics, &shutdown)
     .await;

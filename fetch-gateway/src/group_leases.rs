@@ -46,10 +46,14 @@ pub struct GroupLeaseConfig {
     pub coordinates: bool,
     /// Lease time: how long a dead coordinator's groups wait before moving.
     pub ttl: Duration,
-    /// Who holds the leases; by default the advertised address, so a replica restarted at
-    /// the same address renews its own leases at once. Standalone uses a fixed id (it is the
-    /// only coordinator, whatever its address).
+    /// Who holds the leases: by default a new id per process (two replicas must never share
+    /// one). Standalone uses a fixed id: it is the only coordinator, and after a restart it
+    /// renews its own leases at once instead of waiting for them to expire.
     pub owner_id: Option<String>,
+    /// The address ("host:port") clients reach this replica itself at, for FindCoordinator;
+    /// by default the advertised address. Replicas behind one Service name must each set
+    /// their own (in Kubernetes the pod address), or clients would land on any replica.
+    pub coordinator_addr: Option<String>,
 }
 
 impl Default for GroupLeaseConfig {
@@ -58,6 +62,7 @@ impl Default for GroupLeaseConfig {
             coordinates: true,
             ttl: Duration::from_secs(10),
             owner_id: None,
+            coordinator_addr: None,
         }
     }
 }
@@ -97,7 +102,16 @@ pub(crate) struct SlotReport {
 
 impl GroupLeases {
     /// `me` is this process as clients reach it (its leases name its address).
-    pub(crate) fn new(catalog: Arc<Catalog>, me: BrokerAddr, config: GroupLeaseConfig) -> Self {
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        advertised: BrokerAddr,
+        config: GroupLeaseConfig,
+    ) -> Self {
+        let me = config
+            .coordinator_addr
+            .as_deref()
+            .and_then(BrokerAddr::from_advertised)
+            .unwrap_or(advertised);
         let owner_addr = if me.host.contains(':') {
             format!("[{}]:{}", me.host, me.port)
         } else {
@@ -106,7 +120,7 @@ impl GroupLeases {
         let owner_id = config
             .owner_id
             .clone()
-            .unwrap_or_else(|| owner_addr.clone());
+            .unwrap_or_else(|| format!("coordinator-{}", uuid::Uuid::new_v4().simple()));
         GroupLeases {
             catalog,
             config,
@@ -159,13 +173,13 @@ impl GroupLeases {
         live(&lock(&self.owners))
     }
 
-    /// The live coordinating replicas other than this one (Metadata lists them).
+    /// The live coordinating replicas, this one included (Metadata lists them: a client must
+    /// keep knowing its coordinator).
     pub(crate) fn peers(&self) -> Vec<BrokerAddr> {
         let now = now_ms();
         let mut out: Vec<BrokerAddr> = Vec::new();
         for lease in lock(&self.owners).iter().flatten() {
             if lease.expires_at_ms > now
-                && lease.owner != self.owner_id
                 && let Some(addr) = BrokerAddr::from_advertised(&lease.owner_addr)
                 && !out.contains(&addr)
             {
@@ -177,6 +191,16 @@ impl GroupLeases {
 
     async fn refresh_owners(&self) -> Result<(), CatalogError> {
         let leases = self.catalog.leases(LEASE_PREFIX).await?;
+        let now = now_ms();
+        if let Some((_, clash, _)) = leases.iter().find(|(_, l, _)| {
+            l.owner_addr == self.owner_addr && l.owner != self.owner_id && l.expires_at_ms > now
+        }) {
+            warn!(
+                addr = self.owner_addr,
+                other = clash.owner,
+                "another group coordinator uses this replica's address; give each fetch replica its own --coordinator-addr"
+            );
+        }
         let mut owners = vec![None; GROUP_SLOTS as usize];
         for (name, lease, _) in leases {
             if let Some(slot) = name
@@ -409,6 +433,9 @@ impl GroupLeases {
                 }
             }
         }
+        // Members waiting in a join or sync learn at once that this coordinator is going
+        // (NOT_COORDINATOR), and find the replica that takes the slots over.
+        groups.forget(|_| true);
         self.release_all().await;
     }
 }
@@ -442,6 +469,7 @@ mod tests {
                 coordinates: true,
                 ttl,
                 owner_id: None,
+                coordinator_addr: None,
             },
         );
         (leases, topics)
@@ -491,10 +519,12 @@ mod tests {
         );
         assert_eq!(a_owned.len(), b_owned.len());
         assert!(a_owned.iter().all(|s| !b_owned.contains(s)));
-        // Metadata of each lists the other (as of its last round).
+        // Metadata of each lists both coordinators (as of its last round).
         a.round(&groups, &a_topics).await;
-        assert_eq!(a.peers(), vec![b.me.clone()]);
-        assert_eq!(b.peers(), vec![a.me.clone()]);
+        for peers in [a.peers(), b.peers()] {
+            assert_eq!(peers.len(), 2, "{peers:?}");
+            assert!(peers.contains(&a.me) && peers.contains(&b.me), "{peers:?}");
+        }
 
         // Find a group in a slot that moved to b: a's old fence for it no longer writes.
         let moved = (0..1000)
