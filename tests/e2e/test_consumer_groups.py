@@ -166,3 +166,56 @@ def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
     _produce(server.bootstrap, topic, 10, "s")
     wait_consumed([a, b2], {p: 10 for p in range(PARTITIONS)}, timeout=60)
     assert_all_consumed([a, b2], {p: 10 for p in range(PARTITIONS)})
+
+
+def test_admin_clients_list_describe_and_delete_groups(server, members):
+    """kafka-python's and confluent-kafka's admin clients: ListGroups,
+    DescribeGroups, OffsetDelete and DeleteGroups, with Kafka's refusals for a
+    group that has members."""
+    from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    from kafka import TopicPartition as KpTopicPartition
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import GroupSubscribedToTopicError, NoError
+
+    topic = "admin-groups"
+    kh.confluent_create_topic(server.bootstrap, topic, PARTITIONS)
+    _produce(server.bootstrap, topic, 5, "a")
+    kh.run_kcat(["-b", server.bootstrap, "-G", "idle", "-X", "auto.offset.reset=earliest",
+                 "-c", str(5 * PARTITIONS), "-q", topic], timeout=90)
+    live, = members("confluent", server.bootstrap, "live", topic)
+    wait_exclusive([live], PARTITIONS, timeout=60)
+
+    kp = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+    try:
+        listed = {g["group_id"]: g["group_state"] for g in kp.list_groups()}
+        assert listed.get("idle") == "Empty" and listed.get("live") == "Stable", listed
+        described = kp.describe_groups(["live"])["live"]
+        assert described["group_state"] == "Stable" and len(described["members"]) == 1, described
+        assert kp.delete_group_offsets("idle", [KpTopicPartition(topic, 0)]) == \
+            {KpTopicPartition(topic, 0): NoError}
+        assert kp.delete_group_offsets("live", [KpTopicPartition(topic, 0)]) == \
+            {KpTopicPartition(topic, 0): GroupSubscribedToTopicError}
+    finally:
+        kp.close()
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    groups = admin.list_consumer_groups().result(timeout=30).valid
+    states = {g.group_id: g.state for g in groups}
+    assert states.get("live") == ConsumerGroupState.STABLE, states
+    d = admin.describe_consumer_groups(["live"])["live"].result(timeout=30)
+    assert d.state == ConsumerGroupState.STABLE and len(d.members) == 1
+    assert sorted(tp.partition for tp in d.members[0].assignment.topic_partitions) == \
+        list(range(PARTITIONS))
+    results = admin.delete_consumer_groups(["idle", "live"])
+    assert results["idle"].result(timeout=30) is None
+    with pytest.raises(Exception, match="NON_EMPTY_GROUP"):
+        results["live"].result(timeout=30)
+
+    # The deleted group's offsets are gone.
+    c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": "idle"})
+    try:
+        committed = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=30)
+    finally:
+        c.close()
+    assert all(tp.offset < 0 for tp in committed), committed
