@@ -48,39 +48,40 @@ impl GroupService {
             }
             _ => "no live coordinator for this group yet; retry",
         };
+        // (node id, host, port, error code, error message) of one key's answer.
+        let answer = |found: Result<BrokerAddr, ResponseError>| match found {
+            Ok(b) => (BrokerId(b.node_id), str_bytes(&b.host), b.port, 0, None),
+            Err(e) => (
+                BrokerId(-1),
+                str_bytes(""),
+                -1,
+                e.code(),
+                Some(str_bytes(message(e))),
+            ),
+        };
         let mut response = FindCoordinatorResponse::default();
         if version >= 4 {
             for key in &request.coordinator_keys {
-                let mut c = Coordinator::default().with_key(key.clone());
-                match self.coordinator_for(key, request.key_type).await {
-                    Ok(b) => {
-                        c.node_id = BrokerId(b.node_id);
-                        c.host = str_bytes(&b.host);
-                        c.port = b.port;
-                    }
-                    Err(e) => {
-                        c.node_id = BrokerId(-1);
-                        c.port = -1;
-                        c.error_code = e.code();
-                        c.error_message = Some(str_bytes(message(e)));
-                    }
-                }
-                response.coordinators.push(c);
+                let (node_id, host, port, error_code, error_message) =
+                    answer(self.coordinator_for(key, request.key_type).await);
+                response.coordinators.push(
+                    Coordinator::default()
+                        .with_key(key.clone())
+                        .with_node_id(node_id)
+                        .with_host(host)
+                        .with_port(port)
+                        .with_error_code(error_code)
+                        .with_error_message(error_message),
+                );
             }
         } else {
-            match self.coordinator_for(&request.key, request.key_type).await {
-                Ok(b) => {
-                    response.node_id = BrokerId(b.node_id);
-                    response.host = str_bytes(&b.host);
-                    response.port = b.port;
-                }
-                Err(e) => {
-                    response.node_id = BrokerId(-1);
-                    response.port = -1;
-                    response.error_code = e.code();
-                    response.error_message = Some(str_bytes(message(e)));
-                }
-            }
+            let (node_id, host, port, error_code, error_message) =
+                answer(self.coordinator_for(&request.key, request.key_type).await);
+            response.node_id = node_id;
+            response.host = host;
+            response.port = port;
+            response.error_code = error_code;
+            response.error_message = error_message;
         }
         response
     }

@@ -161,6 +161,18 @@ struct Member {
     sync_waiter: Option<oneshot::Sender<Synced>>,
 }
 
+impl Member {
+    /// Answers the member's waiting join and sync, if any, with `error`.
+    fn fail_waiters(&mut self, id: &str, error: ResponseError) {
+        if let Some(w) = self.join_waiter.take() {
+            let _ = w.send(Joined::error(error, id.to_string()));
+        }
+        if let Some(w) = self.sync_waiter.take() {
+            let _ = w.send(Err(error));
+        }
+    }
+}
+
 struct Group {
     state: GroupState,
     generation: i32,
@@ -262,15 +274,7 @@ impl Group {
         now: Instant,
     ) -> Option<Joined> {
         let mut m = self.members.remove(old)?;
-        if let Some(w) = m.join_waiter.take() {
-            let _ = w.send(Joined::error(
-                ResponseError::FencedInstanceId,
-                old.to_string(),
-            ));
-        }
-        if let Some(w) = m.sync_waiter.take() {
-            let _ = w.send(Err(ResponseError::FencedInstanceId));
-        }
+        m.fail_waiters(old, ResponseError::FencedInstanceId);
         // Kafka's test: the group's chosen protocol is still one the member supports (its
         // metadata may differ, e.g. the partitions it owned before the restart).
         let unchanged = self
@@ -422,15 +426,7 @@ impl Group {
 
     fn remove_member(&mut self, id: &str, now: Instant) {
         if let Some(mut m) = self.members.remove(id) {
-            if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(Joined::error(
-                    ResponseError::UnknownMemberId,
-                    id.to_string(),
-                ));
-            }
-            if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(Err(ResponseError::UnknownMemberId));
-            }
+            m.fail_waiters(id, ResponseError::UnknownMemberId);
             match self.state {
                 GroupState::Empty => {}
                 GroupState::PreparingRebalance => {
@@ -829,12 +825,7 @@ impl GroupCoordinator {
         for group in dropped {
             let mut g = lock(&group);
             for (id, m) in g.members.iter_mut() {
-                if let Some(w) = m.join_waiter.take() {
-                    let _ = w.send(Joined::error(ResponseError::NotCoordinator, id.clone()));
-                }
-                if let Some(w) = m.sync_waiter.take() {
-                    let _ = w.send(Err(ResponseError::NotCoordinator));
-                }
+                m.fail_waiters(id, ResponseError::NotCoordinator);
             }
         }
     }
