@@ -89,8 +89,9 @@ struct Args {
     /// How long a producer waits to fill a batch (milliseconds).
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
-    /// A producer sends once this many bytes are waiting (over all partitions).
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest record batch per partition; a full batch is sent at once (librdkafka's
+    /// `batch.size`).
+    #[arg(long, default_value_t = 1_000_000)]
     batch_bytes: usize,
     /// Produce requests in flight per producer.
     #[arg(long, default_value_t = 5)]

@@ -25,7 +25,7 @@ use tracing::warn;
 
 use crate::cluster::{Connections, TopicLayout, topic_name};
 use crate::error::LoadtestError;
-use crate::payload::{Stamp, now_us};
+use crate::payload::{HEADER_BYTES, Stamp, now_us};
 
 const PRODUCE_V: i16 = 8;
 
@@ -38,6 +38,7 @@ pub(crate) struct ProducerConfig {
     pub(crate) acks: i16,
     pub(crate) compression: Compression,
     pub(crate) linger: Duration,
+    /// Largest record batch per partition (librdkafka's `batch.size`).
     pub(crate) batch_bytes: usize,
     /// Records per second for this producer; `None`: flat out.
     pub(crate) rate: Option<f64>,
@@ -162,6 +163,9 @@ pub(crate) async fn run_producer(
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let mut pending: BTreeMap<i32, Vec<Pending>> = BTreeMap::new();
     let mut pending_bytes = 0usize;
+    let mut partition_bytes = vec![0usize; partitions];
+    // The next record, already placed, when its partition's batch was full.
+    let mut held: Option<(i32, Option<Bytes>)> = None;
     let mut oldest: Option<Instant> = None;
     let mut next_seq = 0u64;
     let mut in_flight = FuturesUnordered::new();
@@ -171,8 +175,9 @@ pub(crate) async fn run_producer(
         if creating && (next_seq >= cfg.records || cfg.duration.is_some_and(|d| now - start >= d)) {
             creating = false;
         }
-        // 1. Create the records that are due.
-        while creating && next_seq < cfg.records && pending_bytes < cfg.batch_bytes {
+        // 1. Create the records that are due, until one finds its partition's batch full.
+        let mut full = false;
+        while creating && next_seq < cfg.records {
             let due = match interval {
                 Some(i) => start + i.mul_f64(next_seq as f64),
                 None => now,
@@ -180,7 +185,19 @@ pub(crate) async fn run_producer(
             if due > now {
                 break;
             }
-            let (p, key) = partition_of(&cfg, producer, next_seq, partitions);
+            let (p, key) = held
+                .take()
+                .unwrap_or_else(|| partition_of(&cfg, producer, next_seq, partitions));
+            // Value, key and per-record framing.
+            let size = cfg.record_size.max(HEADER_BYTES) + key.as_ref().map_or(0, |k| k.len()) + 16;
+            if partition_bytes[p as usize] > 0
+                && partition_bytes[p as usize] + size > cfg.batch_bytes
+            {
+                held = Some((p, key));
+                full = true;
+                break;
+            }
+            partition_bytes[p as usize] += size;
             // The stamp carries the due time, so end-to-end latency counts from it too.
             let sent_us = now_us() - (now - due).as_micros() as i64;
             let value = Stamp {
@@ -202,12 +219,13 @@ pub(crate) async fn run_producer(
             next_seq += 1;
         }
         // 2. Send when a batch is full, has lingered long enough, or nothing more will come.
-        let ready = pending_bytes >= cfg.batch_bytes
+        let ready = full
             || oldest.is_some_and(|o| now >= o + cfg.linger)
             || (!creating && pending_bytes > 0);
         if ready && in_flight.len() < cfg.max_in_flight.max(1) && pending_bytes > 0 {
             let batches = std::mem::take(&mut pending);
             pending_bytes = 0;
+            partition_bytes.iter_mut().for_each(|b| *b = 0);
             oldest = None;
             // One request per leader.
             let mut by_leader: BTreeMap<&str, Vec<(i32, Vec<Pending>)>> = BTreeMap::new();
@@ -271,7 +289,7 @@ pub(crate) async fn run_producer(
         if let Some(o) = oldest {
             wake = wake.min(o + cfg.linger);
         }
-        if creating && pending_bytes < cfg.batch_bytes && in_flight.len() < cfg.max_in_flight {
+        if creating && held.is_none() && in_flight.len() < cfg.max_in_flight {
             if let Some(i) = interval {
                 wake = wake.min(start + i.mul_f64(next_seq as f64));
             } else {

@@ -1,0 +1,82 @@
+//! The command line is an interface other tools depend on (issue 5): these flags must keep
+//! existing, and a run against nothing must fail with a clear error, not hang.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn loadtest() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kafscale-loadtest"))
+}
+
+#[test]
+fn the_documented_flags_exist() {
+    let out = loadtest().arg("--help").output().expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--bootstrap",
+        "--topic",
+        "--records",
+        "--record-size",
+        "--partitions",
+        "--producers",
+        "--acks",
+        "--compression",
+        "--consume",
+        "--json",
+        "--rate",
+        "--linger-ms",
+        "--batch-bytes",
+        "--duration-s",
+        "--consumers",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn an_unreachable_bootstrap_fails_fast_with_a_message() {
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let started = Instant::now();
+    let out = loadtest()
+        .args([
+            "--bootstrap",
+            &format!("127.0.0.1:{port}"),
+            "--topic",
+            "t",
+            "--records",
+            "10",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("preparing the topic"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let out = loadtest()
+        .args(["--bootstrap", "127.0.0.1:1", "--topic", "t", "--acks", "2"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let out = loadtest()
+        .args([
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--records",
+            "0",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--records"));
+}

@@ -1,0 +1,68 @@
+"""kafscale-loadtest against standalone: short, bounded runs that must report
+zero lost, duplicated or misplaced records, with the JSON fields other tools
+read. (Throughput figures come from the benchmarks in docs/benchmarks.md, not
+from here.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import kafka_helpers as kh
+
+pytestmark = pytest.mark.deadline(180)
+
+
+def loadtest_binary() -> Path:
+    from conftest import kafscale_binary
+
+    path = kafscale_binary().with_name("kafscale-loadtest")
+    assert path.exists(), f"{path} missing: cargo build --release --workspace"
+    return path
+
+
+def run_loadtest(args: list[str], out: Path, timeout: float = 120) -> dict:
+    cmd = [str(loadtest_binary()), *args, "--json", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    kh.register_child(proc)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        kh.unregister_child(proc)
+    assert proc.returncode == 0, f"loadtest exited {proc.returncode}:\n{stdout.decode()}\n{stderr.decode()[-3000:]}"
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("acks,compression", [("all", "none"), ("1", "lz4"), ("all", "zstd")])
+def test_every_acknowledged_record_is_consumed_once_at_its_offset(kafscale, tmp_path, acks, compression):
+    r = run_loadtest(["--bootstrap", kafscale.bootstrap, "--topic", f"lt-{acks}-{compression}",
+                      "--records", "20000", "--record-size", "200", "--partitions", "4",
+                      "--producers", "2", "--consumers", "2", "--acks", acks,
+                      "--compression", compression, "--consume"], tmp_path / "r.json")
+    assert r["records_acked"] == 20000, r
+    assert r["records_consumed"] == 20000, r
+    assert (r["lost"], r["duplicates"], r["offset_mismatches"]) == (0, 0, 0), r
+    for key in ("produce_mib_per_s", "consume_mib_per_s"):
+        assert r[key] > 0, (key, r)
+    for key in ("produce_latency_ms", "e2e_latency_ms"):
+        p = r[key]
+        assert 0 < p["p50"] <= p["p99"] <= p["p999"] <= p["max"], (key, p)
+
+
+def test_a_paced_run_with_keys_and_a_restart_in_between(kafscale, tmp_path):
+    """Two runs on one topic (the second after a SIGKILL restart): each checks
+    only its own records, from where the log ended."""
+    args = ["--bootstrap", kafscale.bootstrap, "--topic", "lt-paced", "--records", "3000",
+            "--record-size", "100", "--partitions", "3", "--rate", "3000", "--keys", "50",
+            "--consume"]
+    first = run_loadtest(args, tmp_path / "a.json")
+    kafscale.kill9()
+    second = run_loadtest(args, tmp_path / "b.json")
+    for r in (first, second):
+        assert (r["records_acked"], r["records_consumed"], r["lost"], r["duplicates"]) == \
+            (3000, 3000, 0, 0), r
+    # Paced at 3000/s, 3000 records take about a second.
+    assert second["produce_seconds"] >= 0.9, second
