@@ -9,8 +9,14 @@ use anyhow::Context;
 use kafscale_fetch::{FetchConfig, GroupConfig, GroupLeaseConfig, GroupServiceConfig};
 use kafscale_ingest::IngestConfig;
 use kafscale_shared::catalog::Catalog;
+use kafscale_shared::meta_store::{MetaStore, MetaStoreMetrics};
+use kafscale_shared::object_store::{ObjectStore, ObjectStoreMetrics};
+use kafscale_shared::simulated_latency::{
+    MetaStoreLatency, ObjectStoreLatency, SimulatedMetaStore, SimulatedObjectStore,
+};
 use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
 use kafscale_shared::wire::{KafkaServer, WireConfig};
+use tracing::info;
 
 /// The Kafka listener of a gateway and how it describes itself to clients.
 #[derive(Debug, Clone, clap::Args)]
@@ -120,6 +126,118 @@ impl IngestArgs {
             shard_count,
             ..IngestConfig::default()
         })
+    }
+}
+
+/// Simulated cloud latency for the stores (benchmarks on one machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ObjectStoreLatencyPreset {
+    None,
+    S3Standard,
+    S3Express,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MetaStoreLatencyPreset {
+    None,
+    Dynamodb,
+}
+
+/// Adds the latency of a cloud service to the stores (docs/benchmarks.md): every request
+/// waits a delay drawn from the preset's distribution, and requests are counted by type (the
+/// counts are logged at shutdown, for requests-per-GiB cost figures).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SimulationArgs {
+    /// Simulated object-store latency: none, s3-standard or s3-express.
+    #[arg(
+        long,
+        env = "KAFSCALE_SIMULATE_OBJECT_STORE",
+        value_enum,
+        default_value = "none"
+    )]
+    simulate_object_store: ObjectStoreLatencyPreset,
+    /// Simulated metadata-store latency: none or dynamodb.
+    #[arg(
+        long,
+        env = "KAFSCALE_SIMULATE_META_STORE",
+        value_enum,
+        default_value = "none"
+    )]
+    simulate_meta_store: MetaStoreLatencyPreset,
+}
+
+/// Request counters of the simulated stores, logged at shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct SimulatedRequests {
+    objects: Option<Arc<ObjectStoreMetrics>>,
+    meta: Option<Arc<MetaStoreMetrics>>,
+}
+
+impl SimulatedRequests {
+    pub(crate) fn log_summary(&self) {
+        if let Some(m) = &self.objects {
+            for (op, c) in m.snapshot() {
+                if c.requests > 0 {
+                    info!(
+                        op = op.name(),
+                        requests = c.requests,
+                        errors = c.errors,
+                        bytes_in = c.bytes_in,
+                        bytes_out = c.bytes_out,
+                        "simulated object-store requests"
+                    );
+                }
+            }
+        }
+        if let Some(m) = &self.meta {
+            for (op, c) in m.snapshot() {
+                if c.requests > 0 {
+                    info!(
+                        op = op.name(),
+                        requests = c.requests,
+                        condition_failures = c.condition_failures,
+                        items_read = c.items_read,
+                        items_written = c.items_written,
+                        "simulated metadata-store requests"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl SimulationArgs {
+    /// The stores with the chosen simulated latency wrapped around them.
+    pub(crate) fn apply(
+        &self,
+        objects: Arc<dyn ObjectStore>,
+        meta: Arc<dyn MetaStore>,
+    ) -> (Arc<dyn ObjectStore>, Arc<dyn MetaStore>, SimulatedRequests) {
+        let mut counts = SimulatedRequests::default();
+        let objects: Arc<dyn ObjectStore> = match self.simulate_object_store {
+            ObjectStoreLatencyPreset::None => objects,
+            preset => {
+                let latency = if preset == ObjectStoreLatencyPreset::S3Standard {
+                    ObjectStoreLatency::S3_STANDARD
+                } else {
+                    ObjectStoreLatency::S3_EXPRESS
+                };
+                info!(?preset, "simulating object-store latency");
+                let s = SimulatedObjectStore::new(objects, latency);
+                counts.objects = Some(s.metrics());
+                Arc::new(s)
+            }
+        };
+        let meta: Arc<dyn MetaStore> = match self.simulate_meta_store {
+            MetaStoreLatencyPreset::None => meta,
+            MetaStoreLatencyPreset::Dynamodb => {
+                info!("simulating DynamoDB latency on the metadata store");
+                let s = SimulatedMetaStore::new(meta, MetaStoreLatency::DYNAMODB);
+                counts.meta = Some(s.metrics());
+                Arc::new(s)
+            }
+        };
+        (objects, meta, counts)
     }
 }
 

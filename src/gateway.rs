@@ -137,6 +137,7 @@ pub(crate) async fn run(
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
     running.stop(vec![poller, feeds, http_task]).await;
+    stores.simulated.log_summary();
     info!("stopped");
     Ok(())
 }

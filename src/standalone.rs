@@ -18,7 +18,7 @@ use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs};
+use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, SimulationArgs};
 use crate::http::{self, Readiness};
 use crate::tiers::KafkaTiers;
 
@@ -37,6 +37,8 @@ pub(crate) struct StandaloneArgs {
     /// Indexer shards of a new data directory (an existing one keeps its own count).
     #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = 1)]
     shards: u32,
+    #[command(flatten)]
+    simulation: SimulationArgs,
 }
 
 /// Runs standalone mode until `shutdown` fires, then flushes and stops.
@@ -56,6 +58,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
                 meta_path.display()
             )
         })?);
+    let (objects, meta, simulated) = args.simulation.apply(objects, meta);
     let catalog = Arc::new(Catalog::new(meta));
     let watermarks = Arc::new(Watermarks::new());
     let cluster = load_or_init_cluster(&catalog, args.shards.max(1))
@@ -141,6 +144,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
     running.stop(vec![renewer, http_task]).await;
+    simulated.log_summary();
     info!("stopped");
     Ok(())
 }

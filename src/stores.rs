@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kafscale_shared::catalog::Catalog;
-use kafscale_shared::meta_store::{DynamoConfig, DynamoMetaStore, MetaStore};
+use kafscale_shared::meta_store::{DynamoConfig, DynamoMetaStore};
 use kafscale_shared::object_store::{ObjectStore, S3Config, S3ObjectStore};
 use kafscale_shared::shards::{ClusterSettings, DEFAULT_SHARD_COUNT, load_or_init_cluster};
 use tracing::info;
+
+use crate::args::{SimulatedRequests, SimulationArgs};
 
 /// Where the cluster's data and metadata live. AWS credentials come from the standard chain
 /// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profile, web identity, instance metadata).
@@ -46,6 +48,8 @@ pub(crate) struct StorageArgs {
     /// Indexer shards of a new cluster (an existing cluster keeps the count it was created with).
     #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = DEFAULT_SHARD_COUNT)]
     shards: u32,
+    #[command(flatten)]
+    simulation: SimulationArgs,
 }
 
 /// The opened stores of a distributed process.
@@ -54,6 +58,8 @@ pub(crate) struct Stores {
     pub(crate) dynamo: DynamoMetaStore,
     pub(crate) objects: Arc<dyn ObjectStore>,
     pub(crate) catalog: Arc<Catalog>,
+    /// Request counts of simulated latency, if configured (logged at shutdown).
+    pub(crate) simulated: SimulatedRequests,
 }
 
 impl StorageArgs {
@@ -93,12 +99,15 @@ impl StorageArgs {
                 .await
                 .with_context(|| format!("creating the table {}", dynamo.table_name()))?;
         }
-        let meta: Arc<dyn MetaStore> = Arc::new(dynamo.clone());
+        let (objects, meta, simulated) = self
+            .simulation
+            .apply(Arc::new(s3.clone()), Arc::new(dynamo.clone()));
         Ok(Stores {
-            objects: Arc::new(s3.clone()),
+            objects,
             s3,
             dynamo,
             catalog: Arc::new(Catalog::new(meta)),
+            simulated,
         })
     }
 

@@ -13,6 +13,7 @@ pub mod object_store;
 pub mod segment;
 pub mod sequencer;
 pub mod shards;
+pub mod simulated_latency;
 pub mod topic_api;
 pub mod topic_handler;
 pub mod watermarks;
