@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One benchmark of standalone mode: starts `kafscale standalone` on a fresh data directory
+# (extra server flags from $SERVER_ARGS, e.g. "--simulate-object-store s3-standard"), runs
+# kafscale-loadtest with the arguments given, prints the loadtest summary, the server's CPU
+# seconds during the run and per GiB acknowledged, and stops the server.
+#
+#   bash scripts/bench-standalone.sh --records 1000000 --record-size 1024 --partitions 16
+#
+# Bounded: the loadtest stops by itself; the server is killed on exit. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${KAFSCALE_BIN:-target/release/kafscale}
+LOADTEST=$(dirname "$BIN")/kafscale-loadtest
+[ -x "$BIN" ] && [ -x "$LOADTEST" ] || { echo "build first: cargo build --release --workspace" >&2; exit 2; }
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+http=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# shellcheck disable=SC2086
+"$BIN" standalone --data-dir "$dir/data" --kafka-addr "127.0.0.1:$port" --http-addr "127.0.0.1:$http" \
+    ${SERVER_ARGS:-} > "$dir/server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do grep -q "listening" "$dir/server.log" && break; sleep 0.1; done
+cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+before=$(cpu)
+"$LOADTEST" --bootstrap "127.0.0.1:$port" --topic bench --json "$dir/result.json" "$@"
+after=$(cpu)
+python3 - "$dir/result.json" "$before" "$after" <<'PY'
+import json, os, sys
+r = json.load(open(sys.argv[1]))
+ticks = os.sysconf("SC_CLK_TCK")
+cpu = (float(sys.argv[3]) - float(sys.argv[2])) / ticks
+cfg = r["config"]
+gib = r["records_acked"] * cfg["record_size"] / 2**30
+print(f"server CPU: {cpu:.2f} s during the run, {cpu / gib if gib else 0:.2f} s per GiB acknowledged")
+PY
+kill -TERM $pid; wait $pid 2>/dev/null || true
+grep -E "simulated (object|metadata)-store requests" "$dir/server.log" | sed -E 's/^.*INFO [^ ]+: //' || true
