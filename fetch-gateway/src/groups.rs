@@ -209,15 +209,10 @@ impl Group {
             return;
         }
         if self.state == GroupState::Empty {
-            let longest = self
-                .members
-                .values()
-                .map(|m| m.rebalance_timeout)
-                .max()
-                .unwrap_or(Duration::ZERO);
             self.state = GroupState::PreparingRebalance;
             self.initial_join = Some(now);
-            self.rebalance_deadline = Some(now + initial_delay.min(longest));
+            self.rebalance_deadline =
+                Some(now + initial_delay.min(self.longest_rebalance_timeout()));
             return;
         }
         // Followers waiting for an assignment of the old generation learn it is gone.
@@ -226,14 +221,16 @@ impl Group {
                 let _ = w.send(Err(ResponseError::RebalanceInProgress));
             }
         }
-        let timeout = self
-            .members
+        self.state = GroupState::PreparingRebalance;
+        self.rebalance_deadline = Some(now + self.longest_rebalance_timeout());
+    }
+
+    fn longest_rebalance_timeout(&self) -> Duration {
+        self.members
             .values()
             .map(|m| m.rebalance_timeout)
             .max()
-            .unwrap_or(Duration::ZERO);
-        self.state = GroupState::PreparingRebalance;
-        self.rebalance_deadline = Some(now + timeout);
+            .unwrap_or(Duration::ZERO)
     }
 
     fn member_of_instance(&self, instance: &str) -> Option<String> {
