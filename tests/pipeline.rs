@@ -1389,19 +1389,8 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
         assert_eq!(port, pipeline.addr.port() as i32, "FindCoordinator v{v}");
     }
     for v in 2..=9i16 {
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str("sweep-group")))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![
-                OffsetCommitRequestTopic::default()
-                    .with_name(name("sweep"))
-                    .with_partitions(vec![
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(0)
-                            .with_committed_offset(v as i64)
-                            .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
-                    ]),
-            ]);
+        let mut request = commit_request("sweep-group", -1, "", v as i64);
+        request.topics[0].partitions[0].committed_metadata = Some(StrBytes::from_static_str("m"));
         let response = c.call(v, &request).await;
         assert_eq!(
             response.topics[0].partitions[0].error_code, 0,
@@ -1452,6 +1441,23 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
 
 fn group(id: &str) -> GroupId {
     GroupId(StrBytes::from_string(id.to_string()))
+}
+
+/// An OffsetCommit of partition 0 of topic "sweep".
+fn commit_request(g: &str, generation: i32, member: &str, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(group(g))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(text(member))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name("sweep"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset),
+                ]),
+        ])
 }
 
 fn text(s: &str) -> StrBytes {
@@ -1580,19 +1586,7 @@ async fn group_membership_sweep(c: &mut Client) {
     }
     // A member's commit (generation and id), and one that names a stale generation.
     for (generation, expected) in [(1, 0), (7, ResponseError::IllegalGeneration.code())] {
-        let request = OffsetCommitRequest::default()
-            .with_group_id(group(g))
-            .with_generation_id_or_member_epoch(generation)
-            .with_member_id(me.clone())
-            .with_topics(vec![
-                OffsetCommitRequestTopic::default()
-                    .with_name(name("sweep"))
-                    .with_partitions(vec![
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(0)
-                            .with_committed_offset(5),
-                    ]),
-            ]);
+        let request = commit_request(g, generation, &me, 5);
         let response = c.call(9, &request).await;
         assert_eq!(
             response.topics[0].partitions[0].error_code, expected,

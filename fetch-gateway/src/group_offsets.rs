@@ -33,6 +33,31 @@ use uuid::Uuid;
 use crate::group_api::{GroupService, code, str_bytes};
 use crate::groups::MemberRef;
 
+/// The topics of an OffsetFetch answer from (topic, [(partition, committed offset)]): v0-7 and
+/// v8+ answer with different generated types that have the same fields.
+macro_rules! committed_topics {
+    ($topics:expr, $topic:ident, $partition:ident) => {
+        $topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                $topic::default().with_name(name).with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(p, o)| {
+                            let (offset, epoch, metadata) = position(o);
+                            $partition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(str_bytes(&metadata)))
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+}
+
 /// Kafka's default `offset.metadata.max.bytes`.
 const MAX_METADATA_BYTES: usize = 4096;
 
@@ -237,26 +262,11 @@ impl GroupService {
                 let mut answer = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
                 match self.fetch_group(&group, wanted).await {
                     Ok(topics) => {
-                        answer.topics = topics
-                            .into_iter()
-                            .map(|(name, partitions)| {
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(name)
-                                    .with_partitions(
-                                        partitions
-                                            .into_iter()
-                                            .map(|(p, o)| {
-                                                let (offset, epoch, metadata) = position(o);
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(p)
-                                                    .with_committed_offset(offset)
-                                                    .with_committed_leader_epoch(epoch)
-                                                    .with_metadata(Some(str_bytes(&metadata)))
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect();
+                        answer.topics = committed_topics!(
+                            topics,
+                            OffsetFetchResponseTopics,
+                            OffsetFetchResponsePartitions
+                        );
                     }
                     Err(e) => answer.error_code = e.code(),
                 }
@@ -272,26 +282,11 @@ impl GroupService {
             let asked = wanted.clone().unwrap_or_default();
             match self.fetch_group(&group, wanted).await {
                 Ok(topics) => {
-                    response.topics = topics
-                        .into_iter()
-                        .map(|(name, partitions)| {
-                            OffsetFetchResponseTopic::default()
-                                .with_name(name)
-                                .with_partitions(
-                                    partitions
-                                        .into_iter()
-                                        .map(|(p, o)| {
-                                            let (offset, epoch, metadata) = position(o);
-                                            OffsetFetchResponsePartition::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(Some(str_bytes(&metadata)))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect();
+                    response.topics = committed_topics!(
+                        topics,
+                        OffsetFetchResponseTopic,
+                        OffsetFetchResponsePartition
+                    );
                 }
                 // v1 has no top-level error code: report it on every partition asked for.
                 Err(e) if version < 2 => {

@@ -38,6 +38,16 @@ impl Percentiles {
     }
 }
 
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+            self.p50, self.p90, self.p99, self.p999, self.max
+        )
+    }
+}
+
 /// The JSON result file.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
