@@ -294,6 +294,33 @@ def shards_acquired(server) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(r"acquired shard lease.*?shard=(\d+)", text)]
 
 
+def coordinator_slots(server) -> set[int]:
+    """Group coordinator slots the fetch gateway last logged as owned."""
+    import re
+
+    text = server.log_path.read_text(errors="replace")
+    owned = re.findall(r"group coordinator slots changed owned=\[([0-9, ]*)\]", text)
+    return {int(s) for s in owned[-1].split(",") if s.strip()} if owned else set()
+
+
+def wait_coordinators_settled(fetches, slots: int = 16, timeout: float = 30.0) -> None:
+    """Waits until every group coordinator slot has exactly one owner and every
+    fetch gateway owns its share. A gateway that joins takes slots over from the
+    others; during that hand-over a client may be told NOT_COORDINATOR, which is
+    Kafka's normal answer to a moving coordinator, not what these tests are about."""
+    import kafka_helpers as kh
+
+    share = slots // len(fetches)
+
+    def settled() -> bool:
+        owned = [coordinator_slots(f) for f in fetches]
+        union = set().union(*owned)
+        return (len(union) == slots and sum(len(o) for o in owned) == slots
+                and all(len(o) >= share for o in owned))
+
+    kh.wait_for(settled, timeout, what="group coordinator slots spread over the fetch gateways")
+
+
 class PacedProducer:
     """An idempotent confluent-kafka producer in a background thread that sends
     `count` records (value b"<tag>-<i>", round-robin over `partitions`) at about

@@ -326,6 +326,7 @@ def test_committed_offsets_are_shared_by_fetch_gateways(cluster):
     from test_group_offsets import _confluent_commit_then_resume, _produce
 
     c = cluster(shards=2).start(indexers=1, ingests=1, fetches=2)
+    dist.wait_coordinators_settled(c.fetches)
     topic = "dist-offsets"
     kh.confluent_create_topic(c.ingests[0].bootstrap, topic, 2)
     _produce(c.ingests[0].bootstrap, topic, 2, 100)
@@ -353,6 +354,8 @@ def test_a_group_spread_over_two_fetch_gateways_moves_when_its_coordinator_dies(
     partitions = 6
     kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
     f0, f1 = c.fetches
+
+    dist.wait_coordinators_settled(c.fetches)
 
     # Both gateways coordinate some groups: each lists the other as a broker.
     def both_listed() -> bool:
