@@ -21,7 +21,7 @@ http=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do grep -q "listening" "$dir/server.log" && break; sleep 0.1; done
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+cpu() { awk '{print $14, $15}' "/proc/$pid/stat"; }  # user and system ticks
 before=$(cpu)
 "$LOADTEST" --bootstrap "127.0.0.1:$port" --topic bench --json "$dir/result.json" "$@"
 after=$(cpu)
@@ -29,10 +29,15 @@ python3 - "$dir/result.json" "$before" "$after" <<'PY'
 import json, os, sys
 r = json.load(open(sys.argv[1]))
 ticks = os.sysconf("SC_CLK_TCK")
-cpu = (float(sys.argv[3]) - float(sys.argv[2])) / ticks
+user, system = (
+    (float(a) - float(b)) / ticks for a, b in zip(sys.argv[3].split(), sys.argv[2].split())
+)
+cpu = user + system
 cfg = r["config"]
 gib = r["records_acked"] * cfg["record_size"] / 2**30
-print(f"server CPU: {cpu:.2f} s during the run, {cpu / gib if gib else 0:.2f} s per GiB acknowledged")
+per = (lambda s: s / gib) if gib else (lambda s: 0.0)
+print(f"server CPU: {cpu:.2f} s during the run ({user:.2f} user, {system:.2f} system), "
+      f"{per(cpu):.2f} s per GiB acknowledged ({per(user):.2f} user, {per(system):.2f} system)")
 PY
 kill -TERM $pid; wait $pid 2>/dev/null || true
 grep -E "simulated (object|metadata)-store requests" "$dir/server.log" | sed -E 's/^.*INFO [^ ]+: //' || true

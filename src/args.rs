@@ -10,7 +10,8 @@ use kafscale_fetch::{FetchConfig, GroupConfig, GroupLeaseConfig, GroupServiceCon
 use kafscale_ingest::IngestConfig;
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, MetaStoreMetrics};
-use kafscale_shared::object_store::{ObjectStore, ObjectStoreMetrics};
+use kafscale_shared::object_store::block_cache::DEFAULT_BLOCK_BYTES;
+use kafscale_shared::object_store::{BlockCache, ObjectStore, ObjectStoreMetrics};
 use kafscale_shared::simulated_latency::{
     MetaStoreLatency, ObjectStoreLatency, SimulatedMetaStore, SimulatedObjectStore,
 };
@@ -244,9 +245,27 @@ impl SimulationArgs {
 /// How the consume tier caches.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct FetchArgs {
-    /// Bytes of segment data cached by the fetch tier.
+    /// Bytes of segment data cached by the fetch tier, ready to serve (one copy per index
+    /// entry, base offsets already set).
     #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub(crate) fetch_cache_bytes: usize,
+    /// Bytes of whole segment blocks cached by the fetch tier (one object-store read serves
+    /// every partition of a segment; 0 reads exactly the ranges asked instead). In standalone
+    /// mode segments enter it as they are written.
+    #[arg(
+        long,
+        env = "KAFSCALE_FETCH_BLOCK_CACHE_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub(crate) fetch_block_cache_bytes: usize,
+    /// Size of one object-store read of the block cache: segments up to this size are read
+    /// with one GET (the ingest tier flushes at 4 MiB by default).
+    #[arg(
+        long,
+        env = "KAFSCALE_FETCH_BLOCK_BYTES",
+        default_value_t = DEFAULT_BLOCK_BYTES
+    )]
+    pub(crate) fetch_block_bytes: u64,
     /// How long a consumer group's coordinator lease lasts (milliseconds): when a fetch
     /// replica dies, its groups move to another replica within this time.
     #[arg(long, env = "KAFSCALE_GROUP_LEASE_MS", default_value_t = 10_000)]
@@ -281,6 +300,24 @@ pub(crate) struct FetchArgs {
 }
 
 impl FetchArgs {
+    /// `objects` behind the fetch tier's block cache (unless it is sized 0); `write_through`
+    /// where this process also writes the segments (standalone).
+    pub(crate) fn block_cache(
+        &self,
+        objects: Arc<dyn ObjectStore>,
+        write_through: bool,
+    ) -> Arc<dyn ObjectStore> {
+        if self.fetch_block_cache_bytes == 0 {
+            return objects;
+        }
+        Arc::new(BlockCache::new(
+            objects,
+            self.fetch_block_bytes,
+            self.fetch_block_cache_bytes,
+            write_through,
+        ))
+    }
+
     pub(crate) fn config(&self, store_poll_interval: Option<Duration>) -> FetchConfig {
         FetchConfig {
             range_cache_bytes: self.fetch_cache_bytes,

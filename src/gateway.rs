@@ -89,7 +89,7 @@ pub(crate) async fn run(
     let watermarks = Arc::new(Watermarks::new());
     let fetch = FetchService::new(
         stores.catalog.clone(),
-        stores.objects.clone(),
+        args.fetch.block_cache(stores.objects.clone(), false),
         watermarks.clone(),
         args.fetch.config(Some(poll)),
     );

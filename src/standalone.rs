@@ -59,6 +59,9 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
             )
         })?);
     let (objects, meta, simulated) = args.simulation.apply(objects, meta);
+    // Every tier reads and writes through the block cache: segments enter it as the ingest
+    // side writes them, and tail consumers are served from memory.
+    let objects = args.fetch.block_cache(objects, true);
     let catalog = Arc::new(Catalog::new(meta));
     let watermarks = Arc::new(Watermarks::new());
     let cluster = load_or_init_cluster(&catalog, args.shards.max(1))

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod catalog;
 pub mod keys;
+pub mod loading_cache;
 pub mod meta_store;
 pub mod object_store;
 pub mod segment;

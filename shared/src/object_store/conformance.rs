@@ -32,6 +32,7 @@ pub async fn run_all(store: &dyn ObjectStore, prefix: &str) {
     create_only(store, &base).await;
     missing_objects(store, &base).await;
     get_range_edges(store, &base).await;
+    get_range_capped_edges(store, &base).await;
     list_by_prefix(store, &base).await;
     delete_is_idempotent(store, &base).await;
     delete_many(store, &base).await;
@@ -215,6 +216,46 @@ async fn get_range_edges(store: &dyn ObjectStore, base: &str) {
             Err(ObjectStoreError::InvalidRange { .. })
         ),
         "get_range 0..1 of an empty object must fail with InvalidRange"
+    );
+}
+
+async fn get_range_capped_edges(store: &dyn ObjectStore, base: &str) {
+    let key = format!("{base}capped/hundred");
+    let data: Bytes = (0..100u8).collect::<Vec<u8>>().into();
+    store.put(&key, data.clone()).await.expect("put");
+
+    // (asked, what the object holds of it)
+    let cases: [(Range<u64>, Range<usize>); 8] = [
+        (0..100, 0..100),
+        (10..20, 10..20),
+        (0..1000, 0..100),
+        (90..u64::MAX, 90..100),
+        (99..101, 99..100),
+        (100..200, 100..100),
+        (100..100, 100..100),
+        (0..0, 0..0),
+    ];
+    for (asked, held) in cases {
+        let got = store
+            .get_range_capped(&key, asked.clone())
+            .await
+            .unwrap_or_else(|e| panic!("get_range_capped {asked:?}: {e}"));
+        assert_eq!(got, data.slice(held), "get_range_capped {asked:?}");
+    }
+    for asked in [101..200, 150..150] {
+        assert!(
+            matches!(
+                store.get_range_capped(&key, asked.clone()).await,
+                Err(ObjectStoreError::InvalidRange { .. })
+            ),
+            "get_range_capped {asked:?} starts beyond a 100-byte object: InvalidRange"
+        );
+    }
+    let missing = format!("{base}capped/missing");
+    assert_not_found(
+        store.get_range_capped(&missing, 0..10).await,
+        &missing,
+        "get_range_capped",
     );
 }
 

@@ -16,6 +16,16 @@
 //! Directories emptied by `delete` are left in place.
 //!
 //! Every blocking filesystem call runs in [`tokio::task::spawn_blocking`].
+//!
+//! **Objects are written with direct I/O where the filesystem allows it** (`O_DIRECT` on Linux).
+//! Segments are written once and read back rarely (the fetch tier caches what it reads, and in
+//! standalone mode it is handed each segment as it is written), so copying them into the page
+//! cache only costs CPU: on the 2-core test machine a buffered write of 1 GiB costs 2.1 s of
+//! kernel CPU (copying into page-cache folios and reclaiming old ones), a direct write 0.3 s
+//! (`dd bs=4M count=256 conv=fsync`, with and without `oflag=direct`). Direct I/O needs
+//! block-aligned buffers and lengths, so the data goes through a reused aligned buffer and the
+//! file is truncated to its real length after the last (zero-padded) block. Filesystems that
+//! refuse `O_DIRECT` (tmpfs) get the ordinary buffered write.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -123,6 +133,23 @@ impl ObjectStore for LocalFsObjectStore {
         .await
     }
 
+    async fn get_range_capped(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, ObjectStoreError> {
+        validate_key(key)?;
+        let path = self.root.join(key);
+        let owned_key = key.to_owned();
+        blocking(key, move || {
+            let (file, size) = open_object(&path, &owned_key)?;
+            let range = range.start..range.end.min(size);
+            check_range(&owned_key, &range, size)?;
+            read_block(&path, file, range).map_err(|e| io_err(&owned_key, e))
+        })
+        .await
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
         validate_key(key)?;
         let path = self.root.join(key);
@@ -221,14 +248,7 @@ fn put_blocking(root: &Path, key: &str, data: &[u8]) -> Result<(), ObjectStoreEr
     let path = root.join(key);
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
 
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(data)?;
-            file.sync_all()
-        });
+    let written = write_new_file(&tmp, data);
     if let Err(e) = written {
         remove_temp(&tmp);
         return Err(io_err(key, e));
@@ -253,6 +273,118 @@ fn put_blocking(root: &Path, key: &str, data: &[u8]) -> Result<(), ObjectStoreEr
         Err(e) => return Err(io_err(key, e)),
     }
     sync_dir(&dir).map_err(|e| io_err(key, e))
+}
+
+/// Alignment of direct-I/O buffers, file offsets and lengths: the largest logical block size
+/// in common use (512 and 4096 are), so it suits every device.
+const DIRECT_IO_ALIGN: usize = 4096;
+
+/// Bytes copied into the aligned buffer and written per `write` call in direct-I/O mode.
+const DIRECT_IO_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Creates `path` (which must not exist), writes `data` and fsyncs it: with direct I/O where
+/// the filesystem supports it, else through the page cache.
+fn write_new_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => return write_direct(file, data),
+            // EINVAL: this filesystem does not do direct I/O (tmpfs); write it buffered.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(data)?;
+    file.sync_all()
+}
+
+thread_local! {
+    /// The aligned staging buffer of direct writes, one per blocking thread and reused, so a
+    /// write does not fault in fresh pages for every chunk.
+    static DIRECT_IO_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes `data` to a file opened with `O_DIRECT`: block-aligned chunks from the aligned
+/// staging buffer, the last one zero-padded, then truncates the file to `data.len()` and
+/// fsyncs it (direct I/O bypasses the page cache but not the need to persist metadata).
+#[cfg(target_os = "linux")]
+fn write_direct(mut file: File, data: &[u8]) -> io::Result<()> {
+    DIRECT_IO_BUFFER.with(|cell| {
+        let mut buffer = cell.borrow_mut();
+        if buffer.len() < DIRECT_IO_CHUNK + DIRECT_IO_ALIGN {
+            buffer.resize(DIRECT_IO_CHUNK + DIRECT_IO_ALIGN, 0);
+        }
+        // Safe alignment without `unsafe`: skip to the first aligned byte of the buffer.
+        let skip = buffer.as_ptr().align_offset(DIRECT_IO_ALIGN);
+        let aligned = &mut buffer[skip..skip + DIRECT_IO_CHUNK];
+        for chunk in data.chunks(DIRECT_IO_CHUNK) {
+            let padded = chunk.len().next_multiple_of(DIRECT_IO_ALIGN);
+            aligned[..chunk.len()].copy_from_slice(chunk);
+            aligned[chunk.len()..padded].fill(0);
+            file.write_all(&aligned[..padded])?;
+        }
+        Ok::<(), io::Error>(())
+    })?;
+    if !data.len().is_multiple_of(DIRECT_IO_ALIGN) {
+        file.set_len(data.len() as u64)?;
+    }
+    file.sync_all()
+}
+
+/// Blocks at least this long are read with direct I/O (when aligned): the fetch tier's block
+/// reads of whole segments, which would otherwise fill the page cache with data it caches itself.
+const DIRECT_READ_MIN: u64 = 64 * 1024;
+
+/// Reads `range` (inside the file) of `file`, opened at `path`. Aligned reads of whole blocks
+/// bypass the page cache (see the module docs), into a buffer whose aligned part becomes the
+/// returned `Bytes` without a copy.
+fn read_block(path: &Path, mut file: File, range: Range<u64>) -> io::Result<Bytes> {
+    let len = usize::try_from(range.end - range.start).map_err(io::Error::other)?;
+    #[cfg(target_os = "linux")]
+    if range.start.is_multiple_of(DIRECT_IO_ALIGN as u64) && len as u64 >= DIRECT_READ_MIN {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(direct) => {
+                let padded = len.next_multiple_of(DIRECT_IO_ALIGN);
+                let mut buffer = vec![0u8; padded + DIRECT_IO_ALIGN];
+                let skip = buffer.as_ptr().align_offset(DIRECT_IO_ALIGN);
+                let mut done = 0;
+                while done < len {
+                    let n = direct.read_at(
+                        &mut buffer[skip + done..skip + padded],
+                        range.start + done as u64,
+                    )?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            "object shorter than its size",
+                        ));
+                    }
+                    done += n;
+                }
+                return Ok(Bytes::from(buffer).slice(skip..skip + len));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+    let mut data = vec![0; len];
+    file.seek(SeekFrom::Start(range.start))?;
+    file.read_exact(&mut data)?;
+    Ok(Bytes::from(data))
 }
 
 /// Creates the directories leading to `key`, fsyncing each parent whose entries changed, and
@@ -492,6 +624,30 @@ mod tests {
 
     fn invalid<T>(result: Result<T, ObjectStoreError>) -> bool {
         matches!(result, Err(ObjectStoreError::InvalidKey { .. }))
+    }
+
+    /// Sizes around the direct-I/O block and chunk boundaries round-trip byte for byte (the
+    /// padded last block is cut off again), whether or not the filesystem took `O_DIRECT`.
+    #[tokio::test]
+    async fn objects_of_unaligned_sizes_round_trip() {
+        let (_dir, store) = store();
+        let sizes = [
+            0,
+            1,
+            DIRECT_IO_ALIGN - 1,
+            DIRECT_IO_ALIGN,
+            DIRECT_IO_ALIGN + 1,
+            DIRECT_IO_CHUNK - 1,
+            DIRECT_IO_CHUNK,
+            2 * DIRECT_IO_CHUNK + 7,
+        ];
+        for size in sizes {
+            let data: Bytes = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let key = format!("sizes/{size}");
+            store.put(&key, data.clone()).await.unwrap();
+            assert_eq!(store.get(&key).await.unwrap(), data, "size {size}");
+            assert_eq!(store.head(&key).await.unwrap().unwrap().size, size as u64);
+        }
     }
 
     #[test]

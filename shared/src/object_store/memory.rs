@@ -81,6 +81,16 @@ impl ObjectStore for MemoryObjectStore {
         Ok(data.slice(range.start as usize..range.end as usize))
     }
 
+    async fn get_range_capped(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, ObjectStoreError> {
+        let data = self.get(key).await?;
+        let end = range.end.min(data.len() as u64);
+        self.get_range(key, range.start..end).await
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
         Ok(self.objects().get(key).map(|data| ObjectMeta {
             key: key.to_owned(),

@@ -14,12 +14,14 @@ use std::ops::Range;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod block_cache;
 pub mod conformance;
 mod local;
 mod memory;
 mod metrics;
 mod s3;
 
+pub use block_cache::BlockCache;
 pub use local::LocalFsObjectStore;
 pub use memory::MemoryObjectStore;
 pub use metrics::{ObjectStoreMetrics, ObjectStoreOp, OpCounts};
@@ -68,6 +70,42 @@ pub enum ObjectStoreError {
     Rejected { key: String, reason: String },
 }
 
+/// A copy of the error for each waiter of a shared load (the read caches): the I/O source is
+/// rebuilt with its kind and message, as `std::io::Error` is not `Clone`.
+impl Clone for ObjectStoreError {
+    fn clone(&self) -> Self {
+        match self {
+            ObjectStoreError::AlreadyExists { key } => {
+                ObjectStoreError::AlreadyExists { key: key.clone() }
+            }
+            ObjectStoreError::NotFound { key } => ObjectStoreError::NotFound { key: key.clone() },
+            ObjectStoreError::InvalidRange {
+                key,
+                start,
+                end,
+                size,
+            } => ObjectStoreError::InvalidRange {
+                key: key.clone(),
+                start: *start,
+                end: *end,
+                size: *size,
+            },
+            ObjectStoreError::InvalidKey { key, reason } => ObjectStoreError::InvalidKey {
+                key: key.clone(),
+                reason,
+            },
+            ObjectStoreError::Io { key, source } => ObjectStoreError::Io {
+                key: key.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ObjectStoreError::Rejected { key, reason } => ObjectStoreError::Rejected {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 impl ObjectStoreError {
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -85,6 +123,28 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError>;
     /// Reads `range` (end exclusive) of an object; the range must lie inside it.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectStoreError>;
+    /// Reads what the object holds of `range`: from `range.start` to the smaller of `range.end`
+    /// and the object's size, so fewer bytes than asked when the object ends first. A start
+    /// beyond the size (or after the end) is [`ObjectStoreError::InvalidRange`].
+    ///
+    /// This is how a reader that does not know an object's size reads it in fixed-size blocks
+    /// (the fetch tier's [`BlockCache`](super::block_cache::BlockCache)): one request where the
+    /// backend can clamp (S3 does for a `Range` header). The default asks for the size first.
+    async fn get_range_capped(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, ObjectStoreError> {
+        let size = self
+            .head(key)
+            .await?
+            .ok_or_else(|| ObjectStoreError::NotFound {
+                key: key.to_owned(),
+            })?
+            .size;
+        let capped = range.start..range.end.min(size);
+        self.get_range(key, capped).await
+    }
     /// Size of an object, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError>;
     /// Every object whose key starts with `prefix`, sorted by key.

@@ -633,6 +633,84 @@ impl S3ObjectStore {
     }
 
     /// `InvalidRange` with the object's real size, or `NotFound` if it is gone.
+    /// A ranged GET. `capped`: the range may reach past the object's end and what the object
+    /// holds of it is returned (S3 clamps the `Range` header itself), for
+    /// [`ObjectStore::get_range_capped`].
+    async fn read_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        capped: bool,
+    ) -> Result<Bytes, ObjectStoreError> {
+        let full = self.full_key(key)?;
+        // What is wanted of an object of `size` bytes.
+        let wanted = |size: u64| {
+            if capped {
+                range.start..range.end.min(size)
+            } else {
+                range.clone()
+            }
+        };
+        if range.start >= range.end {
+            // HTTP cannot ask for zero bytes; the contract still wants existence and bounds.
+            let size = self.head(key).await?.ok_or_else(|| not_found(key))?.size;
+            check_range(key, &wanted(size), size)?;
+            return Ok(Bytes::new());
+        }
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let mut retry = self.retry(ObjectStoreOp::GetRange, key);
+        loop {
+            let got = retry
+                .attempt(self.get_attempt(
+                    ObjectStoreOp::GetRange,
+                    key,
+                    &full,
+                    Some(header.clone()),
+                ))
+                .await;
+            let (body, content_range) = match got {
+                Ok(got) => got,
+                Err(ObjectStoreError::InvalidRange { .. }) if capped => {
+                    // S3 refuses a range starting at the end; capped, that is an empty read.
+                    let size = self.head(key).await?.ok_or_else(|| not_found(key))?.size;
+                    check_range(key, &wanted(size), size)?;
+                    if range.start == size {
+                        return Ok(Bytes::new());
+                    }
+                    return Err(self.invalid_range(key, &range).await);
+                }
+                Err(ObjectStoreError::InvalidRange { .. }) => {
+                    return Err(self.invalid_range(key, &range).await);
+                }
+                Err(e) => {
+                    retry.backoff(e).await?;
+                    continue;
+                }
+            };
+            let Some(content_range) = content_range else {
+                // The server ignored the range and sent the whole object.
+                let want = wanted(body.len() as u64);
+                check_range(key, &want, body.len() as u64)?;
+                return Ok(body.slice(want.start as usize..want.end as usize));
+            };
+            let (first, total) = parse_content_range(&content_range).ok_or_else(|| {
+                invalid_data(key, &format!("unparsable Content-Range {content_range:?}"))
+            })?;
+            let want = wanted(total);
+            check_range(key, &want, total)?;
+            if first != want.start || body.len() as u64 != want.end - want.start {
+                return Err(invalid_data(
+                    key,
+                    &format!(
+                        "asked for {header}, got {} bytes as {content_range:?}",
+                        body.len()
+                    ),
+                ));
+            }
+            return Ok(body);
+        }
+    }
+
     async fn invalid_range(&self, key: &str, range: &Range<u64>) -> ObjectStoreError {
         match self.head(key).await {
             Ok(Some(meta)) => match check_range(key, range, meta.size) {
@@ -767,55 +845,15 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectStoreError> {
-        let full = self.full_key(key)?;
-        if range.start >= range.end {
-            // HTTP cannot ask for zero bytes; the contract still wants existence and bounds.
-            let size = self.head(key).await?.ok_or_else(|| not_found(key))?.size;
-            check_range(key, &range, size)?;
-            return Ok(Bytes::new());
-        }
-        let header = format!("bytes={}-{}", range.start, range.end - 1);
-        let want = range.end - range.start;
-        let mut retry = self.retry(ObjectStoreOp::GetRange, key);
-        loop {
-            let got = retry
-                .attempt(self.get_attempt(
-                    ObjectStoreOp::GetRange,
-                    key,
-                    &full,
-                    Some(header.clone()),
-                ))
-                .await;
-            let (body, content_range) = match got {
-                Ok(got) => got,
-                Err(ObjectStoreError::InvalidRange { .. }) => {
-                    return Err(self.invalid_range(key, &range).await);
-                }
-                Err(e) => {
-                    retry.backoff(e).await?;
-                    continue;
-                }
-            };
-            let Some(content_range) = content_range else {
-                // The server ignored the range and sent the whole object.
-                check_range(key, &range, body.len() as u64)?;
-                return Ok(body.slice(range.start as usize..range.end as usize));
-            };
-            let (first, total) = parse_content_range(&content_range).ok_or_else(|| {
-                invalid_data(key, &format!("unparsable Content-Range {content_range:?}"))
-            })?;
-            check_range(key, &range, total)?;
-            if first != range.start || body.len() as u64 != want {
-                return Err(invalid_data(
-                    key,
-                    &format!(
-                        "asked for {header}, got {} bytes as {content_range:?}",
-                        body.len()
-                    ),
-                ));
-            }
-            return Ok(body);
-        }
+        self.read_range(key, range, false).await
+    }
+
+    async fn get_range_capped(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, ObjectStoreError> {
+        self.read_range(key, range, true).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {

@@ -9,17 +9,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -141,7 +143,11 @@ async fn serve_connection(
         .length_field_length(4)
         .max_frame_length(shared.config.max_frame_bytes)
         .new_codec();
-    let mut framed = Framed::new(stream, codec);
+    // Requests are read through the codec; responses are written as encoded, length prefix
+    // included (see `encode_response`), so a Fetch response is not copied once more into a
+    // codec's write buffer.
+    let (reader, mut writer) = stream.into_split();
+    let mut framed = FramedRead::new(reader, codec);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut reading = true;
     debug!("connection opened");
@@ -155,7 +161,7 @@ async fn serve_connection(
                 let Some(out) = out else { continue };
                 match encode_response(out) {
                     Ok(bytes) => {
-                        if let Err(e) = framed.send(bytes).await {
+                        if let Err(e) = writer.write_all(&bytes).await {
                             debug!(error = %e, "write failed; closing");
                             return;
                         }
@@ -171,14 +177,14 @@ async fn serve_connection(
                     None => reading = false,
                     Some(Err(e)) => {
                         warn!(error = %e, "closing connection: bad frame");
-                        drain_and_close(&mut framed, &mut pending).await;
+                        drain_and_close(&mut writer, &mut pending).await;
                         return;
                     }
                     Some(Ok(frame)) => match start_request(frame.freeze(), peer, connection_id, &shared).await {
                         Ok(fut) => pending.push_back(fut),
                         Err(reason) => {
                             warn!(%reason, "closing connection: bad request");
-                            drain_and_close(&mut framed, &mut pending).await;
+                            drain_and_close(&mut writer, &mut pending).await;
                             return;
                         }
                     },
@@ -191,16 +197,13 @@ async fn serve_connection(
 }
 
 /// Answers the requests already in flight (they were valid), then lets the connection close.
-async fn drain_and_close(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
-    pending: &mut FuturesOrdered<Pending>,
-) {
+async fn drain_and_close(writer: &mut OwnedWriteHalf, pending: &mut FuturesOrdered<Pending>) {
     while let Some(out) = pending.next().await {
         let Some(out) = out else { continue };
         let Ok(bytes) = encode_response(out) else {
             return;
         };
-        if framed.send(bytes).await.is_err() {
+        if writer.write_all(&bytes).await.is_err() {
             return;
         }
     }
@@ -290,9 +293,16 @@ async fn start_request(
     }
 }
 
+/// The response frame: 4-byte length, header, body. A Fetch response is sized first (its
+/// records dominate), so it is encoded into one allocation without regrowing.
 fn encode_response(out: Outgoing) -> Result<Bytes, String> {
     let response = out.result.map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(256);
+    let body_hint = match &response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(out.version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(256 + body_hint);
+    buf.put_u32(0); // the length, known once encoded
     let header = ResponseHeader::default().with_correlation_id(out.correlation_id);
     header
         .encode(&mut buf, out.api_key.response_header_version(out.version))
@@ -303,5 +313,8 @@ fn encode_response(out: Outgoing) -> Result<Bytes, String> {
             out.api_key, out.version
         )
     })?;
+    let len = u32::try_from(buf.len() - 4)
+        .map_err(|_| format!("{:?} response of {} bytes", out.api_key, buf.len()))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
 }
