@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests (tests/e2e) need:
 #   * kcat (Debian package; librdkafka 2.0.2 on Debian 12)
+#   * fonts-dejavu-core (Debian package): the TrueType font kafscale-loadtest --plot draws
+#     its text with (its unit tests and tests/e2e/test_loadtest.py draw plots)
 #   * the pinned Python packages in tests/e2e/requirements.txt (including moto's
 #     S3 server, which the Rust test shared/tests/s3_conformance.rs starts)
 # and DynamoDB Local for the DynamoDB metadata-store tests (scripts/install-dynamodb-local.sh).
@@ -32,6 +34,17 @@ else
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat
     command -v kcat >/dev/null 2>&1 || { echo "install-test-deps: kcat still missing" >&2; exit 1; }
+fi
+
+# --- fonts-dejavu-core (for kafscale-loadtest --plot) -------------------------
+dejavu=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+if [[ -f "$dejavu" ]]; then
+    echo "fonts-dejavu-core: present ($dejavu)"
+else
+    echo "fonts-dejavu-core: installing the Debian package"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-dejavu-core
+    [[ -f "$dejavu" ]] || { echo "install-test-deps: $dejavu still missing" >&2; exit 1; }
 fi
 
 # --- Python packages -------------------------------------------------------

@@ -55,10 +55,7 @@ impl KafkaConnection {
         let reader = {
             let waiters = waiters.clone();
             tokio::spawn(async move {
-                loop {
-                    let Ok(len) = read.read_u32().await else {
-                        break;
-                    };
+                while let Ok(len) = read.read_u32().await {
                     if len as usize > MAX_FRAME || len < 4 {
                         break;
                     }

@@ -1,6 +1,6 @@
 //! Errors of the load generator.
 
-/// Why a run could not go on.
+/// Why a run (or its --plot picture) could not go on.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LoadtestError {
     #[error("{0}: {1}")]
@@ -11,4 +11,11 @@ pub(crate) enum LoadtestError {
     Protocol(String),
     #[error("broker refused: {0}")]
     Kafka(String),
+    /// No usable font for the --plot picture's text.
+    #[error(
+        "no font for the plot's text: {0}; give a TrueType font with --plot-font FILE.ttf, or install one (Debian: apt-get install fonts-dejavu-core)"
+    )]
+    PlotFont(String),
+    #[error("drawing the plot {0}")]
+    Plot(String),
 }

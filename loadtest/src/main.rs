@@ -11,12 +11,15 @@
 //! `--producers` producers, wait until every acknowledged record arrived (bounded), check that
 //! each was consumed exactly once at its acknowledged offset, and report. It always stops by
 //! itself. The exit status is 1 if the check found a loss, duplicate or misplaced record.
+//! With `--plot FILE.png` it also draws the latency percentile spectrum (`plot.rs`), after the
+//! JSON and the summary; a plot that cannot be drawn makes the exit status 3 (see `EXIT_HELP`).
 
 mod cluster;
 mod connection;
 mod consume;
 mod error;
 mod payload;
+mod plot;
 mod produce;
 mod report;
 
@@ -32,6 +35,7 @@ use kafka_protocol::records::Compression;
 use tokio::time::Instant;
 
 use crate::consume::run_consumer;
+use crate::error::LoadtestError;
 use crate::produce::{ProducerConfig, new_histogram, run_producer};
 use crate::report::{Percentiles, Report, check_delivery};
 
@@ -57,10 +61,22 @@ enum Codec {
     Zstd,
 }
 
+/// The exit status when the run passed but its `--plot` could not be written.
+const EXIT_PLOT_FAILED: i32 = 3;
+
+const EXIT_HELP: &str = "\
+Exit status:
+  0  the run passed (and the --plot PNG, if asked for, was written)
+  1  the run could not be done (an argument out of range included), or acknowledged records
+     were lost, duplicated or misplaced
+  2  the command line could not be parsed
+  3  the run passed and its JSON and summary were written, but the --plot PNG could not be
+     (no font found, say: the error names what to do)";
+
 /// Produce (and optionally consume) a bounded load against a Kafka bootstrap address and
 /// report throughput, latency percentiles and lost or duplicated records.
 #[derive(Debug, Clone, Parser, serde::Serialize)]
-#[command(name = "kafscale-loadtest", version)]
+#[command(name = "kafscale-loadtest", version, after_help = EXIT_HELP)]
 struct Args {
     /// Kafka bootstrap address (host:port).
     #[arg(long)]
@@ -114,6 +130,18 @@ struct Args {
     /// Write the result as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the latency percentile spectrum (produce and end-to-end latency against
+    /// p0 .. p90 .. p99 .. p99.9 ..) as a 1200x800 PNG to this file, after the JSON and the
+    /// summary. Its text needs a TrueType font (--plot-font); without one the run still
+    /// reports, then exits with status 3.
+    #[arg(long, value_name = "FILE.png")]
+    plot: Option<PathBuf>,
+    /// TrueType font for the --plot text. Default: the first that exists of DejaVuSans.ttf
+    /// under /usr/share/fonts/truetype/dejavu, /usr/share/fonts/dejavu or
+    /// /usr/share/fonts/TTF, or LiberationSans-Regular.ttf under
+    /// /usr/share/fonts/truetype/liberation (Debian: apt-get install fonts-dejavu-core).
+    #[arg(long, value_name = "FILE.ttf", requires = "plot")]
+    plot_font: Option<PathBuf>,
 }
 
 fn compression(c: Codec) -> Compression {
@@ -123,6 +151,63 @@ fn compression(c: Codec) -> Compression {
         Codec::Snappy => Compression::Snappy,
         Codec::Lz4 => Compression::Lz4,
         Codec::Zstd => Compression::Zstd,
+    }
+}
+
+/// The plot's title: the run's key configuration.
+fn plot_title(args: &Args) -> String {
+    let name = |v: Option<clap::builder::PossibleValue>| {
+        v.map(|v| v.get_name().to_string()).unwrap_or_default()
+    };
+    let pace = match args.rate {
+        Some(r) => format!("rate {r}/s"),
+        None => "flat out".to_string(),
+    };
+    let mut title = format!(
+        "kafscale-loadtest: {} records of {} B, {} partition{}, acks={}, {pace}, {} producer{}, compression {}",
+        args.records,
+        args.record_size,
+        args.partitions,
+        if args.partitions == 1 { "" } else { "s" },
+        name(args.acks.to_possible_value()),
+        args.producers,
+        if args.producers == 1 { "" } else { "s" },
+        name(args.compression.to_possible_value()),
+    );
+    if let Some(d) = args.duration_s {
+        title.push_str(&format!(", at most {d}s"));
+    }
+    title
+}
+
+/// Draws `--plot` (if given) from the run's histograms; false if it could not be.
+fn write_plot(
+    args: &Args,
+    font: Option<Result<plot::Font, LoadtestError>>,
+    latencies: &Latencies,
+) -> bool {
+    let (Some(path), Some(font)) = (&args.plot, font) else {
+        return true;
+    };
+    let mut series = vec![plot::Series {
+        name: "produce (due to acknowledged)",
+        latency_us: &latencies.produce_us,
+    }];
+    if args.consume {
+        series.push(plot::Series {
+            name: "end-to-end (due to consumed)",
+            latency_us: &latencies.e2e_us,
+        });
+    }
+    match font.and_then(|f| plot::write_png(path, &f, &plot_title(args), &series)) {
+        Ok(()) => {
+            println!("latency plot: {}", path.display());
+            true
+        }
+        Err(e) => {
+            eprintln!("error: --plot {}: {e}", path.display());
+            false
+        }
     }
 }
 
@@ -150,22 +235,51 @@ async fn main() -> anyhow::Result<()> {
         "--producers and --consumers must be at least 1"
     );
     anyhow::ensure!(args.partitions > 0, "--partitions must be at least 1");
-    let report = run(&args).await?;
+    if let Some(path) = &args.plot {
+        anyhow::ensure!(
+            path.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png")),
+            "--plot {}: the file name must end in .png",
+            path.display()
+        );
+    }
+    // The font is read up front so that a missing one is said before a long run, not only
+    // after it; the run goes on either way (the plot is the least of its results).
+    let font = args
+        .plot
+        .as_ref()
+        .map(|_| plot::load_font(args.plot_font.as_deref(), plot::DEFAULT_FONTS));
+    if let Some(Err(e)) = &font {
+        eprintln!(
+            "warning: --plot: {e}. The run goes on; it will exit with status {EXIT_PLOT_FAILED} after writing its results."
+        );
+    }
+    let (report, latencies) = run(&args).await?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.json {
         std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
     }
     print_summary(&report);
+    let plotted = write_plot(&args, font, &latencies);
     let failed = report.consumed
         && (report.lost > 0 || report.duplicates > 0 || report.offset_mismatches > 0);
     if failed {
         eprintln!("FAILED: acknowledged records were lost, duplicated or misplaced");
         std::process::exit(1);
     }
+    if !plotted {
+        std::process::exit(EXIT_PLOT_FAILED);
+    }
     Ok(())
 }
 
-async fn run(args: &Args) -> anyhow::Result<Report> {
+/// The run's latency histograms (microseconds), kept for `--plot`.
+struct Latencies {
+    produce_us: hdrhistogram::Histogram<u64>,
+    e2e_us: hdrhistogram::Histogram<u64>,
+}
+
+async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
     let layout = Arc::new(
         cluster::prepare_topic(&args.bootstrap, &args.topic, args.partitions)
             .await
@@ -290,7 +404,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     };
     // Throughput counts acknowledged records (with acks=0: sent ones).
     let produced_bytes = expected * args.record_size as u64;
-    Ok(Report {
+    let report = Report {
         config: serde_json::to_value(args)?,
         records_sent: sent,
         records_acked: acked,
@@ -311,7 +425,12 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         offset_mismatches: delivery.offset_mismatches,
         unacked_consumed: delivery.unacked_consumed,
         consume_error,
-    })
+    };
+    let latencies = Latencies {
+        produce_us: produce_latency,
+        e2e_us: e2e,
+    };
+    Ok((report, latencies))
 }
 
 /// A one-line progress display on a terminal (nothing when stderr is not one).

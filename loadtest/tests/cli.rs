@@ -29,6 +29,8 @@ fn the_documented_flags_exist() {
         "--batch-bytes",
         "--duration-s",
         "--consumers",
+        "--plot",
+        "--plot-font",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -79,4 +81,67 @@ fn bad_arguments_are_refused() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--records"));
+}
+
+#[test]
+fn plot_arguments_are_checked_before_the_run() {
+    // Not a .png: refused before any connection is tried.
+    let out = loadtest()
+        .args([
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--plot",
+            "latency.svg",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--plot") && err.contains(".png"), "{err}");
+    assert!(!err.contains("preparing the topic"), "{err}");
+    // --plot-font means nothing without --plot.
+    let out = loadtest()
+        .args([
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--plot-font",
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--plot"));
+}
+
+#[test]
+fn a_missing_plot_font_is_said_before_the_run() {
+    // The font is checked up front (a warning naming the flag and the package), then the run
+    // goes on: here it fails for want of a server, with the run's own exit status.
+    let out = loadtest()
+        .args([
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--plot",
+            "latency.png",
+            "--plot-font",
+            "/nonexistent/NoSuchFont.ttf",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in [
+        "--plot-font",
+        "fonts-dejavu-core",
+        "NoSuchFont.ttf",
+        "preparing the topic",
+    ] {
+        assert!(err.contains(part), "{part:?} not in:\n{err}");
+    }
 }

@@ -58,7 +58,10 @@ def test_a_paced_run_with_keys_and_a_restart_in_between(kafscale, tmp_path):
     args = ["--bootstrap", kafscale.bootstrap, "--topic", "lt-paced", "--records", "3000",
             "--record-size", "100", "--partitions", "3", "--rate", "3000", "--keys", "50",
             "--consume"]
-    first = run_loadtest(args, tmp_path / "a.json")
+    png = tmp_path / "a.png"  # --plot: the latency spectrum, drawn after the JSON
+    first = run_loadtest([*args, "--plot", str(png)], tmp_path / "a.json")
+    assert png.exists(), png
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     kafscale.kill9()
     second = run_loadtest(args, tmp_path / "b.json")
     for r in (first, second):
