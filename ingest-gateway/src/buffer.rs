@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kafscale_shared::batch::ValidatedBatch;
+use kafscale_shared::buffer_pool::BufferPool;
 use kafscale_shared::catalog::now_ms;
 use kafscale_shared::keys::new_segment_key;
 use kafscale_shared::object_store::ObjectStore;
@@ -74,12 +75,18 @@ struct Sealed {
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
+/// Idle segment buffers kept for reuse: enough for the uploads in flight and the segments the
+/// fetch tier's block cache lets go of between two flushes.
+const SEGMENT_BUFFERS_IDLE: usize = 16;
+
 /// The produce buffer shared by every connection of an ingest gateway.
 pub struct SegmentBuffer {
     open: Mutex<Open>,
     wake: Notify,
     budget: Arc<Semaphore>,
     config: IngestConfig,
+    /// Memory of sealed segments, reused once nothing refers to a segment any more.
+    segment_buffers: Arc<BufferPool>,
 }
 
 impl std::fmt::Debug for SegmentBuffer {
@@ -99,6 +106,7 @@ impl SegmentBuffer {
             open: Mutex::new(Open::new()),
             wake: Notify::new(),
             budget,
+            segment_buffers: BufferPool::new(SEGMENT_BUFFERS_IDLE),
             config,
         })
     }
@@ -192,7 +200,7 @@ impl SegmentBuffer {
             return None;
         }
         let open = std::mem::replace(&mut *open, Open::new());
-        let built = open.builder.finish();
+        let built = open.builder.finish_in(&self.segment_buffers);
         let mut batches = open.batches;
         for (b, start) in batches.iter_mut().zip(built.batch_starts.iter()) {
             b.byte_start = *start;

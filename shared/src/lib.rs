@@ -6,6 +6,7 @@
 //! and never on each other; the `kafscale` binary wires them together.
 
 pub mod batch;
+pub mod buffer_pool;
 pub mod catalog;
 pub mod keys;
 pub mod loading_cache;

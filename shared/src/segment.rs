@@ -24,10 +24,12 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
+use crate::buffer_pool::BufferPool;
 use crate::object_store::{ObjectStore, ObjectStoreError};
 
 /// Magic bytes at the start and at the very end of every segment object.
@@ -514,14 +516,44 @@ impl SegmentBuilder {
     pub fn finish(self) -> BuiltSegment {
         let total = self.encoded_len();
         let mut out = BytesMut::with_capacity(total);
-        out.put_slice(&encode_header());
+        let (runs, batch_starts) = self.write_into(&mut out);
+        debug_assert_eq!(out.len(), total);
+        debug_assert_eq!(out.capacity(), total);
+        BuiltSegment {
+            data: out.freeze(),
+            runs,
+            batch_starts,
+        }
+    }
+
+    /// [`finish`](Self::finish) into a buffer of `pool` (reused memory, page-aligned start).
+    pub fn finish_in(self, pool: &Arc<BufferPool>) -> BuiltSegment {
+        let total = self.encoded_len();
+        let mut layout = None;
+        let data = pool.build(total, |buf| {
+            let mut sink = SliceSink { buf, pos: 0 };
+            layout = Some(self.write_into(&mut sink));
+            debug_assert_eq!(sink.pos, total);
+        });
+        let (runs, batch_starts) = layout.unwrap_or_default();
+        BuiltSegment {
+            data,
+            runs,
+            batch_starts,
+        }
+    }
+
+    /// Writes the object into `out` (exactly [`encoded_len`](Self::encoded_len) bytes);
+    /// returns the runs and each batch's start.
+    fn write_into(self, out: &mut impl SegmentSink) -> (Vec<RunEntry>, Vec<u64>) {
+        out.put(&encode_header());
         let mut batch_starts = vec![0u64; self.batches.len()];
         let mut runs = Vec::with_capacity(self.runs.len());
         for ((topic_id, partition), acc) in self.runs {
-            let byte_start = out.len() as u64;
+            let byte_start = out.written() as u64;
             for &h in &acc.handles {
-                batch_starts[h] = out.len() as u64;
-                out.put_slice(&self.batches[h]);
+                batch_starts[h] = out.written() as u64;
+                out.put(&self.batches[h]);
             }
             runs.push(RunEntry {
                 topic_id,
@@ -535,14 +567,42 @@ impl SegmentBuilder {
                 max_timestamp: acc.max_timestamp,
             });
         }
-        encode_footer(&runs, &mut out);
-        debug_assert_eq!(out.len(), total);
-        debug_assert_eq!(out.capacity(), total);
-        BuiltSegment {
-            data: out.freeze(),
-            runs,
-            batch_starts,
-        }
+        let mut footer = BytesMut::with_capacity(footer_len(runs.len()) + TRAILER_LEN);
+        encode_footer(&runs, &mut footer);
+        out.put(&footer);
+        (runs, batch_starts)
+    }
+}
+
+/// Where [`SegmentBuilder`] writes an object: a growing `BytesMut` or a fixed slice.
+trait SegmentSink {
+    fn put(&mut self, bytes: &[u8]);
+    /// Bytes written so far.
+    fn written(&self) -> usize;
+}
+
+impl SegmentSink for BytesMut {
+    fn put(&mut self, bytes: &[u8]) {
+        BufMut::put_slice(self, bytes);
+    }
+    fn written(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A slice of exactly the object's size, filled from the start.
+struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl SegmentSink for SliceSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        self.pos += bytes.len();
+    }
+    fn written(&self) -> usize {
+        self.pos
     }
 }
 
@@ -570,6 +630,10 @@ mod tests {
     }
 
     fn sample() -> BuiltSegment {
+        sample_builder().finish()
+    }
+
+    fn sample_builder() -> SegmentBuilder {
         let mut b = SegmentBuilder::new();
         let t1 = Uuid::from_u128(2);
         let t0 = Uuid::from_u128(1);
@@ -577,7 +641,18 @@ mod tests {
         b.append(t0, 3, Bytes::from_static(b"bb"), meta(2, 50));
         b.append(t1, 0, Bytes::from_static(b"ccc"), meta(3, 90));
         b.append(t0, 1, Bytes::from_static(b"d"), meta(4, 10));
-        b.finish()
+        b
+    }
+
+    #[test]
+    fn a_pooled_build_is_the_same_object_page_aligned() {
+        let pool = BufferPool::new(1);
+        let plain = sample();
+        let pooled = sample_builder().finish_in(&pool);
+        assert_eq!(pooled.data, plain.data);
+        assert_eq!(pooled.runs, plain.runs);
+        assert_eq!(pooled.batch_starts, plain.batch_starts);
+        assert_eq!(pooled.data.as_ptr().align_offset(4096), 0);
     }
 
     /// Re-encodes a segment's directory with `runs` (a valid CRC around an invalid directory).

@@ -15,6 +15,7 @@
 //! client can downgrade.
 
 mod api_versions;
+pub mod fetch_frame;
 mod router;
 mod server;
 

@@ -16,6 +16,8 @@ use futures::stream::FuturesOrdered;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use std::io::IoSlice;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::api_versions::{API_VERSIONS_SUPPORT, api_versions_response};
+use super::fetch_frame::encode_fetch_frame;
 use super::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
 
 /// Limits of the wire server.
@@ -160,8 +163,8 @@ async fn serve_connection(
             Some(out) = pending.next(), if !pending.is_empty() => {
                 let Some(out) = out else { continue };
                 match encode_response(out) {
-                    Ok(bytes) => {
-                        if let Err(e) = writer.write_all(&bytes).await {
+                    Ok(mut chunks) => {
+                        if let Err(e) = write_frame(&mut writer, &mut chunks).await {
                             debug!(error = %e, "write failed; closing");
                             return;
                         }
@@ -200,10 +203,10 @@ async fn serve_connection(
 async fn drain_and_close(writer: &mut OwnedWriteHalf, pending: &mut FuturesOrdered<Pending>) {
     while let Some(out) = pending.next().await {
         let Some(out) = out else { continue };
-        let Ok(bytes) = encode_response(out) else {
+        let Ok(mut chunks) = encode_response(out) else {
             return;
         };
-        if writer.write_all(&bytes).await.is_err() {
+        if write_frame(writer, &mut chunks).await.is_err() {
             return;
         }
     }
@@ -293,19 +296,22 @@ async fn start_request(
     }
 }
 
-/// The response frame: 4-byte length, header, body. A Fetch response is sized first (its
-/// records dominate), so it is encoded into one allocation without regrowing.
-fn encode_response(out: Outgoing) -> Result<Bytes, String> {
+/// The response frame (4-byte length, header, body) as chunks to write in order: one for most
+/// responses, several for a Fetch response, whose records are not copied (see [`super::fetch_frame`]).
+fn encode_response(out: Outgoing) -> Result<Vec<Bytes>, String> {
     let response = out.result.map_err(|e| e.to_string())?;
-    let body_hint = match &response {
-        ResponseKind::Fetch(fetch) => fetch.compute_size(out.version).unwrap_or(0),
-        _ => 0,
-    };
-    let mut buf = BytesMut::with_capacity(256 + body_hint);
-    buf.put_u32(0); // the length, known once encoded
     let header = ResponseHeader::default().with_correlation_id(out.correlation_id);
+    let header_version = out.api_key.response_header_version(out.version);
+    let response = match response {
+        ResponseKind::Fetch(fetch) => {
+            return encode_fetch_frame(&header, header_version, fetch, out.version);
+        }
+        other => other,
+    };
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_u32(0); // the length, known once encoded
     header
-        .encode(&mut buf, out.api_key.response_header_version(out.version))
+        .encode(&mut buf, header_version)
         .map_err(|e| format!("encoding {:?} response header: {e}", out.api_key))?;
     response.encode(&mut buf, out.version).map_err(|e| {
         format!(
@@ -316,5 +322,37 @@ fn encode_response(out: Outgoing) -> Result<Bytes, String> {
     let len = u32::try_from(buf.len() - 4)
         .map_err(|_| format!("{:?} response of {} bytes", out.api_key, buf.len()))?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(vec![buf.freeze()])
+}
+
+/// Writes a frame's chunks with vectored writes (as many per call as the kernel takes).
+async fn write_frame(writer: &mut OwnedWriteHalf, chunks: &mut [Bytes]) -> std::io::Result<()> {
+    /// Chunks handed to one writev (far below IOV_MAX).
+    const SLICES_PER_WRITE: usize = 64;
+    let mut first = 0;
+    while first < chunks.len() {
+        if chunks[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        let slices: Vec<IoSlice<'_>> = chunks[first..]
+            .iter()
+            .take(SLICES_PER_WRITE)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let chunk = &mut chunks[first];
+            let n = written.min(chunk.len());
+            chunk.advance(n);
+            written -= n;
+            if chunk.is_empty() {
+                first += 1;
+            }
+        }
+    }
+    Ok(())
 }
