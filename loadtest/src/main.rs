@@ -124,6 +124,10 @@ struct Args {
     /// Consume concurrently and check exactly-once delivery at the acknowledged offsets.
     #[arg(long)]
     consume: bool,
+    /// With --consume: start the consumers only once producing has ended, so they read
+    /// everything produced as a catch-up read (consume MiB/s is then the catch-up rate).
+    #[arg(long, requires = "consume")]
+    catch_up: bool,
     /// How long to wait for the last records after producing ends (seconds).
     #[arg(long, default_value_t = 60)]
     consume_timeout_s: u64,
@@ -292,7 +296,7 @@ async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
 
     let consumed = Arc::new(AtomicU64::new(0));
     let stop_consumers = Arc::new(AtomicBool::new(false));
-    let consumers: Vec<_> = if args.consume {
+    let start_consumers = || -> Vec<_> {
         (0..args.consumers)
             .map(|i| {
                 tokio::spawn(run_consumer(
@@ -306,6 +310,9 @@ async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
                 ))
             })
             .collect()
+    };
+    let mut consumers: Vec<_> = if args.consume && !args.catch_up {
+        start_consumers()
     } else {
         Vec::new()
     };
@@ -362,6 +369,9 @@ async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
         acked_offsets.push(r.offsets);
     }
     let produce_seconds = started.elapsed().as_secs_f64();
+    if args.consume && args.catch_up {
+        consumers = start_consumers();
+    }
 
     // Wait (bounded) until every acknowledged record, or with acks=0 every sent one, arrived.
     let expected = if matches!(args.acks, Acks::Zero) {

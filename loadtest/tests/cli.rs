@@ -31,6 +31,7 @@ fn the_documented_flags_exist() {
         "--consumers",
         "--plot",
         "--plot-font",
+        "--catch-up",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

@@ -69,3 +69,21 @@ def test_a_paced_run_with_keys_and_a_restart_in_between(kafscale, tmp_path):
             (3000, 3000, 0, 0), r
     # Paced at 3000/s, 3000 records take about a second.
     assert second["produce_seconds"] >= 0.9, second
+
+
+@pytest.mark.parametrize("block_cache", ["default", "tiny"])
+def test_a_catch_up_read_of_everything_produced(kafscale_factory, tmp_path, block_cache):
+    """`--catch-up`: consumers start only after producing ended. With a block cache too small
+    to hold what was produced, the read comes from the local object store (direct-I/O block
+    reads) instead of the segments cached as they were written; either way every record
+    arrives once at its offset."""
+    extra = ["--fetch-block-cache-bytes", "1048576", "--fetch-block-bytes", "65536"] \
+        if block_cache == "tiny" else []
+    server = kafscale_factory(extra, name=f"kafscale-{block_cache}")
+    r = run_loadtest(["--bootstrap", server.bootstrap, "--topic", "catch-up",
+                      "--records", "20000", "--record-size", "512", "--partitions", "4",
+                      "--consume", "--catch-up"], tmp_path / "r.json")
+    assert r["records_acked"] == 20000, r
+    assert r["records_consumed"] == 20000, r
+    assert (r["lost"], r["duplicates"], r["offset_mismatches"]) == (0, 0, 0), r
+    assert r["consume_mib_per_s"] > 0, r
