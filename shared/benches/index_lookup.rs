@@ -53,13 +53,17 @@ fn bench(c: &mut Criterion) {
     });
     let catalog = Catalog::new(store);
     let mut group = c.benchmark_group("index_lookup");
+    // Offsets spread over the whole partition (xorshift), so lookups do not hit one page.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random_offset = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % (ENTRIES * RECORDS_PER_ENTRY) as u64) as i64
+    };
     group.bench_function("redb_100k_entries_first_entry_at_offset", |b| {
         b.iter(|| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let offset = (x % (ENTRIES * RECORDS_PER_ENTRY) as u64) as i64;
+            let offset = random_offset();
             let found = runtime
                 .block_on(catalog.index_entries_from(topic_id, 0, offset, Some(1)))
                 .expect("lookup");
@@ -69,10 +73,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("redb_100k_entries_page_of_64_at_offset", |b| {
         b.iter(|| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let offset = (x % (ENTRIES * RECORDS_PER_ENTRY) as u64) as i64;
+            let offset = random_offset();
             black_box(
                 runtime
                     .block_on(catalog.index_entries_from(topic_id, 0, offset, Some(64)))
