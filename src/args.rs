@@ -113,18 +113,37 @@ pub(crate) struct IngestArgs {
     /// Largest record batch accepted (Kafka's max.message.bytes).
     #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024 + 12)]
     pub(crate) max_message_bytes: usize,
+    /// Race a segment upload slower than this (milliseconds) with a second one under a new
+    /// key, keeping the first to finish; 0 never does. Default: 100 against S3 (or a simulated
+    /// one), off on local disk.
+    #[arg(long, env = "KAFSCALE_UPLOAD_HEDGE_MS")]
+    pub(crate) upload_hedge_ms: Option<u64>,
 }
 
+/// Default `--upload-hedge-ms` against an object store with S3's latency tail.
+const DEFAULT_UPLOAD_HEDGE_MS: u64 = 100;
+
 impl IngestArgs {
-    pub(crate) fn config(&self, shard_count: u32) -> anyhow::Result<IngestConfig> {
+    /// `remote_store`: the segments go to S3 (or a simulated S3), where hedging pays.
+    pub(crate) fn config(
+        &self,
+        shard_count: u32,
+        remote_store: bool,
+    ) -> anyhow::Result<IngestConfig> {
         if self.flush_bytes == 0 || self.max_message_bytes == 0 {
             anyhow::bail!("--flush-bytes and --max-message-bytes must be positive");
         }
+        let hedge_ms = self.upload_hedge_ms.unwrap_or(if remote_store {
+            DEFAULT_UPLOAD_HEDGE_MS
+        } else {
+            0
+        });
         Ok(IngestConfig {
             flush_bytes: self.flush_bytes,
             flush_interval: Duration::from_millis(self.flush_interval_ms.max(1)),
             max_message_bytes: self.max_message_bytes,
             shard_count,
+            upload_hedge_after: (hedge_ms > 0).then(|| Duration::from_millis(hedge_ms)),
             ..IngestConfig::default()
         })
     }
@@ -208,6 +227,11 @@ impl SimulatedRequests {
 }
 
 impl SimulationArgs {
+    /// Whether object-store requests get a simulated cloud latency.
+    pub(crate) fn simulates_object_store(&self) -> bool {
+        self.simulate_object_store != ObjectStoreLatencyPreset::None
+    }
+
     /// The stores with the chosen simulated latency wrapped around them.
     pub(crate) fn apply(
         &self,

@@ -77,7 +77,7 @@ pub(crate) async fn run(
     args.listener.validate()?;
     let stores = args.storage.open().await?;
     let cluster = args.storage.cluster(&stores, &shutdown).await?;
-    let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count)?);
+    let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count, true)?);
     let sequencer: Arc<dyn Sequencer> = Arc::new(RemoteSequencer::new(
         stores.catalog.clone(),
         RemoteSequencerConfig {

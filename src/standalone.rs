@@ -90,7 +90,10 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     )
     .await?;
 
-    let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count)?);
+    let buffer = SegmentBuffer::new(args.ingest.config(
+        cluster.shard_count,
+        args.simulation.simulates_object_store(),
+    )?);
     let fetch = FetchService::new(
         catalog.clone(),
         objects.clone(),

@@ -21,7 +21,7 @@ use kafscale_shared::batch::ValidatedBatch;
 use kafscale_shared::buffer_pool::BufferPool;
 use kafscale_shared::catalog::now_ms;
 use kafscale_shared::keys::new_segment_key;
-use kafscale_shared::object_store::ObjectStore;
+use kafscale_shared::object_store::{ObjectStore, ObjectStoreError};
 use kafscale_shared::segment::{BatchMeta, SegmentBuilder};
 use kafscale_shared::sequencer::{BatchOutcome, CommitBatch, CommitRequest, Sequencer};
 use kafscale_shared::shards::shard_of;
@@ -247,7 +247,11 @@ impl SegmentBuffer {
             if uploads.len() < max_uploads
                 && let Some(sealed) = self.seal(stopping)
             {
-                uploads.push_back(upload(store.clone(), sealed));
+                uploads.push_back(upload(
+                    store.clone(),
+                    sealed,
+                    self.config.upload_hedge_after,
+                ));
                 continue;
             }
             if stopping && uploads.is_empty() {
@@ -286,20 +290,72 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 type UploadResult = Result<(), IngestError>;
 
+/// Puts `data` under `key`; if that takes longer than `hedge_after`, also under a second, new
+/// key, and keeps whichever upload finishes first (returning its key). Segments are committed
+/// in order, so one slow PUT holds back every segment behind it: object-store latency has a
+/// long tail (S3 Standard: p50 ~30 ms, p99 ~150 ms), and a second request rarely hits it
+/// again. The losing object, if it is written at all, is deleted.
+async fn put_hedged(
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    data: Bytes,
+    hedge_after: Option<Duration>,
+) -> (String, Result<(), ObjectStoreError>) {
+    let put = |key: String| {
+        let (store, data) = (store.clone(), data.clone());
+        Box::pin(async move {
+            let result = store.put(&key, data).await;
+            (key, result)
+        })
+    };
+    let mut first = put(key);
+    let Some(after) = hedge_after else {
+        return first.await;
+    };
+    tokio::select! {
+        done = &mut first => return done,
+        () = tokio::time::sleep(after) => {}
+    }
+    let mut second = put(new_segment_key(now_ms()));
+    debug!(
+        after_ms = after.as_millis() as u64,
+        "segment upload slow; hedging"
+    );
+    let (winner, loser) = tokio::select! {
+        done = &mut first => (done, second),
+        done = &mut second => (done, first),
+    };
+    match winner {
+        (key, Ok(())) => {
+            tokio::spawn(async move {
+                if let (loser_key, Ok(())) = loser.await
+                    && let Err(e) = store.delete(&loser_key).await
+                {
+                    warn!(key = %loser_key, error = %e, "could not delete the losing hedged upload");
+                }
+            });
+            (key, Ok(()))
+        }
+        // The one that finished failed: the other decides.
+        (_, Err(_)) => loser.await,
+    }
+}
+
 fn upload(
     store: Arc<dyn ObjectStore>,
-    sealed: Sealed,
+    mut sealed: Sealed,
+    hedge_after: Option<Duration>,
 ) -> impl std::future::Future<Output = (Sealed, UploadResult)> {
     let span = info_span!("segment_upload", key = %sealed.key, bytes = sealed.data.len());
     async move {
         let started = std::time::Instant::now();
-        let result = store
-            .put(&sealed.key, sealed.data.clone())
-            .await
-            .map_err(|e| {
-                warn!(error = %e, "segment upload failed");
-                IngestError::from_upload(&e)
-            });
+        let (key, result) =
+            put_hedged(store, sealed.key.clone(), sealed.data.clone(), hedge_after).await;
+        sealed.key = key;
+        let result = result.map_err(|e| {
+            warn!(error = %e, "segment upload failed");
+            IngestError::from_upload(&e)
+        });
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "segment uploaded"
@@ -424,5 +480,126 @@ async fn finish(
             Some(e) => Err(e),
             None => Ok(outcomes),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use kafscale_shared::object_store::{MemoryObjectStore, ObjectMeta};
+
+    use super::*;
+
+    /// A store whose first `put` takes `first_put` and every later one is immediate.
+    #[derive(Debug)]
+    struct SlowFirstPut {
+        inner: MemoryObjectStore,
+        puts: AtomicUsize,
+        puts_done: AtomicUsize,
+        first_put: Duration,
+    }
+
+    #[async_trait]
+    impl ObjectStore for SlowFirstPut {
+        async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
+            if self.puts.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::time::sleep(self.first_put).await;
+            }
+            let result = self.inner.put(key, data).await;
+            self.puts_done.fetch_add(1, Ordering::SeqCst);
+            result
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, r: Range<u64>) -> Result<Bytes, ObjectStoreError> {
+            self.inner.get_range(key, r).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    fn slow_store(first_put: Duration) -> Arc<SlowFirstPut> {
+        Arc::new(SlowFirstPut {
+            inner: MemoryObjectStore::new(),
+            puts: AtomicUsize::new(0),
+            puts_done: AtomicUsize::new(0),
+            first_put,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_slow_upload_is_overtaken_by_its_hedge_and_the_loser_is_deleted() {
+        let store = slow_store(Duration::from_millis(1500));
+        let data = Bytes::from_static(b"segment");
+        let (key, result) = put_hedged(
+            store.clone(),
+            "segments/first".into(),
+            data.clone(),
+            Some(Duration::from_millis(100)),
+        )
+        .await;
+        result.unwrap();
+        assert_ne!(key, "segments/first", "the hedge won");
+        assert_eq!(store.get(&key).await.unwrap(), data);
+        // The first upload finishes later and is then deleted.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let keys: Vec<String> = store
+                .list("")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.key)
+                .collect();
+            // Both uploads wrote their object, and only the winner's is left.
+            if store.puts_done.load(Ordering::SeqCst) == 2 && keys == vec![key.clone()] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the losing upload was not deleted: {keys:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fast_upload_is_not_hedged_and_hedging_can_be_off() {
+        let store = slow_store(Duration::from_millis(1));
+        let (key, result) = put_hedged(
+            store.clone(),
+            "segments/a".into(),
+            Bytes::from_static(b"x"),
+            Some(Duration::from_secs(10)),
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(key, "segments/a");
+        let store = slow_store(Duration::from_millis(200));
+        let (key, result) = put_hedged(
+            store.clone(),
+            "segments/b".into(),
+            Bytes::from_static(b"y"),
+            None,
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(key, "segments/b");
+        assert_eq!(
+            store.puts.load(Ordering::SeqCst),
+            1,
+            "one put each, no hedge"
+        );
     }
 }

@@ -19,6 +19,9 @@ pub struct IngestConfig {
     pub commit_attempts: u32,
     /// Indexer shards of the cluster (a segment is committed once per shard it touches).
     pub shard_count: u32,
+    /// A segment upload slower than this is raced by a second upload under a new key (`None`:
+    /// never). Worth it against object stores with a long latency tail (S3), not local disk.
+    pub upload_hedge_after: Option<Duration>,
 }
 
 impl Default for IngestConfig {
@@ -31,6 +34,7 @@ impl Default for IngestConfig {
             max_concurrent_uploads: 4,
             commit_attempts: 5,
             shard_count: 1,
+            upload_hedge_after: None,
         }
     }
 }
