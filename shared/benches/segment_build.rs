@@ -5,6 +5,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use kafscale_shared::buffer_pool::BufferPool;
 use kafscale_shared::segment::{BatchMeta, SegmentBuilder};
 use uuid::Uuid;
 
@@ -26,6 +27,8 @@ fn segment_build(c: &mut Criterion) {
         max_timestamp: 1_700_000_000_009,
     };
 
+    // As the ingest tier builds them: into pooled buffers, reused from the second build on.
+    let pool = BufferPool::new(2);
     let mut group = c.benchmark_group("segment");
     group.throughput(Throughput::Bytes(SEGMENT_BYTES as u64));
     group.bench_function("build_4MiB_1KiB_batches_16_partitions", |b| {
@@ -34,7 +37,7 @@ fn segment_build(c: &mut Criterion) {
             for (partition, batch) in &batches {
                 builder.append(topic, *partition, batch.clone(), meta);
             }
-            black_box(builder.finish())
+            black_box(builder.finish_in(&pool))
         })
     });
     group.finish();

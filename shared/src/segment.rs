@@ -515,26 +515,21 @@ impl SegmentBuilder {
     /// millions of runs), which no real flush comes near.
     pub fn finish(self) -> BuiltSegment {
         let total = self.encoded_len();
-        let mut out = BytesMut::with_capacity(total);
-        let (runs, batch_starts) = self.write_into(&mut out);
-        debug_assert_eq!(out.len(), total);
-        debug_assert_eq!(out.capacity(), total);
+        let mut buf = vec![0u8; total];
+        let (runs, batch_starts) = self.write_into(&mut buf);
         BuiltSegment {
-            data: out.freeze(),
+            data: Bytes::from(buf),
             runs,
             batch_starts,
         }
     }
 
-    /// [`finish`](Self::finish) into a buffer of `pool` (reused memory, page-aligned start).
+    /// [`finish`](Self::finish) into a buffer of `pool` (reused memory, page-aligned start):
+    /// what the ingest tier does on every flush.
     pub fn finish_in(self, pool: &Arc<BufferPool>) -> BuiltSegment {
         let total = self.encoded_len();
         let mut layout = None;
-        let data = pool.build(total, |buf| {
-            let mut sink = SliceSink { buf, pos: 0 };
-            layout = Some(self.write_into(&mut sink));
-            debug_assert_eq!(sink.pos, total);
-        });
+        let data = pool.build(total, |buf| layout = Some(self.write_into(buf)));
         let (runs, batch_starts) = layout.unwrap_or_default();
         BuiltSegment {
             data,
@@ -543,16 +538,17 @@ impl SegmentBuilder {
         }
     }
 
-    /// Writes the object into `out` (exactly [`encoded_len`](Self::encoded_len) bytes);
-    /// returns the runs and each batch's start.
-    fn write_into(self, out: &mut impl SegmentSink) -> (Vec<RunEntry>, Vec<u64>) {
+    /// Writes the object into `buf` (exactly [`encoded_len`](Self::encoded_len) bytes, each
+    /// batch copied once); returns the runs and each batch's start.
+    fn write_into(self, buf: &mut [u8]) -> (Vec<RunEntry>, Vec<u64>) {
+        let mut out = SliceSink { buf, pos: 0 };
         out.put(&encode_header());
         let mut batch_starts = vec![0u64; self.batches.len()];
         let mut runs = Vec::with_capacity(self.runs.len());
         for ((topic_id, partition), acc) in self.runs {
-            let byte_start = out.written() as u64;
+            let byte_start = out.pos as u64;
             for &h in &acc.handles {
-                batch_starts[h] = out.written() as u64;
+                batch_starts[h] = out.pos as u64;
                 out.put(&self.batches[h]);
             }
             runs.push(RunEntry {
@@ -570,23 +566,8 @@ impl SegmentBuilder {
         let mut footer = BytesMut::with_capacity(footer_len(runs.len()) + TRAILER_LEN);
         encode_footer(&runs, &mut footer);
         out.put(&footer);
+        debug_assert_eq!(out.pos, out.buf.len());
         (runs, batch_starts)
-    }
-}
-
-/// Where [`SegmentBuilder`] writes an object: a growing `BytesMut` or a fixed slice.
-trait SegmentSink {
-    fn put(&mut self, bytes: &[u8]);
-    /// Bytes written so far.
-    fn written(&self) -> usize;
-}
-
-impl SegmentSink for BytesMut {
-    fn put(&mut self, bytes: &[u8]) {
-        BufMut::put_slice(self, bytes);
-    }
-    fn written(&self) -> usize {
-        self.len()
     }
 }
 
@@ -596,13 +577,10 @@ struct SliceSink<'a> {
     pos: usize,
 }
 
-impl SegmentSink for SliceSink<'_> {
+impl SliceSink<'_> {
     fn put(&mut self, bytes: &[u8]) {
         self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
         self.pos += bytes.len();
-    }
-    fn written(&self) -> usize {
-        self.pos
     }
 }
 
