@@ -122,13 +122,9 @@ impl ObjectStore for LocalFsObjectStore {
         let path = self.root.join(key);
         let owned_key = key.to_owned();
         blocking(key, move || {
-            let (mut file, size) = open_object(&path, &owned_key)?;
+            let (file, size) = open_object(&path, &owned_key)?;
             check_range(&owned_key, &range, size)?;
-            let mut data = vec![0; to_usize(&owned_key, range.end - range.start)?];
-            file.seek(SeekFrom::Start(range.start))
-                .and_then(|_| file.read_exact(&mut data))
-                .map_err(|e| io_err(&owned_key, e))?;
-            Ok(Bytes::from(data))
+            read_block(&path, file, range).map_err(|e| io_err(&owned_key, e))
         })
         .await
     }
@@ -352,9 +348,9 @@ fn write_direct(mut file: File, data: &[u8]) -> io::Result<()> {
 /// reads of whole segments, which would otherwise fill the page cache with data it caches itself.
 const DIRECT_READ_MIN: u64 = 64 * 1024;
 
-/// Reads `range` (inside the file) of `file`, opened at `path`. Aligned reads of whole blocks
-/// bypass the page cache (see the module docs), into a buffer whose aligned part becomes the
-/// returned `Bytes` without a copy.
+/// Reads `range` (inside the file) of `file`, opened at `path`: every ranged read of the store.
+/// Aligned reads of whole blocks (the fetch tier's block reads) bypass the page cache (see the
+/// module docs), into a buffer whose aligned part becomes the returned `Bytes` without a copy.
 fn read_block(path: &Path, mut file: File, range: Range<u64>) -> io::Result<Bytes> {
     let len = usize::try_from(range.end - range.start).map_err(io::Error::other)?;
     #[cfg(target_os = "linux")]
