@@ -8,6 +8,15 @@ fn loadtest() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kafscale-loadtest"))
 }
 
+/// A run of topic `t` against a port nothing answers on (1), with `extra` arguments.
+fn run_against_nothing(extra: &[&str]) -> std::process::Output {
+    loadtest()
+        .args(["--bootstrap", "127.0.0.1:1", "--topic", "t"])
+        .args(extra)
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn the_documented_flags_exist() {
     let out = loadtest().arg("--help").output().expect("run --help");
@@ -64,22 +73,9 @@ fn an_unreachable_bootstrap_fails_fast_with_a_message() {
 
 #[test]
 fn bad_arguments_are_refused() {
-    let out = loadtest()
-        .args(["--bootstrap", "127.0.0.1:1", "--topic", "t", "--acks", "2"])
-        .output()
-        .expect("run");
+    let out = run_against_nothing(&["--acks", "2"]);
     assert!(!out.status.success());
-    let out = loadtest()
-        .args([
-            "--bootstrap",
-            "127.0.0.1:1",
-            "--topic",
-            "t",
-            "--records",
-            "0",
-        ])
-        .output()
-        .expect("run");
+    let out = run_against_nothing(&["--records", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--records"));
 }
@@ -87,33 +83,16 @@ fn bad_arguments_are_refused() {
 #[test]
 fn plot_arguments_are_checked_before_the_run() {
     // Not a .png: refused before any connection is tried.
-    let out = loadtest()
-        .args([
-            "--bootstrap",
-            "127.0.0.1:1",
-            "--topic",
-            "t",
-            "--plot",
-            "latency.svg",
-        ])
-        .output()
-        .expect("run");
+    let out = run_against_nothing(&["--plot", "latency.svg"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--plot") && err.contains(".png"), "{err}");
     assert!(!err.contains("preparing the topic"), "{err}");
     // --plot-font means nothing without --plot.
-    let out = loadtest()
-        .args([
-            "--bootstrap",
-            "127.0.0.1:1",
-            "--topic",
-            "t",
-            "--plot-font",
-            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        ])
-        .output()
-        .expect("run");
+    let out = run_against_nothing(&[
+        "--plot-font",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--plot"));
 }
@@ -122,19 +101,12 @@ fn plot_arguments_are_checked_before_the_run() {
 fn a_missing_plot_font_is_said_before_the_run() {
     // The font is checked up front (a warning naming the flag and the package), then the run
     // goes on: here it fails for want of a server, with the run's own exit status.
-    let out = loadtest()
-        .args([
-            "--bootstrap",
-            "127.0.0.1:1",
-            "--topic",
-            "t",
-            "--plot",
-            "latency.png",
-            "--plot-font",
-            "/nonexistent/NoSuchFont.ttf",
-        ])
-        .output()
-        .expect("run");
+    let out = run_against_nothing(&[
+        "--plot",
+        "latency.png",
+        "--plot-font",
+        "/nonexistent/NoSuchFont.ttf",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for part in [
