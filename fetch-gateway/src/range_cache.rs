@@ -33,10 +33,10 @@ impl RangeCache {
     /// The entry's bytes with every batch's base offset set to its real offset.
     pub(crate) async fn read(&self, entry: &IndexEntry) -> Result<Bytes, FetchError> {
         let key: RangeKey = (entry.segment_key.clone(), entry.byte_start, entry.byte_len);
-        let store = self.store.clone();
-        let e = entry.clone();
         self.ranges
-            .get_or_load(key, move || {
+            .get_or_load(key, || {
+                // Only on a miss: a hit costs the key and nothing else.
+                let (store, e) = (self.store.clone(), entry.clone());
                 Box::pin(async move {
                     let raw = store
                         .get_range(&e.segment_key, e.byte_start..e.byte_start + e.byte_len)

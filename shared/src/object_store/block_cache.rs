@@ -69,11 +69,10 @@ impl BlockCache {
 
     /// Block `index` of `key` (shorter than a block at the object's end, empty past it).
     async fn block(&self, key: &str, index: u64) -> Result<Bytes, ObjectStoreError> {
-        let inner = self.inner.clone();
-        let owned = key.to_owned();
         let range = index * self.block_bytes..(index + 1) * self.block_bytes;
         self.blocks
-            .get_or_load((key.to_owned(), index), move || {
+            .get_or_load((key.to_owned(), index), || {
+                let (inner, owned) = (self.inner.clone(), key.to_owned());
                 Box::pin(async move { inner.get_range_capped(&owned, range).await })
             })
             .await
