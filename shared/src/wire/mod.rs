@@ -2,10 +2,12 @@
 //!
 //! A connection reads length-prefixed frames (the length is checked against a maximum before
 //! anything is allocated), decodes the request header, and hands each request to a
-//! [`KafkaHandler`] in two steps: [`KafkaHandler::start`] runs in request order on the
-//! connection task (so a produce request is appended to the ingest buffer before the next one
-//! on the same connection is looked at), and the future it returns completes concurrently with
-//! later requests. Responses are written strictly in request order, as Kafka clients require
+//! [`KafkaHandler`] in two steps: [`KafkaHandler::start`] runs in request order (so a produce
+//! request is appended to the ingest buffer before the next one on the same connection is
+//! looked at), and the future it returns completes concurrently with later requests. Requests
+//! with side effects take effect in arrival order: a write starts only once the writes before
+//! it on the connection took effect, and a read once they did (see [`ordering`]); reads run
+//! concurrently. Responses are written strictly in request order, as Kafka clients require
 //! when they pipeline. ApiVersions is answered here from the handler's [`ApiSupport`] table, so
 //! a tier advertises exactly the APIs it serves.
 //!
@@ -16,6 +18,7 @@
 
 mod api_versions;
 pub mod fetch_frame;
+mod ordering;
 mod router;
 mod server;
 
@@ -90,8 +93,11 @@ impl Dispatch {
 pub trait KafkaHandler: Send + Sync + 'static {
     /// Every API (except ApiVersions, which the core serves) and the versions advertised.
     fn supported_apis(&self) -> Vec<ApiSupport>;
-    /// Starts handling one decoded request. Awaited in request order per connection before the
-    /// next request is read, so it should only do quick work (validate, enqueue) and leave
-    /// waiting to the returned [`Dispatch`] future.
+    /// Starts handling one decoded request. Called in request order per connection: on the
+    /// connection task before the next request is read, or (when an earlier write on the
+    /// connection has not taken effect yet) from the request's own future once it has. It
+    /// should only do quick work (validate, enqueue) and leave waiting to the returned
+    /// [`Dispatch`] future, whose completion is when a write other than Produce counts as
+    /// applied.
     async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch;
 }

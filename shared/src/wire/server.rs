@@ -24,11 +24,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::api_versions::{API_VERSIONS_SUPPORT, api_versions_response};
 use super::fetch_frame::encode_fetch_frame;
+use super::ordering::{Effect, WriteFence, effect_of};
 use super::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
 
 /// Limits of the wire server.
@@ -153,6 +154,7 @@ async fn serve_connection(
     let mut framed = FramedRead::new(reader, codec);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut reading = true;
+    let mut fence = WriteFence::default();
     debug!("connection opened");
     loop {
         if !reading && pending.is_empty() {
@@ -183,8 +185,8 @@ async fn serve_connection(
                         drain_and_close(&mut writer, &mut pending).await;
                         return;
                     }
-                    Some(Ok(frame)) => match start_request(frame.freeze(), peer, connection_id, &shared).await {
-                        Ok(fut) => pending.push_back(fut),
+                    Some(Ok(frame)) => match decode_request(frame.freeze(), peer, connection_id, &shared) {
+                        Ok(decoded) => pending.push_back(start_request(decoded, &shared, &mut fence).await),
                         Err(reason) => {
                             warn!(%reason, "closing connection: bad request");
                             drain_and_close(&mut writer, &mut pending).await;
@@ -212,13 +214,19 @@ async fn drain_and_close(writer: &mut OwnedWriteHalf, pending: &mut FuturesOrder
     }
 }
 
-/// Decodes one request frame and starts it; `Err` means the connection must be closed.
-async fn start_request(
+/// A decoded request for the handler, or an answer the core gives itself.
+enum Decoded {
+    Answer(Outgoing),
+    Request(RequestContext, RequestKind),
+}
+
+/// Decodes one request frame; `Err` means the connection must be closed.
+fn decode_request(
     mut frame: Bytes,
     peer: SocketAddr,
     connection_id: u64,
     shared: &Shared,
-) -> Result<Pending, String> {
+) -> Result<Decoded, String> {
     if frame.len() < 8 {
         return Err(format!(
             "request frame of {} bytes is shorter than a header",
@@ -234,13 +242,12 @@ async fn start_request(
         // Kafka answers with UNSUPPORTED_VERSION in a v0 body so the client can pick a version.
         let response =
             api_versions_response(&shared.all_apis, Some(ResponseError::UnsupportedVersion));
-        let out = Outgoing {
+        return Ok(Decoded::Answer(Outgoing {
             api_key,
             version: 0,
             correlation_id,
             result: Ok(response.into()),
-        };
-        return Ok(Box::pin(async move { Some(out) }));
+        }));
     }
     let supported = if api_key == ApiKey::ApiVersions {
         true
@@ -261,6 +268,15 @@ async fn start_request(
         debug!(api = ?api_key, version, extra = frame.remaining(), "trailing bytes after request body");
     }
     debug!(api = ?api_key, version, correlation_id, "request");
+    if api_key == ApiKey::ApiVersions {
+        let response = api_versions_response(&shared.all_apis, None);
+        return Ok(Decoded::Answer(Outgoing {
+            api_key,
+            version,
+            correlation_id,
+            result: Ok(response.into()),
+        }));
+    }
     let ctx = RequestContext {
         api_key,
         api_version: version,
@@ -269,30 +285,83 @@ async fn start_request(
         peer,
         connection_id,
     };
-    if api_key == ApiKey::ApiVersions {
-        let response = api_versions_response(&shared.all_apis, None);
-        let out = Outgoing {
-            api_key,
-            version,
-            correlation_id,
-            result: Ok(response.into()),
-        };
-        return Ok(Box::pin(async move { Some(out) }));
-    }
-    match shared.handler.start(ctx, request).await {
-        Dispatch::Respond(fut) => Ok(Box::pin(async move {
-            let result = fut.await;
-            Some(Outgoing {
-                api_key,
-                version,
-                correlation_id,
-                result,
-            })
-        })),
-        Dispatch::NoResponse(fut) => Ok(Box::pin(async move {
-            fut.await;
+    Ok(Decoded::Request(ctx, request))
+}
+
+/// Starts a decoded request in arrival order of its effects (see [`super::ordering`]): at once
+/// when no earlier write is still taking effect (the common case, and always for back-to-back
+/// produce requests), else once it has.
+async fn start_request(decoded: Decoded, shared: &Arc<Shared>, fence: &mut WriteFence) -> Pending {
+    let (ctx, request) = match decoded {
+        Decoded::Answer(out) => return Box::pin(async move { Some(out) }),
+        Decoded::Request(ctx, request) => (ctx, request),
+    };
+    let effect = effect_of(ctx.api_key);
+    let wait = fence.pending();
+    let applied = match (effect, &wait) {
+        (Effect::None, _) | (Effect::AtStart, None) => None,
+        _ => {
+            let token = CancellationToken::new();
+            fence.advance(token.clone());
+            Some(token.drop_guard())
+        }
+    };
+    let reply = Reply::of(&ctx);
+    let Some(wait) = wait else {
+        let dispatch = shared.handler.start(ctx, request).await;
+        return reply.pending(dispatch, applied);
+    };
+    let handler = shared.handler.clone();
+    Box::pin(async move {
+        wait.cancelled().await;
+        let dispatch = handler.start(ctx, request).await;
+        // A produce request took effect when started; anything else when it completes.
+        let applied = if effect == Effect::AtStart {
             None
-        })),
+        } else {
+            applied
+        };
+        reply.pending(dispatch, applied).await
+    })
+}
+
+/// What the response frame of a request needs besides the handler's answer.
+#[derive(Clone, Copy)]
+struct Reply {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+}
+
+impl Reply {
+    fn of(ctx: &RequestContext) -> Self {
+        Reply {
+            api_key: ctx.api_key,
+            version: ctx.api_version,
+            correlation_id: ctx.correlation_id,
+        }
+    }
+
+    /// The handler's work as the connection's pending future; `applied` (if any) is released
+    /// when the work is done, letting the next write start.
+    fn pending(self, dispatch: Dispatch, applied: Option<DropGuard>) -> Pending {
+        match dispatch {
+            Dispatch::Respond(fut) => Box::pin(async move {
+                let result = fut.await;
+                drop(applied);
+                Some(Outgoing {
+                    api_key: self.api_key,
+                    version: self.version,
+                    correlation_id: self.correlation_id,
+                    result,
+                })
+            }),
+            Dispatch::NoResponse(fut) => Box::pin(async move {
+                fut.await;
+                drop(applied);
+                None
+            }),
+        }
     }
 }
 
