@@ -228,16 +228,22 @@ impl FetchService {
     async fn resolve(&self, request: &FetchRequest, version: i16) -> Vec<Target> {
         let mut targets = Vec::new();
         for (topic_index, t) in request.topics.iter().enumerate() {
-            let (topic, unknown_error) = if version >= 13 {
+            let (lookup, unknown) = if version >= 13 {
                 (
-                    self.catalog.topic_by_id(t.topic_id).await.ok().flatten(),
+                    self.catalog.topic_by_id(t.topic_id).await,
                     FetchError::UnknownTopicId,
                 )
             } else {
                 (
-                    self.catalog.topic(&t.topic.0).await.ok().flatten(),
+                    self.catalog.topic(&t.topic.0).await,
                     FetchError::UnknownTopicOrPartition,
                 )
+            };
+            // A store that cannot answer is a retriable error, never "unknown topic" (clients
+            // would drop the partition or reset their offsets).
+            let (topic, unknown_error) = match lookup {
+                Ok(topic) => (topic, unknown),
+                Err(e) => (None, FetchError::from(e)),
             };
             for p in &t.partitions {
                 targets.push(Target {

@@ -81,19 +81,20 @@ impl GroupService {
         let mut written = Vec::new();
         for topic in &request.topics {
             let name = topic.name.0.to_string();
-            let record = match whole_error {
-                Some(_) => None,
+            // A store that cannot answer gets a retriable error, not "unknown topic".
+            let (record, lookup_error) = match whole_error {
+                Some(_) => (None, None),
                 None => match self.topics.catalog().topic(&name).await {
-                    Ok(t) => t,
+                    Ok(t) => (t, None),
                     Err(e) => {
                         warn!(group, topic = name, error = %e, "offset commit: topic lookup failed");
-                        None
+                        (None, Some(ResponseError::CoordinatorNotAvailable))
                     }
                 },
             };
             let mut partitions = Vec::new();
             for p in &topic.partitions {
-                let error = whole_error.or_else(|| match &record {
+                let error = whole_error.or(lookup_error).or_else(|| match &record {
                     Some(t) if p.partition_index >= 0 && p.partition_index < t.partitions => {
                         let too_long = p
                             .committed_metadata
@@ -330,18 +331,21 @@ impl GroupService {
         let mut deletes = Vec::new();
         for topic in request.topics {
             let name = topic.name.0.to_string();
-            let record = catalog.topic(&name).await.ok().flatten();
+            let record = catalog.topic(&name).await;
             let mut partitions = Vec::new();
             for p in topic.partitions {
                 let error = if subscribed.contains(&name) {
                     Some(ResponseError::GroupSubscribedToTopic)
                 } else {
                     match &record {
-                        Some(t) if p.partition_index >= 0 && p.partition_index < t.partitions => {
+                        Ok(Some(t))
+                            if p.partition_index >= 0 && p.partition_index < t.partitions =>
+                        {
                             deletes.push((t.topic_id, p.partition_index));
                             None
                         }
-                        _ => Some(ResponseError::UnknownTopicOrPartition),
+                        Err(_) => Some(ResponseError::CoordinatorNotAvailable),
+                        Ok(_) => Some(ResponseError::UnknownTopicOrPartition),
                     }
                 };
                 partitions.push(

@@ -112,20 +112,25 @@ impl FetchService {
     ) -> ListOffsetsResponse {
         let mut response = ListOffsetsResponse::default();
         for t in request.topics {
-            let topic = self.catalog.topic(&t.name.0).await.ok().flatten();
+            let topic = self
+                .catalog
+                .topic(&t.name.0)
+                .await
+                .map_err(FetchError::from);
             let mut out = ListOffsetsTopicResponse::default();
             out.name = t.name.clone();
             for p in t.partitions {
                 let mut r = ListOffsetsPartitionResponse::default();
                 r.partition_index = p.partition_index;
                 let result = match &topic {
-                    Some(topic)
+                    Ok(Some(topic))
                         if p.partition_index >= 0 && p.partition_index < topic.partitions =>
                     {
                         self.lookup(topic.topic_id, p.partition_index, p.timestamp)
                             .await
                     }
-                    _ => Err(FetchError::UnknownTopicOrPartition),
+                    Err(e) => Err(e.clone()),
+                    Ok(_) => Err(FetchError::UnknownTopicOrPartition),
                 };
                 match result {
                     Ok((offset, timestamp)) => {

@@ -250,6 +250,9 @@ pub fn now_ms() -> i64 {
 /// How long a cached topic list is trusted before a lookup reloads it.
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// How long a topic missing from a fresh reload is reported missing without another reload.
+const TOPIC_MISS_TTL: Duration = Duration::from_millis(500);
+
 #[derive(Default)]
 struct TopicCache {
     loaded_at: Option<Instant>,
@@ -261,6 +264,8 @@ struct TopicCache {
 pub struct Catalog {
     store: Arc<dyn MetaStore>,
     topics: RwLock<TopicCache>,
+    /// One reload of the topic list at a time: concurrent misses share it.
+    topic_reload: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -276,6 +281,7 @@ impl Catalog {
         Catalog {
             store,
             topics: RwLock::new(TopicCache::default()),
+            topic_reload: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -402,28 +408,45 @@ impl Catalog {
         }
     }
 
-    /// A topic by name, from the cache when fresh (a miss reloads the list).
+    /// A topic by name, from the cache when fresh (see [`Catalog::lookup_topic`]).
     pub async fn topic(&self, name: &str) -> Result<Option<TopicRecord>, CatalogError> {
-        if let Some(t) = self.cached(|c| c.by_name.get(name).cloned()) {
-            return Ok(Some(t));
-        }
-        Ok(self
-            .list_topics()
-            .await?
-            .into_iter()
-            .find(|t| t.name == name))
+        self.lookup_topic(|c| c.by_name.get(name).cloned()).await
     }
 
-    /// A topic by id, from the cache when fresh (a miss reloads the list).
+    /// A topic by id, from the cache when fresh (see [`Catalog::lookup_topic`]).
     pub async fn topic_by_id(&self, topic_id: Uuid) -> Result<Option<TopicRecord>, CatalogError> {
-        if let Some(t) = self.cached(|c| c.by_id.get(&topic_id).cloned()) {
+        self.lookup_topic(|c| c.by_id.get(&topic_id).cloned()).await
+    }
+
+    /// A cached topic, or, on a miss, the answer of a reload of the topic list. A miss right
+    /// after a reload is answered from it (unknown topics are asked for in bursts: every
+    /// partition of a request, every retry of a client), and concurrent misses share one
+    /// reload, so unknown names cost the store at most one list per [`TOPIC_MISS_TTL`].
+    async fn lookup_topic(
+        &self,
+        find: impl Fn(&TopicCache) -> Option<TopicRecord>,
+    ) -> Result<Option<TopicRecord>, CatalogError> {
+        if let Some(t) = self.cached(&find) {
             return Ok(Some(t));
         }
-        Ok(self
-            .list_topics()
-            .await?
-            .into_iter()
-            .find(|t| t.topic_id == topic_id))
+        let asked = Instant::now();
+        if self.loaded_after(asked.checked_sub(TOPIC_MISS_TTL)) {
+            return Ok(self.cached(&find));
+        }
+        let _reload = self.topic_reload.lock().await;
+        if !self.loaded_after(Some(asked)) {
+            self.list_topics().await?;
+        }
+        Ok(self.cached(&find))
+    }
+
+    /// Whether the cached list was loaded at or after `since` (and not invalidated).
+    fn loaded_after(&self, since: Option<Instant>) -> bool {
+        let cache = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        match (cache.loaded_at, since) {
+            (Some(at), Some(since)) => at >= since,
+            _ => false,
+        }
     }
 
     /// A partition row and its item version.
@@ -871,5 +894,83 @@ mod create_topic_tests {
                 .len(),
             1
         );
+    }
+}
+
+#[cfg(test)]
+mod topic_lookup_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::meta_store::{Item, MemoryMetaStore};
+
+    /// A memory store that counts list queries, makes them slow, and fails them on demand.
+    #[derive(Debug, Default)]
+    struct CountingStore {
+        inner: MemoryMetaStore,
+        queries: AtomicUsize,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl MetaStore for CountingStore {
+        async fn get(&self, key: &ItemKey) -> Result<Option<Item>, MetaStoreError> {
+            self.inner.get(key).await
+        }
+        async fn query(&self, query: Query) -> Result<Vec<Item>, MetaStoreError> {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(MetaStoreError::Unavailable("injected".into()));
+            }
+            self.inner.query(query).await
+        }
+        async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
+            self.inner.write(ops).await
+        }
+        fn max_batch_ops(&self) -> usize {
+            self.inner.max_batch_ops()
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_reload_and_a_fresh_miss_reloads_nothing() {
+        let store = Arc::new(CountingStore::default());
+        let catalog = Arc::new(Catalog::new(store.clone()));
+        catalog
+            .create_topic("known", 1, BTreeMap::new())
+            .await
+            .expect("create");
+        let before = store.queries.load(Ordering::SeqCst);
+        let lookups: Vec<_> = (0..50)
+            .map(|_| {
+                let catalog = catalog.clone();
+                tokio::spawn(async move { catalog.topic("missing").await })
+            })
+            .collect();
+        for l in lookups {
+            assert!(l.await.expect("task").expect("lookup").is_none());
+        }
+        assert_eq!(store.queries.load(Ordering::SeqCst) - before, 1);
+        // Asked again at once: answered from that reload.
+        assert!(catalog.topic("missing").await.expect("lookup").is_none());
+        assert_eq!(store.queries.load(Ordering::SeqCst) - before, 1);
+        assert!(catalog.topic("known").await.expect("lookup").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_store_error_is_an_error_never_an_unknown_topic() {
+        let store = Arc::new(CountingStore::default());
+        let catalog = Catalog::new(store.clone());
+        store.failing.store(true, Ordering::SeqCst);
+        let result = catalog.topic("anything").await;
+        assert!(
+            matches!(&result, Err(e) if e.is_retryable()),
+            "lookup during an outage: {result:?}"
+        );
+        assert!(catalog.topic_by_id(Uuid::new_v4()).await.is_err());
     }
 }
