@@ -74,6 +74,7 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
+const INVALID_RECORD: i16 = 87;
 
 // ---------------------------------------------------------------------------------------------
 // The in-process cluster
@@ -1172,9 +1173,10 @@ async fn an_idempotent_producer_is_deduplicated_and_a_sequence_gap_is_rejected()
             .await,
         (0, 8)
     );
-    // KIP-360: the producer asks for a new epoch; the new epoch starts at sequence 0 and the
-    // old one is fenced.
-    let bumped = c
+    // InitProducerId naming this producer's id and epoch (as librdkafka does to start over)
+    // gets a fresh producer id, as from Kafka: without a transactional id nobody can bump,
+    // and so fence, another client's producer.
+    let again = c
         .call(
             4,
             &InitProducerIdRequest::default()
@@ -1184,24 +1186,52 @@ async fn an_idempotent_producer_is_deduplicated_and_a_sequence_gap_is_rejected()
                 .with_producer_epoch(init.producer_epoch),
         )
         .await;
-    assert_eq!(bumped.error_code, 0);
-    assert_eq!(bumped.producer_id, init.producer_id);
-    assert_eq!(bumped.producer_epoch, 1);
-    let new_epoch = Some(Idempotence {
+    assert_eq!(again.error_code, 0);
+    assert_ne!(again.producer_id, init.producer_id);
+    assert_eq!(again.producer_epoch, 0);
+    let fresh = Some(Idempotence {
+        producer_id: again.producer_id.0,
+        epoch: 0,
+        base_sequence: 0,
+    });
+    assert_eq!(
+        c.produce_one("idem", 0, batch(&tagged("e1", 2, 10), fresh))
+            .await,
+        (0, 9)
+    );
+    // The first producer was not fenced: it goes on where it was.
+    assert_eq!(
+        c.produce_one("idem", 0, batch(&tagged("s9", 1, 10), producer(9)))
+            .await,
+        (0, 11)
+    );
+    // A producer the partition never saw may start at any sequence (Kafka 2.5+).
+    let unseen = Some(Idempotence {
+        producer_id: again.producer_id.0 + 1000,
+        epoch: 3,
+        base_sequence: 42,
+    });
+    assert_eq!(
+        c.produce_one("idem", 0, batch(&tagged("u42", 1, 10), unseen))
+            .await,
+        (0, 12)
+    );
+    // A known producer's new epoch starts at sequence 0 and fences the old epoch.
+    let next_epoch = Some(Idempotence {
         producer_id: init.producer_id.0,
         epoch: 1,
         base_sequence: 0,
     });
     assert_eq!(
-        c.produce_one("idem", 0, batch(&tagged("e1", 2, 10), new_epoch))
+        c.produce_one("idem", 0, batch(&tagged("n0", 1, 10), next_epoch))
             .await,
-        (0, 9)
+        (0, 13)
     );
     let (error, _) = c
-        .produce_one("idem", 0, batch(&tagged("stale", 1, 10), producer(9)))
+        .produce_one("idem", 0, batch(&tagged("stale", 1, 10), producer(10)))
         .await;
     assert_eq!(error, INVALID_PRODUCER_EPOCH);
-    assert_eq!(c.list_offset("idem", 0, -1).await, (0, 11, -1));
+    assert_eq!(c.list_offset("idem", 0, -1).await, (0, 14, -1));
     pipeline.stop().await;
 }
 
@@ -1210,20 +1240,23 @@ async fn several_batches_in_one_partition_entry_and_invalid_acks() {
     let pipeline = Pipeline::start(Options::default()).await;
     let mut c = pipeline.client().await;
     c.create_topic("multi", 1).await;
-    // Two batches back to back in one partition's records: one base offset, both appended.
+    // Two batches back to back in one partition's records: refused whole, as Kafka refuses
+    // more than one v2 batch per partition (INVALID_RECORD), and nothing is appended.
     let mut two = BytesMut::new();
     two.put_slice(&batch(&tagged("one", 2, 4), None));
     two.put_slice(&batch(&tagged("two", 3, 4), None));
-    assert_eq!(c.produce_one("multi", 0, two.freeze()).await, (0, 0));
+    let (error, _) = c.produce_one("multi", 0, two.freeze()).await;
+    assert_eq!(error, INVALID_RECORD);
+    assert_eq!(c.list_offset("multi", 0, -1).await, (0, 0, -1));
     assert_eq!(
         c.produce_one("multi", 0, batch(&tagged("three", 1, 4), None))
             .await,
-        (0, 5)
+        (0, 0)
     );
     let batches = c.fetch_all("multi", 0, 0).await;
     assert_eq!(
         batches.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
-        vec![0, 2, 5]
+        vec![0]
     );
     // acks must be -1, 0 or 1.
     let response = c
@@ -1233,7 +1266,7 @@ async fn several_batches_in_one_partition_entry_and_invalid_acks() {
         response.responses[0].partition_responses[0].error_code,
         INVALID_REQUIRED_ACKS
     );
-    assert_eq!(c.list_offset("multi", 0, -1).await, (0, 6, -1));
+    assert_eq!(c.list_offset("multi", 0, -1).await, (0, 1, -1));
     pipeline.stop().await;
 }
 

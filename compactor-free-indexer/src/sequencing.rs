@@ -133,12 +133,10 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 fn check_sequence(state: Option<&ProducerRecord>, batch: &CommitBatch, last_seq: i32) -> Check {
+    // A producer this partition has no state for starts wherever it is (Kafka 2.5+, KIP-360):
+    // its state may have been lost or expired, and refusing would leave it stuck.
     let Some(state) = state else {
-        return if batch.base_sequence == 0 {
-            Check::Accept
-        } else {
-            Check::Reject(RejectReason::OutOfOrderSequence)
-        };
+        return Check::Accept;
     };
     if batch.producer_epoch < state.epoch {
         return Check::Reject(RejectReason::InvalidProducerEpoch);

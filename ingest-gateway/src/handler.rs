@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
     ProducerId, RequestKind,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafscale_shared::batch::validate_batches;
+use kafscale_shared::batch::validate_produce_batch;
 use kafscale_shared::sequencer::BatchOutcome;
 use kafscale_shared::topic_api::TopicApi;
 use kafscale_shared::wire::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
@@ -50,11 +50,10 @@ enum PartitionWait {
     Pending(oneshot::Receiver<FlushOutcome>),
 }
 
+/// A partition's answer: the outcome of its one batch (see [`validate_produce_batch`]).
 fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
-    let outcomes = outcome?;
-    let mut first = None;
-    for o in &outcomes {
-        match *o {
+    match outcome?.as_slice() {
+        [
             BatchOutcome::Appended {
                 base_offset,
                 log_start_offset,
@@ -62,13 +61,14 @@ fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
             | BatchOutcome::Duplicate {
                 base_offset,
                 log_start_offset,
-            } => {
-                first.get_or_insert((base_offset, log_start_offset));
-            }
-            BatchOutcome::Rejected(r) => return Err(IngestError::Rejected(r)),
-        }
+            },
+        ] => Ok((*base_offset, *log_start_offset)),
+        [BatchOutcome::Rejected(r)] => Err(IngestError::Rejected(*r)),
+        other => Err(IngestError::Commit(format!(
+            "{} outcomes for one batch",
+            other.len()
+        ))),
     }
-    first.ok_or_else(|| IngestError::Commit("no outcome for the partition's batches".into()))
 }
 
 impl IngestHandler {
@@ -111,13 +111,16 @@ impl IngestHandler {
                     }
                     Some(Ok(t)) => {
                         let records = p.records.unwrap_or_default();
-                        match validate_batches(&records, self.buffer.config().max_message_bytes) {
+                        match validate_produce_batch(
+                            &records,
+                            self.buffer.config().max_message_bytes,
+                        ) {
                             Err(e) => {
                                 debug!(topic = %name, partition = p.index, error = %e, "rejected batch");
                                 PartitionWait::Done(Err(IngestError::Batch(e)))
                             }
-                            Ok(batches) => {
-                                match self.buffer.append(t.topic_id, p.index, batches).await {
+                            Ok(batch) => {
+                                match self.buffer.append(t.topic_id, p.index, vec![batch]).await {
                                     Ok(rx) => PartitionWait::Pending(rx),
                                     Err(e) => PartitionWait::Done(Err(e)),
                                 }
@@ -187,15 +190,10 @@ impl IngestHandler {
             response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
             return response;
         }
-        // KIP-360: a producer that knows its id asks for an epoch bump.
-        if request.producer_id.0 >= 0
-            && request.producer_epoch >= 0
-            && request.producer_epoch < i16::MAX - 1
-        {
-            response.producer_id = request.producer_id;
-            response.producer_epoch = request.producer_epoch + 1;
-            return response;
-        }
+        // Without a transactional id Kafka hands out a fresh producer id whatever the request
+        // names: bumping the epoch of the id it names would let any client fence another
+        // client's producer (KIP-360's bump is for transactional producers). A producer that
+        // asks again simply starts over, at sequence 0, under a new id.
         match self.producer_ids.next().await {
             Ok(id) => {
                 response.producer_id = ProducerId(id);

@@ -215,6 +215,22 @@ pub fn validate_batches(
     Ok(out)
 }
 
+/// Validates the `records` of one partition of a Produce request, which must hold exactly one
+/// batch: Kafka refuses more than one v2 batch per partition and request (INVALID_RECORD), so
+/// a partition's answer is always about one batch, appended or not, never about some of them.
+pub fn validate_produce_batch(
+    records: &Bytes,
+    max_batch_bytes: usize,
+) -> Result<ValidatedBatch, BatchError> {
+    let mut batches = validate_batches(records, max_batch_bytes)?;
+    match batches.len() {
+        1 => Ok(batches.remove(0)),
+        _ => Err(BatchError::Invalid(
+            "a produce request may carry only one record batch per partition",
+        )),
+    }
+}
+
 /// Rewrites the base offset of every batch in `buf` (a run of whole batches), starting at
 /// `base_offset` and advancing by each batch's offset count. Returns the next offset.
 /// Stops at the first incomplete batch (callers pass whole runs; a short tail is left as is).
@@ -298,6 +314,24 @@ pub(crate) mod tests {
         )
         .expect("encode");
         buf.freeze()
+    }
+
+    #[test]
+    fn a_produce_partition_must_hold_exactly_one_batch() {
+        let one = encode_batch(3, Compression::None, 7, 0);
+        let v = validate_produce_batch(&one, 1 << 20).expect("one batch");
+        assert_eq!(v.header.record_count, 3);
+        let mut two = bytes::BytesMut::new();
+        two.extend_from_slice(&one);
+        two.extend_from_slice(&encode_batch(2, Compression::None, 7, 3));
+        assert!(matches!(
+            validate_produce_batch(&two.freeze(), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate_produce_batch(&Bytes::new(), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
     }
 
     #[test]

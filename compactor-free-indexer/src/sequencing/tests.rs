@@ -209,13 +209,17 @@ async fn idempotent_producers_are_deduplicated_like_a_kafka_leader() {
         .collect();
     assert_eq!(ranges, vec![(5, 5, 16), (6, 6, 216), (7, 8, 416)]);
 
-    // A gap, an old epoch, and an unknown producer with a non-zero sequence are rejected.
+    // A gap is rejected; a producer the partition has no state for is accepted at whatever
+    // sequence it is (Kafka 2.5+), and tracked from there.
     let r = indexer
         .commit(req(
             "s3",
             vec![
                 idem(batch(id, 0, 16, 1), 7, 0, 9),
                 idem(batch(id, 0, 116, 1), 8, 0, 4),
+                idem(batch(id, 0, 216, 1), 8, 0, 5),
+                idem(batch(id, 0, 316, 1), 8, 0, 4),
+                idem(batch(id, 0, 416, 1), 8, 0, 9),
             ],
         ))
         .await
@@ -224,7 +228,13 @@ async fn idempotent_producers_are_deduplicated_like_a_kafka_leader() {
         r.outcomes,
         vec![
             BatchOutcome::Rejected(RejectReason::OutOfOrderSequence),
-            BatchOutcome::Rejected(RejectReason::OutOfOrderSequence)
+            appended(9),
+            appended(10),
+            BatchOutcome::Duplicate {
+                base_offset: 9,
+                log_start_offset: 0
+            },
+            BatchOutcome::Rejected(RejectReason::OutOfOrderSequence),
         ]
     );
     // A new epoch starts again at 0; then the old epoch is fenced.
@@ -241,7 +251,7 @@ async fn idempotent_producers_are_deduplicated_like_a_kafka_leader() {
     assert_eq!(
         r.outcomes,
         vec![
-            appended(9),
+            appended(11),
             BatchOutcome::Rejected(RejectReason::InvalidProducerEpoch)
         ]
     );
