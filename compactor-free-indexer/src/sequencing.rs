@@ -80,6 +80,11 @@ struct PartitionState {
     version: u64,
 }
 
+/// An idempotent producer's state in one partition as stored: the row and its item version,
+/// or `None` while the partition has no row for it. Its writes are conditioned on that
+/// version, like the partition row's, so a stale copy can never be written back.
+type StoredProducer = Option<(ProducerRecord, u64)>;
+
 /// One shard's sequencing state. Its mutex orders the shard's commits and lease changes, so
 /// the lease version a commit is fenced with cannot change under it; different shards commit
 /// concurrently.
@@ -87,9 +92,14 @@ struct PartitionState {
 struct ShardState {
     lease: Option<HeldLease>,
     partitions: HashMap<PartitionId, PartitionState>,
-    producers: HashMap<ProducerKey, Option<ProducerRecord>>,
+    producers: HashMap<ProducerKey, StoredProducer>,
     recent: HashMap<String, CommitResponse>,
     recent_order: VecDeque<String>,
+    /// A write was sent whose outcome the cached rows do not reflect yet. Set before each
+    /// commit write and cleared once the cache matches its outcome; if the commit's future is
+    /// dropped in between (its caller went away, e.g. a killed gateway's HTTP request), the
+    /// write may still have landed, so the next commit starts from the store again.
+    unsettled: bool,
 }
 
 impl ShardState {
@@ -389,7 +399,7 @@ impl Indexer {
         &self,
         state: &mut ShardState,
         key: ProducerKey,
-    ) -> Result<Option<ProducerRecord>, CatalogError> {
+    ) -> Result<StoredProducer, CatalogError> {
         if let Some(p) = state.producers.get(&key) {
             return Ok(p.clone());
         }
@@ -419,6 +429,14 @@ impl Indexer {
             )));
         };
         let mut state = slot.lock().await;
+        if state.unsettled {
+            debug!(
+                shard = request.shard,
+                "an earlier commit's outcome is unknown; reloading rows"
+            );
+            state.forget_rows();
+            state.unsettled = false;
+        }
         let Some(lease) = state.lease.clone() else {
             return Err(SequencerError::NotOwner {
                 shard: request.shard,
@@ -525,7 +543,9 @@ impl Indexer {
         let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
         // Work on copies; the cache is only updated after the write succeeded.
         let mut parts: HashMap<PartitionId, PartitionState> = HashMap::new();
-        let mut producers: HashMap<ProducerKey, Option<ProducerRecord>> = HashMap::new();
+        // Every producer looked at, as stored; `changed` holds the new rows to write.
+        let mut producers: HashMap<ProducerKey, StoredProducer> = HashMap::new();
+        let mut changed: HashMap<ProducerKey, ProducerRecord> = HashMap::new();
         let mut entries: HashMap<PartitionId, Vec<IndexEntry>> = HashMap::new();
         let mut touched_order: Vec<PartitionId> = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
@@ -557,7 +577,12 @@ impl Indexer {
                     slot.insert(loaded);
                 }
                 let last_seq = last_sequence(batch);
-                let current = producers.get(&pkey).and_then(|p| p.as_ref());
+                let current = changed.get(&pkey).or_else(|| {
+                    producers
+                        .get(&pkey)
+                        .and_then(|p| p.as_ref())
+                        .map(|(record, _)| record)
+                });
                 match check_sequence(current, batch, last_seq) {
                     Check::Duplicate(base_offset) => {
                         outcomes.push(BatchOutcome::Duplicate {
@@ -594,7 +619,7 @@ impl Indexer {
                         if record.batches.len() > PRODUCER_BATCHES_KEPT {
                             record.batches.remove(0);
                         }
-                        producers.insert(pkey, Some(record));
+                        changed.insert(pkey, record);
                     }
                 }
             }
@@ -657,14 +682,16 @@ impl Indexer {
                 });
             }
         }
-        for (key, record) in &producers {
-            if let Some(record) = record {
-                ops.push(WriteOp::Put {
-                    key: catalog::producer_key(key.0, key.1, key.2),
-                    value: catalog::encode(record),
-                    condition: Condition::None,
-                });
-            }
+        for (key, record) in &changed {
+            let condition = match producers.get(key) {
+                Some(Some((_, version))) => Condition::Version(*version),
+                _ => Condition::Absent,
+            };
+            ops.push(WriteOp::Put {
+                key: catalog::producer_key(key.0, key.1, key.2),
+                value: catalog::encode(record),
+                condition,
+            });
         }
         ops.push(WriteOp::Put {
             key: record,
@@ -678,16 +705,15 @@ impl Indexer {
         });
 
         let record_index = ops.len() - 1;
-        match self.catalog.store().write(ops).await {
+        state.unsettled = true;
+        let written = self.catalog.store().write(ops).await;
+        state.unsettled = false;
+        match written {
             Ok(()) => {}
             Err(e) => {
-                // Whatever happened, the cached rows may no longer match the store.
-                for id in &touched_order {
-                    state.partitions.remove(id);
-                }
-                for key in producers.keys() {
-                    state.producers.remove(key);
-                }
+                // Whatever happened (the write may even have landed), the cached rows may no
+                // longer match the store.
+                state.forget_rows();
                 return match e {
                     MetaStoreError::ConditionFailed { index, .. } if index == record_index => {
                         debug!(segment = %request.segment_key, "already committed");
@@ -696,7 +722,6 @@ impl Indexer {
                     MetaStoreError::ConditionFailed { index: 0, .. } => {
                         warn!(lease = %lease.name, "commit fenced: shard lease lost");
                         state.lease = None;
-                        state.forget_rows();
                         Err(SequencerError::Fenced(lease.name.clone()))
                     }
                     other => Err(SequencerError::StoreUnavailable(other.to_string())),
@@ -721,8 +746,12 @@ impl Indexer {
             );
             state.partitions.insert(id, part);
         }
-        for (key, record) in producers {
-            state.producers.insert(key, record);
+        for (key, stored) in producers {
+            let stored = match changed.remove(&key) {
+                Some(record) => Some((record, stored.map_or(1, |(_, version)| version + 1))),
+                None => stored,
+            };
+            state.producers.insert(key, stored);
         }
         Ok(Some(outcomes))
     }

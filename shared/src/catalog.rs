@@ -492,10 +492,10 @@ impl Catalog {
         topic_id: Uuid,
         partition: i32,
         producer_id: i64,
-    ) -> Result<Option<ProducerRecord>, CatalogError> {
+    ) -> Result<Option<(ProducerRecord, u64)>, CatalogError> {
         let key = producer_key(topic_id, partition, producer_id);
         match self.store.get(&key).await? {
-            Some(item) => Ok(Some(decode(&key, &item.value)?)),
+            Some(item) => Ok(Some((decode(&key, &item.value)?, item.version))),
             None => Ok(None),
         }
     }

@@ -592,3 +592,158 @@ async fn a_commit_larger_than_one_store_write_is_split_and_stays_idempotent() {
         .expect("next");
     assert_eq!(next.outcomes, vec![appended(6)]);
 }
+
+/// A memory store whose writes land at once but whose answers can be held back, as when a
+/// commit's caller goes away (a killed gateway closes the HTTP connection, and the commit's
+/// future is dropped) after the store applied the write.
+#[derive(Debug, Default)]
+struct HeldAnswers {
+    inner: MemoryMetaStore,
+    hold: std::sync::atomic::AtomicBool,
+    landed: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl MetaStore for HeldAnswers {
+    async fn get(
+        &self,
+        key: &ItemKey,
+    ) -> Result<Option<kafscale_shared::meta_store::Item>, MetaStoreError> {
+        self.inner.get(key).await
+    }
+    async fn query(
+        &self,
+        query: kafscale_shared::meta_store::Query,
+    ) -> Result<Vec<kafscale_shared::meta_store::Item>, MetaStoreError> {
+        self.inner.query(query).await
+    }
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
+        let result = self.inner.write(ops).await;
+        if self.hold.load(std::sync::atomic::Ordering::SeqCst) {
+            self.landed.notify_one();
+            std::future::pending::<()>().await;
+        }
+        result
+    }
+    fn max_batch_ops(&self) -> usize {
+        self.inner.max_batch_ops()
+    }
+}
+
+#[tokio::test]
+async fn a_commit_dropped_after_its_write_landed_leaves_no_stale_producer_state() {
+    let store = Arc::new(HeldAnswers::default());
+    let catalog = Arc::new(Catalog::new(store.clone()));
+    let id = catalog
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
+    let config = IndexerConfig {
+        owner_id: "a".into(),
+        ..IndexerConfig::default()
+    };
+    let indexer = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), config)
+        .await
+        .expect("start");
+    // Producer 7 and producer 8 both write partition 0 (the cache now knows both).
+    let r = indexer
+        .commit(req(
+            "s0",
+            vec![
+                idem(batch(id, 0, 16, 2), 7, 0, 0),
+                idem(batch(id, 0, 116, 2), 8, 0, 0),
+            ],
+        ))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(0), appended(2)]);
+
+    // Producer 7's next batch: the write lands, then the caller goes away.
+    store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let dropped = {
+        let indexer = indexer.clone();
+        tokio::spawn(async move {
+            indexer
+                .commit(req("s1", vec![idem(batch(id, 0, 16, 3), 7, 0, 2)]))
+                .await
+        })
+    };
+    store.landed.notified().await;
+    dropped.abort();
+    assert!(dropped.await.is_err(), "the commit was cancelled");
+    store.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // Producer 8 goes on; whatever the indexer had cached must not hide the landed write.
+    let mut outcome = None;
+    for attempt in 0..3 {
+        match indexer
+            .commit(req("s2", vec![idem(batch(id, 0, 16, 1), 8, 0, 2)]))
+            .await
+        {
+            Ok(r) => {
+                outcome = Some(r.outcomes);
+                break;
+            }
+            Err(e) => assert!(e.is_retryable() && attempt < 2, "commit failed: {e}"),
+        }
+    }
+    assert_eq!(outcome, Some(vec![appended(7)]));
+
+    // Producer 7 retries its batch (its answer was lost): a duplicate at the original offset.
+    let retry = indexer
+        .commit(req("s3", vec![idem(batch(id, 0, 16, 3), 7, 0, 2)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        retry.outcomes,
+        vec![BatchOutcome::Duplicate {
+            base_offset: 4,
+            log_start_offset: 0
+        }]
+    );
+    let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!(row.next_offset, 8, "no batch was appended twice");
+}
+
+#[tokio::test]
+async fn producer_state_is_written_only_over_the_version_it_was_read_at() {
+    let (catalog, _, indexer, id) = setup(1).await;
+    let r = indexer
+        .commit(req("s0", vec![idem(batch(id, 0, 16, 2), 7, 0, 0)]))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(0)]);
+    // The stored state moves on behind the indexer's cache (here: rewritten as it is).
+    let key = catalog::producer_key(id, 0, 7);
+    let (record, version) = catalog
+        .producer(id, 0, 7)
+        .await
+        .expect("read")
+        .expect("row");
+    catalog
+        .store()
+        .write(vec![WriteOp::Put {
+            key,
+            value: catalog::encode(&record),
+            condition: Condition::Version(version),
+        }])
+        .await
+        .expect("rewrite");
+    // The next commit is refused (retriably) instead of writing over it, and its retry,
+    // starting from the store, goes through.
+    let next = || req("s1", vec![idem(batch(id, 0, 16, 1), 7, 0, 2)]);
+    let refused = indexer.commit(next()).await;
+    assert!(
+        matches!(&refused, Err(e) if e.is_retryable()),
+        "commit over a stale producer row: {refused:?}"
+    );
+    let r = indexer.commit(next()).await.expect("retry");
+    assert_eq!(r.outcomes, vec![appended(2)]);
+    let (_, after) = catalog
+        .producer(id, 0, 7)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(after, version + 2);
+}
