@@ -249,8 +249,11 @@ class Cluster:
         self.indexers.append(srv)
         return srv
 
-    def start_ingest(self, name: Optional[str] = None, extra: tuple = ()):
-        srv = self.factory(["--commit-failover-ms", "60000", *extra], env=self.env(),
+    def start_ingest(self, name: Optional[str] = None, extra: tuple = (), log: Optional[str] = None):
+        env = self.env()
+        if log:
+            env["KAFSCALE_LOG"] = log
+        srv = self.factory(["--commit-failover-ms", "60000", *extra], env=env,
                            name=name or f"ingest{len(self.ingests)}", mode="ingest")
         self.ingests.append(srv)
         return srv
