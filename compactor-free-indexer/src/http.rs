@@ -52,9 +52,17 @@ async fn commit(
     State(indexer): State<Arc<Indexer>>,
     Json(request): Json<CommitRequest>,
 ) -> Response {
-    match indexer.commit(request).await {
-        Ok(r) => (StatusCode::OK, Json(r)).into_response(),
-        Err(e) => (status_of(&e), Json(e)).into_response(),
+    // On its own task: a caller that goes away (a gateway killed mid-commit closes the
+    // connection, and the server drops this handler) must not cut a commit short once its
+    // write may be on the way; the outcome then lands in the cache and the commit record.
+    let sequenced = tokio::spawn(async move { indexer.commit(request).await }).await;
+    match sequenced {
+        Ok(Ok(r)) => (StatusCode::OK, Json(r)).into_response(),
+        Ok(Err(e)) => (status_of(&e), Json(e)).into_response(),
+        Err(e) => {
+            let e = SequencerError::Unreachable(format!("commit task failed: {e}"));
+            (status_of(&e), Json(e)).into_response()
+        }
     }
 }
 
