@@ -502,6 +502,101 @@ mod tests {
         poller.await.expect("poller");
     }
 
+    /// A memory store whose reads fail while `down` is set.
+    #[derive(Debug, Default)]
+    struct Outage {
+        inner: MemoryMetaStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl kafscale_shared::meta_store::MetaStore for Outage {
+        async fn get(
+            &self,
+            key: &kafscale_shared::meta_store::ItemKey,
+        ) -> Result<Option<kafscale_shared::meta_store::Item>, MetaStoreError> {
+            self.check()?;
+            self.inner.get(key).await
+        }
+        async fn query(
+            &self,
+            query: kafscale_shared::meta_store::Query,
+        ) -> Result<Vec<kafscale_shared::meta_store::Item>, MetaStoreError> {
+            self.check()?;
+            self.inner.query(query).await
+        }
+        async fn write(
+            &self,
+            ops: Vec<kafscale_shared::meta_store::WriteOp>,
+        ) -> Result<(), MetaStoreError> {
+            self.check()?;
+            self.inner.write(ops).await
+        }
+        fn max_batch_ops(&self) -> usize {
+            self.inner.max_batch_ops()
+        }
+    }
+
+    use kafka_protocol::error::ResponseError;
+    use kafscale_shared::meta_store::MetaStoreError;
+
+    impl Outage {
+        fn check(&self) -> Result<(), MetaStoreError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(MetaStoreError::Unavailable("injected outage".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_is_a_retriable_error_not_an_unknown_topic() {
+        let store = Arc::new(Outage::default());
+        let catalog = Arc::new(Catalog::new(store.clone()));
+        let id = catalog
+            .create_topic("t", 1, BTreeMap::new())
+            .await
+            .expect("create")
+            .topic_id;
+        let service = FetchService::new(
+            catalog,
+            Arc::new(MemoryObjectStore::new()),
+            Arc::new(Watermarks::new()),
+            FetchConfig::default(),
+        );
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (version, topic) in [(12, Some("t")), (13, None)] {
+            let mut request = FetchRequest::default();
+            request.max_bytes = 1 << 20;
+            let mut t = FetchTopic::default();
+            match topic {
+                Some(name) => t.topic = TopicName(StrBytes::from_static_str(name)),
+                None => t.topic_id = id,
+            }
+            let mut p = FetchPartition::default();
+            p.partition_max_bytes = 1 << 20;
+            t.partitions = vec![p];
+            request.topics = vec![t];
+            let response = service.fetch(request, version).await;
+            assert_eq!(
+                response.responses[0].partitions[0].error_code,
+                ResponseError::KafkaStorageError.code(),
+                "Fetch v{version} during an outage"
+            );
+        }
+        let mut request = kafka_protocol::messages::ListOffsetsRequest::default();
+        let mut t = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_static_str("t"));
+        t.partitions = vec![Default::default()];
+        request.topics = vec![t];
+        let response = service.list_offsets(request, 7).await;
+        assert_eq!(
+            response.topics[0].partitions[0].error_code,
+            ResponseError::KafkaStorageError.code()
+        );
+    }
+
     #[tokio::test]
     async fn stop_waiting_ends_long_polls_at_once() {
         let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
