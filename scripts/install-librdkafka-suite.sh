@@ -21,6 +21,13 @@ LIBRDKAFKA_VERSION="2.12.0"
 TARBALL_SHA256="148f7e7b65c510314c70762d8f1be052c8fe1fdf03a128e6c78083a729a57a30"
 # SASL/GSSAPI and the HTTP client (OIDC) are not needed: kafscale speaks plaintext only.
 CONFIGURE_FLAGS=(--disable-curl --disable-sasl --disable-gssapi)
+# Debian packages of the build. zstd and lz4: without them librdkafka builds without those codecs
+# and the compression tests exercise less; rapidjson: the statistics test (0053) checks the JSON
+# against a schema with it, and skips itself without it.
+BUILD_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev zlib1g-dev liblz4-dev rapidjson-dev)
+# What the build depends on besides the version: a cached build made with other settings is
+# rebuilt (the key is stored in .complete).
+BUILD_KEY="$PACKAGE@$VERSION ${CONFIGURE_FLAGS[*]} ${BUILD_PACKAGES[*]}"
 
 cache_dir() {
     local root="${KAFSCALE_CACHE:-/var/cache/kafscale-ci}"
@@ -37,6 +44,7 @@ cache_dir() {
 find_build() {
     local src="$1/librdkafka"
     [[ -f "$1/.complete" && -x "$src/tests/test-runner" ]] || return 1
+    [[ "$(cat "$1/.complete")" == "$BUILD_KEY" ]] || return 1
     echo "$src"
 }
 
@@ -62,13 +70,10 @@ as_root() {
     fi
 }
 
-# The compilers and the codec/TLS headers, from Debian when missing (a bare machine). zstd and
-# lz4 matter: without them librdkafka builds without those codecs and the compression tests
-# exercise less.
-# npm may come from elsewhere than Debian (NodeSource's nodejs carries its own), so it is looked
-# for as a command.
+# The build's Debian packages when missing (a bare machine). npm may come from elsewhere than
+# Debian (NodeSource's nodejs carries its own), so it is looked for as a command.
 missing=()
-for package in build-essential pkg-config libssl-dev libzstd-dev zlib1g-dev liblz4-dev; do
+for package in "${BUILD_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
         missing+=("$package")
 done
@@ -112,7 +117,7 @@ echo "install-librdkafka-suite: building librdkafka $LIBRDKAFKA_VERSION in $stag
         tail -n 40 "$staging/build-output.txt" >&2
         exit 1
     }
-    touch "$staging/.complete"
+    echo "$BUILD_KEY" >"$staging/.complete"
 ) >&2
 rm -rf "$dir"
 mv "$staging" "$dir"
