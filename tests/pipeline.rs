@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -28,12 +29,12 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteGroupsRequest, DescribeGroupsRequest,
-    FetchRequest, FetchResponse, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, SyncGroupRequest, TopicName,
+    ApiVersionsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DescribeGroupsRequest, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -75,6 +76,8 @@ const INVALID_REQUIRED_ACKS: i16 = 21;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_RECORD: i16 = 87;
+const INVALID_PARTITIONS: i16 = 37;
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 
 // ---------------------------------------------------------------------------------------------
 // The in-process cluster
@@ -1303,10 +1306,25 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
             (19, 2, 7), // CreateTopics
             (20, 1, 6), // DeleteTopics
             (22, 0, 4), // InitProducerId
+            (37, 0, 3), // CreatePartitions
             (42, 0, 2), // DeleteGroups
             (47, 0, 0), // OffsetDelete
         ]
     );
+
+    // CreatePartitions at every version (a topic of 1 partition, one more per version).
+    c.create_topic("grow", 1).await;
+    for v in 0..=3i16 {
+        let request = CreatePartitionsRequest::default()
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(name("grow"))
+                    .with_count(v as i32 + 2),
+            ])
+            .with_timeout_ms(5000);
+        let response = c.call(v, &request).await;
+        assert_eq!(response.results[0].error_code, 0, "CreatePartitions v{v}");
+    }
 
     // CreateTopics and DeleteTopics at every version.
     for v in 2..=7i16 {
@@ -1725,5 +1743,57 @@ async fn a_batch_claiming_two_billion_records_is_refused_and_reads_survive() {
         .await;
     assert_eq!((error, base), (0, 0));
     assert_eq!(c.list_offset("poison", 0, 0).await, (0, 0, 5000));
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn create_partitions_grows_a_topic_and_refuses_what_kafka_refuses() {
+    let pipeline = Pipeline::start(Options::default()).await;
+    let mut c = pipeline.client().await;
+    c.create_topic("widen", 2).await;
+    let grow = |topic: &str, count: i32, validate_only: bool, assign: bool| {
+        let mut t = CreatePartitionsTopic::default()
+            .with_name(name(topic))
+            .with_count(count);
+        if assign {
+            t.assignments = Some(vec![Default::default(); (count - 2).max(0) as usize]);
+        }
+        CreatePartitionsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(5000)
+            .with_validate_only(validate_only)
+    };
+    let error = |r: kafka_protocol::messages::CreatePartitionsResponse| r.results[0].error_code;
+    // Validate only: accepted, nothing changes.
+    assert_eq!(error(c.call(3, &grow("widen", 4, true, false)).await), 0);
+    let (e, _) = c
+        .produce_one("widen", 3, batch(&tagged("x", 1, 4), None))
+        .await;
+    assert_eq!(e, UNKNOWN_TOPIC_OR_PARTITION);
+    // Grow to 4: the new partitions take records at once.
+    assert_eq!(error(c.call(3, &grow("widen", 4, false, false)).await), 0);
+    assert_eq!(
+        c.produce_one("widen", 3, batch(&tagged("p3", 2, 4), None))
+            .await,
+        (0, 0)
+    );
+    assert_eq!(c.list_offset("widen", 3, -1).await, (0, 2, -1));
+    // Not more than now, an unknown topic, replica assignments: refused.
+    assert_eq!(
+        error(c.call(3, &grow("widen", 4, false, false)).await),
+        INVALID_PARTITIONS
+    );
+    assert_eq!(
+        error(c.call(3, &grow("nope", 4, false, false)).await),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        error(c.call(3, &grow("widen", 6, false, true)).await),
+        INVALID_REPLICA_ASSIGNMENT
+    );
+    assert_eq!(
+        c.list_offset("widen", 5, -1).await.0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
     pipeline.stop().await;
 }

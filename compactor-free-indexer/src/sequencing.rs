@@ -385,6 +385,14 @@ impl Indexer {
         }
         match self.catalog.topic_by_id(id.0).await? {
             Some(t) if id.1 >= 0 && id.1 < t.partitions => {}
+            // Partitions may have been added since the topic was cached: look once more.
+            Some(t) if id.1 >= t.partitions => {
+                self.catalog.invalidate_topics();
+                match self.catalog.topic_by_id(id.0).await? {
+                    Some(t) if id.1 < t.partitions => {}
+                    _ => return Ok(None),
+                }
+            }
             _ => return Ok(None),
         }
         let Some((record, version)) = self.catalog.partition(id.0, id.1).await? else {

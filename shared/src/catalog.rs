@@ -351,6 +351,68 @@ impl Catalog {
         }
     }
 
+    /// Raises a topic's partition count to `partitions` (Kafka's CreatePartitions): the new
+    /// partitions' rows, then the topic item with the new count, conditioned on the version it
+    /// was read at (a concurrent change makes this a retriable `Contention`). Rows written by
+    /// an attempt that failed half-way are simply found again by the next one.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        partitions: i32,
+    ) -> Result<TopicRecord, CatalogError> {
+        let key = topic_key(name);
+        let Some(item) = self.store.get(&key).await? else {
+            return Err(CatalogError::UnknownTopic(name.to_string()));
+        };
+        let mut record: TopicRecord = decode(&key, &item.value)?;
+        if partitions <= record.partitions || partitions > 100_000 {
+            return Err(CatalogError::InvalidPartitions(partitions));
+        }
+        let row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset: 0,
+            log_start_offset: 0,
+            bytes: 0,
+        };
+        let rows: Vec<WriteOp> = (record.partitions..partitions)
+            .map(|p| WriteOp::Put {
+                key: partition_key(record.topic_id, p),
+                value: encode(&row),
+                condition: Condition::Absent,
+            })
+            .collect();
+        for chunk in rows.chunks(self.store.max_batch_ops().max(1)) {
+            match self.store.write(chunk.to_vec()).await {
+                Ok(()) => {}
+                // Some rows exist already (an earlier attempt failed before its topic update,
+                // or a concurrent one): never overwrite a row, write the missing ones one by one.
+                Err(MetaStoreError::ConditionFailed { .. }) => {
+                    for op in chunk {
+                        match self.store.write(vec![op.clone()]).await {
+                            Ok(()) | Err(MetaStoreError::ConditionFailed { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        record.partitions = partitions;
+        let update = WriteOp::Put {
+            key: key.clone(),
+            value: encode(&record),
+            condition: Condition::Version(item.version),
+        };
+        match self.store.write(vec![update]).await {
+            Ok(()) => {
+                self.invalidate_topics();
+                Ok(record)
+            }
+            Err(MetaStoreError::ConditionFailed { .. }) => Err(CatalogError::Contention(key)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes a topic. Its data becomes unreachable at once (readers resolve names to ids);
     /// partition rows, index entries and segments are left for garbage collection.
     pub async fn delete_topic(&self, name: &str) -> Result<TopicRecord, CatalogError> {
@@ -959,6 +1021,63 @@ mod topic_lookup_tests {
         assert!(catalog.topic("missing").await.expect("lookup").is_none());
         assert_eq!(store.queries.load(Ordering::SeqCst) - before, 1);
         assert!(catalog.topic("known").await.expect("lookup").is_some());
+    }
+
+    #[tokio::test]
+    async fn adding_partitions_never_overwrites_a_row_and_refuses_shrinking() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::with_max_batch_ops(3)));
+        let t = catalog
+            .create_topic("grow", 2, BTreeMap::new())
+            .await
+            .expect("create");
+        // A row of partition 2 already there (a half-finished earlier attempt's, say).
+        let row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset: 5,
+            log_start_offset: 0,
+            bytes: 0,
+        };
+        catalog
+            .store()
+            .write(vec![WriteOp::Put {
+                key: partition_key(t.topic_id, 2),
+                value: encode(&row),
+                condition: Condition::Absent,
+            }])
+            .await
+            .expect("row");
+        let grown = catalog.add_partitions("grow", 7).await.expect("grow");
+        assert_eq!(grown.partitions, 7);
+        let offsets = |p| {
+            let catalog = &catalog;
+            async move {
+                catalog
+                    .partition(t.topic_id, p)
+                    .await
+                    .expect("read")
+                    .map(|(r, _)| r.next_offset)
+            }
+        };
+        assert_eq!(offsets(2).await, Some(5));
+        for p in 3..7 {
+            assert_eq!(offsets(p).await, Some(0));
+        }
+        assert_eq!(
+            catalog
+                .topic("grow")
+                .await
+                .expect("read")
+                .map(|t| t.partitions),
+            Some(7)
+        );
+        assert!(matches!(
+            catalog.add_partitions("grow", 7).await,
+            Err(CatalogError::InvalidPartitions(7))
+        ));
+        assert!(matches!(
+            catalog.add_partitions("nope", 9).await,
+            Err(CatalogError::UnknownTopic(_))
+        ));
     }
 
     #[tokio::test]

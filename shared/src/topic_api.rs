@@ -8,14 +8,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::{info, warn};
@@ -406,5 +408,70 @@ impl TopicApi {
             response.responses.push(result);
         }
         response
+    }
+
+    /// CreatePartitions: raises each topic's partition count. Replica assignments are refused
+    /// (there are no replicas to place); `validate_only` checks without writing.
+    pub async fn create_partitions(
+        &self,
+        request: CreatePartitionsRequest,
+    ) -> CreatePartitionsResponse {
+        let mut response = CreatePartitionsResponse::default();
+        for topic in request.topics {
+            let name = topic.name.0.to_string();
+            let outcome = self
+                .add_partitions(
+                    &name,
+                    topic.count,
+                    topic.assignments.as_ref().is_some_and(|a| !a.is_empty()),
+                    request.validate_only,
+                )
+                .await;
+            let mut result = CreatePartitionsTopicResult::default();
+            result.name = topic.name;
+            if let Err((code, message)) = outcome {
+                result.error_code = code.code();
+                result.error_message = Some(StrBytes::from_string(message));
+            }
+            response.results.push(result);
+        }
+        response
+    }
+
+    async fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        with_assignments: bool,
+        validate_only: bool,
+    ) -> Result<(), (ResponseError, String)> {
+        let refuse = |e: CatalogError| (catalog_error_code(&e), e.to_string());
+        if with_assignments {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                "replica assignments are not supported: the object store holds every replica"
+                    .to_string(),
+            ));
+        }
+        if !validate_only {
+            let t = self
+                .catalog
+                .add_partitions(name, count)
+                .await
+                .map_err(refuse)?;
+            info!(topic = %name, partitions = t.partitions, "added partitions");
+            return Ok(());
+        }
+        match self.catalog.topic(name).await.map_err(refuse)? {
+            None => Err(refuse(CatalogError::UnknownTopic(name.to_string()))),
+            Some(t) if count <= t.partitions || count > 100_000 => Err((
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic {name} has {} partitions; asked for {count}",
+                    t.partitions
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
     }
 }

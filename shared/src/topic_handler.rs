@@ -1,15 +1,17 @@
-//! The [`KafkaHandler`] for the topic APIs (Metadata, CreateTopics, DeleteTopics).
+//! The [`KafkaHandler`] for the topic APIs (Metadata, CreateTopics, DeleteTopics,
+//! CreatePartitions).
 
 use kafka_protocol::messages::{ApiKey, RequestKind};
 
 use crate::topic_api::TopicApi;
 use crate::wire::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
 
-/// Metadata v0-12, CreateTopics v2-7, DeleteTopics v1-6.
-pub const TOPIC_APIS: [ApiSupport; 3] = [
+/// Metadata v0-12, CreateTopics v2-7, DeleteTopics v1-6, CreatePartitions v0-3.
+pub const TOPIC_APIS: [ApiSupport; 4] = [
     ApiSupport::new(ApiKey::Metadata, 0, 12),
     ApiSupport::new(ApiKey::CreateTopics, 2, 7),
     ApiSupport::new(ApiKey::DeleteTopics, 1, 6),
+    ApiSupport::new(ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// Serves the topic APIs; every gateway role includes it.
@@ -41,6 +43,9 @@ impl KafkaHandler for TopicHandler {
                     async move { Ok(api.create_topics(r, v).await.into()) },
                 ))
             }
+            RequestKind::CreatePartitions(r) => Dispatch::Respond(Box::pin(async move {
+                Ok(api.create_partitions(r).await.into())
+            })),
             RequestKind::DeleteTopics(r) => {
                 Dispatch::Respond(Box::pin(
                     async move { Ok(api.delete_topics(r, v).await.into()) },
