@@ -22,6 +22,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -253,8 +255,31 @@ const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
 /// How long a topic missing from a fresh reload is reported missing without another reload.
 const TOPIC_MISS_TTL: Duration = Duration::from_millis(500);
 
+/// Reads every topic from the store into `cache`, unless the cache was invalidated while
+/// reading (a topic created or deleted meanwhile may be missing from what was read).
+async fn load_topics(
+    store: &Arc<dyn MetaStore>,
+    cache: &RwLock<TopicCache>,
+) -> Result<Vec<TopicRecord>, CatalogError> {
+    let generation = cache.read().unwrap_or_else(|e| e.into_inner()).generation;
+    let items = store.query(Query::all("topic")).await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(decode::<TopicRecord>(&item.key, &item.value)?);
+    }
+    let mut cache = cache.write().unwrap_or_else(|e| e.into_inner());
+    if cache.generation == generation {
+        cache.by_id = out.iter().map(|t| (t.topic_id, t.clone())).collect();
+        cache.by_name = out.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        cache.loaded_at = Some(Instant::now());
+    }
+    Ok(out)
+}
+
 #[derive(Default)]
 struct TopicCache {
+    /// Bumped by every invalidation.
+    generation: u64,
     loaded_at: Option<Instant>,
     by_name: HashMap<String, TopicRecord>,
     by_id: HashMap<Uuid, TopicRecord>,
@@ -263,10 +288,15 @@ struct TopicCache {
 /// Typed access to the metadata store.
 pub struct Catalog {
     store: Arc<dyn MetaStore>,
-    topics: RwLock<TopicCache>,
-    /// One reload of the topic list at a time: concurrent misses share it.
-    topic_reload: tokio::sync::Mutex<()>,
+    topics: Arc<RwLock<TopicCache>>,
+    /// The reload of the topic list in flight, shared by every lookup that misses meanwhile.
+    /// A shared future rather than a lock: whichever waiter is polled drives it, so a lookup
+    /// whose task is not being polled (a request future queued on a busy connection) can never
+    /// hold up the others.
+    topic_reload: std::sync::Mutex<Option<TopicReload>>,
 }
+
+type TopicReload = Shared<BoxFuture<'static, Result<(), String>>>;
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,8 +310,8 @@ impl Catalog {
     pub fn new(store: Arc<dyn MetaStore>) -> Self {
         Catalog {
             store,
-            topics: RwLock::new(TopicCache::default()),
-            topic_reload: tokio::sync::Mutex::new(()),
+            topics: Arc::new(RwLock::new(TopicCache::default())),
+            topic_reload: std::sync::Mutex::new(None),
         }
     }
 
@@ -442,24 +472,14 @@ impl Catalog {
 
     /// All topics, read from the store.
     pub async fn list_topics(&self) -> Result<Vec<TopicRecord>, CatalogError> {
-        let items = self.store.query(Query::all("topic")).await?;
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            out.push(decode::<TopicRecord>(&item.key, &item.value)?);
-        }
-        let mut cache = self.topics.write().unwrap_or_else(|e| e.into_inner());
-        cache.by_id = out.iter().map(|t| (t.topic_id, t.clone())).collect();
-        cache.by_name = out.iter().map(|t| (t.name.clone(), t.clone())).collect();
-        cache.loaded_at = Some(Instant::now());
-        Ok(out)
+        load_topics(&self.store, &self.topics).await
     }
 
     /// Forgets cached topics (after a create or delete).
     pub fn invalidate_topics(&self) {
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .loaded_at = None;
+        let mut cache = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        cache.loaded_at = None;
+        cache.generation += 1;
     }
 
     fn cached<R>(&self, f: impl FnOnce(&TopicCache) -> Option<R>) -> Option<R> {
@@ -495,11 +515,38 @@ impl Catalog {
         if self.loaded_after(asked.checked_sub(TOPIC_MISS_TTL)) {
             return Ok(self.cached(&find));
         }
-        let _reload = self.topic_reload.lock().await;
-        if !self.loaded_after(Some(asked)) {
-            self.list_topics().await?;
+        // Twice at most: a reload that raced an invalidation (a topic created or deleted
+        // meanwhile) leaves nothing cached, and is followed by one that did not.
+        for _ in 0..2 {
+            self.shared_reload().await.map_err(|e| {
+                CatalogError::Store(MetaStoreError::Unavailable(format!(
+                    "reloading topics: {e}"
+                )))
+            })?;
+            if self.loaded_after(Some(asked)) {
+                break;
+            }
         }
         Ok(self.cached(&find))
+    }
+
+    /// The reload in flight, or a new one.
+    fn shared_reload(&self) -> TopicReload {
+        let mut slot = self.topic_reload.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reload) = slot.as_ref().filter(|r| r.peek().is_none()) {
+            return reload.clone();
+        }
+        let (store, cache) = (self.store.clone(), self.topics.clone());
+        let reload = async move {
+            load_topics(&store, &cache)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+        .shared();
+        *slot = Some(reload.clone());
+        reload
     }
 
     /// Whether the cached list was loaded at or after `since` (and not invalidated).
@@ -1078,6 +1125,67 @@ mod topic_lookup_tests {
             catalog.add_partitions("nope", 9).await,
             Err(CatalogError::UnknownTopic(_))
         ));
+    }
+
+    /// A store whose list queries wait for the test's go-ahead.
+    #[derive(Debug)]
+    struct GatedStore {
+        inner: MemoryMetaStore,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl MetaStore for GatedStore {
+        async fn get(&self, key: &ItemKey) -> Result<Option<Item>, MetaStoreError> {
+            self.inner.get(key).await
+        }
+        async fn query(&self, query: Query) -> Result<Vec<Item>, MetaStoreError> {
+            let _pass = self.gate.acquire().await;
+            self.inner.query(query).await
+        }
+        async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
+            self.inner.write(ops).await
+        }
+        fn max_batch_ops(&self) -> usize {
+            self.inner.max_batch_ops()
+        }
+    }
+
+    /// A lookup whose future stops being polled mid-reload (a request future queued behind a
+    /// busy connection) must not hold up lookups elsewhere (librdkafka's 0107 stalled on it).
+    #[tokio::test]
+    async fn a_lookup_that_is_no_longer_polled_does_not_block_the_others() {
+        let store = Arc::new(GatedStore {
+            inner: MemoryMetaStore::new(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let catalog = Arc::new(Catalog::new(store.clone()));
+        catalog
+            .store()
+            .write(vec![WriteOp::Put {
+                key: topic_key("t"),
+                value: encode(&TopicRecord {
+                    format: ITEM_FORMAT,
+                    name: "t".into(),
+                    topic_id: Uuid::new_v4(),
+                    partitions: 1,
+                    configs: BTreeMap::new(),
+                    created_at_ms: 0,
+                }),
+                condition: Condition::Absent,
+            }])
+            .await
+            .expect("topic");
+        // The first lookup starts the reload, then is never polled again.
+        let mut parked = Box::pin(catalog.topic("t"));
+        assert!(futures::poll!(parked.as_mut()).is_pending());
+        store.gate.add_permits(10);
+        let other = tokio::time::timeout(Duration::from_secs(5), catalog.topic("t")).await;
+        assert!(
+            matches!(other, Ok(Ok(Some(_)))),
+            "a second lookup waited on the parked one: {other:?}"
+        );
+        drop(parked);
     }
 
     #[tokio::test]

@@ -98,6 +98,8 @@ pub trait KafkaHandler: Send + Sync + 'static {
     /// connection has not taken effect yet) from the request's own future once it has. It
     /// should only do quick work (validate, enqueue) and leave waiting to the returned
     /// [`Dispatch`] future, whose completion is when a write other than Produce counts as
-    /// applied.
+    /// applied. It must never wait for anything a request future may hold (a lock, a
+    /// single-flight load): while `start` waits on the connection task, that connection's
+    /// request futures are not polled.
     async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch;
 }
