@@ -2,6 +2,8 @@
 //! All behaviour lives in the tier libraries; this binary only wires them together.
 
 mod admin;
+mod admin_api;
+mod admin_cli;
 mod args;
 mod gateway;
 mod http;
