@@ -36,7 +36,7 @@ enum Command {
     Fetch(gateway::GatewayArgs),
     /// Run an indexer replica (sequencer for its shards) on DynamoDB.
     Indexer(indexer::IndexerProcessArgs),
-    /// One-shot operations on a distributed cluster's storage.
+    /// Cluster administration: storage setup (init) and the admin API's commands.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
 }

@@ -126,6 +126,7 @@ pub(crate) enum GroupsCommand {
     #[command(group(clap::ArgGroup::new("to").required(true)
         .args(["to_earliest", "to_latest", "to_offset", "to_datetime", "to_timestamp"])))]
     ResetOffsets {
+        /// The group (it must have no members).
         group: String,
         /// Every partition the group has committed offsets for.
         #[arg(long)]
@@ -133,8 +134,10 @@ pub(crate) enum GroupsCommand {
         /// TOPIC or TOPIC:P,P,... (repeatable).
         #[arg(long)]
         topic: Vec<String>,
+        /// The log start offset.
         #[arg(long)]
         to_earliest: bool,
+        /// The high watermark (the end).
         #[arg(long)]
         to_latest: bool,
         /// An offset (clamped into the partition's range).
