@@ -158,7 +158,17 @@ pub(crate) enum GroupsCommand {
     Delete { group: String },
 }
 
+/// Runs one command. A failure is printed as one line (the API's code and message, no
+/// backtrace) and exits with status 1.
 pub(crate) async fn run(command: ClientCommand) -> anyhow::Result<()> {
+    if let Err(e) = execute(command).await {
+        eprintln!("kafscale admin: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn execute(command: ClientCommand) -> anyhow::Result<()> {
     match command {
         ClientCommand::Cluster(conn) => cluster(&conn).await,
         ClientCommand::Shards(conn) => shards(&conn).await,
@@ -306,7 +316,7 @@ fn describe_topic(d: TopicDescription) -> String {
         "RECORDS",
         "BYTES",
         "INDEX-ENTRIES",
-        "LAST-APPEND-MS",
+        "LAST-APPEND",
     ]);
     for p in d.partitions.iter() {
         t.row(vec![
@@ -316,7 +326,7 @@ fn describe_topic(d: TopicDescription) -> String {
             p.records.to_string(),
             p.bytes.to_string(),
             p.index_entries.to_string(),
-            opt(p.last_append_ms),
+            opt(p.last_append_ms.map(format_ms)),
         ]);
     }
     let configs: Vec<String> = d.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -419,6 +429,7 @@ fn describe_group(d: GroupDescription) -> String {
         );
     }
     let mut t = Table::new(&["MEMBER", "CLIENT-ID", "HOST", "ASSIGNMENT"]);
+    let no_members = d.members.is_empty();
     for m in d.members {
         let assignment: Vec<String> = m
             .assignment
@@ -435,15 +446,20 @@ fn describe_group(d: GroupDescription) -> String {
             assignment.join(" "),
         ]);
     }
+    let nonempty = |s: Option<String>| opt(s.filter(|s| !s.is_empty()));
     format!(
-        "group: {}  state: {}  protocol: {} ({})  generation: {}  coordinator: {}\n\n{}",
+        "group: {}  state: {}  protocol-type: {}  assignor: {}  generation: {}  coordinator: {}\n\n{}",
         d.group_id,
         opt(d.state),
-        opt(d.protocol).trim(),
-        opt(d.protocol_type),
+        nonempty(d.protocol_type),
+        nonempty(d.protocol),
         opt(d.generation),
         opt(d.coordinator),
-        t.render()
+        if no_members {
+            "(no members)".to_string()
+        } else {
+            t.render()
+        }
     )
 }
 
@@ -610,6 +626,32 @@ fn parse_datetime(s: &str) -> Result<i64, String> {
     Ok(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + millis)
 }
 
+/// ms since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn format_ms(ms: i64) -> String {
+    let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let (h, rest) = (in_day / 3_600_000, in_day % 3_600_000);
+    let (mi, rest) = (rest / 60_000, rest % 60_000);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{:02}.{:03}Z",
+        rest / 1000,
+        rest % 1000
+    )
+}
+
+/// The date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -643,6 +685,10 @@ mod tests {
         assert!(parse_datetime("yesterday").is_err());
         assert!(parse_datetime("2023-13-01T00:00:00").is_err());
         assert!(parse_datetime("2023-01-01Tnoon").is_err());
+        for ms in [0, 1_700_000_000_123, 951_782_400_000, -86_400_000] {
+            assert_eq!(parse_datetime(&format_ms(ms)), Ok(ms), "{}", format_ms(ms));
+        }
+        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 
     #[test]

@@ -216,3 +216,13 @@ def test_mutations_without_or_with_a_wrong_token_change_nothing(server, kafscale
     status, err = http(read_only, "POST", "/v1/topics", {"name": "x"}, token=TOKEN)
     assert (status, err["code"]) == (403, "mutations_disabled")
     assert http(read_only, "GET", "/v1/topics")[1] == {"topics": []}
+
+    # The token from --admin-token-file (its trailing newline ignored), and reads that need it.
+    token_file = read_only.workdir / "admin-token"
+    token_file.write_text("from-a-file\n")
+    strict = kafscale_factory(["--admin-token-file", str(token_file), "--admin-auth-reads", "true"],
+                              env=env, name="strict")
+    assert http(strict, "GET", "/v1/topics")[0] == 401
+    assert http(strict, "GET", "/v1/topics", token=TOKEN)[0] == 403
+    assert http(strict, "POST", "/v1/topics", {"name": "y"}, token="from-a-file")[0] == 201
+    assert http(strict, "GET", "/v1/topics/y", token="from-a-file")[1]["name"] == "y"
