@@ -1,4 +1,6 @@
-//! `kafscale admin ...`: one-shot operations on a distributed cluster's storage.
+//! `kafscale admin ...`: one-shot operations on a distributed cluster's storage (`init`), and
+//! the admin HTTP API's client commands (`cluster`, `topics`, `groups`, ... in
+//! [`crate::admin_cli`]).
 //!
 //! `admin init` prepares a new cluster and is safe to repeat: it creates the metadata table if
 //! it is missing, fixes the shard count (an existing cluster keeps its own) and, when asked,
@@ -14,6 +16,8 @@ use crate::stores::StorageArgs;
 pub(crate) enum AdminCommand {
     /// Create the metadata table and the cluster settings (idempotent).
     Init(InitArgs),
+    #[command(flatten)]
+    Client(crate::admin_cli::ClientCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +31,7 @@ pub(crate) struct InitArgs {
 
 pub(crate) async fn run(command: AdminCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Client(command) => crate::admin_cli::run(command).await,
         AdminCommand::Init(args) => {
             let stores = args.storage.open().await?;
             stores

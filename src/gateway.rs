@@ -25,6 +25,7 @@ use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::admin_api::{self, AdminApiArgs, AdminState};
 use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
@@ -55,6 +56,8 @@ pub(crate) struct GatewayArgs {
     ingest: IngestArgs,
     #[command(flatten)]
     fetch: FetchArgs,
+    #[command(flatten)]
+    admin: AdminApiArgs,
     #[command(flatten)]
     storage: StorageArgs,
     /// How long one commit may keep looking for a live shard owner (milliseconds; cover the
@@ -94,11 +97,17 @@ pub(crate) async fn run(
         args.fetch.config(Some(poll)),
     );
 
+    let admin = AdminState::new(
+        role.name(),
+        stores.catalog.clone(),
+        cluster.shard_count,
+        args.listener.default_partitions,
+    );
     let ready = Arc::new(Readiness::default());
     let (http_addr, http_server) = http::serve(
         args.listener.http_addr,
         ready.clone(),
-        axum::Router::new(),
+        admin_api::router(admin.clone(), args.admin.auth()?),
         shutdown.clone(),
     )
     .await?;
@@ -120,6 +129,8 @@ pub(crate) async fn run(
     }
     .start(server, topics, &shutdown)
     .await;
+    let (fetch_service, group_service) = running.services();
+    admin.set_tiers(fetch_service, group_service);
     let poller = tokio::spawn(fetch.clone().run_store_poller(shutdown.clone()));
     let feeds = tokio::spawn(follow_indexer_feeds(
         stores.catalog.clone(),

@@ -2,6 +2,8 @@
 //! All behaviour lives in the tier libraries; this binary only wires them together.
 
 mod admin;
+mod admin_api;
+mod admin_cli;
 mod args;
 mod gateway;
 mod http;
@@ -34,7 +36,7 @@ enum Command {
     Fetch(gateway::GatewayArgs),
     /// Run an indexer replica (sequencer for its shards) on DynamoDB.
     Indexer(indexer::IndexerProcessArgs),
-    /// One-shot operations on a distributed cluster's storage.
+    /// Cluster administration: storage setup (init) and the admin API's commands.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
 }

@@ -18,6 +18,7 @@ use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::admin_api::{self, AdminApiArgs, AdminState};
 use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, SimulationArgs};
 use crate::http::{self, Readiness};
 use crate::tiers::KafkaTiers;
@@ -34,6 +35,8 @@ pub(crate) struct StandaloneArgs {
     ingest: IngestArgs,
     #[command(flatten)]
     fetch: FetchArgs,
+    #[command(flatten)]
+    admin: AdminApiArgs,
     /// Indexer shards of a new data directory (an existing one keeps its own count).
     #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = 1)]
     shards: u32,
@@ -81,11 +84,17 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     .await
     .context("starting the indexer")?;
 
+    let admin = AdminState::new(
+        "standalone",
+        catalog.clone(),
+        cluster.shard_count,
+        args.listener.default_partitions,
+    );
     let ready = Arc::new(Readiness::default());
     let (http_addr, http_server) = http::serve(
         args.listener.http_addr,
         ready.clone(),
-        axum::Router::new(),
+        admin_api::router(admin.clone(), args.admin.auth()?),
         shutdown.clone(),
     )
     .await?;
@@ -119,6 +128,8 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     }
     .start(server, topics, &shutdown)
     .await;
+    let (fetch_service, group_service) = running.services();
+    admin.set_tiers(fetch_service, group_service);
     let renewer = {
         let indexer = indexer.clone();
         let shutdown = shutdown.clone();

@@ -31,6 +31,7 @@ pub(crate) struct RunningTiers {
     kafka: JoinHandle<()>,
     groups: JoinHandle<()>,
     fetch: Arc<FetchService>,
+    group_service: Arc<GroupService>,
 }
 
 impl KafkaTiers {
@@ -48,7 +49,7 @@ impl KafkaTiers {
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(topics, self.buffer.clone())),
             Arc::new(FetchHandler::new(self.fetch.clone())),
-            Arc::new(GroupHandler::new(groups)),
+            Arc::new(GroupHandler::new(groups.clone())),
         ]));
         // The flusher has its own token: it must outlive the listener's shutdown to answer
         // the produce requests still buffered.
@@ -65,11 +66,17 @@ impl KafkaTiers {
             kafka,
             groups: groups_task,
             fetch: self.fetch,
+            group_service: groups,
         }
     }
 }
 
 impl RunningTiers {
+    /// The fetch and group services (for the admin API).
+    pub(crate) fn services(&self) -> (Arc<FetchService>, Arc<GroupService>) {
+        (self.fetch.clone(), self.group_service.clone())
+    }
+
     /// Call once shutdown has fired. Connections have stopped reading; the flusher seals and
     /// commits what is buffered so in-flight produce requests get their answers; long polls
     /// answer at once; then the connections drain and close. Waits (bounded) for those and

@@ -4,7 +4,7 @@ use kafka_protocol::error::ResponseError;
 use kafscale_shared::catalog::CatalogError;
 use kafscale_shared::object_store::ObjectStoreError;
 
-/// Why a partition could not be read.
+/// Why a partition could not be read, or a group operation was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("unknown topic or partition")]
@@ -23,6 +23,14 @@ pub enum FetchError {
     Storage(String),
     #[error("index and segment disagree: {0}")]
     Corrupt(String),
+    #[error("invalid group id")]
+    InvalidGroupId,
+    #[error("group {0} not found")]
+    GroupNotFound(String),
+    #[error("group {group} has members (state {state}); stop its consumers first")]
+    GroupNotEmpty { group: String, state: String },
+    #[error("this process does not coordinate the group (coordinator: {})", coordinator.as_deref().unwrap_or("none live"))]
+    NotCoordinator { coordinator: Option<String> },
 }
 
 impl From<CatalogError> for FetchError {
@@ -46,6 +54,10 @@ impl FetchError {
             // Retriable: the client backs off and fetches again.
             FetchError::Metadata(_) | FetchError::Storage(_) => ResponseError::KafkaStorageError,
             FetchError::Corrupt(_) => ResponseError::CorruptMessage,
+            FetchError::InvalidGroupId => ResponseError::InvalidGroupId,
+            FetchError::GroupNotFound(_) => ResponseError::GroupIdNotFound,
+            FetchError::GroupNotEmpty { .. } => ResponseError::NonEmptyGroup,
+            FetchError::NotCoordinator { .. } => ResponseError::NotCoordinator,
         }
     }
 }

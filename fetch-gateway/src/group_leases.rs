@@ -27,7 +27,9 @@ pub const GROUP_SLOTS: u32 = 16;
 /// The member kind under which coordinating replicas heartbeat (to count them).
 const MEMBER_KIND: &str = "group-coordinator";
 
-const LEASE_PREFIX: &str = "groups/";
+/// Prefix of the coordinator slot leases (`groups/{slot:03}`).
+pub const GROUP_LEASE_PREFIX: &str = "groups/";
+const LEASE_PREFIX: &str = GROUP_LEASE_PREFIX;
 
 /// The coordinator slot of a group.
 pub fn group_slot(group: &str) -> u32 {

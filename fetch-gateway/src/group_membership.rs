@@ -339,7 +339,7 @@ impl GroupService {
     }
 
     /// Deletes an empty group: its in-memory state and every committed offset.
-    async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
+    pub(crate) async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
         let catalog = self.topics.catalog();
         let offsets = catalog.committed_offsets(group).await.map_err(|e| {
             warn!(group, error = %e, "delete group: reading offsets failed");

@@ -149,7 +149,7 @@ impl GroupService {
     /// Writes offsets under this coordinator's lease fence. A failed fence check is retried
     /// with the fence of a renewal that raced the write; if the lease is gone, the answer is
     /// NOT_COORDINATOR (the client finds the new coordinator and commits there).
-    async fn store_offsets(
+    pub(crate) async fn store_offsets(
         &self,
         group: &str,
         writes: Vec<(Uuid, i32, CommittedOffset)>,

@@ -9,6 +9,7 @@
 mod config;
 mod error;
 mod fetch;
+mod group_admin;
 mod group_api;
 mod group_leases;
 mod group_membership;
@@ -23,8 +24,9 @@ mod watermark_feed;
 pub use config::FetchConfig;
 pub use error::FetchError;
 pub use fetch::FetchService;
+pub use group_admin::{GroupInfo, GroupLookup, GroupMemberInfo, GroupSummary, OffsetReset};
 pub use group_api::{GROUP_APIS, GroupHandler, GroupService, GroupServiceConfig};
-pub use group_leases::{GROUP_SLOTS, GroupLeaseConfig, group_slot};
+pub use group_leases::{GROUP_LEASE_PREFIX, GROUP_SLOTS, GroupLeaseConfig, group_slot};
 pub use groups::GroupConfig;
 pub use handler::{FETCH_APIS, FetchHandler};
 pub use watermark_feed::{FeedFollowerConfig, follow_indexer_feeds};

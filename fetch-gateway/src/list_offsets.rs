@@ -24,6 +24,18 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 impl FetchService {
+    /// The first offset whose record timestamp is ≥ `timestamp` (ms), as ListOffsets finds
+    /// it; `None` when no record is that recent.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<Option<i64>, FetchError> {
+        let (offset, _) = self.lookup(topic_id, partition, timestamp.max(0)).await?;
+        Ok((offset >= 0).then_some(offset))
+    }
+
     /// (offset, timestamp) for one partition; (-1, -1) when no record matches.
     async fn lookup(
         &self,

@@ -20,6 +20,12 @@ pub fn new_segment_key(now_ms: i64) -> String {
     )
 }
 
+/// When the segment `key` was created (ms since the epoch), read back from the key.
+pub fn segment_created_ms(key: &str) -> Option<i64> {
+    let name = key.strip_prefix(SEGMENT_PREFIX)?.split_once('/')?.1;
+    name.split_once('-')?.0.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +38,8 @@ mod tests {
         assert!(a.starts_with(SEGMENT_PREFIX));
         assert!(a.contains("/1700000000000-"));
         assert!(a.ends_with(".kseg"));
+        assert_eq!(segment_created_ms(&a), Some(1_700_000_000_000));
+        assert_eq!(segment_created_ms("segments/ab/nonsense"), None);
+        assert_eq!(segment_created_ms("other/1-x.kseg"), None);
     }
 }

@@ -1,0 +1,191 @@
+//! Bearer-token authentication of the admin API, as one middleware in front of every `/v1`
+//! route.
+//!
+//! Mutations (every method but GET and HEAD) always need the token; reads need it when
+//! `--admin-auth-reads` is set. No token presented: 401 with `WWW-Authenticate: Bearer`; a
+//! wrong one: 403. With no token configured at all, mutations are refused (403
+//! `mutations_disabled`): an admin API is never open by default. The comparison takes the
+//! same time whatever the presented token shares with the real one (see [`token_matches`]).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+
+/// Who may call the admin API.
+#[derive(Clone, Default)]
+pub(crate) struct AdminAuth {
+    token: Option<Arc<[u8]>>,
+    protect_reads: bool,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("protect_reads", &self.protect_reads)
+            .finish()
+    }
+}
+
+impl AdminAuth {
+    /// `token`: the configured token (surrounding whitespace, e.g. a file's newline, is
+    /// ignored; an empty one counts as none). `protect_reads`: reads need it too.
+    pub(crate) fn new(token: Option<&str>, protect_reads: bool) -> Self {
+        let token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::from(t.as_bytes()));
+        AdminAuth {
+            token,
+            protect_reads,
+        }
+    }
+
+    pub(crate) fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether a request with `method` and `headers` may proceed.
+    pub(crate) fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+        let read = method == Method::GET || method == Method::HEAD;
+        if read && !self.protect_reads {
+            return Ok(());
+        }
+        let Some(expected) = &self.token else {
+            return Err(if read {
+                ApiError::Unauthorized
+            } else {
+                ApiError::MutationsDisabled
+            });
+        };
+        let Some(presented) = bearer(headers) else {
+            return Err(ApiError::Unauthorized);
+        };
+        if token_matches(presented.as_bytes(), expected) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares in time that depends only on the expected token's length: the presented token is
+/// padded or cut to that length and compared byte for byte without an early exit, and the
+/// lengths are compared the same way.
+pub(crate) fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    let mut padded = vec![0u8; expected.len()];
+    let n = presented.len().min(expected.len());
+    padded[..n].copy_from_slice(&presented[..n]);
+    let same_len = (presented.len() as u64).ct_eq(&(expected.len() as u64));
+    bool::from(padded.as_slice().ct_eq(expected) & same_len)
+}
+
+/// The middleware: answers 401/403 itself, or passes the request on.
+pub(crate) async fn require_token(
+    State(auth): State<AdminAuth>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match auth.check(request.method(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => {
+            tracing::info!(method = %request.method(), path = request.uri().path(), code = e.code(), "admin request refused");
+            e.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(a).expect("ascii"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn tokens_match_only_exactly() {
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        assert!(!token_matches(b"s3cre", b"s3cret"));
+        assert!(!token_matches(b"s3cret!", b"s3cret"));
+        assert!(!token_matches(b"s3creT", b"s3cret"));
+        assert!(!token_matches(b"", b"s3cret"));
+        // A prefix padded with the padding byte is still not the token.
+        assert!(!token_matches(b"ab\0", b"ab"));
+    }
+
+    #[test]
+    fn mutations_need_the_token_reads_only_when_asked() {
+        let auth = AdminAuth::new(Some(" s3cret\n"), false);
+        assert!(auth.check(&Method::GET, &headers(None)).is_ok());
+        let post = Method::POST;
+        assert!(matches!(
+            auth.check(&post, &headers(None)),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            auth.check(&post, &headers(Some("Basic czNjcmV0"))),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            auth.check(&post, &headers(Some("Bearer nope"))),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(auth.check(&post, &headers(Some("bearer s3cret"))).is_ok());
+        assert!(
+            auth.check(&Method::DELETE, &headers(Some("Bearer s3cret")))
+                .is_ok()
+        );
+
+        let strict = AdminAuth::new(Some("s3cret"), true);
+        assert!(matches!(
+            strict.check(&Method::GET, &headers(None)),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(
+            strict
+                .check(&Method::GET, &headers(Some("Bearer s3cret")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn without_a_token_mutations_are_refused() {
+        for auth in [
+            AdminAuth::new(None, false),
+            AdminAuth::new(Some("  "), false),
+        ] {
+            assert!(!auth.has_token());
+            assert!(auth.check(&Method::GET, &headers(None)).is_ok());
+            assert!(matches!(
+                auth.check(&Method::POST, &headers(Some("Bearer anything"))),
+                Err(ApiError::MutationsDisabled)
+            ));
+        }
+    }
+}

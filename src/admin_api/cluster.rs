@@ -1,0 +1,158 @@
+//! `/v1/cluster` and `/v1/shards`: who is alive and who owns what, read from the lease and
+//! member items in the metadata store (the same items the processes coordinate through, so
+//! the answer is as current as the store).
+
+use axum::Json;
+use axum::extract::State;
+use kafscale_fetch::{GROUP_LEASE_PREFIX, GROUP_SLOTS};
+use kafscale_shared::catalog::{LeaseRecord, now_ms};
+use kafscale_shared::shards::{SHARD_LEASE_PREFIX, shard_of_lease_name};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AdminState;
+use super::error::{ApiError, ErrorBody};
+
+/// The member kinds processes heartbeat under, reported as their roles.
+const ROLES: [(&str, &str); 2] = [("indexer", "indexer"), ("group-coordinator", "fetch")];
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ClusterInfo {
+    /// How the answering process runs: standalone, ingest or fetch.
+    pub(crate) mode: String,
+    /// kafscale version of the answering process.
+    pub(crate) version: String,
+    /// Indexer shards of the cluster (fixed at creation).
+    pub(crate) shard_count: u32,
+    /// Live processes by role, from their heartbeats: `indexer` (sequencers) and `fetch`
+    /// (group coordinators: fetch gateways and standalone). Ingest gateways keep no state and
+    /// do not heartbeat.
+    pub(crate) processes: Vec<ProcessInfo>,
+    /// The owner of every indexer shard.
+    pub(crate) shards: Vec<LeaseInfo>,
+    /// The owner of every consumer-group coordinator slot.
+    pub(crate) coordinator_slots: Vec<LeaseInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ProcessInfo {
+    pub(crate) role: String,
+    pub(crate) id: String,
+    /// Address the process serves its role at ("host:port").
+    pub(crate) addr: String,
+    /// When its heartbeat expires (ms since the epoch).
+    pub(crate) expires_at_ms: i64,
+}
+
+/// One lease: an indexer shard or a group coordinator slot.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LeaseInfo {
+    /// The shard or slot number.
+    pub(crate) index: u32,
+    /// Lease holder's id; null if nobody ever held it.
+    pub(crate) owner: Option<String>,
+    pub(crate) owner_addr: Option<String>,
+    /// Grows on every change of owner (the fencing epoch).
+    pub(crate) epoch: Option<u64>,
+    pub(crate) expires_at_ms: Option<i64>,
+    /// Whether the lease is held right now (not expired).
+    pub(crate) live: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ShardList {
+    pub(crate) shard_count: u32,
+    pub(crate) shards: Vec<LeaseInfo>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/cluster", tag = "cluster",
+    summary = "Mode, version, live processes by role, shard and coordinator slot owners",
+    responses(
+        (status = 200, body = ClusterInfo),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn cluster(State(s): State<AdminState>) -> Result<Json<ClusterInfo>, ApiError> {
+    let mut processes = Vec::new();
+    for (kind, role) in ROLES {
+        for m in s.catalog().live_members(kind).await? {
+            processes.push(ProcessInfo {
+                role: role.to_string(),
+                id: m.owner,
+                addr: m.owner_addr,
+                expires_at_ms: m.expires_at_ms,
+            });
+        }
+    }
+    let shards = shard_leases(&s).await?;
+    let slots = s.catalog().leases(GROUP_LEASE_PREFIX).await?;
+    let coordinator_slots = lease_table(GROUP_SLOTS, slots, |name| {
+        name.strip_prefix(GROUP_LEASE_PREFIX)?.parse().ok()
+    });
+    Ok(Json(ClusterInfo {
+        mode: s.inner.mode.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        shard_count: s.inner.shard_count,
+        processes,
+        shards,
+        coordinator_slots,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/shards", tag = "cluster",
+    summary = "Indexer shards: owner, address and epoch of each shard's lease",
+    responses(
+        (status = 200, body = ShardList),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn shards(State(s): State<AdminState>) -> Result<Json<ShardList>, ApiError> {
+    Ok(Json(ShardList {
+        shard_count: s.inner.shard_count,
+        shards: shard_leases(&s).await?,
+    }))
+}
+
+async fn shard_leases(s: &AdminState) -> Result<Vec<LeaseInfo>, ApiError> {
+    let leases = s.catalog().leases(SHARD_LEASE_PREFIX).await?;
+    Ok(lease_table(
+        s.inner.shard_count,
+        leases,
+        shard_of_lease_name,
+    ))
+}
+
+/// One row per index below `count`, filled from the leases whose name `index_of` parses.
+fn lease_table(
+    count: u32,
+    leases: Vec<(String, LeaseRecord, u64)>,
+    index_of: impl Fn(&str) -> Option<u32>,
+) -> Vec<LeaseInfo> {
+    let now = now_ms();
+    let mut rows: Vec<LeaseInfo> = (0..count)
+        .map(|index| LeaseInfo {
+            index,
+            owner: None,
+            owner_addr: None,
+            epoch: None,
+            expires_at_ms: None,
+            live: false,
+        })
+        .collect();
+    for (name, lease, _) in leases {
+        if let Some(row) = index_of(&name).and_then(|i| rows.get_mut(i as usize)) {
+            row.live = lease.expires_at_ms > now;
+            row.owner = Some(lease.owner);
+            row.owner_addr = Some(lease.owner_addr);
+            row.epoch = Some(lease.epoch);
+            row.expires_at_ms = Some(lease.expires_at_ms);
+        }
+    }
+    rows
+}

@@ -1,0 +1,462 @@
+//! The admin API on in-memory stores: authentication, error shapes, topics, groups and
+//! offset resets, through the same router (and layers) the processes serve.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use kafscale_fetch::{
+    FetchConfig, FetchService, GroupLeaseConfig, GroupService, GroupServiceConfig,
+};
+use kafscale_shared::catalog::{
+    Catalog, CommittedOffset, ITEM_FORMAT, PartitionRecord, encode, partition_key,
+};
+use kafscale_shared::meta_store::{Condition, MemoryMetaStore, WriteOp};
+use kafscale_shared::object_store::MemoryObjectStore;
+use kafscale_shared::topic_api::{TopicApi, TopicSettings};
+use kafscale_shared::watermarks::Watermarks;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use super::{AdminAuth, AdminState, router};
+
+const TOKEN: &str = "t0ken";
+
+struct Fixture {
+    catalog: Arc<Catalog>,
+    state: AdminState,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let fetch = FetchService::new(
+            catalog.clone(),
+            Arc::new(MemoryObjectStore::new()),
+            Arc::new(Watermarks::new()),
+            FetchConfig::default(),
+        );
+        let topics = TopicApi::new(
+            catalog.clone(),
+            TopicSettings {
+                advertised_host: "127.0.0.1".into(),
+                advertised_port: 9092,
+                auto_create_topics: false,
+                default_partitions: 3,
+                cluster_id: "test".into(),
+                node_id: 1,
+            },
+        );
+        let shutdown = CancellationToken::new();
+        let config = GroupServiceConfig {
+            leases: GroupLeaseConfig {
+                owner_id: Some("test".into()),
+                ttl: Duration::from_secs(30),
+                ..GroupLeaseConfig::default()
+            },
+            ..GroupServiceConfig::default()
+        };
+        let (groups, _task) = GroupService::start(topics, config, shutdown.clone()).await;
+        let state = AdminState::new("standalone", catalog.clone(), 1, 3);
+        state.set_tiers(fetch, groups);
+        Fixture {
+            catalog,
+            state,
+            _shutdown: shutdown.drop_guard(),
+        }
+    }
+
+    fn app(&self) -> Router {
+        router(self.state.clone(), AdminAuth::new(Some(TOKEN), false))
+    }
+
+    /// Sets a partition's offsets as the indexer would have written them.
+    async fn set_partition(&self, topic_id: Uuid, partition: i32, start: i64, end: i64) {
+        let row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset: end,
+            log_start_offset: start,
+            bytes: (end - start) as u64 * 100,
+        };
+        self.catalog
+            .store()
+            .write(vec![WriteOp::Put {
+                key: partition_key(topic_id, partition),
+                value: encode(&row),
+                condition: Condition::None,
+            }])
+            .await
+            .expect("write partition row");
+    }
+
+    async fn commit(&self, group: &str, topic: &str, topic_id: Uuid, partition: i32, offset: i64) {
+        let value = CommittedOffset {
+            format: ITEM_FORMAT,
+            topic: topic.into(),
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            committed_at_ms: 1,
+        };
+        self.catalog
+            .commit_offsets(group, vec![(topic_id, partition, value)], None)
+            .await
+            .expect("commit");
+    }
+}
+
+/// One request through the router: (status, JSON body or Null, WWW-Authenticate).
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(b) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .clone()
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{method} {path}: not JSON: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    (status, json)
+}
+
+#[tokio::test]
+async fn mutations_need_the_right_token_and_change_nothing_without_it() {
+    let f = Fixture::new().await;
+    let app = f.app();
+    let create = json!({"name": "t1", "partitions": 2});
+    let (status, body) = call(&app, "POST", "/v1/topics", None, Some(create.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "unauthorized");
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/topics",
+        Some("nope"),
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["code"], "forbidden");
+    assert!(f.catalog.list_topics().await.expect("list").is_empty());
+    let (status, body) = call(&app, "POST", "/v1/topics", Some(TOKEN), Some(create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["partitions"], 2);
+    // Reads are open unless asked otherwise.
+    let (status, body) = call(&app, "GET", "/v1/topics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["topics"][0]["name"], "t1");
+
+    let strict = router(f.state.clone(), AdminAuth::new(Some(TOKEN), true));
+    assert_eq!(
+        call(&strict, "GET", "/v1/topics", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&strict, "GET", "/v1/topics", Some("x"), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&strict, "GET", "/v1/topics", Some(TOKEN), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let read_only = router(f.state.clone(), AdminAuth::new(None, false));
+    let (status, body) = call(&read_only, "DELETE", "/v1/topics/t1", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["code"], "mutations_disabled");
+    assert!(f.catalog.topic("t1").await.expect("read").is_some());
+    // The OpenAPI document needs no token.
+    let (status, doc) = call(&strict, "GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["paths"]["/v1/groups/{group}/offsets/reset"]["post"].is_object());
+}
+
+#[tokio::test]
+async fn topics_are_described_with_their_partitions_and_bad_input_is_a_4xx() {
+    let f = Fixture::new().await;
+    let app = f.app();
+    let configs = BTreeMap::from([("retention.ms".to_string(), "60000".to_string())]);
+    let t = f
+        .catalog
+        .create_topic("orders", 2, configs)
+        .await
+        .expect("create");
+    f.set_partition(t.topic_id, 1, 2, 10).await;
+
+    let (status, d) = call(&app, "GET", "/v1/topics/orders", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(d["records"], 8);
+    assert_eq!(d["partitions"][1]["high_watermark"], 10);
+    assert_eq!(d["partitions"][1]["log_start_offset"], 2);
+    assert_eq!(d["partitions"][0]["index_entries"], 0);
+    assert_eq!(d["configs"]["retention.ms"], "60000");
+    let (_, c) = call(&app, "GET", "/v1/topics/orders/configs", None, None).await;
+    assert_eq!(c["configs"]["retention.ms"], "60000");
+    let (status, s) = call(
+        &app,
+        "GET",
+        "/v1/topics/orders/partitions/1/segments?limit=5",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s["entries"], json!([]));
+
+    for (method, path, body, want, code) in [
+        ("GET", "/v1/topics/nope", None, 404, "unknown_topic"),
+        (
+            "GET",
+            "/v1/topics/orders/partitions/7/segments",
+            None,
+            404,
+            "unknown_partition",
+        ),
+        (
+            "GET",
+            "/v1/topics/orders/partitions/x/segments",
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/v1/topics/orders/partitions/0/segments?limit=0",
+            None,
+            400,
+            "bad_request",
+        ),
+        ("GET", "/v1/nothing-here", None, 404, "not_found"),
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "orders"})),
+            409,
+            "topic_exists",
+        ),
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "bad name"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "x", "partitions": 0})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": 5})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "x", "extra": 1})),
+            400,
+            "bad_request",
+        ),
+        ("DELETE", "/v1/topics/nope", None, 404, "unknown_topic"),
+    ] {
+        let (status, body) = call(&app, method, path, Some(TOKEN), body).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}: {body}");
+        assert_eq!(body["code"], code, "{method} {path}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, _) = call(&app, "DELETE", "/v1/topics/orders", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&app, "GET", "/v1/topics/orders", None, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn lag_and_offset_resets_follow_kafka_consumer_groups() {
+    let f = Fixture::new().await;
+    let app = f.app();
+    let t = f
+        .catalog
+        .create_topic("events", 2, BTreeMap::new())
+        .await
+        .expect("create");
+    f.set_partition(t.topic_id, 0, 2, 10).await;
+    f.set_partition(t.topic_id, 1, 0, 5).await;
+    f.commit("g1", "events", t.topic_id, 0, 4).await;
+    f.commit("g1", "events", t.topic_id, 1, 5).await;
+
+    let (status, lag) = call(&app, "GET", "/v1/groups/g1/offsets", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{lag}");
+    assert_eq!(lag["total_lag"], 6);
+    assert_eq!(lag["partitions"][0]["lag"], 6);
+    assert_eq!(lag["partitions"][1]["lag"], 0);
+    let (_, d) = call(&app, "GET", "/v1/groups/g1", None, None).await;
+    assert_eq!(d["coordinated_here"], true);
+    assert_eq!(d["state"], "Empty");
+
+    let reset = |strategy: &str, value: Option<i64>, dry_run: bool| json!({"all_topics": true, "strategy": strategy, "value": value, "dry_run": dry_run});
+    let path = "/v1/groups/g1/offsets/reset";
+    let (status, plan) = call(
+        &app,
+        "POST",
+        path,
+        Some(TOKEN),
+        Some(reset("earliest", None, true)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["partitions"][0]["previous_offset"], 4);
+    assert_eq!(plan["partitions"][0]["new_offset"], 2);
+    let committed = f
+        .catalog
+        .committed_offset("g1", t.topic_id, 0)
+        .await
+        .expect("read");
+    assert_eq!(
+        committed.map(|c| c.offset),
+        Some(4),
+        "a dry run changes nothing"
+    );
+
+    let (status, _) = call(
+        &app,
+        "POST",
+        path,
+        Some(TOKEN),
+        Some(reset("earliest", None, false)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let committed = f
+        .catalog
+        .committed_offset("g1", t.topic_id, 0)
+        .await
+        .expect("read");
+    assert_eq!(committed.map(|c| c.offset), Some(2));
+    // Out-of-range offsets are clamped; a timestamp past every record means the end.
+    let (_, r) = call(
+        &app,
+        "POST",
+        path,
+        Some(TOKEN),
+        Some(reset("offset", Some(100), false)),
+    )
+    .await;
+    assert_eq!(r["partitions"][0]["new_offset"], 10);
+    assert_eq!(r["partitions"][1]["new_offset"], 5);
+    let (_, r) = call(
+        &app,
+        "POST",
+        path,
+        Some(TOKEN),
+        Some(reset("offset", Some(-3), true)),
+    )
+    .await;
+    assert_eq!(r["partitions"][0]["new_offset"], 2);
+    let (_, r) = call(
+        &app,
+        "POST",
+        path,
+        Some(TOKEN),
+        Some(reset("timestamp", Some(i64::MAX), true)),
+    )
+    .await;
+    assert_eq!(r["partitions"][0]["new_offset"], 10);
+    // One topic's chosen partitions, to the latest offset, for a group with no offsets yet.
+    let body = json!({"topics": [{"topic": "events", "partitions": [1]}], "strategy": "latest"});
+    let (status, r) = call(
+        &app,
+        "POST",
+        "/v1/groups/g2/offsets/reset",
+        Some(TOKEN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        r["partitions"],
+        json!([{"topic": "events", "partition": 1, "previous_offset": null, "new_offset": 5}])
+    );
+
+    for (body, want) in [
+        (json!({"strategy": "earliest"}), 400),
+        (json!({"all_topics": true, "strategy": "offset"}), 400),
+        (json!({"all_topics": true, "strategy": "sideways"}), 400),
+        (
+            json!({"topics": [{"topic": "nope"}], "strategy": "latest"}),
+            404,
+        ),
+        (
+            json!({"topics": [{"topic": "events", "partitions": [9]}], "strategy": "latest"}),
+            404,
+        ),
+    ] {
+        let (status, e) = call(&app, "POST", path, Some(TOKEN), Some(body.clone())).await;
+        assert_eq!(status.as_u16(), want, "{body}: {e}");
+    }
+
+    let (status, _) = call(&app, "DELETE", "/v1/groups/g1", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&app, "GET", "/v1/groups/g1/offsets", None, None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, e) = call(&app, "DELETE", "/v1/groups/g1", Some(TOKEN), None).await;
+    assert_eq!(
+        (status, e["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("group_not_found"))
+    );
+    let (_, d) = call(&app, "GET", "/v1/groups/g1", None, None).await;
+    assert_eq!(d["state"], "Dead");
+    let (_, c) = call(&app, "GET", "/v1/cluster", None, None).await;
+    assert_eq!(c["mode"], "standalone");
+    assert_eq!(c["coordinator_slots"].as_array().map(Vec::len), Some(16));
+    assert!(
+        c["processes"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["role"] == "fetch"))
+    );
+}

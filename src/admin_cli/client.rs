@@ -1,0 +1,185 @@
+//! The admin API's HTTP client: the same hyper-util client setup as the gateways' commit
+//! client (plain HTTP/1.1, no TLS: put a TLS-terminating proxy in front of a remote API),
+//! JSON in and out, and the API's error bodies turned into readable errors.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::admin_api::ErrorBody;
+
+/// How long one admin request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest response read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection to one admin API.
+pub(crate) struct AdminClient {
+    base: String,
+    token: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A response: its status and raw JSON body.
+pub(crate) struct Answer {
+    pub(crate) body: Bytes,
+}
+
+impl Answer {
+    pub(crate) fn parse<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_slice(&self.body).context("the admin API answered unexpected JSON")
+    }
+
+    /// The body, pretty-printed (for `--output json`).
+    pub(crate) fn pretty(&self) -> String {
+        match serde_json::from_slice::<serde_json::Value>(&self.body) {
+            Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+            Err(_) => String::from_utf8_lossy(&self.body).into_owned(),
+        }
+    }
+}
+
+impl AdminClient {
+    pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            anyhow::bail!(
+                "admin URL {base:?} must start with http:// (for HTTPS put a TLS-terminating proxy in front and reach it over http on localhost)"
+            );
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(AdminClient {
+            base,
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+            client,
+        })
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    pub(crate) async fn post<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Answer> {
+        let json = serde_json::to_vec(body).context("encoding the request")?;
+        self.send(Method::POST, path, Some(Bytes::from(json))).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Answer> {
+        let url = format!("{}{path}", self.base);
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&url)
+            .header(hyper::header::ACCEPT, "application/json");
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .with_context(|| format!("bad admin URL {url:?}"))?;
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+                .to_bytes();
+            anyhow::Ok((status, body))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("{method} {url}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .with_context(|| {
+                format!("{method} {url} (is kafscale serving HTTP there? set KAFSCALE_ADMIN_URL)")
+            })?;
+        if status.is_success() {
+            return Ok(Answer { body });
+        }
+        Err(api_error(status, &body))
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => {
+            let hint = match (status, e.coordinator) {
+                (StatusCode::UNAUTHORIZED, _) => {
+                    " (set KAFSCALE_ADMIN_TOKEN or --token)".to_string()
+                }
+                (_, Some(c)) => format!(" (coordinator: {c})"),
+                _ => String::new(),
+            };
+            anyhow::anyhow!("{} {}: {}{hint}", status.as_u16(), e.code, e.message)
+        }
+        Err(_) => anyhow::anyhow!(
+            "{}: {}",
+            status,
+            String::from_utf8_lossy(body)
+                .chars()
+                .take(500)
+                .collect::<String>()
+        ),
+    }
+}
+
+/// `s` as one percent-encoded path segment.
+pub(crate) fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(segment("demo-1.x_y"), "demo-1.x_y");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(segment("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn api_errors_read_well() {
+        let e = api_error(
+            StatusCode::FORBIDDEN,
+            br#"{"code":"forbidden","message":"wrong bearer token"}"#,
+        );
+        assert_eq!(e.to_string(), "403 forbidden: wrong bearer token");
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>");
+        assert!(e.to_string().starts_with("502 Bad Gateway"));
+        assert!(AdminClient::new("https://x", None).is_err());
+    }
+}
