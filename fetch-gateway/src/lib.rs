@@ -12,6 +12,7 @@ mod fetch;
 mod group_api;
 mod group_leases;
 mod group_membership;
+mod group_metrics;
 mod group_offsets;
 mod groups;
 mod handler;
