@@ -143,6 +143,15 @@ struct CommitMetrics {
 
 impl CommitMetrics {
     fn new() -> Self {
+        // Registered at zero now, so the series exist before the first event.
+        for name in [
+            names::INDEXER_LEASES_ACQUIRED,
+            names::INDEXER_LEASES_LOST,
+            names::INDEXER_FENCED,
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+        metrics::gauge!(names::INDEXER_SHARDS_OWNED).set(0.0);
         CommitMetrics {
             queue_depth: metrics::gauge!(names::INDEXER_QUEUE_DEPTH),
             latency: metrics::histogram!(names::INDEXER_COMMIT_DURATION),

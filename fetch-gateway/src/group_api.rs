@@ -75,6 +75,7 @@ impl GroupService {
             leases,
         });
         kafscale_shared::metrics::add_source(Arc::new(GroupMetrics(Arc::downgrade(&service))));
+        metrics::counter!(kafscale_shared::metrics::GROUP_REBALANCES).increment(0);
         (service, task)
     }
 

@@ -113,6 +113,16 @@ impl SegmentBuffer {
             config,
         });
         names::add_source(Arc::new(BufferGauge(Arc::downgrade(&buffer))));
+        // Registered at zero now, so the series exist before the first flush.
+        metrics::counter!(names::SEGMENT_FLUSHES).increment(0);
+        metrics::counter!(names::SEGMENT_UPLOADS_HEDGED).increment(0);
+        for name in [
+            names::SEGMENT_SIZE,
+            names::SEGMENT_UPLOAD_DURATION,
+            names::SEGMENT_COMMIT_DURATION,
+        ] {
+            let _registered = metrics::histogram!(name);
+        }
         buffer
     }
 
