@@ -640,6 +640,19 @@ mod tests {
     }
 
     #[test]
+    fn every_metric_is_documented() {
+        let docs = include_str!("../../docs/operations.md");
+        for m in CATALOG {
+            let row = format!("| `{}` |", m.name);
+            assert!(
+                docs.contains(&row),
+                "docs/operations.md lacks a row for {}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
     fn text_writer_writes_one_family_per_name() {
         let mut w = TextWriter::default();
         w.sample(
