@@ -392,6 +392,7 @@ pub fn install(role: &'static str) -> Result<&'static Exporter, BuildError> {
         .set_buckets_for_metric(Matcher::Full(SEGMENT_SIZE.into()), &SIZE_BUCKETS)?
         .build_recorder();
     let handle = recorder.handle();
+    spawn_upkeep(handle.clone());
     // Fails only if another recorder is installed: then ours renders an empty registry.
     if ::metrics::set_global_recorder(recorder).is_err() {
         tracing::warn!("a metrics recorder was already installed");
@@ -404,6 +405,25 @@ pub fn install(role: &'static str) -> Result<&'static Exporter, BuildError> {
     describe_all();
     ::metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => role).set(1.0);
     Ok(exporter)
+}
+
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every [`UPKEEP_INTERVAL`]: the exporter
+/// queues samples lock-free until then, so without it memory would grow until the next scrape.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no metrics upkeep thread; histograms fold at scrape time");
+    }
 }
 
 /// The installed exporter, if any.
