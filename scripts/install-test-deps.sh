@@ -3,6 +3,8 @@
 #   * kcat (Debian package; librdkafka 2.0.2 on Debian 12)
 #   * fonts-dejavu-core (Debian package): the TrueType font kafscale-loadtest --plot draws
 #     its text with (its unit tests and tests/e2e/test_loadtest.py draw plots)
+#   * prometheus (Debian package: the server and promtool), which tests/e2e/test_metrics.py
+#     starts and runs against every process's /metrics
 #   * the pinned Python packages in tests/e2e/requirements.txt (including moto's
 #     S3 server, which the Rust test shared/tests/s3_conformance.rs starts)
 # and DynamoDB Local for the DynamoDB metadata-store tests (scripts/install-dynamodb-local.sh),
@@ -46,6 +48,16 @@ else
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-dejavu-core
     [[ -f "$dejavu" ]] || { echo "install-test-deps: $dejavu still missing" >&2; exit 1; }
+fi
+
+# --- prometheus and promtool (for tests/e2e/test_metrics.py) ------------------
+if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    echo "prometheus: present ($(promtool --version 2>&1 | grep -m1 -o 'version [^ ]*' || echo 'unknown version'))"
+else
+    echo "prometheus: installing the Debian package"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    command -v promtool >/dev/null 2>&1 || { echo "install-test-deps: promtool still missing" >&2; exit 1; }
 fi
 
 # --- Python packages -------------------------------------------------------

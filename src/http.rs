@@ -1,6 +1,6 @@
-//! The HTTP endpoint of every process: `/healthz` (the process is alive) and `/readyz` (it
-//! serves its role's traffic), plus the routes of the role (the indexer's commit API). Metrics
-//! and the admin API join this router in their own issue.
+//! The HTTP endpoint of every process: `/healthz` (the process is alive), `/readyz` (it
+//! serves its role's traffic) and `/metrics` (Prometheus text format, see
+//! `kafscale_shared::metrics`), plus the routes of the role (the indexer's commit API).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +25,21 @@ impl Readiness {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// The Prometheus page (empty when no recorder is installed, as in tests).
+async fn metrics() -> impl axum::response::IntoResponse {
+    let page = match kafscale_shared::metrics::exporter() {
+        Some(e) => e.render().await,
+        None => String::new(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        page,
+    )
 }
 
 async fn readyz(State(ready): State<Arc<Readiness>>) -> (StatusCode, &'static str) {
@@ -59,6 +74,7 @@ pub(crate) fn serve_on(
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(ready)
         .merge(extra);
     let local = listener.local_addr()?;

@@ -41,6 +41,19 @@ enum Command {
     Admin(admin::AdminCommand),
 }
 
+impl Command {
+    /// The `role` label of the process's metrics (`None`: a one-shot command, no `/metrics`).
+    fn metrics_role(&self) -> Option<&'static str> {
+        match self {
+            Command::Standalone(_) => Some("standalone"),
+            Command::Ingest(_) => Some("ingest"),
+            Command::Fetch(_) => Some("fetch"),
+            Command::Indexer(_) => Some("indexer"),
+            Command::Admin(_) => None,
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -51,6 +64,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before any component is built: components take their metric handles when built.
+    if let Some(role) = cli.command.metrics_role() {
+        kafscale_shared::metrics::install(role)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -12,6 +12,7 @@ use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_ingest::SegmentBuffer;
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, RedbMetaStore};
+use kafscale_shared::metered::{MeteredMetaStore, MeteredObjectStore};
 use kafscale_shared::object_store::{LocalFsObjectStore, ObjectStore};
 use kafscale_shared::shards::load_or_init_cluster;
 use kafscale_shared::watermarks::Watermarks;
@@ -49,18 +50,19 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     args.listener.validate()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
-    let objects: Arc<dyn ObjectStore> = Arc::new(
+    let objects: Arc<dyn ObjectStore> = Arc::new(MeteredObjectStore::new(Arc::new(
         LocalFsObjectStore::new(args.data_dir.join("objects"))
             .context("opening the local object store")?,
-    );
+    )));
     let meta_path = args.data_dir.join("meta.redb");
-    let meta: Arc<dyn MetaStore> =
-        Arc::new(RedbMetaStore::open(&meta_path).with_context(|| {
+    let meta: Arc<dyn MetaStore> = Arc::new(MeteredMetaStore::new(Arc::new(
+        RedbMetaStore::open(&meta_path).with_context(|| {
             format!(
                 "opening the metadata store {} (is another kafscale using it?)",
                 meta_path.display()
             )
-        })?);
+        })?,
+    )));
     let (objects, meta, simulated) = args.simulation.apply(objects, meta);
     // Every tier reads and writes through the block cache: segments enter it as the ingest
     // side writes them, and tail consumers are served from memory.

@@ -99,6 +99,8 @@ impl StorageArgs {
                 .await
                 .with_context(|| format!("creating the table {}", dynamo.table_name()))?;
         }
+        s3.metrics().export();
+        dynamo.metrics().export();
         let (objects, meta, simulated) = self
             .simulation
             .apply(Arc::new(s3.clone()), Arc::new(dynamo.clone()));

@@ -1,4 +1,10 @@
 //! Offset assignment, idempotent-producer checks and the atomic commit write.
+//!
+//! Metrics: a commit counts in `kafscale_indexer_commit_queue_depth` from the moment it asks
+//! for its shard until it is done, so the gauge is the number of commits waiting on or inside
+//! the per-shard locks: the indexer tier's scaling signal (it grows when shards are busier than
+//! their owner can sequence). Commit latency, commits, batches and records, shards owned, lease
+//! acquisitions and losses and fenced writes are counted beside it.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -11,12 +17,14 @@ use kafscale_shared::catalog::{
     PartitionRecord, ProducerBatch, ProducerRecord, SegmentCommitRecord,
 };
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
+use kafscale_shared::metrics as names;
 use kafscale_shared::sequencer::{
     BatchOutcome, CommitBatch, CommitRequest, CommitResponse, RejectReason, Sequencer,
     SequencerError,
 };
 use kafscale_shared::shards::{shard_lease_name, shard_of};
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
+use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::Mutex;
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
@@ -121,6 +129,53 @@ pub struct Indexer {
     shards: Vec<Mutex<ShardState>>,
     /// Serializes lease rounds (maintenance, release), so the owned count they reason on holds.
     lease_round: Mutex<()>,
+    metrics: CommitMetrics,
+}
+
+/// The commit path's metric handles.
+struct CommitMetrics {
+    queue_depth: Gauge,
+    latency: Histogram,
+    commits: Counter,
+    batches: Counter,
+    records: Counter,
+}
+
+impl CommitMetrics {
+    fn new() -> Self {
+        // Registered at zero now, so the series exist before the first event.
+        for name in [
+            names::INDEXER_LEASES_ACQUIRED,
+            names::INDEXER_LEASES_LOST,
+            names::INDEXER_FENCED,
+        ] {
+            metrics::counter!(name).increment(0);
+        }
+        metrics::gauge!(names::INDEXER_SHARDS_OWNED).set(0.0);
+        CommitMetrics {
+            queue_depth: metrics::gauge!(names::INDEXER_QUEUE_DEPTH),
+            latency: metrics::histogram!(names::INDEXER_COMMIT_DURATION),
+            commits: metrics::counter!(names::INDEXER_COMMITS),
+            batches: metrics::counter!(names::INDEXER_BATCHES),
+            records: metrics::counter!(names::INDEXER_RECORDS),
+        }
+    }
+}
+
+/// Keeps a commit counted in the queue depth until it is dropped (done or cancelled).
+struct Queued<'a>(&'a Gauge);
+
+impl<'a> Queued<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        gauge.increment(1.0);
+        Queued(gauge)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl std::fmt::Debug for Indexer {
@@ -197,6 +252,7 @@ impl Indexer {
             config,
             shards,
             lease_round: Mutex::new(()),
+            metrics: CommitMetrics::new(),
         })
     }
 
@@ -254,6 +310,7 @@ impl Indexer {
                 }
                 None => {
                     warn!(shard, "shard lease lost");
+                    metrics::counter!(names::INDEXER_LEASES_LOST).increment(1);
                     state.lease = None;
                     state.forget_rows();
                     report.lost.push(shard);
@@ -272,6 +329,7 @@ impl Indexer {
             let name = shard_lease_name(shard);
             if let Some((lease, version)) = self.take_lease(&name).await? {
                 info!(shard, epoch = lease.epoch, "acquired shard lease");
+                metrics::counter!(names::INDEXER_LEASES_ACQUIRED).increment(1);
                 // A new owner must not trust anything cached before it owned the shard.
                 state.forget_rows();
                 state.lease = Some(HeldLease {
@@ -299,6 +357,7 @@ impl Indexer {
             }
             report.released.push(shard);
         }
+        metrics::gauge!(names::INDEXER_SHARDS_OWNED).set(report.owned.len() as f64);
         Ok(report)
     }
 
@@ -313,6 +372,7 @@ impl Indexer {
                     .await?;
             }
         }
+        metrics::gauge!(names::INDEXER_SHARDS_OWNED).set(0.0);
         Ok(())
     }
 
@@ -729,6 +789,7 @@ impl Indexer {
                     }
                     MetaStoreError::ConditionFailed { index: 0, .. } => {
                         warn!(lease = %lease.name, "commit fenced: shard lease lost");
+                        metrics::counter!(names::INDEXER_FENCED).increment(1);
                         state.lease = None;
                         Err(SequencerError::Fenced(lease.name.clone()))
                     }
@@ -807,7 +868,23 @@ impl Sequencer for Indexer {
         if request.segment_key.is_empty() {
             return Err(SequencerError::InvalidRequest("empty segment key".into()));
         }
-        self.commit_inner(request).await
+        let m = &self.metrics;
+        let _queued = Queued::enter(&m.queue_depth);
+        let started = std::time::Instant::now();
+        let batches = request.batches.len() as u64;
+        let records: u64 = request
+            .batches
+            .iter()
+            .map(|b| u64::from(b.record_count))
+            .sum();
+        let result = self.commit_inner(request).await;
+        m.latency.record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            m.commits.increment(1);
+            m.batches.increment(batches);
+            m.records.increment(records);
+        }
+        result
     }
 }
 

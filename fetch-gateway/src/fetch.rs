@@ -1,4 +1,7 @@
 //! Fetch: resolve partitions, read through the index and range cache, long-poll on watermarks.
+//!
+//! Metrics: requests, record bytes returned (their rate per pod is the fetch tier's scaling
+//! signal), latency including the long-poll wait, and the long polls waiting right now.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +11,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafscale_shared::batch::iter_batches;
 use kafscale_shared::catalog::{Catalog, TopicRecord};
+use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
 use tokio::sync::watch;
@@ -30,6 +34,42 @@ pub struct FetchService {
     pub(crate) config: FetchConfig,
     /// Cancelled at shutdown so long polls answer at once instead of holding the process.
     stopping: CancellationToken,
+    metrics: FetchMetrics,
+}
+
+/// The fetch path's metric handles.
+struct FetchMetrics {
+    requests: metrics::Counter,
+    bytes: metrics::Counter,
+    latency: metrics::Histogram,
+    waiting: metrics::Gauge,
+}
+
+impl FetchMetrics {
+    fn new() -> Self {
+        FetchMetrics {
+            requests: metrics::counter!(names::FETCH_REQUESTS),
+            bytes: metrics::counter!(names::FETCH_BYTES),
+            latency: metrics::histogram!(names::FETCH_DURATION),
+            waiting: metrics::gauge!(names::FETCH_LONG_POLLS),
+        }
+    }
+}
+
+/// Counts a long poll as waiting until dropped.
+struct Waiting<'a>(&'a metrics::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn enter(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl std::fmt::Debug for FetchService {
@@ -70,6 +110,7 @@ impl FetchService {
             watermarks,
             config,
             stopping: CancellationToken::new(),
+            metrics: FetchMetrics::new(),
         })
     }
 
@@ -263,6 +304,8 @@ impl FetchService {
     /// passes.
     #[instrument(skip_all, fields(version, topics = request.topics.len()))]
     pub async fn fetch(&self, request: FetchRequest, version: i16) -> FetchResponse {
+        let started = std::time::Instant::now();
+        self.metrics.requests.increment(1);
         let targets = self.resolve(&request, version).await;
         let max_wait =
             Duration::from_millis(request.max_wait_ms.max(0) as u64).min(self.config.max_wait_cap);
@@ -293,8 +336,11 @@ impl FetchService {
                 || Instant::now() >= deadline
                 || self.stopping.is_cancelled()
             {
+                self.metrics.bytes.increment(total as u64);
+                self.metrics.latency.record(started.elapsed().as_secs_f64());
                 return build_response(&request, version, &targets, results);
             }
+            let waiting = Waiting::enter(&self.metrics.waiting);
             let changed =
                 futures::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed())));
             tokio::select! {
@@ -303,6 +349,7 @@ impl FetchService {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = self.stopping.cancelled() => {}
             }
+            drop(waiting);
             for rx in receivers.iter_mut() {
                 rx.borrow_and_update();
             }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::group_leases::{GroupLeaseConfig, GroupLeases};
+use crate::group_metrics::GroupMetrics;
 use crate::groups::{GroupConfig, GroupCoordinator};
 
 /// The group APIs and the versions served (what Kafka 2.x-4.x clients use).
@@ -73,6 +74,8 @@ impl GroupService {
             groups,
             leases,
         });
+        kafscale_shared::metrics::add_source(Arc::new(GroupMetrics(Arc::downgrade(&service))));
+        metrics::counter!(kafscale_shared::metrics::GROUP_REBALANCES).increment(0);
         (service, task)
     }
 

@@ -343,6 +343,7 @@ impl Group {
             return;
         }
         self.generation += 1;
+        ::metrics::counter!(kafscale_shared::metrics::GROUP_REBALANCES).increment(1);
         self.state = GroupState::CompletingRebalance;
         self.protocol_name = self.choose_protocol();
         if !self
@@ -768,6 +769,21 @@ impl GroupCoordinator {
                 .count();
             (joins, syncs)
         })
+    }
+
+    /// Every group this coordinator holds in memory with its member count (for metrics).
+    pub(crate) fn member_counts(&self) -> Vec<(String, usize)> {
+        let groups: Vec<(String, Arc<Mutex<Group>>)> = lock(&self.groups)
+            .iter()
+            .map(|(id, g)| (id.clone(), g.clone()))
+            .collect();
+        groups
+            .into_iter()
+            .map(|(id, g)| {
+                let n = lock(&g).members.len();
+                (id, n)
+            })
+            .collect()
     }
 
     /// Every group this coordinator holds in memory: (group id, protocol type, state).

@@ -2,11 +2,15 @@
 //!
 //! Entries never change once committed (only retention removes old ones), so a cached entry is
 //! always right; a lookup walks cached entries and asks the store only for what it lacks.
+//! Metrics (`cache="index"`): a lookup answered from memory is a hit, one that reads a page
+//! from the store a miss; its size is estimated from the entries held.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kafscale_shared::catalog::{Catalog, IndexEntry};
+use kafscale_shared::metrics as names;
+use metrics::{Counter, Gauge};
 use uuid::Uuid;
 
 use crate::error::FetchError;
@@ -20,7 +24,13 @@ pub(crate) struct IndexCache {
     catalog: Arc<Catalog>,
     capacity: usize,
     inner: Mutex<(usize, PartitionEntries)>,
+    hits: Counter,
+    misses: Counter,
+    bytes: Gauge,
 }
+
+/// Estimated memory of one cached entry (the struct and its segment key).
+const ENTRY_BYTES: usize = std::mem::size_of::<IndexEntry>() + 64;
 
 impl IndexCache {
     pub(crate) fn new(catalog: Arc<Catalog>, capacity: usize) -> Self {
@@ -28,6 +38,9 @@ impl IndexCache {
             catalog,
             capacity,
             inner: Mutex::new((0, HashMap::new())),
+            hits: metrics::counter!(names::CACHE_HITS, "cache" => "index"),
+            misses: metrics::counter!(names::CACHE_MISSES, "cache" => "index"),
+            bytes: metrics::gauge!(names::CACHE_BYTES, "cache" => "index"),
         }
     }
 
@@ -52,6 +65,7 @@ impl IndexCache {
             }
         }
         inner.0 += added;
+        self.bytes.set((inner.0 * ENTRY_BYTES) as f64);
     }
 
     /// Consecutive entries starting with the one holding `offset`, below `high_watermark`,
@@ -70,8 +84,12 @@ impl IndexCache {
         let mut bytes = 0u64;
         while next < high_watermark && (out.is_empty() || bytes < want_bytes) {
             let entry = match self.cached_at(id, next) {
-                Some(e) => e,
+                Some(e) => {
+                    self.hits.increment(1);
+                    e
+                }
                 None => {
+                    self.misses.increment(1);
                     let page = self
                         .catalog
                         .index_entries_from(topic_id, partition, next, Some(STORE_PAGE))

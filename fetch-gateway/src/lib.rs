@@ -13,6 +13,7 @@ mod group_admin;
 mod group_api;
 mod group_leases;
 mod group_membership;
+mod group_metrics;
 mod group_offsets;
 mod groups;
 mod handler;

@@ -26,7 +26,7 @@ impl RangeCache {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, capacity: usize) -> Self {
         RangeCache {
             store,
-            ranges: LoadingCache::new(capacity),
+            ranges: LoadingCache::new(capacity).named("range"),
         }
     }
 

@@ -8,10 +8,12 @@
 //! accepted. Each waiter then gets the outcomes of its batches.
 //!
 //! Memory is bounded: a produce request first takes permits worth its bytes from a semaphore of
-//! `max_buffered_bytes`; they are returned when its segment is done.
+//! `max_buffered_bytes`; they are returned when its segment is done. The bytes held
+//! (`kafscale_produce_buffer_bytes`) are read from that semaphore at scrape time; flushes,
+//! segment sizes, upload and commit latencies and hedged uploads are counted once per segment.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use kafscale_shared::batch::ValidatedBatch;
 use kafscale_shared::buffer_pool::BufferPool;
 use kafscale_shared::catalog::now_ms;
 use kafscale_shared::keys::new_segment_key;
+use kafscale_shared::metrics::{self as names, ScrapeSource, TextWriter};
 use kafscale_shared::object_store::{ObjectStore, ObjectStoreError};
 use kafscale_shared::segment::{BatchMeta, SegmentBuilder};
 use kafscale_shared::sequencer::{BatchOutcome, CommitBatch, CommitRequest, Sequencer};
@@ -102,13 +105,34 @@ impl SegmentBuffer {
         let budget = Arc::new(Semaphore::new(
             config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
         ));
-        Arc::new(SegmentBuffer {
+        let buffer = Arc::new(SegmentBuffer {
             open: Mutex::new(Open::new()),
             wake: Notify::new(),
             budget,
             segment_buffers: BufferPool::new(SEGMENT_BUFFERS_IDLE),
             config,
-        })
+        });
+        names::add_source(Arc::new(BufferGauge(Arc::downgrade(&buffer))));
+        // Registered at zero now, so the series exist before the first flush.
+        metrics::counter!(names::SEGMENT_FLUSHES).increment(0);
+        metrics::counter!(names::SEGMENT_UPLOADS_HEDGED).increment(0);
+        for name in [
+            names::SEGMENT_SIZE,
+            names::SEGMENT_UPLOAD_DURATION,
+            names::SEGMENT_COMMIT_DURATION,
+        ] {
+            let _registered = metrics::histogram!(name);
+        }
+        buffer
+    }
+
+    /// Bytes of produce requests in the buffer or in segments not yet answered.
+    pub fn bytes_in_use(&self) -> usize {
+        let total = self.config.max_buffered_bytes.min(Semaphore::MAX_PERMITS);
+        if self.budget.is_closed() {
+            return 0;
+        }
+        total.saturating_sub(self.budget.available_permits())
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -201,6 +225,8 @@ impl SegmentBuffer {
         }
         let open = std::mem::replace(&mut *open, Open::new());
         let built = open.builder.finish_in(&self.segment_buffers);
+        metrics::counter!(names::SEGMENT_FLUSHES).increment(1);
+        metrics::histogram!(names::SEGMENT_SIZE).record(built.data.len() as f64);
         let mut batches = open.batches;
         for (b, start) in batches.iter_mut().zip(built.batch_starts.iter()) {
             b.byte_start = *start;
@@ -282,6 +308,22 @@ impl SegmentBuffer {
     }
 }
 
+/// `kafscale_produce_buffer_bytes`, read at scrape time.
+struct BufferGauge(Weak<SegmentBuffer>);
+
+#[async_trait::async_trait]
+impl ScrapeSource for BufferGauge {
+    async fn collect(&self, out: &mut TextWriter) {
+        if let Some(buffer) = self.0.upgrade() {
+            out.sample(
+                names::PRODUCE_BUFFER_BYTES,
+                &[],
+                buffer.bytes_in_use() as f64,
+            );
+        }
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     if let Some(d) = deadline {
         tokio::time::sleep_until(d).await;
@@ -317,6 +359,7 @@ async fn put_hedged(
         () = tokio::time::sleep(after) => {}
     }
     let mut second = put(new_segment_key(now_ms()));
+    metrics::counter!(names::SEGMENT_UPLOADS_HEDGED).increment(1);
     debug!(
         after_ms = after.as_millis() as u64,
         "segment upload slow; hedging"
@@ -352,6 +395,7 @@ fn upload(
         let (key, result) =
             put_hedged(store, sealed.key.clone(), sealed.data.clone(), hedge_after).await;
         sealed.key = key;
+        metrics::histogram!(names::SEGMENT_UPLOAD_DURATION).record(started.elapsed().as_secs_f64());
         let result = result.map_err(|e| {
             warn!(error = %e, "segment upload failed");
             IngestError::from_upload(&e)
@@ -372,9 +416,20 @@ async fn commit_shard(
     request: CommitRequest,
     attempts: u32,
 ) -> Result<Vec<BatchOutcome>, IngestError> {
+    let started = std::time::Instant::now();
+    let result = commit_with_retries(sequencer, request, attempts, started).await;
+    metrics::histogram!(names::SEGMENT_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn commit_with_retries(
+    sequencer: &dyn Sequencer,
+    request: CommitRequest,
+    attempts: u32,
+    started: std::time::Instant,
+) -> Result<Vec<BatchOutcome>, IngestError> {
     let mut delay = Duration::from_millis(50);
     let mut attempt = 1;
-    let started = std::time::Instant::now();
     loop {
         match sequencer.commit(request.clone()).await {
             Ok(r) if r.outcomes.len() == request.batches.len() => {

@@ -11,6 +11,8 @@ pub mod catalog;
 pub mod keys;
 pub mod loading_cache;
 pub mod meta_store;
+pub mod metered;
+pub mod metrics;
 pub mod object_store;
 pub mod segment;
 pub mod sequencer;

@@ -14,6 +14,16 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
+use metrics::{Counter, Gauge};
+
+use crate::metrics as names;
+
+/// Hit, miss and size metrics of a named cache (no-op handles for an unnamed one).
+struct CacheMetrics {
+    hits: Counter,
+    misses: Counter,
+    bytes: Gauge,
+}
 
 type Load<E> = Shared<BoxFuture<'static, Result<Bytes, E>>>;
 
@@ -27,6 +37,7 @@ struct Inner<K: Hash + Eq, E> {
 pub struct LoadingCache<K: Hash + Eq, E> {
     capacity: usize,
     inner: Mutex<Inner<K, E>>,
+    metrics: CacheMetrics,
 }
 
 impl<K, E> LoadingCache<K, E>
@@ -44,7 +55,22 @@ where
                 bytes: 0,
                 loading: HashMap::new(),
             }),
+            metrics: CacheMetrics {
+                hits: Counter::noop(),
+                misses: Counter::noop(),
+                bytes: Gauge::noop(),
+            },
         }
+    }
+
+    /// Exports the cache's hits, misses and bytes under `cache="name"`.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.metrics = CacheMetrics {
+            hits: ::metrics::counter!(names::CACHE_HITS, "cache" => name),
+            misses: ::metrics::counter!(names::CACHE_MISSES, "cache" => name),
+            bytes: ::metrics::gauge!(names::CACHE_BYTES, "cache" => name),
+        };
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<K, E>> {
@@ -54,7 +80,12 @@ where
 
     /// The cached value of `key`, if any (and marks it recently used).
     pub fn get(&self, key: &K) -> Option<Bytes> {
-        self.lock().lru.get(key).cloned()
+        let found = self.lock().lru.get(key).cloned();
+        match found {
+            Some(_) => self.metrics.hits.increment(1),
+            None => self.metrics.misses.increment(1),
+        }
+        found
     }
 
     /// The value of `key`: cached, or being loaded by someone else (then awaits that load), or
@@ -67,8 +98,10 @@ where
         let pending = {
             let mut inner = self.lock();
             if let Some(b) = inner.lru.get(&key) {
+                self.metrics.hits.increment(1);
                 return Ok(b.clone());
             }
+            self.metrics.misses.increment(1);
             match inner.loading.get(&key) {
                 Some(l) => l.clone(),
                 None => {
@@ -83,6 +116,7 @@ where
         inner.loading.remove(&key);
         if let Ok(bytes) = &result {
             Self::insert_locked(&mut inner, self.capacity, key, bytes.clone());
+            self.metrics.bytes.set(inner.bytes as f64);
         }
         result
     }
@@ -91,6 +125,7 @@ where
     pub fn insert(&self, key: K, value: Bytes) {
         let mut inner = self.lock();
         Self::insert_locked(&mut inner, self.capacity, key, value);
+        self.metrics.bytes.set(inner.bytes as f64);
     }
 
     fn insert_locked(inner: &mut Inner<K, E>, capacity: usize, key: K, value: Bytes) {

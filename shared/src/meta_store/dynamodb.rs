@@ -277,7 +277,7 @@ impl DynamoMetaStore {
     }
 
     /// Request counters of this store (shared by its clones).
-    pub fn metrics(&self) -> &MetaStoreMetrics {
+    pub fn metrics(&self) -> &Arc<MetaStoreMetrics> {
         &self.metrics
     }
 
@@ -286,6 +286,7 @@ impl DynamoMetaStore {
     /// this backend's key schema.
     pub async fn create_table_if_missing(&self) -> Result<(), DynamoSetupError> {
         if self.describe_table().await?.is_none() {
+            let started = std::time::Instant::now();
             let result = self
                 .client
                 .create_table()
@@ -297,6 +298,7 @@ impl DynamoMetaStore {
                 .key_schema(key_schema_element(SK, KeyType::Range)?)
                 .send()
                 .await;
+            self.metrics.observe(MetaStoreOp::Admin, started.elapsed());
             match result {
                 Ok(_) => {
                     self.metrics.record(MetaStoreOp::Admin, Outcome::Ok, 0, 0);
@@ -341,12 +343,14 @@ impl DynamoMetaStore {
 
     /// The table's description, `None` if it does not exist.
     async fn describe_table(&self) -> Result<Option<TableDescription>, MetaStoreError> {
+        let started = std::time::Instant::now();
         let result = self
             .client
             .describe_table()
             .table_name(&*self.table)
             .send()
             .await;
+        self.metrics.observe(MetaStoreOp::Admin, started.elapsed());
         match result {
             Ok(out) => {
                 self.metrics.record(MetaStoreOp::Admin, Outcome::Ok, 0, 0);
@@ -428,6 +432,7 @@ impl DynamoMetaStore {
             } => {
                 let (update, condition, names, values) =
                     put_expression(value, *condition).into_parts();
+                let started = std::time::Instant::now();
                 let result = self
                     .client
                     .update_item()
@@ -439,10 +444,13 @@ impl DynamoMetaStore {
                     .set_expression_attribute_values(values)
                     .send()
                     .await;
+                self.metrics
+                    .observe(MetaStoreOp::UpdateItem, started.elapsed());
                 self.finish_write(MetaStoreOp::UpdateItem, "UpdateItem", result, index, key, 1)
             }
             WriteOp::Delete { key, condition } => {
                 let (_, condition, names, values) = condition_expression(*condition).into_parts();
+                let started = std::time::Instant::now();
                 let result = self
                     .client
                     .delete_item()
@@ -453,6 +461,8 @@ impl DynamoMetaStore {
                     .set_expression_attribute_values(values)
                     .send()
                     .await;
+                self.metrics
+                    .observe(MetaStoreOp::DeleteItem, started.elapsed());
                 self.finish_write(MetaStoreOp::DeleteItem, "DeleteItem", result, index, key, 1)
             }
             WriteOp::Check { .. } => self.write_transaction(&[(index, op)]).await,
@@ -469,6 +479,7 @@ impl DynamoMetaStore {
             .iter()
             .filter(|(_, op)| !matches!(op, WriteOp::Check { .. }))
             .count() as u64;
+        let started = std::time::Instant::now();
         let result = self
             .client
             .transact_write_items()
@@ -476,6 +487,8 @@ impl DynamoMetaStore {
             .client_request_token(uuid::Uuid::new_v4().to_string())
             .send()
             .await;
+        self.metrics
+            .observe(MetaStoreOp::TransactWriteItems, started.elapsed());
         let op = MetaStoreOp::TransactWriteItems;
         let err = match result {
             Ok(_) => {
@@ -560,6 +573,7 @@ impl MetaStore for DynamoMetaStore {
             // No such item can have been written.
             return Ok(None);
         }
+        let started = std::time::Instant::now();
         let result = self
             .client
             .get_item()
@@ -568,6 +582,8 @@ impl MetaStore for DynamoMetaStore {
             .consistent_read(true)
             .send()
             .await;
+        self.metrics
+            .observe(MetaStoreOp::GetItem, started.elapsed());
         let out = match result {
             Ok(out) => out,
             Err(e) => {
@@ -597,6 +613,7 @@ impl MetaStore for DynamoMetaStore {
             let remaining = limit - items.len();
             // Ask for the excluded bound items too, so that dropping them does not cost a page.
             let page_limit = remaining.saturating_add(plan.dropped_bounds());
+            let started = std::time::Instant::now();
             let result = self
                 .client
                 .query()
@@ -614,6 +631,7 @@ impl MetaStore for DynamoMetaStore {
                 .set_exclusive_start_key(start_key.take())
                 .send()
                 .await;
+            self.metrics.observe(MetaStoreOp::Query, started.elapsed());
             let out = match result {
                 Ok(out) => out,
                 Err(e) => {

@@ -1,14 +1,19 @@
 //! Request counters of a metadata-store backend, by backend operation.
 //!
 //! A plain seam rather than a metrics library: the counters are atomics that a backend bumps on
-//! every request, and [`MetaStoreMetrics::snapshot`] copies them out. Whatever exports metrics
-//! later (Prometheus, logs) reads snapshots; the backends do not need to know about it.
+//! every request, and [`MetaStoreMetrics::snapshot`] copies them out. The Prometheus exporter
+//! reads them at scrape time ([`MetaStoreMetrics::export`]); the backends do not need to know
+//! about it.
 //!
 //! Operations are named after the DynamoDB API calls because that is what they cost there: one
 //! [`MetaStore::query`](super::MetaStore::query) may be several `Query` requests (pages), and a
 //! one-operation write is an `UpdateItem` or `DeleteItem` rather than a transaction.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::metrics::{self as names, AtomicHistogram, ScrapeSource, TextWriter};
 
 /// A backend request type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +105,7 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct MetaStoreMetrics {
     ops: [OpCounters; MetaStoreOp::ALL.len()],
+    latency: [AtomicHistogram; MetaStoreOp::ALL.len()],
 }
 
 impl MetaStoreMetrics {
@@ -129,6 +135,16 @@ impl MetaStoreMetrics {
         }
     }
 
+    /// Records the latency of one request of `op`.
+    pub fn observe(&self, op: MetaStoreOp, elapsed: Duration) {
+        self.latency[op.index()].observe(elapsed);
+    }
+
+    /// Makes these counters part of the process's `/metrics` page.
+    pub fn export(self: &Arc<Self>) {
+        names::add_source(self.clone());
+    }
+
     /// The counters of one operation.
     pub fn get(&self, op: MetaStoreOp) -> OpStats {
         let c = &self.ops[op.index()];
@@ -156,6 +172,25 @@ impl MetaStoreMetrics {
             total += self.get(op);
         }
         total
+    }
+}
+
+#[async_trait::async_trait]
+impl ScrapeSource for MetaStoreMetrics {
+    async fn collect(&self, out: &mut TextWriter) {
+        for op in MetaStoreOp::ALL {
+            let c = self.get(op);
+            let label = [("op", op.name())];
+            out.sample(names::META_STORE_REQUESTS, &label, c.requests as f64);
+            out.sample(names::META_STORE_ERRORS, &label, c.errors as f64);
+            out.sample(
+                names::META_STORE_CONDITION_FAILURES,
+                &label,
+                c.condition_failures as f64,
+            );
+            let latency = self.latency[op.index()].snapshot();
+            out.histogram(names::META_STORE_DURATION, &label, &latency);
+        }
     }
 }
 

@@ -63,7 +63,7 @@ impl BlockCache {
             inner,
             block_bytes: block_bytes.max(1),
             write_through,
-            blocks: Arc::new(LoadingCache::new(capacity_bytes)),
+            blocks: Arc::new(LoadingCache::new(capacity_bytes).named("block")),
         }
     }
 

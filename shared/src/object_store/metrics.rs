@@ -4,10 +4,15 @@
 //! byte moved) and where it waits, so a backend that talks to a remote store counts, for each
 //! trait operation, the requests it sent, how many of them failed, and the payload bytes moved.
 //! The counters are plain atomics behind a shared [`Arc`](std::sync::Arc): cheap enough to bump on
-//! every request, and readable at any time with [`ObjectStoreMetrics::snapshot`]. Exporting them
-//! (Prometheus) is a later step that only needs to read snapshots; this module is that seam.
+//! every request, and readable at any time with [`ObjectStoreMetrics::snapshot`]. They are
+//! exported to Prometheus as they are, read at scrape time ([`ObjectStoreMetrics::export`]):
+//! one set of counters, not a copy in a second registry.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::metrics::{self as names, AtomicHistogram, ScrapeSource, TextWriter};
 
 /// The operations of [`ObjectStore`](super::ObjectStore) that metrics are kept for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +83,7 @@ struct OpCounters {
 #[derive(Debug, Default)]
 pub struct ObjectStoreMetrics {
     ops: [OpCounters; ObjectStoreOp::ALL.len()],
+    latency: [AtomicHistogram; ObjectStoreOp::ALL.len()],
 }
 
 impl ObjectStoreMetrics {
@@ -91,6 +97,16 @@ impl ObjectStoreMetrics {
         self.ops[op.index()]
             .requests
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the latency of one request of `op`.
+    pub fn observe(&self, op: ObjectStoreOp, elapsed: Duration) {
+        self.latency[op.index()].observe(elapsed);
+    }
+
+    /// Makes these counters part of the process's `/metrics` page.
+    pub fn export(self: &Arc<Self>) {
+        names::add_source(self.clone());
     }
 
     /// Counts one failed request of `op`.
@@ -129,6 +145,24 @@ impl ObjectStoreMetrics {
             .iter()
             .map(|&op| (op, self.get(op)))
             .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl ScrapeSource for ObjectStoreMetrics {
+    async fn collect(&self, out: &mut TextWriter) {
+        for op in ObjectStoreOp::ALL {
+            let c = self.get(op);
+            let label = [("op", op.name())];
+            out.sample(names::OBJECT_STORE_REQUESTS, &label, c.requests as f64);
+            out.sample(names::OBJECT_STORE_ERRORS, &label, c.errors as f64);
+            for (direction, bytes) in [("in", c.bytes_in), ("out", c.bytes_out)] {
+                let labels = [("op", op.name()), ("direction", direction)];
+                out.sample(names::OBJECT_STORE_BYTES, &labels, bytes as f64);
+            }
+            let latency = self.latency[op.index()].snapshot();
+            out.histogram(names::OBJECT_STORE_DURATION, &label, &latency);
+        }
     }
 }
 

@@ -1022,6 +1022,7 @@ impl Retry<'_> {
     ) -> Result<T, ObjectStoreError> {
         let metrics = &self.store.metrics;
         metrics.request(self.op);
+        let started = Instant::now();
         let limit = self
             .store
             .config
@@ -1039,6 +1040,7 @@ impl Retry<'_> {
                 ),
             )),
         };
+        metrics.observe(self.op, started.elapsed());
         if let Err(ObjectStoreError::Io { .. } | ObjectStoreError::Rejected { .. }) = &result {
             metrics.error(self.op);
         }

@@ -18,6 +18,7 @@
 
 mod api_versions;
 pub mod fetch_frame;
+mod metrics;
 mod ordering;
 mod router;
 mod server;

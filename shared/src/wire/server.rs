@@ -29,6 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::api_versions::{API_VERSIONS_SUPPORT, api_versions_response};
 use super::fetch_frame::encode_fetch_frame;
+use super::metrics::WireMetrics;
 use super::ordering::{Effect, WriteFence, effect_of};
 use super::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
 
@@ -66,6 +67,8 @@ struct Outgoing {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
+    /// When the request was read (for the latency metric).
+    started: std::time::Instant,
     result: Result<ResponseKind, HandlerError>,
 }
 
@@ -74,6 +77,7 @@ struct Shared {
     support: HashMap<i16, ApiSupport>,
     all_apis: Vec<ApiSupport>,
     config: WireConfig,
+    metrics: WireMetrics,
 }
 
 impl KafkaServer {
@@ -91,11 +95,13 @@ impl KafkaServer {
     pub async fn run(self, handler: Arc<dyn KafkaHandler>, shutdown: CancellationToken) {
         let all_apis = handler.supported_apis();
         let support = all_apis.iter().map(|a| (a.key as i16, *a)).collect();
+        let metrics = WireMetrics::new(all_apis.iter().map(|a| a.key).chain([ApiKey::ApiVersions]));
         let shared = Arc::new(Shared {
             handler,
             support,
             all_apis,
             config: self.config,
+            metrics,
         });
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut connections = JoinSet::new();
@@ -120,12 +126,16 @@ impl KafkaServer {
             };
             let _ = stream.set_nodelay(true);
             let id = next_id.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.accepted.increment(1);
+            shared.metrics.open.increment(1.0);
             let shared = shared.clone();
             let shutdown = shutdown.clone();
             let span = info_span!("connection", id, %peer);
             connections.spawn(
                 async move {
-                    serve_connection(stream, peer, id, shared, shutdown).await;
+                    serve_connection(stream, peer, id, shared.clone(), shutdown).await;
+                    shared.metrics.closed.increment(1);
+                    shared.metrics.open.decrement(1.0);
                     drop(permit);
                 }
                 .instrument(span),
@@ -164,6 +174,9 @@ async fn serve_connection(
             biased;
             Some(out) = pending.next(), if !pending.is_empty() => {
                 let Some(out) = out else { continue };
+                if let Ok(response) = &out.result {
+                    shared.metrics.response(out.api_key, out.started, response);
+                }
                 match encode_response(out) {
                     Ok(mut chunks) => {
                         if let Err(e) = write_frame(&mut writer, &mut chunks).await {
@@ -237,6 +250,7 @@ fn decode_request(
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api_key = ApiKey::try_from(raw_key).map_err(|_| format!("unknown api key {raw_key}"))?;
+    let started = std::time::Instant::now();
 
     if api_key == ApiKey::ApiVersions && !API_VERSIONS_SUPPORT.contains(version) {
         // Kafka answers with UNSUPPORTED_VERSION in a v0 body so the client can pick a version.
@@ -246,6 +260,7 @@ fn decode_request(
             api_key,
             version: 0,
             correlation_id,
+            started,
             result: Ok(response.into()),
         }));
     }
@@ -268,12 +283,14 @@ fn decode_request(
         debug!(api = ?api_key, version, extra = frame.remaining(), "trailing bytes after request body");
     }
     debug!(api = ?api_key, version, correlation_id, "request");
+    shared.metrics.request(api_key);
     if api_key == ApiKey::ApiVersions {
         let response = api_versions_response(&shared.all_apis, None);
         return Ok(Decoded::Answer(Outgoing {
             api_key,
             version,
             correlation_id,
+            started,
             result: Ok(response.into()),
         }));
     }
@@ -331,6 +348,7 @@ struct Reply {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
+    started: std::time::Instant,
 }
 
 impl Reply {
@@ -339,6 +357,7 @@ impl Reply {
             api_key: ctx.api_key,
             version: ctx.api_version,
             correlation_id: ctx.correlation_id,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -353,6 +372,7 @@ impl Reply {
                     api_key: self.api_key,
                     version: self.version,
                     correlation_id: self.correlation_id,
+                    started: self.started,
                     result,
                 })
             }),
