@@ -45,6 +45,10 @@ REPO_ROOT = HERE.parents[1]
 READY_RE = re.compile(r"^kafscale standalone listening kafka=(?P<kafka>\S+) http=(?P<http>\S+)")
 # The broker version the tests assume (some skip themselves on older brokers).
 KAFKA_VERSION = "4.0.0"
+# Tests that need longer than --test-timeout on a 2-core machine: number -> seconds.
+# 0113_cooperative_rebalance runs some twenty incremental-rebalance sub-tests one after the
+# other (eight to ten minutes on the 2-core CI machine).
+LONG_TESTS = {"0113": 900.0}
 # Scenarios this script can serve, and the extra server flags each needs.
 SCENARIO_FLAGS = {
     "default": [],
@@ -374,8 +378,9 @@ def main() -> int:
                 with lock:
                     not_started.extend(groups[key])
                 return
+            limit = max(args.test_timeout, LONG_TESTS.get(number, 0.0))
             res = run_number(build_tests, number, scenario, confs[scenario], workdir,
-                             groups[key], args.test_timeout, ["-Q"] if args.quick else [])
+                             groups[key], limit, ["-Q"] if args.quick else [])
             res.reasons.update({k: v for k, v in failure_reasons(res.log_path).items()
                                 if k not in res.reasons})
             with lock:
