@@ -1016,21 +1016,27 @@ mod topic_lookup_tests {
     use super::*;
     use crate::meta_store::{Item, MemoryMetaStore};
 
-    /// A memory store that counts list queries, makes them slow, and fails them on demand.
+    /// A memory store whose list queries are counted, yield once, wait for the test's
+    /// go-ahead (`gate`, when set) and fail on demand.
     #[derive(Debug, Default)]
-    struct CountingStore {
+    struct TestStore {
         inner: MemoryMetaStore,
         queries: AtomicUsize,
         failing: AtomicBool,
+        gate: Option<tokio::sync::Semaphore>,
     }
 
     #[async_trait]
-    impl MetaStore for CountingStore {
+    impl MetaStore for TestStore {
         async fn get(&self, key: &ItemKey) -> Result<Option<Item>, MetaStoreError> {
             self.inner.get(key).await
         }
         async fn query(&self, query: Query) -> Result<Vec<Item>, MetaStoreError> {
             self.queries.fetch_add(1, Ordering::SeqCst);
+            let _pass = match &self.gate {
+                Some(gate) => Some(gate.acquire().await),
+                None => None,
+            };
             tokio::task::yield_now().await;
             if self.failing.load(Ordering::SeqCst) {
                 return Err(MetaStoreError::Unavailable("injected".into()));
@@ -1047,7 +1053,7 @@ mod topic_lookup_tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_reload_and_a_fresh_miss_reloads_nothing() {
-        let store = Arc::new(CountingStore::default());
+        let store = Arc::new(TestStore::default());
         let catalog = Arc::new(Catalog::new(store.clone()));
         catalog
             .create_topic("known", 1, BTreeMap::new())
@@ -1127,37 +1133,13 @@ mod topic_lookup_tests {
         ));
     }
 
-    /// A store whose list queries wait for the test's go-ahead.
-    #[derive(Debug)]
-    struct GatedStore {
-        inner: MemoryMetaStore,
-        gate: tokio::sync::Semaphore,
-    }
-
-    #[async_trait]
-    impl MetaStore for GatedStore {
-        async fn get(&self, key: &ItemKey) -> Result<Option<Item>, MetaStoreError> {
-            self.inner.get(key).await
-        }
-        async fn query(&self, query: Query) -> Result<Vec<Item>, MetaStoreError> {
-            let _pass = self.gate.acquire().await;
-            self.inner.query(query).await
-        }
-        async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
-            self.inner.write(ops).await
-        }
-        fn max_batch_ops(&self) -> usize {
-            self.inner.max_batch_ops()
-        }
-    }
-
     /// A lookup whose future stops being polled mid-reload (a request future queued behind a
     /// busy connection) must not hold up lookups elsewhere (librdkafka's 0107 stalled on it).
     #[tokio::test]
     async fn a_lookup_that_is_no_longer_polled_does_not_block_the_others() {
-        let store = Arc::new(GatedStore {
-            inner: MemoryMetaStore::new(),
-            gate: tokio::sync::Semaphore::new(0),
+        let store = Arc::new(TestStore {
+            gate: Some(tokio::sync::Semaphore::new(0)),
+            ..TestStore::default()
         });
         let catalog = Arc::new(Catalog::new(store.clone()));
         catalog
@@ -1179,7 +1161,9 @@ mod topic_lookup_tests {
         // The first lookup starts the reload, then is never polled again.
         let mut parked = Box::pin(catalog.topic("t"));
         assert!(futures::poll!(parked.as_mut()).is_pending());
-        store.gate.add_permits(10);
+        if let Some(gate) = &store.gate {
+            gate.add_permits(10);
+        }
         let other = tokio::time::timeout(Duration::from_secs(5), catalog.topic("t")).await;
         assert!(
             matches!(other, Ok(Ok(Some(_)))),
@@ -1190,7 +1174,7 @@ mod topic_lookup_tests {
 
     #[tokio::test]
     async fn a_store_error_is_an_error_never_an_unknown_topic() {
-        let store = Arc::new(CountingStore::default());
+        let store = Arc::new(TestStore::default());
         let catalog = Catalog::new(store.clone());
         store.failing.store(true, Ordering::SeqCst);
         let result = catalog.topic("anything").await;
