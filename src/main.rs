@@ -10,6 +10,7 @@ mod http;
 mod indexer;
 mod standalone;
 mod stores;
+mod telemetry;
 mod tiers;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ use gateway::GatewayRole;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    telemetry: telemetry::TelemetryArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,22 +59,20 @@ impl Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KAFSCALE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    // Before any component is built: components take their metric handles when built.
-    if let Some(role) = cli.command.metrics_role() {
-        kafscale_shared::metrics::install(role)?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let role = cli.command.metrics_role();
+    let telemetry = telemetry::init(
+        &cli.telemetry,
+        role.unwrap_or("admin"),
+        runtime.handle().clone(),
+    )?;
+    // Before any component is built: components take their metric handles when built.
+    if let Some(role) = role {
+        kafscale_shared::metrics::install(role)?;
+    }
+    let outcome = runtime.block_on(async {
         let shutdown = shutdown_signal();
         match cli.command {
             Command::Standalone(args) => standalone::run(args, shutdown).await,
@@ -80,7 +81,10 @@ fn main() -> anyhow::Result<()> {
             Command::Indexer(args) => indexer::run(args, shutdown).await,
             Command::Admin(command) => admin::run(command, shutdown).await,
         }
-    })
+    });
+    // The runtime still runs here: the last exports are spawned onto it.
+    telemetry.shutdown();
+    outcome
 }
 
 /// How long a process may take to stop after SIGTERM (flush, drain connections, release

@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use kafscale_shared::sequencer::{CommitRequest, Sequencer, SequencerError};
 use kafscale_shared::watermarks::{WatermarkFeed, Watermarks};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::Indexer;
 
@@ -55,7 +56,10 @@ async fn commit(
     // On its own task: a caller that goes away (a gateway killed mid-commit closes the
     // connection, and the server drops this handler) must not cut a commit short once its
     // write may be on the way; the outcome then lands in the cache and the commit record.
-    let sequenced = tokio::spawn(async move { indexer.commit(request).await }).await;
+    let sequenced = tokio::spawn(
+        async move { indexer.commit(request).await }.instrument(tracing::Span::current()),
+    )
+    .await;
     match sequenced {
         Ok(Ok(r)) => (StatusCode::OK, Json(r)).into_response(),
         Ok(Err(e)) => (status_of(&e), Json(e)).into_response(),

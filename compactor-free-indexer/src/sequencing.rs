@@ -26,7 +26,7 @@ use kafscale_shared::shards::{shard_lease_name, shard_of};
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::Mutex;
-use tracing::{debug, info, instrument, warn};
+use tracing::{Instrument, debug, info, instrument, warn};
 use uuid::Uuid;
 
 /// Settings of one indexer replica.
@@ -487,7 +487,7 @@ impl Indexer {
         }
     }
 
-    #[instrument(skip_all, fields(segment = %request.segment_key, batches = request.batches.len()))]
+    #[instrument(name = "commit", skip_all, fields(shard = request.shard, segment = %request.segment_key, batches = request.batches.len()))]
     async fn commit_inner(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
         let Some(slot) = self.shards.get(request.shard as usize) else {
             return Err(SequencerError::InvalidRequest(format!(
@@ -774,7 +774,13 @@ impl Indexer {
 
         let record_index = ops.len() - 1;
         state.unsettled = true;
-        let written = self.catalog.store().write(ops).await;
+        let items = ops.len();
+        let written = self
+            .catalog
+            .store()
+            .write(ops)
+            .instrument(tracing::info_span!("store_write", items))
+            .await;
         state.unsettled = false;
         match written {
             Ok(()) => {}

@@ -128,8 +128,7 @@ impl KafkaHandler for GroupHandler {
     async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch {
         let s = self.service.clone();
         let v = ctx.api_version;
-        let span =
-            tracing::info_span!("group_api", api = ?ctx.api_key, connection = ctx.connection_id);
+        let span = tracing::info_span!(parent: None, "group_api", api = ?ctx.api_key, connection = ctx.connection_id);
         let client_id = ctx.client_id.clone().unwrap_or_default();
         let client_host = format!("/{}", ctx.peer.ip());
         let api = ctx.api_key;

@@ -34,8 +34,7 @@ impl KafkaHandler for FetchHandler {
     async fn start(&self, ctx: RequestContext, request: RequestKind) -> Dispatch {
         let service = self.service.clone();
         let v = ctx.api_version;
-        let span =
-            tracing::info_span!("fetch_api", api = ?ctx.api_key, connection = ctx.connection_id);
+        let span = tracing::info_span!(parent: None, "fetch_api", api = ?ctx.api_key, connection = ctx.connection_id);
         match request {
             RequestKind::Fetch(r) => Dispatch::Respond(Box::pin(
                 async move { Ok(service.fetch(r, v).await.into()) }.instrument(span),

@@ -15,12 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kafscale_shared::catalog::{Catalog, now_ms};
+use kafscale_shared::http_client::HttpClient;
 use kafscale_shared::shards::SHARD_LEASE_PREFIX;
 use kafscale_shared::watermarks::{WatermarkFeed, Watermarks};
 use tokio_util::sync::CancellationToken;
@@ -47,8 +43,6 @@ impl Default for FeedFollowerConfig {
     }
 }
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
 /// Follows the feed of every live indexer until `shutdown`.
 pub async fn follow_indexer_feeds(
     catalog: Arc<Catalog>,
@@ -56,10 +50,7 @@ pub async fn follow_indexer_feeds(
     config: FeedFollowerConfig,
     shutdown: CancellationToken,
 ) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    let client = HttpClient::new(Duration::from_secs(2));
     let mut followed: HashMap<String, CancellationToken> = HashMap::new();
     let mut tick = tokio::time::interval(config.discovery_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,40 +123,29 @@ async fn follow_one(
             None => format!("http://{addr}{WATERMARKS_PATH}"),
         };
         let request = async {
-            let response = client
-                .get(uri.parse().map_err(|e| format!("bad uri {uri}: {e}"))?)
+            let answer = client
+                .get(&uri, wait + Duration::from_secs(5))
                 .await
                 .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!("answered {status}"));
+            if !answer.status().is_success() {
+                return Err(format!("answered {}", answer.status()));
             }
-            serde_json::from_slice::<WatermarkFeed>(&body).map_err(|e| e.to_string())
+            serde_json::from_slice::<WatermarkFeed>(answer.body()).map_err(|e| e.to_string())
         };
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(wait + Duration::from_secs(5), request) => r,
+            r = request => r,
         };
         match outcome {
-            Ok(Ok(feed)) => {
+            Ok(feed) => {
                 for c in &feed.changes {
                     watermarks.advance_known(c.topic_id, c.partition, c.offsets);
                 }
                 after = Some(feed.seq);
                 backoff = Duration::from_millis(100);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 debug!(indexer = %addr, error = %e, "watermark feed request failed");
-                after = None;
-            }
-            Err(_) => {
-                debug!(indexer = %addr, "watermark feed request timed out");
                 after = None;
             }
         }

@@ -28,10 +28,11 @@ use kafscale_shared::object_store::{ObjectStore, ObjectStoreError};
 use kafscale_shared::segment::{BatchMeta, SegmentBuilder};
 use kafscale_shared::sequencer::{BatchOutcome, CommitBatch, CommitRequest, Sequencer};
 use kafscale_shared::shards::shard_of;
+use kafscale_shared::trace_context;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, Span, debug, info_span, warn};
 use uuid::Uuid;
 
 use crate::config::IngestConfig;
@@ -52,6 +53,11 @@ struct Open {
     waiters: Vec<Waiter>,
     permits: Vec<OwnedSemaphorePermit>,
     opened_at: Option<Instant>,
+    /// The segment's trace span: a child of the produce request that opened the segment,
+    /// linked to (some of) the others; the upload and the commits are its children.
+    span: Span,
+    /// Links added to `span` so far (bounded by [`MAX_SEGMENT_LINKS`]).
+    links: usize,
     /// Set once the flusher has stopped: later appends are refused instead of never answered.
     closed: bool,
 }
@@ -64,6 +70,8 @@ impl Open {
             waiters: Vec::new(),
             permits: Vec::new(),
             opened_at: None,
+            span: Span::none(),
+            links: 0,
             closed: false,
         }
     }
@@ -76,7 +84,12 @@ struct Sealed {
     batches: Vec<CommitBatch>,
     waiters: Vec<Waiter>,
     _permits: Vec<OwnedSemaphorePermit>,
+    span: Span,
 }
+
+/// Most produce requests a segment's span links to besides the one that opened it (a busy
+/// segment holds thousands; a trace viewer needs a sample, not all).
+const MAX_SEGMENT_LINKS: usize = 32;
 
 /// Idle segment buffers kept for reuse: enough for the uploads in flight and the segments the
 /// fetch tier's block cache lets go of between two flushes.
@@ -140,12 +153,14 @@ impl SegmentBuffer {
     }
 
     /// Waits for buffer space for `bytes` (backpressure), then appends the batches of one
-    /// produce partition; the receiver yields their outcomes after the flush.
+    /// produce partition; the receiver yields their outcomes after the flush. `origin` is the
+    /// produce request's span, which the segment's span continues or links to.
     pub async fn append(
         &self,
         topic_id: Uuid,
         partition: i32,
         batches: Vec<ValidatedBatch>,
+        origin: &Span,
     ) -> Result<oneshot::Receiver<FlushOutcome>, IngestError> {
         let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
         let want = bytes.clamp(1, self.config.max_buffered_bytes) as u32;
@@ -198,6 +213,10 @@ impl SegmentBuffer {
             let was_empty = open.opened_at.is_none();
             if was_empty {
                 open.opened_at = Some(Instant::now());
+                open.span = info_span!(parent: origin, "segment");
+            } else if open.links < MAX_SEGMENT_LINKS {
+                open.links += 1;
+                trace_context::link(&open.span, origin);
             }
             was_empty || open.builder.data_bytes() >= self.config.flush_bytes
         };
@@ -237,6 +256,7 @@ impl SegmentBuffer {
             batches,
             waiters: open.waiters,
             _permits: open.permits,
+            span: open.span,
         })
     }
 
@@ -389,7 +409,7 @@ fn upload(
     mut sealed: Sealed,
     hedge_after: Option<Duration>,
 ) -> impl std::future::Future<Output = (Sealed, UploadResult)> {
-    let span = info_span!("segment_upload", key = %sealed.key, bytes = sealed.data.len());
+    let span = info_span!(parent: &sealed.span, "segment_upload", key = %sealed.key, bytes = sealed.data.len());
     async move {
         let started = std::time::Instant::now();
         let (key, result) =
@@ -479,6 +499,7 @@ async fn finish(
         batches,
         waiters,
         _permits,
+        span,
     } = sealed;
     let mut results: Vec<Option<Result<BatchOutcome, IngestError>>> = vec![None; batches.len()];
     match uploaded {
@@ -498,7 +519,9 @@ async fn finish(
                     segment_size: data.len() as u64,
                     batches: indexes.iter().map(|&i| batches[i].clone()).collect(),
                 };
+                let commit_span = info_span!(parent: &span, "segment_commit", shard);
                 async move { (indexes, commit_shard(sequencer, request, attempts).await) }
+                    .instrument(commit_span)
             });
             for (indexes, outcome) in futures::future::join_all(commits).await {
                 match outcome {

@@ -139,6 +139,9 @@ impl IngestHandler {
     async fn start_produce(&self, ctx: &RequestContext, request: ProduceRequest) -> Dispatch {
         let started = std::time::Instant::now();
         let acks = request.acks;
+        // A trace of its own (not a child of the long-lived connection span): one produce
+        // request is one trace, which the segment it lands in continues (see SegmentBuffer).
+        let span = info_span!(parent: None, "produce", connection = ctx.connection_id, acks);
         let mut waits: Vec<(
             kafka_protocol::messages::TopicName,
             Vec<(i32, PartitionWait)>,
@@ -188,7 +191,11 @@ impl IngestHandler {
                             Ok(batch) => {
                                 let (records, bytes) =
                                     (batch.header.record_count.max(0) as u64, batch.bytes.len());
-                                match self.buffer.append(t.topic_id, p.index, vec![batch]).await {
+                                match self
+                                    .buffer
+                                    .append(t.topic_id, p.index, vec![batch], &span)
+                                    .await
+                                {
                                     Ok(rx) => {
                                         records_in += records;
                                         bytes_in += bytes as u64;
@@ -245,7 +252,6 @@ impl IngestHandler {
             latency.record(started.elapsed().as_secs_f64());
             response
         };
-        let span = info_span!("produce", connection = ctx.connection_id, acks);
         if acks == 0 {
             Dispatch::NoResponse(Box::pin(
                 async move {

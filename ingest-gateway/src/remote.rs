@@ -12,11 +12,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kafscale_shared::catalog::{Catalog, now_ms};
+use kafscale_shared::http_client::HttpClient;
 use kafscale_shared::sequencer::{CommitRequest, CommitResponse, Sequencer, SequencerError};
 use kafscale_shared::shards::{SHARD_LEASE_PREFIX, shard_of_lease_name};
 use tokio::sync::Mutex;
@@ -47,7 +44,7 @@ impl Default for RemoteSequencerConfig {
 /// Sends commits to shard owners over HTTP.
 pub struct RemoteSequencer {
     catalog: Arc<Catalog>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     config: RemoteSequencerConfig,
     owners: Mutex<(Option<Instant>, HashMap<u32, String>)>,
 }
@@ -62,10 +59,7 @@ impl std::fmt::Debug for RemoteSequencer {
 
 impl RemoteSequencer {
     pub fn new(catalog: Arc<Catalog>, config: RemoteSequencerConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = HttpClient::new(Duration::from_secs(2));
         RemoteSequencer {
             catalog,
             client,
@@ -101,40 +95,21 @@ impl RemoteSequencer {
 
     async fn send(&self, addr: &str, body: Bytes) -> Result<CommitResponse, SequencerError> {
         let uri = format!("http://{addr}{COMMIT_PATH}");
-        let request = hyper::Request::post(uri)
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .map_err(|e| SequencerError::InvalidRequest(e.to_string()))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| SequencerError::Unreachable(e.to_string()))?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| SequencerError::Unreachable(e.to_string()))?
-                .to_bytes();
-            if status.is_success() {
-                serde_json::from_slice::<CommitResponse>(&bytes)
-                    .map_err(|e| SequencerError::Unreachable(format!("bad commit answer: {e}")))
-            } else {
-                Err(
-                    serde_json::from_slice::<SequencerError>(&bytes).unwrap_or_else(|_| {
-                        SequencerError::Unreachable(format!("indexer answered {status}"))
-                    }),
-                )
-            }
-        };
-        match tokio::time::timeout(self.config.request_timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(SequencerError::Unreachable(format!(
-                "no answer from {addr} in {:?}",
-                self.config.request_timeout
-            ))),
+        let answer = self
+            .client
+            .post_json(&uri, body, self.config.request_timeout)
+            .await
+            .map_err(|e| SequencerError::Unreachable(e.to_string()))?;
+        let status = answer.status();
+        if status.is_success() {
+            serde_json::from_slice::<CommitResponse>(answer.body())
+                .map_err(|e| SequencerError::Unreachable(format!("bad commit answer: {e}")))
+        } else {
+            Err(
+                serde_json::from_slice::<SequencerError>(answer.body()).unwrap_or_else(|_| {
+                    SequencerError::Unreachable(format!("indexer answered {status}"))
+                }),
+            )
         }
     }
 }

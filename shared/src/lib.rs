@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod buffer_pool;
 pub mod catalog;
+pub mod http_client;
 pub mod keys;
 pub mod loading_cache;
 pub mod meta_store;
@@ -20,5 +21,6 @@ pub mod shards;
 pub mod simulated_latency;
 pub mod topic_api;
 pub mod topic_handler;
+pub mod trace_context;
 pub mod watermarks;
 pub mod wire;

@@ -9,8 +9,9 @@
 //! Group state is reached only through GroupService's narrow public methods
 //! (`list_coordinated_groups`, `describe_group`, `reset_offsets`, ...), never its internals.
 //!
-//! Every request passes the same tower stack, in one place ([`router`]): JSON errors for
-//! whatever an inner layer answers, a tracing span, a concurrency limit, a timeout, bearer
+//! Every request passes the process's common HTTP layers (`crate::http`: trace span, panic,
+//! deadline) and then the admin stack, in one place ([`router`]): JSON errors for
+//! whatever an inner layer answers, a concurrency limit, a timeout, bearer
 //! authentication ([`auth`]) and a body limit. Handlers only read and write the metadata store
 //! and the group service; they hold no state of their own, so any gateway can answer for
 //! topics, shards and committed offsets, and the coordinator of a group for its members.
@@ -38,7 +39,6 @@ use kafscale_fetch::{FetchService, GroupService};
 use kafscale_shared::catalog::Catalog;
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 pub(crate) use auth::AdminAuth;
@@ -196,7 +196,6 @@ pub(crate) fn router(state: AdminState, auth: AdminAuth) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
-        .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(error::json_errors));
     Router::new()
         .nest("/v1", v1)

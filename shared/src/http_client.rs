@@ -1,0 +1,136 @@
+//! The one HTTP client setup of every process: the ingest gateway's commit calls, the fetch
+//! gateway's watermark feed, the admin CLI and the OpenTelemetry exporter all go through it.
+//!
+//! Plain HTTP/1.1 over hyper-util's pooled client (the calls go to other kafscale processes
+//! inside the cluster network), `TCP_NODELAY` on, a bounded connect time, a deadline for each
+//! exchange including reading the body, a cap on the body read, and the caller's trace context
+//! in `traceparent` (see [`crate::trace_context`]).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::http::{Method, Request, Response, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Why an HTTP exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error("invalid request to {uri}: {source}")]
+    Request {
+        uri: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("cannot reach {uri}: {source}")]
+    Unreachable {
+        uri: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("reading the answer of {uri}: {message}")]
+    Body { uri: String, message: String },
+    #[error("no answer from {uri} in {timeout:?}")]
+    Timeout { uri: String, timeout: Duration },
+}
+
+/// Largest answer body read, unless a call says otherwise.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// A pooled HTTP/1.1 client; cheap to clone (clones share the pool).
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+    max_answer_bytes: usize,
+}
+
+impl HttpClient {
+    /// A client whose connections are set up within `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        HttpClient {
+            inner: Client::builder(TokioExecutor::new()).build(connector),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+        }
+    }
+
+    /// `GET uri`.
+    pub async fn get(
+        &self,
+        uri: &str,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, HttpClientError> {
+        self.send(self.request(Method::GET, uri, None, Bytes::new())?, timeout)
+            .await
+    }
+
+    /// `POST uri` with a JSON body.
+    pub async fn post_json(
+        &self,
+        uri: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, HttpClientError> {
+        let request = self.request(Method::POST, uri, Some("application/json"), body)?;
+        self.send(request, timeout).await
+    }
+
+    /// A request with `content_type` (if any) and nothing else set.
+    pub fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Request<Bytes>, HttpClientError> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(content_type) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+        }
+        builder
+            .body(body)
+            .map_err(|source| HttpClientError::Request {
+                uri: uri.to_string(),
+                source,
+            })
+    }
+
+    /// Sends `request` with the current trace context and reads the whole answer, all within
+    /// `timeout`. Any status is an answer; only transport failures are errors.
+    pub async fn send(
+        &self,
+        request: Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, HttpClientError> {
+        let uri = request.uri().to_string();
+        let (mut parts, body) = request.into_parts();
+        crate::trace_context::inject(&mut parts.headers);
+        let request = Request::from_parts(parts, Full::new(body));
+        let exchange = async {
+            let response = self.inner.request(request).await.map_err(|source| {
+                HttpClientError::Unreachable {
+                    uri: uri.clone(),
+                    source,
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, self.max_answer_bytes)
+                .collect()
+                .await
+                .map_err(|e| HttpClientError::Body {
+                    uri: uri.clone(),
+                    message: e.to_string(),
+                })?
+                .to_bytes();
+            Ok(Response::from_parts(parts, body))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(HttpClientError::Timeout { uri, timeout }),
+        }
+    }
+}
