@@ -151,7 +151,13 @@ def test_cli_topics_groups_lag_and_reset(server, tmp_path):
 
     cluster = admin_json(server, "cluster")
     assert cluster["mode"] == "standalone" and cluster["shards"][0]["live"]
-    assert "SHARD" in admin(server, "shards", output="table").stdout.decode()
+    # The in-process indexer's figures: it sequenced the produced segments.
+    [shard] = admin_json(server, "shards")["shards"]
+    assert shard["figures"] == "ok" and shard["queue_depth"] == 0, shard
+    latency = shard["commit_latency"]
+    assert latency["commits"] >= 1 and latency["p99_seconds"] >= latency["p50_seconds"] > 0, shard
+    shards_table = admin(server, "shards", output="table").stdout.decode()
+    assert "SHARD" in shards_table and "P99-MS" in shards_table and "unknown" not in shards_table
 
     admin(server, "groups", "delete", group)
     assert http(server, "GET", f"/v1/groups/{group}/offsets")[0] == 404
