@@ -158,6 +158,16 @@ impl GroupLeases {
         }
     }
 
+    /// The epoch of the lease under which this replica coordinates `group`, if it does.
+    pub(crate) fn epoch(&self, group: &str) -> Option<u64> {
+        let slot = group_slot(group);
+        let held = lock(&self.held);
+        match &held[slot as usize] {
+            Some(h) if Instant::now() < h.valid_until => Some(h.epoch),
+            _ => None,
+        }
+    }
+
     /// Whether this replica coordinates `group` right now.
     pub(crate) fn owns(&self, group: &str) -> bool {
         self.fence(group).is_some()

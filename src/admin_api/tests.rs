@@ -560,3 +560,71 @@ async fn shards_show_the_queue_depth_and_commit_latency_of_their_owner() {
     );
     assert!(gone["queue_depth"].is_null() && gone["commit_latency"].is_null());
 }
+
+#[tokio::test]
+async fn groups_with_committed_offsets_are_listed_by_every_process() {
+    let f = Fixture::new().await;
+    let app = f.app();
+    let t = f
+        .catalog
+        .create_topic("listed", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    f.set_partition(t.topic_id, 0, 0, 5).await;
+    // Offsets stored through the coordinator (as an OffsetCommit would be).
+    let body = json!({"all_topics": false, "topics": [{"topic": "listed"}], "strategy": "latest"});
+    let (status, r) = call(
+        &app,
+        "POST",
+        "/v1/groups/stored/offsets/reset",
+        Some(TOKEN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let (_, list) = call(&app, "GET", "/v1/groups", None, None).await;
+    assert_eq!(
+        list["groups"],
+        json!([{"group_id": "stored", "protocol_type": "", "state": "Empty", "coordinated_here": true}])
+    );
+
+    // A process that coordinates no group (an ingest gateway) lists it too, state unknown.
+    let topics = TopicApi::new(
+        f.catalog.clone(),
+        TopicSettings {
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9095,
+            auto_create_topics: false,
+            default_partitions: 3,
+            cluster_id: "test".into(),
+            node_id: 2,
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let config = GroupServiceConfig {
+        leases: GroupLeaseConfig {
+            coordinates: false,
+            ttl: Duration::from_secs(30),
+            ..GroupLeaseConfig::default()
+        },
+        ..GroupServiceConfig::default()
+    };
+    let (groups, _task) = GroupService::start(topics, config, shutdown).await;
+    let elsewhere = AdminState::new("ingest", f.catalog.clone(), 1, 3);
+    elsewhere.set_tiers(f.state.fetch().expect("fetch").clone(), groups);
+    let ingest_app = router(elsewhere, AdminAuth::new(Some(TOKEN), false));
+    let (_, list) = call(&ingest_app, "GET", "/v1/groups", None, None).await;
+    assert_eq!(
+        list["groups"],
+        json!([{"group_id": "stored", "protocol_type": "", "state": "Unknown", "coordinated_here": false}])
+    );
+
+    // Deleting the group removes it from the list everywhere.
+    let (status, _) = call(&app, "DELETE", "/v1/groups/stored", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for app in [&app, &ingest_app] {
+        let (_, list) = call(app, "GET", "/v1/groups", None, None).await;
+        assert_eq!(list["groups"], json!([]));
+    }
+}

@@ -115,7 +115,7 @@ pub(crate) enum TopicsCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum GroupsCommand {
-    /// The groups the answering process coordinates.
+    /// Every group with committed offsets, and the groups the answering process coordinates.
     List,
     /// State, protocol, members, client ids, hosts and assignments.
     Describe { group: String },
@@ -389,9 +389,10 @@ async fn groups(conn: &Conn, command: GroupsCommand) -> anyhow::Result<()> {
         GroupsCommand::List => {
             let answer = api.get("/v1/groups").await?;
             show(conn, &answer, |l: GroupList| {
-                let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE"]);
+                let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE", "COORDINATED-HERE"]);
                 for g in l.groups {
-                    t.row(vec![g.group_id, g.state, g.protocol_type]);
+                    let here = if g.coordinated_here { "yes" } else { "no" };
+                    t.row(vec![g.group_id, g.state, g.protocol_type, here.to_string()]);
                 }
                 t.render()
             })

@@ -93,6 +93,13 @@ def test_gateways_serve_the_admin_api(cluster, monkeypatch, tmp_path):  # noqa: 
     assert here["state"] == "Empty" and there["state"] is None
     assert there["coordinator"] == coordinator_gw.bootstrap, (there, coordinator_gw.bootstrap)
 
+    # List: every process lists the group (it has committed offsets); only its coordinator
+    # knows its state.
+    for gw, state, here in ((coordinator_gw, "Empty", True), (other_gw, "Unknown", False),
+                            (ingest, "Unknown", False)):
+        listed = {g["group_id"]: g for g in admin_json(gw, "groups", "list")["groups"]}
+        assert (listed[group]["state"], listed[group]["coordinated_here"]) == (state, here), listed
+
     body = {"all_topics": True, "strategy": "earliest"}
     status, err = http(other_gw, "POST", f"/v1/groups/{group}/offsets/reset", body, token=TOKEN)
     assert (status, err["code"], err.get("coordinator")) == \
