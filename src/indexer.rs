@@ -2,13 +2,15 @@
 //! shards through leases in the metadata store (an even share each, taken over when a replica
 //! stops renewing), and serve `POST /v1/commit` for the shards they own. Every write of an
 //! owner is conditioned on its lease, so a replica that was paused past its lease can never
-//! write again; it answers "fenced" and the gateway re-resolves the owner.
+//! write again; it answers "fenced" and the gateway re-resolves the owner. `GET /v1/shards`
+//! tells the gateways' admin API each shard's queue depth and recent commit latency here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use kafscale_indexer::http::{commit_routes, watermark_routes};
+use kafscale_indexer::status::status_routes;
 use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +26,8 @@ const WATERMARK_JOURNAL_CHANGES: usize = 100_000;
 /// Flags of `kafscale indexer`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct IndexerProcessArgs {
-    /// Address of the HTTP listener (commit API, /healthz, /readyz).
+    /// Address of the HTTP listener (commit API, watermark feed, shard status, /healthz,
+    /// /readyz, /metrics).
     #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "127.0.0.1:9094")]
     http_addr: std::net::SocketAddr,
     /// host:port at which ingest gateways reach this replica's HTTP listener (e.g. the pod IP);
@@ -82,7 +85,9 @@ pub(crate) async fn run(
     let (http_addr, http_server) = http::serve_on(
         listener,
         ready.clone(),
-        commit_routes(indexer.clone()).merge(watermark_routes(watermarks)),
+        commit_routes(indexer.clone())
+            .merge(watermark_routes(watermarks))
+            .merge(status_routes(indexer.clone())),
         shutdown.clone(),
     )?;
     let http_task = tokio::spawn(http_server);

@@ -92,6 +92,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         cluster.shard_count,
         args.listener.default_partitions,
     );
+    admin.set_local_indexer(indexer.clone());
     let ready = Arc::new(Readiness::default());
     let (http_addr, http_server) = http::serve(
         args.listener.http_addr,

@@ -13,5 +13,6 @@
 
 pub mod http;
 mod sequencing;
+pub mod status;
 
 pub use sequencing::{Indexer, IndexerConfig, IndexerError, LeaseReport};

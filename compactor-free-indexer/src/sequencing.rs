@@ -29,6 +29,8 @@ use tokio::sync::Mutex;
 use tracing::{Instrument, debug, info, instrument, warn};
 use uuid::Uuid;
 
+use crate::status::{ShardStats, ShardStatusList};
+
 /// Settings of one indexer replica.
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
@@ -130,6 +132,8 @@ pub struct Indexer {
     /// Serializes lease rounds (maintenance, release), so the owned count they reason on holds.
     lease_round: Mutex<()>,
     metrics: CommitMetrics,
+    /// Per-shard queue depth and recent commit latencies, for operators (`GET /v1/shards`).
+    stats: Vec<ShardStats>,
 }
 
 /// The commit path's metric handles.
@@ -246,6 +250,9 @@ impl Indexer {
         let shards = (0..config.shard_count.max(1))
             .map(|_| Mutex::new(ShardState::default()))
             .collect();
+        let stats = (0..config.shard_count.max(1))
+            .map(|_| ShardStats::default())
+            .collect();
         Arc::new(Indexer {
             catalog,
             watermarks,
@@ -253,6 +260,7 @@ impl Indexer {
             shards,
             lease_round: Mutex::new(()),
             metrics: CommitMetrics::new(),
+            stats,
         })
     }
 
@@ -427,6 +435,21 @@ impl Indexer {
         }
         if let Err(e) = self.release_all().await {
             warn!(error = %e, "releasing shard leases failed; they expire by themselves");
+        }
+    }
+
+    /// Queue depth and recent commit latency of every shard at this replica (see
+    /// [`crate::status`]); shards it does not own show what it did while it owned them.
+    pub fn shard_status(&self) -> ShardStatusList {
+        let now = std::time::Instant::now();
+        ShardStatusList {
+            owner: self.config.owner_id.clone(),
+            shards: self
+                .stats
+                .iter()
+                .enumerate()
+                .map(|(shard, stats)| stats.status(shard as u32, now))
+                .collect(),
         }
     }
 
@@ -876,6 +899,8 @@ impl Sequencer for Indexer {
         }
         let m = &self.metrics;
         let _queued = Queued::enter(&m.queue_depth);
+        let shard_stats = self.stats.get(request.shard as usize);
+        let _queued_on_shard = shard_stats.map(ShardStats::enter);
         let started = std::time::Instant::now();
         let batches = request.batches.len() as u64;
         let records: u64 = request
@@ -884,7 +909,11 @@ impl Sequencer for Indexer {
             .map(|b| u64::from(b.record_count))
             .sum();
         let result = self.commit_inner(request).await;
-        m.latency.record(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        m.latency.record(elapsed.as_secs_f64());
+        if let Some(stats) = shard_stats {
+            stats.record(started + elapsed, elapsed);
+        }
         if result.is_ok() {
             m.commits.increment(1);
             m.batches.increment(batches);

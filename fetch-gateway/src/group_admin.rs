@@ -86,6 +86,11 @@ impl GroupService {
             .collect()
     }
 
+    /// Whether this process coordinates `group` right now.
+    pub fn coordinates(&self, group: &str) -> bool {
+        self.leases.owns(group)
+    }
+
     /// "host:port" of `group`'s coordinator (this process or another), if one is live.
     pub async fn coordinator_of(&self, group: &str) -> Option<String> {
         self.leases

@@ -50,6 +50,9 @@ pub struct GroupService {
     pub(crate) topics: TopicApi,
     pub(crate) groups: Arc<GroupCoordinator>,
     pub(crate) leases: Arc<GroupLeases>,
+    /// Groups entered in the store's group directory, with the epoch of the coordinator lease
+    /// they were entered under (see `GroupService::store_offsets`).
+    pub(crate) registered: crate::group_offsets::Registered,
 }
 
 impl GroupService {
@@ -73,6 +76,7 @@ impl GroupService {
             topics,
             groups,
             leases,
+            registered: Default::default(),
         });
         kafscale_shared::metrics::add_source(Arc::new(GroupMetrics(Arc::downgrade(&service))));
         metrics::counter!(kafscale_shared::metrics::GROUP_REBALANCES).increment(0);

@@ -25,7 +25,13 @@ use crate::groups::GroupCoordinator;
 pub const GROUP_SLOTS: u32 = 16;
 
 /// The member kind under which coordinating replicas heartbeat (to count them).
-const MEMBER_KIND: &str = "group-coordinator";
+pub const COORDINATOR_MEMBER_KIND: &str = "group-coordinator";
+const MEMBER_KIND: &str = COORDINATOR_MEMBER_KIND;
+
+/// The member kind under which replicas that do not coordinate (ingest gateways) heartbeat:
+/// they hold no lease of their own, and this item is what shows them alive in the cluster
+/// view. The same lease round writes it, so there is no second loop keeping liveness.
+pub const NON_COORDINATOR_MEMBER_KIND: &str = "ingest";
 
 /// Prefix of the coordinator slot leases (`groups/{slot:03}`).
 pub const GROUP_LEASE_PREFIX: &str = "groups/";
@@ -119,10 +125,14 @@ impl GroupLeases {
         } else {
             format!("{}:{}", me.host, me.port)
         };
-        let owner_id = config
-            .owner_id
-            .clone()
-            .unwrap_or_else(|| format!("coordinator-{}", uuid::Uuid::new_v4().simple()));
+        let owner_id = config.owner_id.clone().unwrap_or_else(|| {
+            let kind = if config.coordinates {
+                "coordinator"
+            } else {
+                NON_COORDINATOR_MEMBER_KIND
+            };
+            format!("{kind}-{}", uuid::Uuid::new_v4().simple())
+        });
         GroupLeases {
             catalog,
             config,
@@ -144,6 +154,16 @@ impl GroupLeases {
                 name: slot_lease_name(slot),
                 version: h.version,
             }),
+            _ => None,
+        }
+    }
+
+    /// The epoch of the lease under which this replica coordinates `group`, if it does.
+    pub(crate) fn epoch(&self, group: &str) -> Option<u64> {
+        let slot = group_slot(group);
+        let held = lock(&self.held);
+        match &held[slot as usize] {
+            Some(h) if Instant::now() < h.valid_until => Some(h.epoch),
             _ => None,
         }
     }
@@ -362,6 +382,7 @@ impl GroupLeases {
     pub(crate) async fn round(&self, groups: &GroupCoordinator, topics: &TopicApi) {
         let slots = GROUP_SLOTS as usize;
         let target = if !self.config.coordinates {
+            self.heartbeat_as_non_coordinator().await;
             0
         } else {
             match self
@@ -392,6 +413,23 @@ impl GroupLeases {
             info!(owned = ?report.owned, acquired = ?report.acquired, dropped = ?report.dropped, "group coordinator slots changed");
         }
         topics.set_peers(self.peers());
+    }
+
+    /// Shows a replica that coordinates nothing (an ingest gateway) alive, under
+    /// [`NON_COORDINATOR_MEMBER_KIND`]; it is not counted when coordinators share the slots.
+    async fn heartbeat_as_non_coordinator(&self) {
+        if let Err(e) = self
+            .catalog
+            .heartbeat_member(
+                NON_COORDINATOR_MEMBER_KIND,
+                &self.owner_id,
+                &self.owner_addr,
+                self.config.ttl,
+            )
+            .await
+        {
+            warn!(error = %e, "gateway heartbeat failed");
+        }
     }
 
     /// Keeps the slots until `shutdown`, then releases them. Also runs the groups' deadline
@@ -554,6 +592,40 @@ mod tests {
             .commit_offsets(&moved, vec![(Uuid::nil(), 0, offset(2))], Some(&fence))
             .await
             .expect("the owner writes");
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_coordinates_nothing_heartbeats_as_a_gateway() {
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let groups = GroupCoordinator::new(Default::default());
+        let ttl = Duration::from_secs(30);
+        let (coordinator, c_topics) = replica(&catalog, 1001, ttl);
+        let (_, i_topics) = replica(&catalog, 1002, ttl);
+        let ingest = GroupLeases::new(
+            catalog.clone(),
+            i_topics.settings().broker(),
+            GroupLeaseConfig {
+                coordinates: false,
+                ttl,
+                owner_id: None,
+                coordinator_addr: None,
+            },
+        );
+        coordinator.round(&groups, &c_topics).await;
+        ingest.round(&groups, &i_topics).await;
+        let gateways = catalog
+            .live_members(NON_COORDINATOR_MEMBER_KIND)
+            .await
+            .expect("read");
+        assert_eq!(gateways.len(), 1, "{gateways:?}");
+        assert_eq!(gateways[0].owner_addr, "127.0.0.1:1002");
+        assert!(gateways[0].owner.starts_with("ingest-"), "{gateways:?}");
+        // It does not count as a coordinator: the one coordinator keeps every slot.
+        let coordinators = catalog.live_members(MEMBER_KIND).await.expect("read");
+        assert_eq!(coordinators.len(), 1);
+        coordinator.round(&groups, &c_topics).await;
+        assert!((0..GROUP_SLOTS).all(|s| lock(&coordinator.held)[s as usize].is_some()));
+        assert!(!ingest.owns("g"));
     }
 
     #[tokio::test]

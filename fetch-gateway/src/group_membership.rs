@@ -347,6 +347,13 @@ impl GroupService {
         })?;
         let known = self.groups.describe(group).is_some();
         if offsets.is_empty() && !known {
+            // A directory entry whose offsets OffsetDelete removed one by one goes too.
+            self.registered.forget(group);
+            if let Some(fence) = self.leases.fence(group)
+                && let Err(e) = catalog.delete_group(group, Vec::new(), Some(&fence)).await
+            {
+                warn!(group, error = %e, "delete group: removing its directory entry failed");
+            }
             return Err(ResponseError::GroupIdNotFound);
         }
         self.groups.delete(group)?;
@@ -355,8 +362,9 @@ impl GroupService {
             .fence(group)
             .ok_or(ResponseError::NotCoordinator)?;
         let partitions = offsets.into_iter().map(|(t, p, _)| (t, p)).collect();
+        self.registered.forget(group);
         catalog
-            .delete_offsets(group, partitions, Some(&fence))
+            .delete_group(group, partitions, Some(&fence))
             .await
             .map_err(|e| {
                 warn!(group, error = %e, "delete group: deleting offsets failed");

@@ -6,8 +6,17 @@
 //! so a deposed coordinator cannot overwrite what the new one stored. A commit is checked
 //! against the group's membership first (generation and member id, Kafka's rules in
 //! [`crate::groups::GroupCoordinator::check_commit`]).
+//!
+//! Before a group's first commit under a coordinator lease, the coordinator enters the group in
+//! the store's group directory ([`Catalog::register_group`]), so operators can list every group
+//! with committed offsets, not only those in some coordinator's memory. It remembers the lease
+//! epoch it did so under: the epoch changes whenever another replica held the slot in between
+//! (and may have deleted the group), and then the group is entered again.
+//!
+//! [`Catalog::register_group`]: kafscale_shared::catalog::Catalog::register_group
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
@@ -32,6 +41,36 @@ use uuid::Uuid;
 
 use crate::group_api::{GroupService, code, str_bytes};
 use crate::groups::MemberRef;
+
+/// Most groups remembered as entered in the directory (beyond, the memory starts over: a
+/// group is then merely entered once more).
+const REGISTERED_KEPT: usize = 100_000;
+
+/// Groups entered in the group directory → the coordinator lease epoch they were entered under.
+#[derive(Debug, Default)]
+pub(crate) struct Registered(Mutex<HashMap<String, u64>>);
+
+impl Registered {
+    fn get(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_current(&self, group: &str, epoch: u64) -> bool {
+        self.get().get(group) == Some(&epoch)
+    }
+
+    fn insert(&self, group: &str, epoch: u64) {
+        let mut map = self.get();
+        if map.len() >= REGISTERED_KEPT {
+            map.clear();
+        }
+        map.insert(group.to_string(), epoch);
+    }
+
+    pub(crate) fn forget(&self, group: &str) {
+        self.get().remove(group);
+    }
+}
 
 /// The topics of an OffsetFetch answer from (topic, [(partition, committed offset)]): v0-7 and
 /// v8+ answer with different generated types that have the same fields.
@@ -155,15 +194,21 @@ impl GroupService {
         writes: Vec<(Uuid, i32, CommittedOffset)>,
     ) -> Result<(), ResponseError> {
         for _ in 0..FENCE_RETRIES {
-            let Some(fence) = self.leases.fence(group) else {
+            let (Some(fence), Some(epoch)) = (self.leases.fence(group), self.leases.epoch(group))
+            else {
                 return Err(ResponseError::NotCoordinator);
             };
-            match self
-                .topics
-                .catalog()
-                .commit_offsets(group, writes.clone(), Some(&fence))
-                .await
-            {
+            let catalog = self.topics.catalog();
+            let stored = async {
+                if !self.registered.is_current(group, epoch) {
+                    catalog.register_group(group, Some(&fence)).await?;
+                    self.registered.insert(group, epoch);
+                }
+                catalog
+                    .commit_offsets(group, writes.clone(), Some(&fence))
+                    .await
+            };
+            match stored.await {
                 Ok(()) => return Ok(()),
                 Err(CatalogError::Store(MetaStoreError::ConditionFailed { .. })) => {
                     debug!(
@@ -400,5 +445,81 @@ fn position(offset: Option<CommittedOffset>) -> (i64, i32, String) {
     match offset {
         Some(o) => (o.offset, o.leader_epoch, o.metadata.unwrap_or_default()),
         None => (-1, -1, String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kafscale_shared::catalog::Catalog;
+    use kafscale_shared::meta_store::MemoryMetaStore;
+    use kafscale_shared::topic_api::{TopicApi, TopicSettings};
+
+    use super::*;
+    use crate::group_leases::{GroupLeaseConfig, GroupLeases};
+    use crate::groups::GroupCoordinator;
+
+    fn replica(catalog: &Arc<Catalog>, port: i32) -> GroupService {
+        let topics = TopicApi::new(
+            catalog.clone(),
+            TopicSettings {
+                advertised_host: "127.0.0.1".into(),
+                advertised_port: port,
+                auto_create_topics: false,
+                default_partitions: 1,
+                cluster_id: "t".into(),
+                node_id: port,
+            },
+        );
+        let leases = GroupLeases::new(
+            catalog.clone(),
+            topics.settings().broker(),
+            GroupLeaseConfig {
+                ttl: Duration::from_secs(30),
+                ..GroupLeaseConfig::default()
+            },
+        );
+        GroupService {
+            topics,
+            groups: Arc::new(GroupCoordinator::new(Default::default())),
+            leases: Arc::new(leases),
+            registered: Registered::default(),
+        }
+    }
+
+    fn offset(n: i64) -> Vec<(Uuid, i32, CommittedOffset)> {
+        let value = CommittedOffset {
+            format: ITEM_FORMAT,
+            topic: "t".into(),
+            offset: n,
+            leader_epoch: -1,
+            metadata: None,
+            committed_at_ms: 0,
+        };
+        vec![(Uuid::from_u128(1), 0, value)]
+    }
+
+    #[tokio::test]
+    async fn a_group_is_entered_in_the_directory_again_after_another_coordinator_deleted_it() {
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let (a, b) = (replica(&catalog, 1001), replica(&catalog, 1002));
+        a.leases.maintain(16).await;
+        a.store_offsets("g", offset(1)).await.expect("a commits");
+        assert_eq!(catalog.list_groups().await.expect("list"), ["g"]);
+
+        // b takes the slots over and deletes the group.
+        a.leases.release_all().await;
+        b.leases.maintain(16).await;
+        b.delete_group("g").await.expect("b deletes");
+        assert!(catalog.list_groups().await.expect("list").is_empty());
+
+        // a coordinates again (a new lease epoch): its next commit enters the group again,
+        // although a had entered it before.
+        b.leases.release_all().await;
+        a.leases.maintain(16).await;
+        a.store_offsets("g", offset(2)).await.expect("a commits");
+        assert_eq!(catalog.list_groups().await.expect("list"), ["g"]);
     }
 }

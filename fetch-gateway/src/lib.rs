@@ -27,7 +27,10 @@ pub use error::FetchError;
 pub use fetch::FetchService;
 pub use group_admin::{GroupInfo, GroupLookup, GroupMemberInfo, GroupSummary, OffsetReset};
 pub use group_api::{GROUP_APIS, GroupHandler, GroupService, GroupServiceConfig};
-pub use group_leases::{GROUP_LEASE_PREFIX, GROUP_SLOTS, GroupLeaseConfig, group_slot};
+pub use group_leases::{
+    COORDINATOR_MEMBER_KIND, GROUP_LEASE_PREFIX, GROUP_SLOTS, GroupLeaseConfig,
+    NON_COORDINATOR_MEMBER_KIND, group_slot,
+};
 pub use groups::GroupConfig;
 pub use handler::{FETCH_APIS, FetchHandler};
 pub use watermark_feed::{FeedFollowerConfig, follow_indexer_feeds};

@@ -139,6 +139,13 @@ pub struct CommittedOffset {
     pub committed_at_ms: i64,
 }
 
+/// A group's directory entry (see [`group_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub format: u32,
+    pub registered_at_ms: i64,
+}
+
 /// Longest group id accepted (the store's partition key must hold it).
 pub const MAX_GROUP_ID_BYTES: usize = 1024;
 
@@ -194,6 +201,11 @@ pub fn group_offset_key(group: &str, topic_id: Uuid, partition: i32) -> ItemKey 
         group_offsets_pk(group),
         format!("{topic_id}/{partition:010}"),
     )
+}
+/// The directory entry of a group that has (or had) committed offsets: one partition key for
+/// every group, so groups can be listed without scanning the table.
+pub fn group_key(group: &str) -> ItemKey {
+    ItemKey::new("group", group)
 }
 pub fn lease_key(name: &str) -> ItemKey {
     ItemKey::new("lease", name)
@@ -809,6 +821,54 @@ impl Catalog {
         Ok(())
     }
 
+    /// Enters `group` in the group directory (idempotent), fenced like
+    /// [`Catalog::commit_offsets`]. Coordinators do it before a group's first commit.
+    pub async fn register_group(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+    ) -> Result<(), CatalogError> {
+        let record = GroupRecord {
+            format: ITEM_FORMAT,
+            registered_at_ms: now_ms(),
+        };
+        let op = WriteOp::Put {
+            key: group_key(group),
+            value: encode(&record),
+            condition: Condition::None,
+        };
+        self.write_fenced(vec![op], fence).await
+    }
+
+    /// Deletes a group: the committed offsets of `partitions` and its directory entry (in one
+    /// write when the store's batch limit allows, the entry last), fenced like
+    /// [`Catalog::commit_offsets`].
+    pub async fn delete_group(
+        &self,
+        group: &str,
+        partitions: Vec<(Uuid, i32)>,
+        fence: Option<&LeaseFence>,
+    ) -> Result<(), CatalogError> {
+        let mut ops: Vec<WriteOp> = partitions
+            .into_iter()
+            .map(|(topic_id, partition)| WriteOp::Delete {
+                key: group_offset_key(group, topic_id, partition),
+                condition: Condition::None,
+            })
+            .collect();
+        ops.push(WriteOp::Delete {
+            key: group_key(group),
+            condition: Condition::None,
+        });
+        self.write_fenced(ops, fence).await
+    }
+
+    /// Every group in the group directory, sorted.
+    pub async fn list_groups(&self) -> Result<Vec<String>, CatalogError> {
+        let items = self.store.query(Query::all("group")).await?;
+        Ok(items.into_iter().map(|i| i.key.sk).collect())
+    }
+
     /// A group's committed offset for one partition.
     pub async fn committed_offset(
         &self,
@@ -1003,6 +1063,42 @@ mod create_topic_tests {
                 .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn the_group_directory_lists_registered_groups_until_they_are_deleted() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::with_max_batch_ops(2)));
+        let t = Uuid::from_u128(9);
+        for g in ["b", "a/1", "a/1"] {
+            catalog.register_group(g, None).await.expect("register");
+        }
+        assert_eq!(catalog.list_groups().await.expect("list"), ["a/1", "b"]);
+        let at = |offset| CommittedOffset {
+            format: ITEM_FORMAT,
+            topic: "t".into(),
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            committed_at_ms: 0,
+        };
+        let offsets = (0..3).map(|p| (t, p, at(p as i64))).collect();
+        catalog
+            .commit_offsets("a/1", offsets, None)
+            .await
+            .expect("commit");
+        // Wider than one write: offsets and entry still all go.
+        catalog
+            .delete_group("a/1", (0..3).map(|p| (t, p)).collect(), None)
+            .await
+            .expect("delete");
+        assert!(
+            catalog
+                .committed_offsets("a/1")
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        assert_eq!(catalog.list_groups().await.expect("list"), ["b"]);
     }
 }
 

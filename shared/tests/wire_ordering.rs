@@ -228,17 +228,18 @@ async fn pipelined_offset_commits_take_effect_in_arrival_order() {
                 "round {round}: response order"
             );
         }
-        let l = ledger.lock().expect("ledger");
-        assert_eq!(
-            l.committed, COMMITS,
-            "round {round}: the last commit must win"
-        );
-        let expected: Vec<String> = (1..=COMMITS).map(|o| format!("c{o}")).collect();
-        assert_eq!(
-            l.applied, expected,
-            "round {round}: commits applied out of order"
-        );
-        drop(l);
+        {
+            let l = ledger.lock().expect("ledger");
+            assert_eq!(
+                l.committed, COMMITS,
+                "round {round}: the last commit must win"
+            );
+            let expected: Vec<String> = (1..=COMMITS).map(|o| format!("c{o}")).collect();
+            assert_eq!(
+                l.applied, expected,
+                "round {round}: commits applied out of order"
+            );
+        }
         server.stop().await;
     }
 }
@@ -286,15 +287,16 @@ async fn produce_requests_stay_pipelined_but_wait_for_an_earlier_commit() {
         };
         assert_eq!(got, correlation_id);
     }
-    let l = ledger.lock().expect("ledger");
-    assert_eq!(l.applied, ["p1", "p2", "c7", "p4", "p5"]);
-    // Produce is applied when started, so the commit waited for neither produce's answer, and
-    // the produces after it did not wait for each other's answers either.
-    assert!(
-        l.produce_max_in_flight >= 3,
-        "produce requests were serialized: at most {} in flight",
-        l.produce_max_in_flight
-    );
-    drop(l);
+    {
+        let l = ledger.lock().expect("ledger");
+        assert_eq!(l.applied, ["p1", "p2", "c7", "p4", "p5"]);
+        // Produce is applied when started, so the commit waited for neither produce's answer,
+        // and the produces after it did not wait for each other's answers either.
+        assert!(
+            l.produce_max_in_flight >= 3,
+            "produce requests were serialized: at most {} in flight",
+            l.produce_max_in_flight
+        );
+    }
     server.stop().await;
 }

@@ -1,12 +1,14 @@
 //! `/v1/groups...`: consumer groups. Membership (state, members, assignments) exists only in
-//! the memory of the group's coordinator, so list and describe answer for the groups this
-//! process coordinates and otherwise name the coordinator. Committed offsets and lag come from
+//! the memory of the group's coordinator, so describe answers for the groups this process
+//! coordinates and otherwise names the coordinator; the list merges the store's group
+//! directory (every group with committed offsets, whoever coordinates it) with the groups
+//! coordinated here. Committed offsets and lag come from
 //! the store and any process answers them. Resetting offsets follows
 //! `kafka-consumer-groups --reset-offsets`: only while the group has no members, to the
 //! earliest or latest offset, the first offset at a timestamp (latest if none is that recent)
 //! or a given offset (clamped into [log start, high watermark]); a dry run shows the plan.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,13 +26,20 @@ use super::topics::known_topic;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct GroupListing {
     pub(crate) group_id: String,
+    /// "consumer" for Kafka consumers; empty when no member is known here.
     pub(crate) protocol_type: String,
+    /// Empty, PreparingRebalance, CompletingRebalance, Stable or Dead for groups this process
+    /// coordinates (Empty: committed offsets but no members); Unknown for groups another
+    /// process coordinates (describe the group there for its state).
     pub(crate) state: String,
+    /// Whether this process coordinates the group.
+    pub(crate) coordinated_here: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct GroupList {
-    /// The groups this process coordinates (see /v1/cluster for the other coordinators).
+    /// Every group with committed offsets in the store, and every group this process
+    /// coordinates in memory (members but no commit yet), sorted by id.
     pub(crate) groups: Vec<GroupListing>,
 }
 
@@ -146,7 +155,7 @@ pub(crate) struct ResetResult {
 
 #[utoipa::path(
     get, path = "/v1/groups", tag = "groups",
-    summary = "The consumer groups this process coordinates",
+    summary = "Consumer groups: every group with committed offsets, and those coordinated here",
     responses(
         (status = 200, body = GroupList),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -155,17 +164,36 @@ pub(crate) struct ResetResult {
     security((), ("bearer" = [])),
 )]
 pub(crate) async fn list(State(s): State<AdminState>) -> Result<Json<GroupList>, ApiError> {
-    let groups = s
-        .groups()?
-        .list_coordinated_groups()
-        .into_iter()
-        .map(|g| GroupListing {
-            group_id: g.group_id,
-            protocol_type: g.protocol_type,
-            state: g.state,
-        })
-        .collect();
-    Ok(Json(GroupList { groups }))
+    let service = s.groups()?;
+    let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();
+    for group_id in s.catalog().list_groups().await? {
+        let coordinated_here = service.coordinates(&group_id);
+        let state = if coordinated_here { "Empty" } else { "Unknown" };
+        groups.insert(
+            group_id.clone(),
+            GroupListing {
+                group_id,
+                protocol_type: String::new(),
+                state: state.to_string(),
+                coordinated_here,
+            },
+        );
+    }
+    // Membership known here overrides what the directory alone says.
+    for g in service.list_coordinated_groups() {
+        groups.insert(
+            g.group_id.clone(),
+            GroupListing {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                state: g.state,
+                coordinated_here: true,
+            },
+        );
+    }
+    Ok(Json(GroupList {
+        groups: groups.into_values().collect(),
+    }))
 }
 
 #[utoipa::path(

@@ -20,6 +20,7 @@ mod auth;
 pub(crate) mod cluster;
 mod error;
 pub(crate) mod groups;
+mod shard_status;
 pub(crate) mod topics;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use kafscale_fetch::{FetchService, GroupService};
+use kafscale_indexer::Indexer;
 use kafscale_shared::catalog::Catalog;
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -43,6 +45,7 @@ use utoipa::OpenApi;
 
 pub(crate) use auth::AdminAuth;
 pub(crate) use error::{ApiError, ErrorBody};
+use shard_status::ShardFigures;
 
 /// Largest request body accepted (topic creation with its configs is the largest).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -103,6 +106,8 @@ struct Inner {
     default_partitions: i32,
     /// Set once the Kafka tiers have started (before the HTTP server serves requests).
     tiers: OnceLock<Tiers>,
+    /// Standalone's in-process indexer (gateways ask the indexers over HTTP instead).
+    local_indexer: OnceLock<Arc<Indexer>>,
 }
 
 /// The services of the running Kafka tiers the API reads group state and offsets through.
@@ -126,6 +131,7 @@ impl AdminState {
                 shard_count,
                 default_partitions,
                 tiers: OnceLock::new(),
+                local_indexer: OnceLock::new(),
             }),
         }
     }
@@ -134,6 +140,20 @@ impl AdminState {
     pub(crate) fn set_tiers(&self, fetch: Arc<FetchService>, groups: Arc<GroupService>) {
         if self.inner.tiers.set(Tiers { fetch, groups }).is_err() {
             tracing::warn!("admin API: tiers set twice; keeping the first");
+        }
+    }
+
+    /// Standalone: the shard figures come from this in-process indexer.
+    pub(crate) fn set_local_indexer(&self, indexer: Arc<Indexer>) {
+        if self.inner.local_indexer.set(indexer).is_err() {
+            tracing::warn!("admin API: indexer set twice; keeping the first");
+        }
+    }
+
+    fn shard_figures(&self) -> ShardFigures {
+        match self.inner.local_indexer.get() {
+            Some(indexer) => ShardFigures::Local(indexer.clone()),
+            None => ShardFigures::Remote,
         }
     }
 

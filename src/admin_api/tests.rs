@@ -11,11 +11,14 @@ use axum::http::{Request, StatusCode, header};
 use kafscale_fetch::{
     FetchConfig, FetchService, GroupLeaseConfig, GroupService, GroupServiceConfig,
 };
+use kafscale_indexer::status::status_routes;
+use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_shared::catalog::{
     Catalog, CommittedOffset, ITEM_FORMAT, PartitionRecord, encode, partition_key,
 };
 use kafscale_shared::meta_store::{Condition, MemoryMetaStore, WriteOp};
 use kafscale_shared::object_store::MemoryObjectStore;
+use kafscale_shared::shards::shard_lease_name;
 use kafscale_shared::topic_api::{TopicApi, TopicSettings};
 use kafscale_shared::watermarks::Watermarks;
 use serde_json::{Value, json};
@@ -459,4 +462,169 @@ async fn lag_and_offset_resets_follow_kafka_consumer_groups() {
             .as_array()
             .is_some_and(|p| p.iter().any(|p| p["role"] == "fetch"))
     );
+}
+
+/// Serves `app` on `listener` until the returned guard is dropped.
+fn serve_on_loopback(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> tokio_util::sync::DropGuard {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await;
+    });
+    stop.drop_guard()
+}
+
+fn indexer_config(owner: &str, addr: &str, shards: u32) -> IndexerConfig {
+    IndexerConfig {
+        owner_id: owner.into(),
+        owner_addr: addr.into(),
+        lease_ttl: Duration::from_secs(30),
+        shard_count: shards,
+    }
+}
+
+#[tokio::test]
+async fn shards_show_the_queue_depth_and_commit_latency_of_their_owner() {
+    // Standalone: the indexer in the same process.
+    let f = Fixture::new().await;
+    let indexer = Indexer::start(
+        f.catalog.clone(),
+        Arc::new(Watermarks::new()),
+        indexer_config("standalone", "in-process", 1),
+    )
+    .await
+    .expect("indexer");
+    f.state.set_local_indexer(indexer);
+    let (status, body) = call(&f.app(), "GET", "/v1/shards", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let shard = &body["shards"][0];
+    assert_eq!(shard["owner"], "standalone");
+    assert_eq!(shard["figures"], "ok", "{body}");
+    assert_eq!(shard["queue_depth"], 0);
+    assert_eq!(shard["commit_latency"]["window_seconds"], 60);
+    assert_eq!(shard["commit_latency"]["commits"], 0);
+    assert!(shard["commit_latency"]["p99_seconds"].is_null());
+
+    // Gateways: each live owner is asked over HTTP; one that does not answer is "unknown".
+    let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+    // The indexer's lease names the address its status route is served at.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let served_at = listener.local_addr().expect("addr").to_string();
+    let indexer = Indexer::new(
+        catalog.clone(),
+        Arc::new(Watermarks::new()),
+        indexer_config("indexer-a", &served_at, 2),
+    );
+    let _server = serve_on_loopback(listener, status_routes(indexer.clone()));
+    assert_eq!(
+        indexer.maintain_leases(1).await.expect("lease").owned,
+        vec![0]
+    );
+    // Shard 1's owner is gone without releasing its lease (nothing listens at its address).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr").to_string();
+    drop(dead);
+    catalog
+        .acquire_lease(
+            &shard_lease_name(1),
+            "indexer-gone",
+            &dead_addr,
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("lease")
+        .expect("free");
+    let state = AdminState::new("fetch", catalog.clone(), 2, 3);
+    let app = router(state, AdminAuth::new(Some(TOKEN), false));
+    let (status, body) = call(&app, "GET", "/v1/shards", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let [a, gone] = [&body["shards"][0], &body["shards"][1]];
+    assert_eq!(
+        (&a["owner"], &a["owner_addr"], &a["figures"]),
+        (&json!("indexer-a"), &json!(served_at), &json!("ok")),
+        "{body}"
+    );
+    assert_eq!(a["queue_depth"], 0);
+    assert_eq!(a["epoch"], 1);
+    assert_eq!(
+        (&gone["owner"], &gone["figures"]),
+        (&json!("indexer-gone"), &json!("unknown")),
+        "{body}"
+    );
+    assert!(gone["queue_depth"].is_null() && gone["commit_latency"].is_null());
+}
+
+#[tokio::test]
+async fn groups_with_committed_offsets_are_listed_by_every_process() {
+    let f = Fixture::new().await;
+    let app = f.app();
+    let t = f
+        .catalog
+        .create_topic("listed", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    f.set_partition(t.topic_id, 0, 0, 5).await;
+    // Offsets stored through the coordinator (as an OffsetCommit would be).
+    let body = json!({"all_topics": false, "topics": [{"topic": "listed"}], "strategy": "latest"});
+    let (status, r) = call(
+        &app,
+        "POST",
+        "/v1/groups/stored/offsets/reset",
+        Some(TOKEN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let (_, list) = call(&app, "GET", "/v1/groups", None, None).await;
+    assert_eq!(
+        list["groups"],
+        json!([{"group_id": "stored", "protocol_type": "", "state": "Empty", "coordinated_here": true}])
+    );
+
+    // A process that coordinates no group (an ingest gateway) lists it too, state unknown.
+    let topics = TopicApi::new(
+        f.catalog.clone(),
+        TopicSettings {
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9095,
+            auto_create_topics: false,
+            default_partitions: 3,
+            cluster_id: "test".into(),
+            node_id: 2,
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let config = GroupServiceConfig {
+        leases: GroupLeaseConfig {
+            coordinates: false,
+            ttl: Duration::from_secs(30),
+            ..GroupLeaseConfig::default()
+        },
+        ..GroupServiceConfig::default()
+    };
+    let (groups, _task) = GroupService::start(topics, config, shutdown).await;
+    let elsewhere = AdminState::new("ingest", f.catalog.clone(), 1, 3);
+    elsewhere.set_tiers(f.state.fetch().expect("fetch").clone(), groups);
+    let ingest_app = router(elsewhere, AdminAuth::new(Some(TOKEN), false));
+    let (_, list) = call(&ingest_app, "GET", "/v1/groups", None, None).await;
+    assert_eq!(
+        list["groups"],
+        json!([{"group_id": "stored", "protocol_type": "", "state": "Unknown", "coordinated_here": false}])
+    );
+
+    // Deleting the group removes it from the list everywhere.
+    let (status, _) = call(&app, "DELETE", "/v1/groups/stored", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for app in [&app, &ingest_app] {
+        let (_, list) = call(app, "GET", "/v1/groups", None, None).await;
+        assert_eq!(list["groups"], json!([]));
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::admin_api::cluster::{ClusterInfo, LeaseInfo, ShardList};
+use crate::admin_api::cluster::{ClusterInfo, FiguresState, LeaseInfo, ShardInfo, ShardList};
 use crate::admin_api::groups::{
     GroupDescription, GroupList, GroupOffsets, ResetResult, ResetStrategy,
 };
@@ -60,7 +60,7 @@ pub(crate) struct Conn {
 pub(crate) enum ClientCommand {
     /// Mode, version, live processes by role, shard and coordinator slot owners.
     Cluster(Conn),
-    /// Indexer shards: owner, address and lease epoch.
+    /// Indexer shards: owner, address, lease epoch, queue depth and commit latency.
     Shards(Conn),
     /// List, create, describe, delete topics; show their configs.
     Topics {
@@ -115,7 +115,7 @@ pub(crate) enum TopicsCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum GroupsCommand {
-    /// The groups the answering process coordinates.
+    /// Every group with committed offsets, and the groups the answering process coordinates.
     List,
     /// State, protocol, members, client ids, hosts and assignments.
     Describe { group: String },
@@ -225,8 +225,45 @@ async fn cluster(conn: &Conn) -> anyhow::Result<()> {
 async fn shards(conn: &Conn) -> anyhow::Result<()> {
     let answer = connect(conn)?.get("/v1/shards").await?;
     show(conn, &answer, |s: ShardList| {
-        lease_table("SHARD", &s.shards).render()
+        shard_table(&s.shards).render()
     })
+}
+
+/// Shards with their owner's figures; "unknown" where the owner did not answer.
+fn shard_table(shards: &[ShardInfo]) -> Table {
+    let mut t = Table::new(&[
+        "SHARD",
+        "OWNER",
+        "ADDRESS",
+        "EPOCH",
+        "LIVE",
+        "QUEUE",
+        "COMMITS/1M",
+        "P50-MS",
+        "P99-MS",
+    ]);
+    let ms = |s: Option<f64>| opt(s.map(|s| format!("{:.1}", s * 1000.0)));
+    for s in shards {
+        let row_figures = match (&s.figures, &s.commit_latency) {
+            (FiguresState::Ok, Some(l)) => vec![
+                opt(s.queue_depth),
+                l.commits.to_string(),
+                ms(l.p50_seconds),
+                ms(l.p99_seconds),
+            ],
+            _ => vec!["unknown".to_string(); 4],
+        };
+        let mut row = vec![
+            s.index.to_string(),
+            opt(s.owner.clone()),
+            opt(s.owner_addr.clone()),
+            opt(s.epoch),
+            if s.live { "yes" } else { "no" }.to_string(),
+        ];
+        row.extend(row_figures);
+        t.row(row);
+    }
+    t
 }
 
 fn lease_table(what: &str, leases: &[LeaseInfo]) -> Table {
@@ -352,9 +389,10 @@ async fn groups(conn: &Conn, command: GroupsCommand) -> anyhow::Result<()> {
         GroupsCommand::List => {
             let answer = api.get("/v1/groups").await?;
             show(conn, &answer, |l: GroupList| {
-                let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE"]);
+                let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE", "COORDINATED-HERE"]);
                 for g in l.groups {
-                    t.row(vec![g.group_id, g.state, g.protocol_type]);
+                    let here = if g.coordinated_here { "yes" } else { "no" };
+                    t.row(vec![g.group_id, g.state, g.protocol_type, here.to_string()]);
                 }
                 t.render()
             })

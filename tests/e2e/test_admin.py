@@ -151,7 +151,13 @@ def test_cli_topics_groups_lag_and_reset(server, tmp_path):
 
     cluster = admin_json(server, "cluster")
     assert cluster["mode"] == "standalone" and cluster["shards"][0]["live"]
-    assert "SHARD" in admin(server, "shards", output="table").stdout.decode()
+    # The in-process indexer's figures: it sequenced the produced segments.
+    [shard] = admin_json(server, "shards")["shards"]
+    assert shard["figures"] == "ok" and shard["queue_depth"] == 0, shard
+    latency = shard["commit_latency"]
+    assert latency["commits"] >= 1 and latency["p99_seconds"] >= latency["p50_seconds"] > 0, shard
+    shards_table = admin(server, "shards", output="table").stdout.decode()
+    assert "SHARD" in shards_table and "P99-MS" in shards_table and "unknown" not in shards_table
 
     admin(server, "groups", "delete", group)
     assert http(server, "GET", f"/v1/groups/{group}/offsets")[0] == 404
@@ -226,3 +232,52 @@ def test_mutations_without_or_with_a_wrong_token_change_nothing(server, kafscale
     assert http(strict, "GET", "/v1/topics", token=TOKEN)[0] == 403
     assert http(strict, "POST", "/v1/topics", {"name": "y"}, token="from-a-file")[0] == 201
     assert http(strict, "GET", "/v1/topics/y", token="from-a-file")[1]["name"] == "y"
+
+
+def test_every_cli_command_prints_a_table_for_people(server, tmp_path):
+    """Each command of the issue's list, in table form: its header, and the value a person
+    looks for, in aligned columns (each header starts where its values start)."""
+    topic, group = "admin-tables", "admin-tables-group"
+    admin(server, "topics", "create", topic, "--partitions", "2", "--config", "retention.ms=1000",
+          output="table")
+    produce_with_kcat(server, topic, tmp_path, 10, "t")
+    kh.wait_for(lambda: admin_json(server, "topics", "describe", topic)["records"] == 10,
+                timeout=30, what="the produced records")
+    admin(server, "groups", "reset-offsets", group, "--topic", f"{topic}:0,1", "--to-earliest",
+          "--execute")
+
+    def table(*args: str) -> str:
+        return admin(server, *args, output="table").stdout.decode()
+
+    def column_values(text: str, header: str) -> list[str]:
+        lines = text.strip().splitlines()
+        at = next(i for i, line in enumerate(lines) if header in line.split())
+        start = lines[at].index(header)
+        return [line[start:].split()[0] for line in lines[at + 1:] if len(line) > start
+                and line[start:].strip()]
+
+    cases = [
+        (("cluster",), "ROLE", "fetch"),
+        (("shards",), "QUEUE", "0"),
+        (("topics", "list"), "TOPIC", topic),
+        (("topics", "describe", topic), "HIGH-WATERMARK", None),
+        (("topics", "config", topic), "CONFIG", "retention.ms"),
+        (("segments", topic, "0"), "SEGMENT", None),
+        (("groups", "list"), "GROUP", group),
+        (("groups", "describe", group), None, f"group: {group}"),
+        (("groups", "lag", group), "LAG", "10"),
+        (("groups", "reset-offsets", group, "--all-topics", "--to-latest"), "NEW-OFFSET", None),
+    ]
+    for args, header, wanted in cases:
+        text = table(*args)
+        if header is None:
+            assert wanted in text, (args, text)
+            continue
+        values = column_values(text, header)
+        assert values, (args, text)
+        if wanted is not None:
+            assert wanted in values, (args, header, values, text)
+    assert "TOTAL" in table("groups", "lag", group)
+    assert "dry run" in table("groups", "reset-offsets", group, "--all-topics", "--to-latest")
+    assert f"deleted group {group}" in table("groups", "delete", group)
+    assert f"deleted topic {topic}" in table("topics", "delete", topic)

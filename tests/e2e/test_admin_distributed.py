@@ -1,6 +1,6 @@
 """The admin API on the gateways of a distributed cluster (DynamoDB Local and
 moto's S3, see distributed.py): any gateway answers for topics, shards and
-committed offsets; the cluster view lists the live indexers and fetch gateways
+committed offsets; the cluster view lists the live indexers, ingest and fetch gateways
 and the owner of every shard and coordinator slot; a group is described by
 its coordinator, and the other fetch gateway names that coordinator and
 refuses to reset the group's offsets itself."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 
 import pytest
@@ -41,7 +42,9 @@ def test_gateways_serve_the_admin_api(cluster, monkeypatch, tmp_path):  # noqa: 
     view = admin_json(f0, "cluster")
     assert view["mode"] == "fetch" and view["shard_count"] == 4
     roles = sorted(p["role"] for p in view["processes"])
-    assert roles == ["fetch", "fetch", "indexer"], view["processes"]
+    assert roles == ["fetch", "fetch", "indexer", "ingest"], view["processes"]
+    [ingest_process] = [p for p in view["processes"] if p["role"] == "ingest"]
+    assert ingest_process["addr"] == ingest.bootstrap, (ingest_process, ingest.bootstrap)
     assert all(s["live"] and s["owner"] for s in view["shards"]), view["shards"]
     slot_owners = {s["owner_addr"] for s in view["coordinator_slots"] if s["live"]}
     assert len(slot_owners) == 2 and len(view["coordinator_slots"]) == 16
@@ -57,6 +60,12 @@ def test_gateways_serve_the_admin_api(cluster, monkeypatch, tmp_path):  # noqa: 
         d = admin_json(server, "topics", "describe", topic)
         return sum(p["high_watermark"] for p in d["partitions"]) == 20
     kh.wait_for(lambda: hwm(f1), 30, what="the high watermark through the other gateway")
+
+    # Every shard's figures come from its live owner (the one indexer); the shards of the
+    # topic's partitions have committed segments within the last minute.
+    shards = admin_json(f0, "shards")["shards"]
+    assert all(s["figures"] == "ok" and s["queue_depth"] >= 0 for s in shards), shards
+    assert sum(s["commit_latency"]["commits"] for s in shards) >= 1, shards
 
     from confluent_kafka import Consumer
 
@@ -84,6 +93,13 @@ def test_gateways_serve_the_admin_api(cluster, monkeypatch, tmp_path):  # noqa: 
     assert here["state"] == "Empty" and there["state"] is None
     assert there["coordinator"] == coordinator_gw.bootstrap, (there, coordinator_gw.bootstrap)
 
+    # List: every process lists the group (it has committed offsets); only its coordinator
+    # knows its state.
+    for gw, state, here in ((coordinator_gw, "Empty", True), (other_gw, "Unknown", False),
+                            (ingest, "Unknown", False)):
+        listed = {g["group_id"]: g for g in admin_json(gw, "groups", "list")["groups"]}
+        assert (listed[group]["state"], listed[group]["coordinated_here"]) == (state, here), listed
+
     body = {"all_topics": True, "strategy": "earliest"}
     status, err = http(other_gw, "POST", f"/v1/groups/{group}/offsets/reset", body, token=TOKEN)
     assert (status, err["code"], err.get("coordinator")) == \
@@ -94,3 +110,13 @@ def test_gateways_serve_the_admin_api(cluster, monkeypatch, tmp_path):  # noqa: 
     assert admin_json(f1, "groups", "lag", group)["total_lag"] == 20
     again = consume_in_group(c.fetches[0], topic, group, 20)
     assert len(again) == 20
+
+    # An indexer that stops answering leaves its shards' figures unknown, the lease columns
+    # still filled (SIGSTOP: its leases stay live in the store until they expire).
+    indexer = c.indexers[0]
+    indexer.proc.send_signal(signal.SIGSTOP)
+    try:
+        shards = admin_json(ingest, "shards")["shards"]
+        assert all(s["figures"] == "unknown" and s["owner"] for s in shards), shards
+    finally:
+        indexer.proc.send_signal(signal.SIGCONT)

@@ -458,7 +458,7 @@ fn chunks_fit_the_write_limit_and_keep_batches_in_order() {
                 batch(id, i % 13, 16 + i as u64 * 100, 1),
                 100 + (i % 3) as i64,
                 0,
-                i as i32,
+                i,
             )
         })
         .collect();
