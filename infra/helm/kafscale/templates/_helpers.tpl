@@ -248,3 +248,24 @@ annotations as inline suppressions; tests/infra runs it over every rendered mani
 checkov.io/skip1: CKV_K8S_43=the image is pinned by image.digest when set; a tag is accepted for development installs
 checkov.io/skip2: CKV_K8S_15=IfNotPresent with a digest or immutable tag; Always would make every pod start depend on the registry
 {{- end }}
+
+{{/* A target as a Kubernetes quantity: whole numbers as they are, fractions in milli-units
+("0.5" -> "500m"), since an HPA's averageValue is a quantity. */}}
+{{- define "kafscale.quantity" -}}
+{{- $t := float64 . -}}
+{{- if eq $t (float64 (int64 $t)) -}}
+{{ int64 $t }}
+{{- else -}}
+{{ printf "%dm" (int64 (round (mulf $t 1000) 0)) }}
+{{- end -}}
+{{- end }}
+
+{{/* A number as plain text: whole numbers without an exponent ("1048576", not "1.048576e+06"). */}}
+{{- define "kafscale.number" -}}
+{{- $t := float64 . -}}
+{{- if eq $t (float64 (int64 $t)) -}}
+{{ int64 $t }}
+{{- else -}}
+{{ $t }}
+{{- end -}}
+{{- end }}
