@@ -11,7 +11,7 @@
 #   directories are BuildKit cache mounts, so a rebuild after a source change recompiles only
 #   the workspace crates. The binaries are copied out of the cache mount before the stage ends.
 # * Run stage: distroless/cc (glibc, libgcc, CA certificates for S3 and DynamoDB over TLS; no
-#   shell, no package manager). The binaries link glibc dynamically and nothing else: the TLS
+#   shell, no package manager). The binaries link only glibc and libgcc dynamically: the TLS
 #   stack is rustls and the compression codecs are built in.
 # * A numeric non-root user (65532, distroless's "nonroot"), so Kubernetes' runAsNonRoot can
 #   check it without a passwd lookup. The process writes nothing outside --data-dir (standalone
@@ -20,11 +20,15 @@
 ARG RUST_VERSION=1.88
 
 FROM rust:${RUST_VERSION}-bookworm AS build
+# The release profile keeps line tables for backtraces (Cargo.toml), which makes the binaries
+# several times larger; the image drops them by default (STRIP=none keeps them).
+ARG STRIP=debuginfo
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin kafscale -p kafscale \
+    export CARGO_PROFILE_RELEASE_STRIP="${STRIP}" \
+ && cargo build --release --locked --bin kafscale -p kafscale \
  && cargo build --release --locked --bin kafscale-loadtest -p kafscale-loadtest \
  && mkdir -p /out \
  && cp target/release/kafscale target/release/kafscale-loadtest /out/
