@@ -2,7 +2,8 @@
 default values and every values file in the chart's ci/ folder (HPA form, KEDA form, fixed
 replicas, standalone); every rendered manifest validated by `kubernetes-validate --strict`
 against Kubernetes 1.35, and the custom resources (KEDA ScaledObject, ServiceMonitor,
-PrometheusRule) by their projects' own schemas; then what the chart promises: one
+PrometheusRule) by their projects' own schemas (types and required fields: validate_crs.mjs;
+unknown fields: crd_fields.py); then what the chart promises: one
 autoscaler per tier on that tier's own exported metric, never more indexers than shards, the
 fetch pods' own addresses for FindCoordinator, hardened pods."""
 
@@ -15,6 +16,7 @@ import subprocess
 import pytest
 import yaml
 
+import crd_fields
 import tools
 
 CORE_KINDS = {"Deployment", "StatefulSet", "Job", "Service", "ServiceAccount", "ConfigMap",
@@ -95,6 +97,8 @@ def test_custom_resources_match_their_schemas(rendered):
     out = validate_custom(custom)
     assert out.returncode == 0, f"{values.name}:\n{out.stdout}\n{out.stderr}"
     assert out.stdout.count("OK ") == len(custom), out.stdout
+    for obj in custom:
+        assert crd_fields.unknown_fields(obj, tools.models_dir()) == [], obj["metadata"]["name"]
 
 
 def test_custom_resource_validation_catches_errors():
@@ -104,6 +108,17 @@ def test_custom_resource_validation_catches_errors():
     del so["spec"]["triggers"][0]["type"]
     out = validate_custom([so])
     assert out.returncode == 1 and "INVALID ScaledObject" in out.stdout, out.stdout
+    # Unknown fields, as kubectl --validate=strict would report them.
+    rule = tools.one(keda, "PrometheusRule", "kafscale")
+    rule["spec"]["groups"][0]["rules"][0]["expression"] = rule["spec"]["groups"][0]["rules"][0].pop("expr")
+    so = tools.one(keda, "ScaledObject", "kafscale-fetch")
+    so["spec"]["pollingIntervall"] = 30
+    assert crd_fields.unknown_fields(rule, tools.models_dir()) == [
+        "PrometheusRule.spec.groups[0].rules[0].expression: not a field of "
+        "IComGithubPrometheusOperatorPrometheusOperatorPkgApisMonitoringV1Rule"]
+    assert crd_fields.unknown_fields(so, tools.models_dir()) == [
+        "ScaledObject.spec.pollingIntervall: not a field of "
+        "IComGithubKedacoreKedaV2ApisKedaV1alpha1ScaledObjectSpec"]
 
 
 def test_render_sets():
