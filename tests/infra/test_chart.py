@@ -65,7 +65,7 @@ def test_manifests_validate_strictly(rendered, tmp_path):
         path = tmp_path / f"{i:02d}-{obj['kind']}.yaml"
         path.write_text(yaml.safe_dump(obj))
         files.append(str(path))
-    out = tools.run(["kubernetes-validate", "-k", tools.KUBERNETES_VERSION, "--strict", *files],
+    out = tools.run([*tools.KUBERNETES_VALIDATE, "-k", tools.KUBERNETES_VERSION, "--strict", *files],
                     check=False)
     assert out.returncode == 0, f"{values.name}:\n{out.stdout}\n{out.stderr}"
     assert out.stdout.count(" passed for resource ") == len(files), out.stdout
@@ -78,7 +78,7 @@ def test_strict_validation_catches_a_misspelt_field(tmp_path):
     deploy["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(deploy))
-    out = tools.run(["kubernetes-validate", "-k", tools.KUBERNETES_VERSION, "--strict", str(path)],
+    out = tools.run([*tools.KUBERNETES_VALIDATE, "-k", tools.KUBERNETES_VERSION, "--strict", str(path)],
                     check=False)
     assert out.returncode != 0 and "livenessprobe" in out.stdout + out.stderr, out.stdout
 

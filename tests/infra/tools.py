@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,8 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 NAMESPACE = "kafscale"
 RELEASE = "kafscale"
 KUBERNETES_VERSION = "1.35.0"
+# kubernetes-validate of the interpreter running the tests (its script may not be on PATH).
+KUBERNETES_VALIDATE = [sys.executable, "-m", "kubernetes_validate"]
 
 # Keep in step with scripts/install-infra-tools.sh.
 LAYER_VERSION = "2.2.2"
