@@ -93,7 +93,9 @@ def test_custom_resources_match_their_schemas(rendered):
     values, objects = rendered
     custom = [o for o in objects if o["kind"] in CUSTOM_KINDS]
     if not custom:
-        pytest.skip(f"{values.name} renders no custom resources")
+        # Without monitoring and KEDA the chart needs no CRDs at all.
+        assert values.stem in ("default-values", "fixed-values"), values.name
+        return
     out = validate_custom(custom)
     assert out.returncode == 0, f"{values.name}:\n{out.stdout}\n{out.stderr}"
     assert out.stdout.count("OK ") == len(custom), out.stdout
