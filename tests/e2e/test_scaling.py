@@ -71,13 +71,16 @@ class RenderedAutoscalers:
         self.hpa, self.keda = {}, {}
         for tier in TIERS:
             h = infra.one(hpa_objs, "HorizontalPodAutoscaler", f"kafscale-{tier}")["spec"]
+            # Only the tier's own signal (no CPU fallback in scaling-values.yaml).
             [m] = h["metrics"]
+            assert m["type"] == "Pods", m
             rule = by_metric[m["pods"]["metric"]["name"]]
             self.hpa[tier] = {"min": h["minReplicas"], "max": h["maxReplicas"],
                               "target": parse_quantity(m["pods"]["target"]["averageValue"]),
                               "rule": rule}
             so = infra.one(keda_objs, "ScaledObject", f"kafscale-{tier}")["spec"]
             [trig] = so["triggers"]
+            assert trig["type"] == "prometheus", trig
             assert trig["metricType"] == "AverageValue"
             self.keda[tier] = {"min": so["minReplicaCount"], "max": so["maxReplicaCount"],
                                "target": float(trig["metadata"]["threshold"]),

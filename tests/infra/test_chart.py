@@ -167,8 +167,11 @@ def test_each_tier_scales_on_its_own_exported_metric():
     for tier, series in SIGNALS.items():
         h = tools.one(hpa, "HorizontalPodAutoscaler", f"kafscale-{tier}")
         assert h["spec"]["scaleTargetRef"]["name"] == f"kafscale-{tier}"
-        [metric] = h["spec"]["metrics"]
+        [metric] = [m for m in h["spec"]["metrics"] if m["type"] != "Resource"]
         assert metric["type"] == "Pods" and metric["pods"]["target"]["type"] == "AverageValue"
+        # Besides the tier's own signal, at most CPU as a fallback (ci/hpa-values: ingest).
+        fallback = [m for m in h["spec"]["metrics"] if m["type"] == "Resource"]
+        assert [m["resource"]["name"] for m in fallback] == (["cpu"] if tier == "ingest" else [])
         assert served[metric["pods"]["metric"]["name"]] == series, (tier, metric)
         behavior = h["spec"]["behavior"]
         assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
@@ -177,8 +180,10 @@ def test_each_tier_scales_on_its_own_exported_metric():
     keda = tools.render(tools.CHART / "ci" / "keda-values.yaml")
     for tier, series in SIGNALS.items():
         so = tools.one(keda, "ScaledObject", f"kafscale-{tier}")
-        [trigger] = so["spec"]["triggers"]
+        [trigger] = [t for t in so["spec"]["triggers"] if t["type"] != "cpu"]
         assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+        cpu = [t for t in so["spec"]["triggers"] if t["type"] == "cpu"]
+        assert [t["metadata"]["value"] for t in cpu] == (["75"] if tier == "fetch" else [])
         names = set(re.findall(r"kafscale_[a-z0-9_]+", trigger["metadata"]["query"]))
         assert names == {series}, (tier, trigger["metadata"]["query"])
         assert f'job="{tier}"' in trigger["metadata"]["query"]
