@@ -295,3 +295,10 @@ def test_irsa_annotations_and_hook_order():
     # The Job's account is a hook created before the Job.
     assert int(init_sa["metadata"]["annotations"]["helm.sh/hook-weight"]) < \
         int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+
+
+def test_tool_versions():
+    """The tools are the versions the docs name: helm v4 and kubectl v1.35 (kubectl is not
+    used by these checks: each of its validations needs an API server)."""
+    assert tools.run([tools.helm(), "version", "--short"]).stdout.startswith("v4.")
+    assert "v1.35." in tools.run([tools.kubectl(), "version", "--client"]).stdout
