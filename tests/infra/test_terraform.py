@@ -282,3 +282,24 @@ def test_roles_trust_the_charts_service_accounts():
     objs = tools.render(tools.CHART / "ci" / "hpa-values.yaml")
     rendered = {o["metadata"]["name"] for o in tools.by_kind(objs, "ServiceAccount")}
     assert set(defaults.values()) == rendered, (defaults, rendered)
+
+
+def test_example_installs_this_chart_with_the_modules_values():
+    """examples/eks points the helm provider at the chart in this repository, passes the
+    module's helm_values, and names the ServiceAccounts as the chart does for its release."""
+    example = load_tf()["examples/eks/main.tf"]
+    release = blocks(example, "resource")[("helm_release", "kafscale")]
+    chart = release["chart"].replace("${path.module}", str(TF / "examples" / "eks"))
+    assert (Path(chart).resolve() / "Chart.yaml").exists(), chart
+    assert Path(chart).resolve() == tools.CHART
+    assert "${yamlencode(module.kafscale.helm_values)}" in release["values"]
+    module = example["module"][0]["kafscale"]
+    assert module["source"] == "../.." and module["service_accounts"] == "${local.service_accounts}"
+    text = (TF / "examples" / "eks" / "main.tf").read_text()
+    assert '"${var.release_name}-${tier}"' in text
+    variables = {list(v)[0]: list(v.values())[0] for v in load_tf()["examples/eks/variables.tf"]["variable"]}
+    release_name = variables["release_name"]["default"]
+    objs = tools.render(tools.CHART / "ci" / "hpa-values.yaml")  # release "kafscale"
+    assert release_name == tools.RELEASE
+    assert {f"{release_name}-{t}" for t in ("ingest", "fetch", "indexer", "init")} == \
+        {o["metadata"]["name"] for o in tools.by_kind(objs, "ServiceAccount")}
