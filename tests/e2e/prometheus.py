@@ -37,13 +37,17 @@ def promtool_check(page: bytes) -> str:
 
 
 class Prometheus:
-    """`prometheus` scraping `targets`: {job: [host:port, ...]}."""
+    """`prometheus` scraping `targets`: {job: [host:port, ...]}; `labels` adds target labels
+    per address ({host:port: {label: value}}), e.g. the namespace and pod labels a Kubernetes
+    ServiceMonitor would attach."""
 
-    def __init__(self, workdir: Path, targets: dict[str, list[str]]):
+    def __init__(self, workdir: Path, targets: dict[str, list[str]],
+                 labels: Optional[dict[str, dict[str, str]]] = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = kh.free_port()
         self.targets = targets
+        self.labels = labels or {}
         self.log_path = self.workdir / "prometheus.log"
         self.proc: Optional[subprocess.Popen] = None
 
@@ -55,8 +59,14 @@ class Prometheus:
         lines = ["global:", f"  scrape_interval: {SCRAPE_INTERVAL_S}s",
                  f"  scrape_timeout: {SCRAPE_INTERVAL_S}s", "scrape_configs:"]
         for job, addrs in self.targets.items():
-            lines += [f"  - job_name: {job}", "    static_configs:",
-                      "      - targets: [" + ", ".join(f"'{a}'" for a in addrs) + "]"]
+            lines += [f"  - job_name: {job}", "    static_configs:"]
+            plain = [a for a in addrs if a not in self.labels]
+            if plain:
+                lines.append("      - targets: [" + ", ".join(f"'{a}'" for a in plain) + "]")
+            for a in addrs:
+                if a in self.labels:
+                    lines += [f"      - targets: ['{a}']", "        labels:"]
+                    lines += [f"          {k}: '{v}'" for k, v in self.labels[a].items()]
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 60.0) -> "Prometheus":

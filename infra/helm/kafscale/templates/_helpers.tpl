@@ -1,0 +1,271 @@
+{{/*
+Shared pieces of the kafscale chart: names and labels, the image, the storage flags every
+distributed process takes (as KAFSCALE_* variables), security contexts, probes, topology
+spread, and the PromQL behind each tier's autoscaler (one definition, used by the
+prometheus-adapter rules, the KEDA triggers, the alerts and the docs' examples).
+*/}}
+
+{{- define "kafscale.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kafscale.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else if contains (include "kafscale.name" .) .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "kafscale.name" .) | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "kafscale.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "ingest") */}}
+{{- define "kafscale.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kafscale.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "kafscale.componentLabels" -}}
+{{ include "kafscale.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "kafscale.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+{{- end }}
+
+{{/* ServiceAccount name of one tier: (dict "ctx" $ "tier" "ingest") */}}
+{{- define "kafscale.serviceAccountName" -}}
+{{- $sa := index .ctx.Values.serviceAccounts .tier -}}
+{{- if $sa.create -}}
+{{ default (printf "%s-%s" (include "kafscale.fullname" .ctx) .tier) $sa.name }}
+{{- else -}}
+{{ default "default" $sa.name }}
+{{- end -}}
+{{- end }}
+
+{{/* The storage settings of every distributed process (see `kafscale <mode> --help`). */}}
+{{- define "kafscale.storageEnv" -}}
+{{- $s := .Values.storage }}
+- name: KAFSCALE_S3_BUCKET
+  value: {{ required "storage.s3.bucket is required in distributed mode" $s.s3.bucket | quote }}
+{{- with $s.s3.region }}
+- name: KAFSCALE_S3_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s.s3.endpoint }}
+- name: KAFSCALE_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- if $s.s3.pathStyle }}
+- name: KAFSCALE_S3_PATH_STYLE
+  value: "true"
+{{- end }}
+{{- with $s.s3.prefix }}
+- name: KAFSCALE_S3_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s.dynamodb.endpoint }}
+- name: KAFSCALE_DYNAMODB_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: KAFSCALE_TABLE_PREFIX
+  value: {{ $s.dynamodb.tablePrefix | quote }}
+- name: KAFSCALE_SHARDS
+  value: {{ $s.shards | quote }}
+{{- with $s.awsRegion }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Downward API: the pod's own IP, for addresses that must name this replica. */}}
+{{- define "kafscale.podIpEnv" -}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end }}
+
+{{/* The admin token file and extra variables of the gateways. */}}
+{{- define "kafscale.gatewayEnv" -}}
+{{- if .Values.adminToken.secretName }}
+- name: KAFSCALE_ADMIN_TOKEN_FILE
+  value: /var/run/kafscale/admin/token
+- name: KAFSCALE_ADMIN_AUTH_READS
+  value: {{ .Values.adminToken.authReads | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.adminTokenVolume" -}}
+{{- if .Values.adminToken.secretName }}
+- name: admin-token
+  secret:
+    secretName: {{ .Values.adminToken.secretName }}
+    defaultMode: 0400
+    items:
+      - key: {{ .Values.adminToken.secretKey }}
+        path: token
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.adminTokenMount" -}}
+{{- if .Values.adminToken.secretName }}
+- name: admin-token
+  mountPath: /var/run/kafscale/admin
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.podSecurityContext" -}}
+{{ toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "kafscale.securityContext" -}}
+{{ toYaml .Values.securityContext }}
+{{- end }}
+
+{{/* Liveness on /healthz, readiness on /readyz, on the named HTTP port. */}}
+{{- define "kafscale.probes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 2
+{{- end }}
+
+{{/* (dict "ctx" $ "component" "ingest") */}}
+{{- define "kafscale.topologySpread" -}}
+{{- $t := .ctx.Values.topologySpread }}
+{{- if $t.enabled }}
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: {{ $t.zoneKey }}
+    whenUnsatisfiable: {{ $t.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "kafscale.selectorLabels" . | nindent 8 }}
+  - maxSkew: 1
+    topologyKey: {{ $t.hostKey }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "kafscale.selectorLabels" . | nindent 8 }}
+{{- end }}
+{{- end }}
+
+{{/* Scheduling fields of one tier's values: (dict "v" .Values.ingest) */}}
+{{- define "kafscale.scheduling" -}}
+{{- with .v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+
+{{/*
+The scaling signals. Prometheus labels: the ServiceMonitor sets job = the Service's
+app.kubernetes.io/component (ingest, fetch, indexer) and adds namespace and pod.
+  kafscale.signal.series   the counter or gauge behind a tier's signal
+  kafscale.signal.perPod   PromQL of the signal per pod (prometheus-adapter's metricsQuery
+                           template: <<.Series>>, <<.LabelMatchers>>, <<.GroupBy>>)
+  kafscale.signal.total    PromQL of the tier's total (KEDA divides by the replicas)
+  kafscale.signal.metric   the custom metric name the adapter serves and the HPA reads
+*/}}
+{{- define "kafscale.signal.series" -}}
+{{- if eq .tier "ingest" }}kafscale_produce_bytes_total
+{{- else if eq .tier "fetch" }}kafscale_fetch_bytes_total
+{{- else }}kafscale_indexer_commit_queue_depth
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.signal.metric" -}}
+{{- if eq .tier "ingest" }}kafscale_produce_bytes_per_second
+{{- else if eq .tier "fetch" }}kafscale_fetch_bytes_per_second
+{{- else }}kafscale_indexer_commit_queue_depth_avg
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.signal.perPod" -}}
+{{- $w := .ctx.Values.autoscaling.rateWindow -}}
+{{- if eq .tier "indexer" -}}
+sum by (<<.GroupBy>>) (avg_over_time(<<.Series>>{<<.LabelMatchers>>}[{{ $w }}]))
+{{- else -}}
+sum by (<<.GroupBy>>) (rate(<<.Series>>{<<.LabelMatchers>>}[{{ $w }}]))
+{{- end -}}
+{{- end }}
+
+{{- define "kafscale.signal.total" -}}
+{{- $w := .ctx.Values.autoscaling.rateWindow -}}
+{{- $sel := printf "namespace=%q,job=%q" .ctx.Release.Namespace .tier -}}
+{{- if eq .tier "indexer" -}}
+sum(avg_over_time(kafscale_indexer_commit_queue_depth{ {{- $sel -}} }[{{ $w }}]))
+{{- else -}}
+sum(rate({{ include "kafscale.signal.series" . }}{ {{- $sel -}} }[{{ $w }}]))
+{{- end -}}
+{{- end }}
+
+{{/*
+Checkov findings on the workloads that are choices, not oversights (checkov reads these
+annotations as inline suppressions; tests/infra runs it over every rendered manifest):
+*/}}
+{{- define "kafscale.checkovSkips" -}}
+checkov.io/skip1: CKV_K8S_43=the image is pinned by image.digest when set; a tag is accepted for development installs
+checkov.io/skip2: CKV_K8S_15=IfNotPresent with a digest or immutable tag; Always would make every pod start depend on the registry
+{{- end }}
+
+{{/* A target as a Kubernetes quantity: whole numbers as they are, fractions in milli-units
+("0.5" -> "500m"), since an HPA's averageValue is a quantity. */}}
+{{- define "kafscale.quantity" -}}
+{{- $t := float64 . -}}
+{{- if eq $t (float64 (int64 $t)) -}}
+{{ int64 $t }}
+{{- else -}}
+{{ printf "%dm" (int64 (round (mulf $t 1000) 0)) }}
+{{- end -}}
+{{- end }}
+
+{{/* A number as plain text: whole numbers without an exponent ("1048576", not "1.048576e+06"). */}}
+{{- define "kafscale.number" -}}
+{{- $t := float64 . -}}
+{{- if eq $t (float64 (int64 $t)) -}}
+{{ int64 $t }}
+{{- else -}}
+{{ $t }}
+{{- end -}}
+{{- end }}
