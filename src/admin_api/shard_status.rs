@@ -11,21 +11,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kafscale_indexer::Indexer;
 use kafscale_indexer::status::{SHARDS_PATH, ShardStatus, ShardStatusList};
+use kafscale_shared::http_client::HttpClient;
 use tokio::task::JoinSet;
 
 use super::cluster::LeaseInfo;
 
 /// How long one indexer may take to answer.
 pub(crate) const OWNER_TIMEOUT: Duration = Duration::from_secs(1);
-/// Largest status answer read (a few hundred bytes per shard).
-const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where the shard figures come from.
 #[derive(Clone)]
@@ -76,24 +70,15 @@ async fn ask_owners(leases: &[LeaseInfo]) -> Vec<ShardStatusList> {
         .collect();
     addrs.sort();
     addrs.dedup();
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(OWNER_TIMEOUT));
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client = HttpClient::new(OWNER_TIMEOUT);
     let mut asks = JoinSet::new();
     for addr in addrs {
         let client = client.clone();
         asks.spawn(async move {
-            let answer = tokio::time::timeout(OWNER_TIMEOUT, ask(&client, &addr)).await;
-            match answer {
-                Ok(Ok(list)) => Some(list),
-                Ok(Err(e)) => {
+            match ask(&client, &addr).await {
+                Ok(list) => Some(list),
+                Err(e) => {
                     tracing::debug!(addr, error = %e, "indexer shard status unavailable");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(addr, "indexer shard status timed out");
                     None
                 }
             }
@@ -108,21 +93,13 @@ async fn ask_owners(leases: &[LeaseInfo]) -> Vec<ShardStatusList> {
     out
 }
 
-async fn ask(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    addr: &str,
-) -> Result<ShardStatusList, String> {
-    let uri: hyper::Uri = format!("http://{addr}{SHARDS_PATH}")
-        .parse()
-        .map_err(|e| format!("bad owner address: {e}"))?;
-    let response = client.get(uri).await.map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("status {}", response.status()));
-    }
-    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
+async fn ask(client: &HttpClient, addr: &str) -> Result<ShardStatusList, String> {
+    let answer = client
+        .get(&format!("http://{addr}{SHARDS_PATH}"), OWNER_TIMEOUT)
         .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if !answer.status().is_success() {
+        return Err(format!("status {}", answer.status()));
+    }
+    serde_json::from_slice(answer.body()).map_err(|e| e.to_string())
 }

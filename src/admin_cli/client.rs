@@ -1,16 +1,14 @@
-//! The admin API's HTTP client: the same hyper-util client setup as the gateways' commit
-//! client (plain HTTP/1.1, no TLS: put a TLS-terminating proxy in front of a remote API),
-//! JSON in and out, and the API's error bodies turned into readable errors.
+//! The admin API's HTTP client: the process-wide client setup
+//! (`kafscale_shared::http_client`; plain HTTP/1.1, no TLS: put a TLS-terminating proxy in
+//! front of a remote API), JSON in and out, and the API's error bodies turned into readable
+//! errors.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
+use kafscale_shared::http_client::HttpClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -18,14 +16,12 @@ use crate::admin_api::ErrorBody;
 
 /// How long one admin request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest response read.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A connection to one admin API.
 pub(crate) struct AdminClient {
     base: String,
     token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 }
 
 /// A response: its status and raw JSON body.
@@ -55,10 +51,7 @@ impl AdminClient {
                 "admin URL {base:?} must start with http:// (for HTTPS put a TLS-terminating proxy in front and reach it over http on localhost)"
             );
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = HttpClient::new(Duration::from_secs(5));
         Ok(AdminClient {
             base,
             token: token
@@ -88,35 +81,29 @@ impl AdminClient {
         body: Option<Bytes>,
     ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.base);
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(&url)
-            .header(hyper::header::ACCEPT, "application/json");
-        if body.is_some() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        if let Some(token) = &self.token {
-            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Full::new(body.unwrap_or_default()))
+        let content_type = body.as_ref().map(|_| "application/json");
+        let mut request = self
+            .client
+            .request(method.clone(), &url, content_type, body.unwrap_or_default())
             .with_context(|| format!("bad admin URL {url:?}"))?;
-        let exchange = async {
-            let response = self.client.request(request).await?;
-            let status = response.status();
-            let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
-                .to_bytes();
-            anyhow::Ok((status, body))
-        };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let headers = request.headers_mut();
+        headers.insert(
+            hyper::header::ACCEPT,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        if let Some(token) = &self.token {
+            let value = hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the admin token holds characters a header cannot carry")?;
+            headers.insert(hyper::header::AUTHORIZATION, value);
+        }
+        let answer = self
+            .client
+            .send(request, REQUEST_TIMEOUT)
             .await
-            .map_err(|_| anyhow::anyhow!("{method} {url}: no answer within {REQUEST_TIMEOUT:?}"))?
             .with_context(|| {
                 format!("{method} {url} (is kafscale serving HTTP there? set KAFSCALE_ADMIN_URL)")
             })?;
+        let (status, body) = (answer.status(), answer.into_body());
         if status.is_success() {
             return Ok(Answer { body });
         }
