@@ -262,6 +262,23 @@ def test_flags_exist_in_the_binary():
                 assert flag in helptext, f"{o['metadata']['name']}: {name} is not a flag ({flag})"
 
 
+def test_traces_are_exported_only_when_a_collector_is_set():
+    """tracing.otlpEndpoint switches every tier's OTLP export on, with the sampler; without it
+    no OTEL_ variable is set (the default values)."""
+    def tiers(values):
+        return [o for o in tools.render(tools.CHART / "ci" / values)
+                if o["kind"] in ("Deployment", "StatefulSet")]
+    on = tiers("hpa-values.yaml")
+    assert len(on) == 3
+    for o in on:
+        env = env_of(o["spec"]["template"]["spec"]["containers"][0])
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318", o["metadata"]["name"]
+        assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    for o in tiers("default-values.yaml"):
+        env = env_of(o["spec"]["template"]["spec"]["containers"][0])
+        assert not any(k.startswith("OTEL_") for k in env), o["metadata"]["name"]
+
+
 def test_pods_are_hardened():
     for values in tools.CI_VALUES:
         for o in tools.render(values):

@@ -92,6 +92,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* OpenTelemetry export, when a collector is set (the service name is kafscale-<role>). */}}
+{{- define "kafscale.tracingEnv" -}}
+{{- $t := .Values.tracing }}
+{{- if $t.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.otlpEndpoint | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Downward API: the pod's own IP, for addresses that must name this replica. */}}
 {{- define "kafscale.podIpEnv" -}}
 - name: POD_IP
