@@ -79,17 +79,9 @@ pub(crate) struct ShardList {
 /// One indexer shard: its lease, and the owner's live figures for it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ShardInfo {
-    /// The shard number.
-    pub(crate) index: u32,
-    /// The indexer holding the shard's lease; null if nobody ever held it.
-    pub(crate) owner: Option<String>,
-    /// The owner's HTTP address ("in-process" in standalone).
-    pub(crate) owner_addr: Option<String>,
-    /// Grows on every change of owner (the fencing epoch).
-    pub(crate) epoch: Option<u64>,
-    pub(crate) expires_at_ms: Option<i64>,
-    /// Whether the lease is held right now (not expired).
-    pub(crate) live: bool,
+    /// The shard's lease (the owner's address is "in-process" in standalone).
+    #[serde(flatten)]
+    pub(crate) lease: LeaseInfo,
     /// `ok`: the figures below come from the owner. `unknown`: the shard has no live owner,
     /// or the owner did not answer within a second; the figures are null.
     pub(crate) figures: FiguresState,
@@ -190,12 +182,7 @@ pub(crate) async fn shards(State(s): State<AdminState>) -> Result<Json<ShardList
         .map(|l| {
             let status = figures.remove(&l.index);
             ShardInfo {
-                index: l.index,
-                owner: l.owner,
-                owner_addr: l.owner_addr,
-                epoch: l.epoch,
-                expires_at_ms: l.expires_at_ms,
-                live: l.live,
+                lease: l,
                 figures: if status.is_some() {
                     FiguresState::Ok
                 } else {

@@ -253,13 +253,7 @@ fn shard_table(shards: &[ShardInfo]) -> Table {
             ],
             _ => vec!["unknown".to_string(); 4],
         };
-        let mut row = vec![
-            s.index.to_string(),
-            opt(s.owner.clone()),
-            opt(s.owner_addr.clone()),
-            opt(s.epoch),
-            if s.live { "yes" } else { "no" }.to_string(),
-        ];
+        let mut row = lease_row(&s.lease);
         row.extend(row_figures);
         t.row(row);
     }
@@ -269,15 +263,20 @@ fn shard_table(shards: &[ShardInfo]) -> Table {
 fn lease_table(what: &str, leases: &[LeaseInfo]) -> Table {
     let mut t = Table::new(&[what, "OWNER", "ADDRESS", "EPOCH", "LIVE"]);
     for l in leases {
-        t.row(vec![
-            l.index.to_string(),
-            opt(l.owner.clone()),
-            opt(l.owner_addr.clone()),
-            opt(l.epoch),
-            if l.live { "yes" } else { "no" }.to_string(),
-        ]);
+        t.row(lease_row(l));
     }
     t
+}
+
+/// A lease's columns: index, owner, address, epoch, live.
+fn lease_row(l: &LeaseInfo) -> Vec<String> {
+    vec![
+        l.index.to_string(),
+        opt(l.owner.clone()),
+        opt(l.owner_addr.clone()),
+        opt(l.epoch),
+        if l.live { "yes" } else { "no" }.to_string(),
+    ]
 }
 
 async fn topics(conn: &Conn, command: TopicsCommand) -> anyhow::Result<()> {
