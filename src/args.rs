@@ -16,6 +16,7 @@ use kafscale_shared::simulated_latency::{
     MetaStoreLatency, ObjectStoreLatency, SimulatedMetaStore, SimulatedObjectStore,
 };
 use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
+use kafscale_shared::topic_config::ClusterDefaults;
 use kafscale_shared::wire::{KafkaServer, WireConfig};
 use tracing::info;
 
@@ -124,6 +125,11 @@ pub(crate) struct IngestArgs {
 const DEFAULT_UPLOAD_HEDGE_MS: u64 = 100;
 
 impl IngestArgs {
+    /// The cluster-level topic config defaults these flags set (DescribeConfigs reports them).
+    pub(crate) fn cluster_defaults(&self) -> ClusterDefaults {
+        ClusterDefaults::default().with_max_message_bytes(self.max_message_bytes)
+    }
+
     /// `remote_store`: the segments go to S3 (or a simulated S3), where hedging pays.
     pub(crate) fn config(
         &self,

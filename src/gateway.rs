@@ -127,7 +127,11 @@ pub(crate) async fn run(
         sequencer,
         groups: args.fetch.group_config(role == GatewayRole::Fetch, None)?,
     }
-    .start(server, topics, &shutdown)
+    .start(
+        server,
+        topics.with_cluster_defaults(args.ingest.cluster_defaults()),
+        &shutdown,
+    )
     .await;
     let (fetch_service, group_service) = running.services();
     admin.set_tiers(fetch_service, group_service);

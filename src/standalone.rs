@@ -129,7 +129,11 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         sequencer: indexer.clone(),
         groups: args.fetch.group_config(true, Some("standalone".into()))?,
     }
-    .start(server, topics, &shutdown)
+    .start(
+        server,
+        topics.with_cluster_defaults(args.ingest.cluster_defaults()),
+        &shutdown,
+    )
     .await;
     let (fetch_service, group_service) = running.services();
     admin.set_tiers(fetch_service, group_service);

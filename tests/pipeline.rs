@@ -1306,11 +1306,17 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
             (19, 2, 7), // CreateTopics
             (20, 1, 6), // DeleteTopics
             (22, 0, 4), // InitProducerId
+            (32, 1, 4), // DescribeConfigs
+            (33, 0, 2), // AlterConfigs
             (37, 0, 3), // CreatePartitions
             (42, 0, 2), // DeleteGroups
+            (44, 0, 1), // IncrementalAlterConfigs
             (47, 0, 0), // OffsetDelete
+            (60, 0, 2), // DescribeCluster
         ]
     );
+
+    config_api_sweep(&mut c).await;
 
     // CreatePartitions at every version (a topic of 1 partition, one more per version).
     c.create_topic("grow", 1).await;
@@ -1488,6 +1494,84 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
         assert!(response.producer_id.0 >= 0, "InitProducerId v{v}");
     }
     pipeline.stop().await;
+}
+
+/// DescribeConfigs, AlterConfigs, IncrementalAlterConfigs and DescribeCluster at every
+/// advertised version, each one's effect seen through the next.
+async fn config_api_sweep(c: &mut Client) {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{
+        AlterConfigsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+        IncrementalAlterConfigsRequest, alter_configs_request as alter,
+        incremental_alter_configs_request as incremental,
+    };
+    c.create_topic("configs", 1).await;
+    async fn retention(c: &mut Client, v: i16) -> Option<String> {
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(text("configs"))
+                .with_configuration_keys(Some(vec![text("retention.ms")])),
+        ]);
+        let response = c.call(v, &request).await;
+        let r = &response.results[0];
+        assert_eq!(
+            (r.error_code, r.configs.len()),
+            (0, 1),
+            "DescribeConfigs v{v}"
+        );
+        r.configs[0].value.as_ref().map(|v| v.to_string())
+    }
+    for v in 1..=4i16 {
+        assert_eq!(retention(c, v).await.as_deref(), Some("604800000"));
+    }
+    for v in 0..=2i16 {
+        let value = format!("{}", 1000 + v);
+        let request = AlterConfigsRequest::default().with_resources(vec![
+            alter::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(text("configs"))
+                .with_configs(vec![
+                    alter::AlterableConfig::default()
+                        .with_name(text("retention.ms"))
+                        .with_value(Some(text(&value))),
+                ]),
+        ]);
+        let response = c.call(v, &request).await;
+        assert_eq!(response.responses[0].error_code, 0, "AlterConfigs v{v}");
+        assert_eq!(retention(c, 4).await, Some(value), "AlterConfigs v{v}");
+    }
+    for v in 0..=1i16 {
+        let value = format!("{}", 2000 + v);
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(text("configs"))
+                .with_configs(vec![
+                    incremental::AlterableConfig::default()
+                        .with_name(text("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(text(&value))),
+                ]),
+        ]);
+        let response = c.call(v, &request).await;
+        assert_eq!(
+            response.responses[0].error_code, 0,
+            "IncrementalAlterConfigs v{v}"
+        );
+        assert_eq!(
+            retention(c, 4).await,
+            Some(value),
+            "IncrementalAlterConfigs v{v}"
+        );
+    }
+    for v in 0..=2i16 {
+        let response = c
+            .call(v, &DescribeClusterRequest::default().with_endpoint_type(1))
+            .await;
+        assert_eq!(response.error_code, 0, "DescribeCluster v{v}");
+        assert_eq!(response.brokers.len(), 1, "DescribeCluster v{v}");
+    }
 }
 
 fn group(id: &str) -> GroupId {

@@ -31,6 +31,9 @@ use uuid::Uuid;
 use crate::meta_store::{Condition, Direction, ItemKey, MetaStore, MetaStoreError, Query, WriteOp};
 use crate::sequencer::BatchOutcome;
 
+/// Attempts of a conditional topic-config update before it reports contention.
+const CONFIG_UPDATE_ATTEMPTS: usize = 16;
+
 /// Format version written into every item.
 pub const ITEM_FORMAT: u32 = 1;
 
@@ -453,6 +456,39 @@ impl Catalog {
             Err(MetaStoreError::ConditionFailed { .. }) => Err(CatalogError::Contention(key)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Replaces a topic's configs with `change(current)`, as one write conditioned on the
+    /// topic item's version: a concurrent change (another alter, a CreatePartitions, a delete
+    /// and re-create) makes the write fail, and the change is re-applied to the new state, so
+    /// no update is lost. `change` may refuse (its error is returned as is).
+    pub async fn update_topic_configs<E: From<CatalogError>>(
+        &self,
+        name: &str,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, E>,
+    ) -> Result<TopicRecord, E> {
+        let key = topic_key(name);
+        for _ in 0..CONFIG_UPDATE_ATTEMPTS {
+            let Some(item) = self.store.get(&key).await.map_err(CatalogError::from)? else {
+                return Err(CatalogError::UnknownTopic(name.to_string()).into());
+            };
+            let mut record: TopicRecord = decode(&key, &item.value).map_err(CatalogError::from)?;
+            record.configs = change(&record.configs)?;
+            let update = WriteOp::Put {
+                key: key.clone(),
+                value: encode(&record),
+                condition: Condition::Version(item.version),
+            };
+            match self.store.write(vec![update]).await {
+                Ok(()) => {
+                    self.invalidate_topics();
+                    return Ok(record);
+                }
+                Err(MetaStoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(CatalogError::from(e).into()),
+            }
+        }
+        Err(CatalogError::Contention(key).into())
     }
 
     /// Deletes a topic. Its data becomes unreachable at once (readers resolve names to ids);

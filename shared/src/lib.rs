@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod buffer_pool;
 pub mod catalog;
+pub mod config_api;
 pub mod http_client;
 pub mod keys;
 pub mod loading_cache;
@@ -20,6 +21,7 @@ pub mod sequencer;
 pub mod shards;
 pub mod simulated_latency;
 pub mod topic_api;
+pub mod topic_config;
 pub mod topic_handler;
 pub mod trace_context;
 pub mod watermarks;

@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -24,6 +26,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, CatalogError, TopicRecord, validate_topic_name};
+use crate::topic_config::{ClusterDefaults, effective_configs, validate_configs};
 
 /// The node id of the process advertised at `addr` ("host:port").
 ///
@@ -95,6 +98,8 @@ pub struct TopicApi {
     /// Other brokers clients must keep knowing about: the group coordinators (a client that
     /// finds its coordinator elsewhere must not see it vanish from Metadata answers).
     peers: Arc<RwLock<Vec<BrokerAddr>>>,
+    /// The cluster-level value of every topic config not set on the topic.
+    cluster_defaults: ClusterDefaults,
 }
 
 fn name_of(s: &str) -> TopicName {
@@ -119,7 +124,30 @@ impl TopicApi {
             catalog,
             settings,
             peers: Arc::default(),
+            cluster_defaults: ClusterDefaults::default(),
         }
+    }
+
+    /// Sets the cluster-level topic config defaults (from flags).
+    pub fn with_cluster_defaults(mut self, defaults: ClusterDefaults) -> Self {
+        self.cluster_defaults = defaults;
+        self
+    }
+
+    /// The cluster-level topic config defaults.
+    pub fn cluster_defaults(&self) -> &ClusterDefaults {
+        &self.cluster_defaults
+    }
+
+    /// This broker and its peers, each once (Metadata and DescribeCluster list them).
+    pub fn brokers(&self) -> Vec<BrokerAddr> {
+        let mut brokers = vec![self.settings.broker()];
+        for peer in self.peers.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if !brokers.iter().any(|b| b.node_id == peer.node_id) {
+                brokers.push(peer.clone());
+            }
+        }
+        brokers
     }
 
     /// Sets the other brokers Metadata lists besides this one.
@@ -205,13 +233,8 @@ impl TopicApi {
     pub async fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
         let mut response = MetadataResponse::default();
         let me = self.settings.broker();
-        let mut brokers = vec![me.clone()];
-        for peer in self.peers.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            if !brokers.iter().any(|b| b.node_id == peer.node_id) {
-                brokers.push(peer.clone());
-            }
-        }
-        response.brokers = brokers
+        response.brokers = self
+            .brokers()
             .into_iter()
             .map(|b| {
                 let mut broker = MetadataResponseBroker::default();
@@ -297,7 +320,9 @@ impl TopicApi {
                     configs.insert(c.name.to_string(), v.to_string());
                 }
             }
-            let outcome = if topic.replication_factor == 0 || topic.replication_factor < -1 {
+            let outcome = if let Err(e) = validate_configs(&configs) {
+                Err((ResponseError::InvalidConfig, e.0))
+            } else if topic.replication_factor == 0 || topic.replication_factor < -1 {
                 Err((
                     ResponseError::InvalidReplicationFactor,
                     "replication factor must be -1 or at least 1".to_string(),
@@ -321,7 +346,11 @@ impl TopicApi {
                     }
                 }
             } else {
-                match self.catalog.create_topic(&name, partitions, configs).await {
+                match self
+                    .catalog
+                    .create_topic(&name, partitions, configs.clone())
+                    .await
+                {
                     Ok(t) => {
                         info!(topic = %name, partitions, "created topic");
                         Ok(Some(t))
@@ -337,7 +366,7 @@ impl TopicApi {
                     if version >= 5 {
                         result.num_partitions = partitions;
                         result.replication_factor = 1;
-                        result.configs = Some(Vec::new());
+                        result.configs = Some(self.created_configs(&configs));
                     }
                 }
                 Err((code, message)) => {
@@ -352,6 +381,19 @@ impl TopicApi {
             response.topics.push(result);
         }
         response
+    }
+
+    /// The configs CreateTopics v5+ reports for a new topic: every config, set or default.
+    fn created_configs(&self, stored: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+        effective_configs(stored, &self.cluster_defaults)
+            .into_iter()
+            .map(|c| {
+                CreatableTopicConfigs::default()
+                    .with_name(StrBytes::from_static_str(c.def.name))
+                    .with_value(Some(StrBytes::from_string(c.value)))
+                    .with_config_source(c.source as i8)
+            })
+            .collect()
     }
 
     pub async fn delete_topics(

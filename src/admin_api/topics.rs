@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use kafscale_shared::catalog::{IndexEntry, TopicRecord};
 use kafscale_shared::keys::segment_created_ms;
+use kafscale_shared::topic_config::validate_configs;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::{IntoParams, ToSchema};
@@ -50,7 +51,8 @@ pub(crate) struct CreateTopic {
     /// Default: the process's --default-partitions.
     #[schema(minimum = 1, maximum = 10000)]
     pub(crate) partitions: Option<i32>,
-    /// Topic configs, stored as given (e.g. retention.ms).
+    /// Topic configs (e.g. retention.ms), validated like CreateTopics' (see docs/operations.md);
+    /// an unknown config or a bad value is a 400.
     #[serde(default)]
     pub(crate) configs: BTreeMap<String, String>,
 }
@@ -165,6 +167,7 @@ pub(crate) async fn create(
             "partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
         )));
     }
+    validate_configs(&body.configs).map_err(|e| ApiError::BadRequest(e.0))?;
     let t = s
         .catalog()
         .create_topic(&body.name, partitions, body.configs)

@@ -1,0 +1,265 @@
+"""Topic configs through real admin clients: CreateTopics with configs and
+validate_only, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs and
+DescribeCluster, with confluent-kafka (librdkafka) and kafka-python.
+
+Every supported config is set, read back and deleted; refused configs
+(cleanup.policy=compact, LogAppendTime, unknown names, bad values) come back
+as INVALID_CONFIG with the reason, and nothing is stored for them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+# A valid non-default value for every supported topic config (shared/src/topic_config.rs).
+VALUES = {
+    "retention.ms": "3600000",
+    "retention.bytes": "1048576",
+    "max.message.bytes": "2097152",
+    "cleanup.policy": "delete",
+    "message.timestamp.type": "CreateTime",
+    "compression.type": "producer",
+    "segment.bytes": "16777216",
+    "segment.ms": "3600000",
+    "segment.index.bytes": "1048576",
+    "segment.jitter.ms": "10",
+    "min.insync.replicas": "2",
+    "unclean.leader.election.enable": "true",
+    "flush.messages": "1000",
+    "flush.ms": "1000",
+    "index.interval.bytes": "8192",
+    "preallocate": "true",
+    "file.delete.delay.ms": "1000",
+    "delete.retention.ms": "1000",
+    "min.compaction.lag.ms": "10",
+    "max.compaction.lag.ms": "100000",
+    "min.cleanable.dirty.ratio": "0.25",
+    "message.downconversion.enable": "false",
+}
+DEFAULTS = {
+    "retention.ms": "604800000",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "message.timestamp.type": "CreateTime",
+}
+
+
+def topic_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def admin(kafscale_module):
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": kafscale_module.bootstrap})
+
+
+def create(admin, name, config=None, validate_only=False):
+    from confluent_kafka.admin import NewTopic
+
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=1, replication_factor=1, config=config or {})],
+        validate_only=validate_only, operation_timeout=10, request_timeout=15)
+    return futures[name].result(timeout=30)
+
+
+def error_of(future):
+    from confluent_kafka import KafkaException
+
+    with pytest.raises(KafkaException) as info:
+        future.result(timeout=30)
+    return info.value.args[0]
+
+
+def describe(admin, name):
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    entries = admin.describe_configs([resource], request_timeout=15)[resource].result(timeout=30)
+    return {n: e.value for n, e in entries.items()}
+
+
+def incremental(admin, name, ops):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    entries = [ConfigEntry(n, v, incremental_operation=getattr(AlterConfigOpType, op))
+               for n, op, v in ops]
+    resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries)
+    return admin.incremental_alter_configs([resource], request_timeout=15)[resource]
+
+
+def listed_topics(admin) -> set[str]:
+    return set(admin.list_topics(timeout=10).topics)
+
+
+def test_create_with_configs_and_validate_only(admin):
+    from confluent_kafka import KafkaError
+
+    name = topic_name("cfg-create")
+    create(admin, name, {"retention.ms": "3600000", "segment.bytes": "16777216"}, validate_only=True)
+    assert name not in listed_topics(admin), "validate_only created the topic"
+
+    create(admin, name, {"retention.ms": "3600000", "segment.bytes": "16777216"})
+    configs = describe(admin, name)
+    assert configs["retention.ms"] == "3600000"
+    assert configs["segment.bytes"] == "16777216"
+    assert configs["retention.bytes"] == "-1"
+
+    # Refused at validate_only too, with the reason.
+    bad = topic_name("cfg-bad")
+    from confluent_kafka.admin import NewTopic
+
+    for config, reason in [({"cleanup.policy": "compact"}, "compaction is not supported"),
+                           ({"message.timestamp.type": "LogAppendTime"}, "LogAppendTime is not supported"),
+                           ({"no.such.config": "1"}, "unknown topic config"),
+                           ({"retention.ms": "soon"}, "must be an integer"),
+                           ({"retention.bytes": "-2"}, "-1")]:
+        for validate_only in (True, False):
+            futures = admin.create_topics(
+                [NewTopic(bad, num_partitions=1, replication_factor=1, config=config)],
+                validate_only=validate_only, request_timeout=15)
+            error = error_of(futures[bad])
+            assert error.code() == KafkaError.INVALID_CONFIG, (config, error)
+            assert reason in error.str(), (config, error.str())
+    assert bad not in listed_topics(admin)
+
+
+def test_describe_reports_defaults_sources_and_synonyms(admin, kafscale_module):
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+
+    name = topic_name("cfg-describe")
+    create(admin, name, {"retention.ms": "1000"})
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    entries = admin.describe_configs([resource], request_timeout=15)[resource].result(timeout=30)
+    assert set(entries) == set(VALUES), sorted(set(entries) ^ set(VALUES))
+    for key, value in DEFAULTS.items():
+        if key != "retention.ms":
+            assert entries[key].value == value, key
+            assert entries[key].source == ConfigSource.DEFAULT_CONFIG.value, key
+    retention = entries["retention.ms"]
+    assert retention.value == "1000"
+    assert retention.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    synonyms = {s.name: s.value for s in retention.synonyms.values()}
+    assert synonyms.get("log.retention.ms") == "604800000", synonyms
+    # The standalone server's --max-message-bytes default is the cluster value.
+    assert entries["max.message.bytes"].value == "1048588"
+
+    missing = ConfigResource(ResourceType.TOPIC, topic_name("cfg-missing"))
+    from confluent_kafka import KafkaError
+
+    error = error_of(admin.describe_configs([missing], request_timeout=15)[missing])
+    assert error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+    # The broker resource: the cluster defaults under their broker-level names, read-only.
+    node = admin.describe_cluster(request_timeout=15).result(timeout=30).nodes[0]
+    broker = ConfigResource(ResourceType.BROKER, str(node.id))
+    broker_entries = admin.describe_configs([broker], request_timeout=15)[broker].result(timeout=30)
+    assert broker_entries["log.retention.ms"].value == "604800000"
+    assert broker_entries["message.max.bytes"].value == "1048588"
+    assert all(e.is_read_only for e in broker_entries.values())
+
+
+def test_incremental_alter_round_trips_every_supported_config(admin):
+    from confluent_kafka import KafkaError
+
+    name = topic_name("cfg-incr")
+    create(admin, name)
+    for key, value in VALUES.items():
+        incremental(admin, name, [(key, "SET", value)]).result(timeout=30)
+        assert describe(admin, name)[key] == value, key
+    assert describe(admin, name) == VALUES
+
+    # DELETE returns each to its default.
+    incremental(admin, name, [(key, "DELETE", None) for key in VALUES]).result(timeout=30)
+    configs = describe(admin, name)
+    for key, value in DEFAULTS.items():
+        assert configs[key] == value, key
+
+    # Refusals are per resource and leave the topic as it was.
+    incremental(admin, name, [("retention.ms", "SET", "5000")]).result(timeout=30)
+    for ops, code, reason in [
+        ([("cleanup.policy", "SET", "compact")], KafkaError.INVALID_CONFIG, "compaction is not supported"),
+        ([("cleanup.policy", "APPEND", "compact")], KafkaError.INVALID_CONFIG, "compaction is not supported"),
+        ([("retention.ms", "APPEND", "1")], KafkaError.INVALID_CONFIG, "not a list"),
+        ([("message.timestamp.type", "SET", "LogAppendTime")], KafkaError.INVALID_CONFIG, "CRC"),
+        ([("no.such.config", "SET", "1")], KafkaError.INVALID_CONFIG, "unknown topic config"),
+        ([("retention.ms", "SET", "-5")], KafkaError.INVALID_CONFIG, "-1"),
+    ]:
+        error = error_of(incremental(admin, name, ops))
+        assert error.code() == code, (ops, error)
+        assert reason in error.str(), (ops, error.str())
+    assert describe(admin, name)["retention.ms"] == "5000"
+
+    missing = topic_name("cfg-missing")
+    error = error_of(incremental(admin, missing, [("retention.ms", "SET", "1")]))
+    assert error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+def test_alter_configs_replaces_the_whole_set(admin):
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    name = topic_name("cfg-alter")
+    create(admin, name, {"retention.ms": "1000", "segment.ms": "5000"})
+    resource = ConfigResource(ResourceType.TOPIC, name, set_config={"retention.bytes": "4096"})
+    admin.alter_configs([resource], request_timeout=15)[resource].result(timeout=30)
+    configs = describe(admin, name)
+    assert configs["retention.bytes"] == "4096"
+    assert configs["retention.ms"] == "604800000", "AlterConfigs must reset omitted configs"
+    assert configs["segment.ms"] == "604800000"
+
+    from confluent_kafka import KafkaError
+
+    bad = ConfigResource(ResourceType.TOPIC, name, set_config={"cleanup.policy": "compact"})
+    error = error_of(admin.alter_configs([bad], request_timeout=15)[bad])
+    assert error.code() == KafkaError.INVALID_CONFIG
+    assert describe(admin, name)["retention.bytes"] == "4096"
+
+
+def test_describe_cluster(admin, kafscale_module):
+    cluster = admin.describe_cluster(request_timeout=15).result(timeout=30)
+    assert cluster.cluster_id
+    assert len(cluster.nodes) == 1
+    host, port = kafscale_module.bootstrap.rsplit(":", 1)
+    assert (cluster.nodes[0].host, cluster.nodes[0].port) == (host, int(port))
+    assert cluster.controller.id == cluster.nodes[0].id
+
+
+def test_kafka_python_describe_and_alter(admin, kafscale_module):
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    name = topic_name("cfg-kp")
+    create(admin, name, {"retention.ms": "1000"})
+    client = KafkaAdminClient(bootstrap_servers=kafscale_module.bootstrap,
+                              client_id="kafscale-e2e-configs", request_timeout_ms=15000)
+    try:
+        def kp_describe():
+            result = client.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name)], config_filter="all")
+            return {k: v["value"] for k, v in result["topic"][name].items()}
+
+        assert kp_describe()["retention.ms"] == "1000"
+        modified = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        assert set(modified["topic"][name]) == {"retention.ms"}, modified
+
+        for key, value in VALUES.items():
+            result = client.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, configs={key: value})])
+            assert result["topic"][name] == "OK", (key, result)
+        assert {k: v for k, v in kp_describe().items() if k in VALUES} == VALUES
+
+        # Forced through the non-incremental AlterConfigs too.
+        result = client.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs={"retention.ms": "7000"})],
+            incremental=False)
+        assert result["topic"][name] == "OK", result
+        assert kp_describe()["retention.ms"] == "7000"
+
+        result = client.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs={"cleanup.policy": "compact"})])
+        assert "InvalidConfig" in result["topic"][name] or "INVALID_CONFIG" in result["topic"][name].upper(), result
+        assert kp_describe()["cleanup.policy"] == "delete"
+    finally:
+        client.close()
