@@ -571,6 +571,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn create_topics_with_replica_assignments_counts_the_assignments() {
+        use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+        let api = api();
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(text("assigned")))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(
+                (0..3)
+                    .map(|p| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(p)
+                            .with_broker_ids(vec![BrokerId(7)])
+                    })
+                    .collect(),
+            );
+        let request = CreateTopicsRequest::default().with_topics(vec![topic]);
+        assert_eq!(api.create_topics(request, 7).await.topics[0].error_code, 0);
+        let created = api
+            .catalog()
+            .topic("assigned")
+            .await
+            .unwrap()
+            .expect("topic");
+        assert_eq!(created.partitions, 3);
+    }
+
+    #[tokio::test]
     async fn create_topics_validate_only_writes_nothing() {
         let api = api();
         assert_eq!(

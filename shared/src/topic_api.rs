@@ -307,10 +307,11 @@ impl TopicApi {
             let name = topic.name.0.to_string();
             let mut result = CreatableTopicResult::default();
             result.name = topic.name.clone();
-            let partitions = if topic.num_partitions == -1 {
-                self.settings.default_partitions
-            } else if !topic.assignments.is_empty() {
+            // With replica assignments, num_partitions is -1 and the assignments count.
+            let partitions = if !topic.assignments.is_empty() {
                 topic.assignments.len() as i32
+            } else if topic.num_partitions == -1 {
+                self.settings.default_partitions
             } else {
                 topic.num_partitions
             };

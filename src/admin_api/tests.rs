@@ -300,6 +300,28 @@ async fn topics_are_described_with_their_partitions_and_bad_input_is_a_4xx() {
             400,
             "bad_request",
         ),
+        // Configs are checked by the same table as Kafka's CreateTopics.
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "x", "configs": {"cleanup.policy": "compact"}})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "x", "configs": {"no.such.config": "1"}})),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "x", "configs": {"retention.ms": "soon"}})),
+            400,
+            "bad_request",
+        ),
         ("DELETE", "/v1/topics/nope", None, 404, "unknown_topic"),
     ] {
         let (status, body) = call(&app, method, path, Some(TOKEN), body).await;
@@ -307,6 +329,22 @@ async fn topics_are_described_with_their_partitions_and_bad_input_is_a_4xx() {
         assert_eq!(body["code"], code, "{method} {path}: {body}");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
+    assert_eq!(
+        call(&app, "GET", "/v1/topics/x", None, None).await.0,
+        StatusCode::NOT_FOUND,
+        "a refused create wrote the topic"
+    );
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/topics",
+        Some(TOKEN),
+        Some(json!({"name": "x", "configs": {"retention.ms": "-1", "segment.bytes": "1048576"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, c) = call(&app, "GET", "/v1/topics/x/configs", None, None).await;
+    assert_eq!(c["configs"]["retention.ms"], "-1");
     let (status, _) = call(&app, "DELETE", "/v1/topics/orders", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(

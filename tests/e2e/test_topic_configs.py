@@ -20,7 +20,7 @@ VALUES = {
     "max.message.bytes": "2097152",
     "cleanup.policy": "delete",
     "message.timestamp.type": "CreateTime",
-    "compression.type": "producer",
+    "compression.type": "zstd",
     "segment.bytes": "16777216",
     "segment.ms": "3600000",
     "segment.index.bytes": "1048576",
@@ -198,6 +198,7 @@ def test_incremental_alter_round_trips_every_supported_config(admin):
     assert error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")
 def test_alter_configs_replaces_the_whole_set(admin):
     from confluent_kafka.admin import ConfigResource, ResourceType
 
@@ -219,12 +220,26 @@ def test_alter_configs_replaces_the_whole_set(admin):
 
 
 def test_describe_cluster(admin, kafscale_module):
+    from kafka.admin import KafkaAdminClient
+
+    # librdkafka answers describe_cluster() from Metadata; kafka-python sends DescribeCluster.
     cluster = admin.describe_cluster(request_timeout=15).result(timeout=30)
     assert cluster.cluster_id
     assert len(cluster.nodes) == 1
     host, port = kafscale_module.bootstrap.rsplit(":", 1)
     assert (cluster.nodes[0].host, cluster.nodes[0].port) == (host, int(port))
     assert cluster.controller.id == cluster.nodes[0].id
+
+    client = KafkaAdminClient(bootstrap_servers=kafscale_module.bootstrap,
+                              client_id="kafscale-e2e-cluster", request_timeout_ms=15000)
+    try:
+        described = client.describe_cluster()
+    finally:
+        client.close()
+    assert described["cluster_id"] == cluster.cluster_id
+    assert described["controller_id"] == cluster.controller.id
+    brokers = [(b["broker_id"], b["host"], b["port"]) for b in described["brokers"]]
+    assert brokers == [(cluster.nodes[0].id, host, int(port))]
 
 
 def test_kafka_python_describe_and_alter(admin, kafscale_module):
