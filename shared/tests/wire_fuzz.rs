@@ -24,10 +24,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use common::{IO_TIMEOUT, Read, TestServer, call, read_frame};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, alter_configs_request, incremental_alter_configs_request,
+};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
     InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
@@ -232,7 +237,7 @@ static ANSWERED: AtomicUsize = AtomicUsize::new(0);
 // ---------------------------------------------------------------------------------------------
 
 /// The APIs kafscale serves (most cases go to them).
-const SERVED: [ApiKey; 8] = [
+const SERVED: [ApiKey; 12] = [
     ApiKey::ApiVersions,
     ApiKey::Metadata,
     ApiKey::CreateTopics,
@@ -241,6 +246,10 @@ const SERVED: [ApiKey; 8] = [
     ApiKey::InitProducerId,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeCluster,
 ];
 
 /// Largest byte value in generated random bytes, flips and tails: any byte, so collection
@@ -458,6 +467,43 @@ fn template(key: ApiKey, version: i16) -> Option<Bytes> {
             }
             r.encode(&mut buf, version)
         }
+        ApiKey::DescribeConfigs => DescribeConfigsRequest::default()
+            .with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str(NAME))
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str("\u{1}")])),
+            ])
+            .with_include_synonyms(true)
+            .encode(&mut buf, version),
+        ApiKey::AlterConfigs => AlterConfigsRequest::default()
+            .with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str(NAME))
+                    .with_configs(vec![
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("\u{1}"))
+                            .with_value(Some(StrBytes::from_static_str("\u{2}"))),
+                    ]),
+            ])
+            .encode(&mut buf, version),
+        ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str(NAME))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("\u{1}"))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_static_str("\u{2}"))),
+                    ]),
+            ])
+            .encode(&mut buf, version),
+        ApiKey::DescribeCluster => DescribeClusterRequest::default()
+            .with_endpoint_type(1)
+            .encode(&mut buf, version),
         _ => return None,
     };
     ok.ok().map(|_| buf.freeze())
