@@ -278,3 +278,24 @@ def test_kafka_python_describe_and_alter(admin, kafscale_module):
         assert kp_describe()["cleanup.policy"] == "delete"
     finally:
         client.close()
+
+
+def test_concurrent_alters_lose_no_update(admin, kafscale_module):
+    """Alters from many clients at once, each of a different config: every one is kept
+    (each alter is a conditional write on the topic item, re-applied when it lost a race)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confluent_kafka.admin import AdminClient
+
+    name = topic_name("cfg-race")
+    create(admin, name)
+    keys = [k for k in VALUES if k not in DEFAULTS or VALUES[k] != DEFAULTS[k]]
+
+    def alter(key):
+        client = AdminClient({"bootstrap.servers": kafscale_module.bootstrap})
+        incremental(client, name, [(key, "SET", VALUES[key])]).result(timeout=30)
+
+    with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+        list(pool.map(alter, keys))
+    configs = describe(admin, name)
+    assert {k: configs[k] for k in keys} == {k: VALUES[k] for k in keys}
