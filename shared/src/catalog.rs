@@ -538,6 +538,16 @@ impl Catalog {
         }
     }
 
+    /// A topic by name, read from the store (not the cache): for answers that must show every
+    /// change already acknowledged, by any process (DescribeConfigs after an alter elsewhere).
+    pub async fn topic_uncached(&self, name: &str) -> Result<Option<TopicRecord>, CatalogError> {
+        let key = topic_key(name);
+        match self.store.get(&key).await? {
+            Some(item) => Ok(Some(decode(&key, &item.value)?)),
+            None => Ok(None),
+        }
+    }
+
     /// A topic by name, from the cache when fresh (see [`Catalog::lookup_topic`]).
     pub async fn topic(&self, name: &str) -> Result<Option<TopicRecord>, CatalogError> {
         self.lookup_topic(|c| c.by_name.get(name).cloned()).await

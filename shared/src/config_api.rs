@@ -139,9 +139,10 @@ impl TopicApi {
     ) -> Result<Vec<(&'static str, EffectiveConfig)>, Refusal> {
         match resource_type {
             RESOURCE_TOPIC => {
+                // From the store: an alter acknowledged by another process must show.
                 let topic = self
                     .catalog()
-                    .topic(name)
+                    .topic_uncached(name)
                     .await
                     .map_err(|e| (catalog_error_code(&e), e.to_string()))?
                     .ok_or_else(|| {
@@ -276,7 +277,7 @@ impl TopicApi {
         if validate_only {
             let topic = self
                 .catalog()
-                .topic(name)
+                .topic_uncached(name)
                 .await
                 .map_err(|e| AlterError::from(e).refusal())?
                 .ok_or_else(|| {
