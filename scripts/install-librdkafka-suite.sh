@@ -14,6 +14,7 @@
 # builds nothing and prints the librdkafka source folder (its tests/ holds test-runner), or
 # fails if it is not built.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PACKAGE="node-rdkafka"
 VERSION="3.6.1"
@@ -29,16 +30,6 @@ BUILD_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev zlib1g-dev lib
 # rebuilt (the key is stored in .complete).
 BUILD_KEY="$PACKAGE@$VERSION ${CONFIGURE_FLAGS[*]} ${BUILD_PACKAGES[*]}"
 
-cache_dir() {
-    local root="${KAFSCALE_CACHE:-/var/cache/kafscale-ci}"
-    if mkdir -p "$root" 2>/dev/null && [[ -w "$root" ]]; then
-        echo "$root/librdkafka-$LIBRDKAFKA_VERSION"
-        return
-    fi
-    root="${XDG_CACHE_HOME:-$HOME/.cache}/kafscale"
-    mkdir -p "$root"
-    echo "$root/librdkafka-$LIBRDKAFKA_VERSION"
-}
 
 # The source folder of a finished build under $1, if any.
 find_build() {
@@ -48,7 +39,7 @@ find_build() {
     echo "$src"
 }
 
-dir="$(cache_dir)"
+dir="$(cache_dir "librdkafka-$LIBRDKAFKA_VERSION")"
 if [[ "${1:-}" == "--print-dir" ]]; then
     find_build "$dir"
     exit
@@ -59,16 +50,6 @@ if src="$(find_build "$dir")"; then
     exit 0
 fi
 
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "install-librdkafka-suite: need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
 
 # The build's Debian packages when missing (a bare machine). npm may come from elsewhere than
 # Debian (NodeSource's nodejs carries its own), so it is looked for as a command.

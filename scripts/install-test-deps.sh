@@ -15,21 +15,12 @@
 # only calls apt-get / pip for what is missing.  Runs as root in CI; as another
 # user it uses sudo for apt-get when sudo exists.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PY="${PYTHON:-python3}"
 REQ="tests/e2e/requirements.txt"
 
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "install-test-deps: need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
 
 # --- kcat ------------------------------------------------------------------
 if command -v kcat >/dev/null 2>&1; then
