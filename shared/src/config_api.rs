@@ -752,57 +752,56 @@ mod tests {
         .await;
         assert_eq!(ok.0, 0);
         assert_eq!(stored(&api, "t").await, map(&[("retention.bytes", "5")]));
-        assert_eq!(
-            incremental(&api, RESOURCE_TOPIC, "t", &[("retention.ms", 2, Some("1"))])
-                .await
-                .0,
-            INVALID_CONFIG
-        );
-        assert_eq!(
-            incremental(&api, RESOURCE_TOPIC, "t", &[("retention.ms", 9, Some("1"))])
-                .await
-                .0,
-            INVALID_REQUEST
-        );
-        assert_eq!(
-            incremental(
-                &api,
+        // (resource type, name, config, operation, value) and the error Kafka answers.
+        let refused: [(i8, &str, &str, i8, Option<&str>, i16); 6] = [
+            (
                 RESOURCE_TOPIC,
                 "t",
-                &[("cleanup.policy", 2, Some("compact"))]
-            )
-            .await
-            .0,
-            INVALID_CONFIG
-        );
-        assert_eq!(
-            incremental(&api, RESOURCE_TOPIC, "t", &[("bogus", 0, Some("1"))])
-                .await
-                .0,
-            INVALID_CONFIG
-        );
-        assert_eq!(
-            incremental(
-                &api,
+                "retention.ms",
+                2,
+                Some("1"),
+                INVALID_CONFIG,
+            ),
+            (
+                RESOURCE_TOPIC,
+                "t",
+                "retention.ms",
+                9,
+                Some("1"),
+                INVALID_REQUEST,
+            ),
+            (
+                RESOURCE_TOPIC,
+                "t",
+                "cleanup.policy",
+                2,
+                Some("compact"),
+                INVALID_CONFIG,
+            ),
+            (RESOURCE_TOPIC, "t", "bogus", 0, Some("1"), INVALID_CONFIG),
+            (
                 RESOURCE_TOPIC,
                 "missing",
-                &[("retention.ms", 0, Some("1"))]
-            )
-            .await
-            .0,
-            UNKNOWN_TOPIC
-        );
-        assert_eq!(
-            incremental(
-                &api,
+                "retention.ms",
+                0,
+                Some("1"),
+                UNKNOWN_TOPIC,
+            ),
+            (
                 RESOURCE_BROKER,
                 "7",
-                &[("retention.ms", 0, Some("1"))]
-            )
-            .await
-            .0,
-            INVALID_REQUEST
-        );
+                "retention.ms",
+                0,
+                Some("1"),
+                INVALID_REQUEST,
+            ),
+        ];
+        for (kind, name, config, op, value, want) in refused {
+            let got = incremental(&api, kind, name, &[(config, op, value)])
+                .await
+                .0;
+            assert_eq!(got, want, "{kind} {name} {config} op {op}");
+        }
         assert_eq!(incremental(&api, 16, "x", &[]).await.0, INVALID_REQUEST);
         assert_eq!(stored(&api, "t").await, map(&[("retention.bytes", "5")]));
     }
