@@ -753,7 +753,15 @@ mod tests {
         assert_eq!(ok.0, 0);
         assert_eq!(stored(&api, "t").await, map(&[("retention.bytes", "5")]));
         // (resource type, name, config, operation, value) and the error Kafka answers.
-        let refused: [(i8, &str, &str, i8, Option<&str>, i16); 6] = [
+        type Refusal = (
+            i8,
+            &'static str,
+            &'static str,
+            i8,
+            Option<&'static str>,
+            i16,
+        );
+        let refused: [Refusal; 6] = [
             (
                 RESOURCE_TOPIC,
                 "t",
