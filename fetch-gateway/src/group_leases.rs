@@ -88,7 +88,7 @@ pub(crate) struct GroupLeases {
     catalog: Arc<Catalog>,
     config: GroupLeaseConfig,
     me: BrokerAddr,
-    owner_id: String,
+    pub(crate) owner_id: String,
     owner_addr: String,
     held: Mutex<Vec<Option<Held>>>,
     owners: Mutex<Vec<Option<LeaseRecord>>>,
@@ -166,6 +166,46 @@ impl GroupLeases {
             Some(h) if Instant::now() < h.valid_until => Some(h.epoch),
             _ => None,
         }
+    }
+
+    /// After a fenced write was refused with `stale`: the fence to retry with, if the lease is
+    /// still this replica's. The renewal round writes a new lease version before it records it
+    /// here, so a write in between carries the old version; the store then shows the lease
+    /// under this owner and epoch at a newer version. `None`: another replica holds the slot
+    /// (or this one no longer does), so the answer is NOT_COORDINATOR.
+    pub(crate) async fn confirm_fence(
+        &self,
+        group: &str,
+        stale: &LeaseFence,
+    ) -> Result<Option<LeaseFence>, CatalogError> {
+        let Some(epoch) = self.epoch(group) else {
+            return Ok(None);
+        };
+        if self.fence(group).as_ref() != Some(stale) {
+            // The round recorded a renewal meanwhile: its fence is current.
+            return Ok(self.fence(group));
+        }
+        let Some((lease, version)) = self.catalog.lease(&stale.name).await? else {
+            return Ok(None);
+        };
+        let ours = lease.owner == self.owner_id
+            && lease.epoch == epoch
+            && lease.expires_at_ms > now_ms()
+            && version != stale.version;
+        Ok(ours.then(|| LeaseFence {
+            name: stale.name.clone(),
+            version,
+        }))
+    }
+
+    /// Writes a renewal of `group`'s slot lease to the store without recording it, as the
+    /// round does between its write and its bookkeeping.
+    #[cfg(test)]
+    pub(crate) async fn renew_in_store_only(&self, group: &str) {
+        self.take(group_slot(group))
+            .await
+            .expect("store")
+            .expect("the lease is ours");
     }
 
     /// Whether this replica coordinates `group` right now.

@@ -357,19 +357,13 @@ impl GroupService {
             return Err(ResponseError::GroupIdNotFound);
         }
         self.groups.delete(group)?;
-        let fence = self
-            .leases
-            .fence(group)
-            .ok_or(ResponseError::NotCoordinator)?;
-        let partitions = offsets.into_iter().map(|(t, p, _)| (t, p)).collect();
+        let partitions: Vec<_> = offsets.into_iter().map(|(t, p, _)| (t, p)).collect();
         self.registered.forget(group);
-        catalog
-            .delete_group(group, partitions, Some(&fence))
-            .await
-            .map_err(|e| {
-                warn!(group, error = %e, "delete group: deleting offsets failed");
-                ResponseError::CoordinatorNotAvailable
-            })?;
+        self.fenced_write(group, |fence, _| {
+            let partitions = partitions.clone();
+            async move { catalog.delete_group(group, partitions, Some(&fence)).await }
+        })
+        .await?;
         info!(group, "group deleted");
         Ok(())
     }

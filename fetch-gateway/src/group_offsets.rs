@@ -34,7 +34,9 @@ use kafka_protocol::messages::{
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::Decodable;
-use kafscale_shared::catalog::{CatalogError, CommittedOffset, ITEM_FORMAT, TopicRecord, now_ms};
+use kafscale_shared::catalog::{
+    CatalogError, CommittedOffset, ITEM_FORMAT, LeaseFence, TopicRecord, now_ms,
+};
 use kafscale_shared::meta_store::MetaStoreError;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -185,46 +187,63 @@ impl GroupService {
         OffsetCommitResponse::default().with_topics(answers)
     }
 
-    /// Writes offsets under this coordinator's lease fence. A failed fence check is retried
-    /// with the fence of a renewal that raced the write; if the lease is gone, the answer is
-    /// NOT_COORDINATOR (the client finds the new coordinator and commits there).
+    /// Writes offsets under this coordinator's lease fence (entering the group in the
+    /// directory first under a new lease epoch).
     pub(crate) async fn store_offsets(
         &self,
         group: &str,
         writes: Vec<(Uuid, i32, CommittedOffset)>,
     ) -> Result<(), ResponseError> {
-        for _ in 0..FENCE_RETRIES {
-            let (Some(fence), Some(epoch)) = (self.leases.fence(group), self.leases.epoch(group))
-            else {
-                return Err(ResponseError::NotCoordinator);
-            };
-            let catalog = self.topics.catalog();
-            let stored = async {
+        let catalog = self.topics.catalog();
+        self.fenced_write(group, |fence, epoch| {
+            let writes = writes.clone();
+            async move {
                 if !self.registered.is_current(group, epoch) {
                     catalog.register_group(group, Some(&fence)).await?;
                     self.registered.insert(group, epoch);
                 }
-                catalog
-                    .commit_offsets(group, writes.clone(), Some(&fence))
-                    .await
-            };
-            match stored.await {
+                catalog.commit_offsets(group, writes, Some(&fence)).await
+            }
+        })
+        .await
+    }
+
+    /// Runs `write` under the fence of `group`'s coordinator lease. A write refused by the
+    /// store is retried when the lease is still this replica's (its own renewal raced the
+    /// write); if another replica holds it, the answer is NOT_COORDINATOR (the client finds
+    /// the new coordinator and writes there). Store failures answer COORDINATOR_NOT_AVAILABLE.
+    pub(crate) async fn fenced_write<F, Fut>(
+        &self,
+        group: &str,
+        write: F,
+    ) -> Result<(), ResponseError>
+    where
+        F: Fn(LeaseFence, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<(), CatalogError>>,
+    {
+        let (Some(mut fence), Some(epoch)) = (self.leases.fence(group), self.leases.epoch(group))
+        else {
+            return Err(ResponseError::NotCoordinator);
+        };
+        let unavailable = |e: CatalogError| {
+            warn!(group, error = %e, "group write failed");
+            ResponseError::CoordinatorNotAvailable
+        };
+        for _ in 0..FENCE_RETRIES {
+            match write(fence.clone(), epoch).await {
                 Ok(()) => return Ok(()),
                 Err(CatalogError::Store(MetaStoreError::ConditionFailed { .. })) => {
                     debug!(
                         group,
-                        "offset commit raced a lease change; checking the lease"
+                        "group write raced a lease change; checking the lease"
                     );
-                    if self.leases.fence(group).is_some_and(|f| f == fence) {
-                        // Same fence, yet refused: another replica took the lease.
-                        return Err(ResponseError::NotCoordinator);
+                    match self.leases.confirm_fence(group, &fence).await {
+                        Ok(Some(current)) => fence = current,
+                        Ok(None) => return Err(ResponseError::NotCoordinator),
+                        Err(e) => return Err(unavailable(e)),
                     }
                 }
-                Err(e) => {
-                    warn!(group, error = %e, "offset commit failed");
-                    // Retriable: the client looks the coordinator up again and retries.
-                    return Err(ResponseError::CoordinatorNotAvailable);
-                }
+                Err(e) => return Err(unavailable(e)),
             }
         }
         Err(ResponseError::NotCoordinator)
@@ -406,13 +425,14 @@ impl GroupService {
             );
         }
         if !deletes.is_empty() {
-            let Some(fence) = self.leases.fence(&group) else {
-                response.error_code = ResponseError::NotCoordinator.code();
-                return response;
-            };
-            if let Err(e) = catalog.delete_offsets(&group, deletes, Some(&fence)).await {
-                warn!(group, error = %e, "offset delete failed");
-                response.error_code = ResponseError::CoordinatorNotAvailable.code();
+            let deleted = self
+                .fenced_write(&group, |fence, _| {
+                    let (group, deletes) = (&group, deletes.clone());
+                    async move { catalog.delete_offsets(group, deletes, Some(&fence)).await }
+                })
+                .await;
+            if let Err(e) = deleted {
+                response.error_code = e.code();
             }
         }
         response
@@ -521,5 +541,52 @@ mod tests {
         a.leases.maintain(16).await;
         a.store_offsets("g", offset(2)).await.expect("a commits");
         assert_eq!(catalog.list_groups().await.expect("list"), ["g"]);
+    }
+
+    /// The renewal round writes the lease (a new item version) before it records the new
+    /// version in memory. A commit between the two carries the old version, is refused by the
+    /// store, and must find the lease still its own rather than answer NOT_COORDINATOR (seen
+    /// under CPU load, where the round task waits to be scheduled after its write).
+    #[tokio::test]
+    async fn a_commit_racing_the_coordinators_own_renewal_is_stored() {
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let a = replica(&catalog, 1001);
+        a.leases.maintain(16).await;
+        let before = a.leases.fence("g").expect("a coordinates g");
+        a.leases.renew_in_store_only("g").await;
+        a.store_offsets("g", offset(7)).await.expect("a commits");
+        let stored = catalog
+            .committed_offset("g", Uuid::from_u128(1), 0)
+            .await
+            .expect("read");
+        assert_eq!(stored.map(|o| o.offset), Some(7));
+        assert_eq!(
+            a.leases.fence("g").as_ref(),
+            Some(&before),
+            "the round records renewals, not commits"
+        );
+
+        // Another replica's lease is not mistaken for a renewal of ours.
+        let b = replica(&catalog, 1002);
+        a.leases.renew_in_store_only("g").await;
+        catalog
+            .release_lease(
+                &before.name,
+                &a.leases.owner_id,
+                catalog
+                    .lease(&before.name)
+                    .await
+                    .expect("read")
+                    .expect("lease")
+                    .1,
+            )
+            .await
+            .expect("release");
+        b.leases.maintain(16).await;
+        assert!(b.leases.owns("g"));
+        assert_eq!(
+            a.store_offsets("g", offset(8)).await,
+            Err(ResponseError::NotCoordinator)
+        );
     }
 }

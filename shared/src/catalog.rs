@@ -706,6 +706,15 @@ impl Catalog {
         Err(CatalogError::Contention(key))
     }
 
+    /// The lease `name` with its item version, if it was ever taken.
+    pub async fn lease(&self, name: &str) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
+        let key = lease_key(name);
+        match self.store.get(&key).await? {
+            Some(item) => Ok(Some((decode(&key, &item.value)?, item.version))),
+            None => Ok(None),
+        }
+    }
+
     /// Every lease whose name starts with `prefix`, with its item version.
     pub async fn leases(
         &self,
