@@ -172,6 +172,37 @@ pub(crate) enum MetaStoreLatencyPreset {
 /// Adds the latency of a cloud service to the stores (docs/benchmarks.md): every request
 /// waits a delay drawn from the preset's distribution, and requests are counted by type (the
 /// counts are logged at shutdown, for requests-per-GiB cost figures).
+/// Data lifecycle of the processes that own shards (indexer, standalone).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LifecycleArgs {
+    /// How often the shard owner applies `retention.ms` / `retention.bytes` to its partitions
+    /// (milliseconds; Kafka's `log.retention.check.interval.ms`).
+    #[arg(
+        long,
+        env = "KAFSCALE_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub(crate) retention_check_interval_ms: u64,
+}
+
+impl LifecycleArgs {
+    /// Starts the retention loop of `indexer` (topic configs over the table's defaults).
+    pub(crate) fn spawn_retention(
+        &self,
+        indexer: Arc<kafscale_indexer::Indexer>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        if self.retention_check_interval_ms < 100 {
+            anyhow::bail!("--retention-check-interval-ms must be at least 100");
+        }
+        Ok(tokio::spawn(indexer.run_retention_loop(
+            ClusterDefaults::default(),
+            Duration::from_millis(self.retention_check_interval_ms),
+            shutdown.clone(),
+        )))
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct SimulationArgs {
     /// Simulated object-store latency: none, s3-standard or s3-express.

@@ -16,7 +16,7 @@ use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::args::{advertised_or_bound, split_host_port};
+use crate::args::{LifecycleArgs, advertised_or_bound, split_host_port};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
 
@@ -44,6 +44,8 @@ pub(crate) struct IndexerProcessArgs {
     lease_ttl_ms: u64,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    lifecycle: LifecycleArgs,
 }
 
 pub(crate) async fn run(
@@ -92,6 +94,7 @@ pub(crate) async fn run(
     )?;
     let http_task = tokio::spawn(http_server);
     let lease_task = tokio::spawn(indexer.clone().run_lease_loop(shutdown.clone()));
+    let retention_task = args.lifecycle.spawn_retention(indexer.clone(), &shutdown)?;
     ready.set(true);
     println!("kafscale indexer listening http={http_addr} id={owner_id}");
     info!(%http_addr, %owner_addr, %owner_id, shards = cluster.shard_count, "indexer ready");
@@ -99,7 +102,7 @@ pub(crate) async fn run(
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: releasing shard leases");
-    crate::drain_within(vec![lease_task, http_task]).await;
+    crate::drain_within(vec![retention_task, lease_task, http_task]).await;
     info!("stopped");
     Ok(())
 }

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin_api::{self, AdminApiArgs, AdminState};
-use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, SimulationArgs};
+use crate::args::{
+    BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, LifecycleArgs, SimulationArgs,
+};
 use crate::http::{self, Readiness};
 use crate::tiers::KafkaTiers;
 
@@ -43,6 +45,8 @@ pub(crate) struct StandaloneArgs {
     shards: u32,
     #[command(flatten)]
     simulation: SimulationArgs,
+    #[command(flatten)]
+    lifecycle: LifecycleArgs,
 }
 
 /// Runs standalone mode until `shutdown` fires, then flushes and stops.
@@ -156,6 +160,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
             }
         })
     };
+    let retention_task = args.lifecycle.spawn_retention(indexer.clone(), &shutdown)?;
     let http_task = tokio::spawn(http_server);
     ready.set(true);
     println!(
@@ -167,7 +172,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
-    running.stop(vec![renewer, http_task]).await;
+    running.stop(vec![retention_task, renewer, http_task]).await;
     simulated.log_summary();
     info!("stopped");
     Ok(())

@@ -47,7 +47,11 @@ impl KafkaTiers {
             GroupService::start(topics.clone(), self.groups, shutdown.clone()).await;
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
-            Arc::new(IngestHandler::new(topics, self.buffer.clone())),
+            Arc::new(IngestHandler::new(
+                topics,
+                self.buffer.clone(),
+                self.sequencer.clone(),
+            )),
             Arc::new(FetchHandler::new(self.fetch.clone())),
             Arc::new(GroupHandler::new(groups.clone())),
         ]));

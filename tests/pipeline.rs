@@ -158,14 +158,18 @@ impl Pipeline {
         };
         let (groups, _groups_task) =
             GroupService::start(topics.clone(), group_config, shutdown.clone()).await;
+        let sequencer: Arc<dyn Sequencer> = indexer;
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
-            Arc::new(IngestHandler::new(topics, buffer.clone())),
+            Arc::new(IngestHandler::new(
+                topics,
+                buffer.clone(),
+                sequencer.clone(),
+            )),
             Arc::new(FetchHandler::new(fetch)),
             Arc::new(GroupHandler::new(groups)),
         ]));
         let flusher_shutdown = CancellationToken::new();
-        let sequencer: Arc<dyn Sequencer> = indexer;
         let flusher =
             tokio::spawn(buffer.run_flusher(objects, sequencer, flusher_shutdown.clone()));
         let server = tokio::spawn(server.run(router, shutdown.clone()));
@@ -1305,6 +1309,7 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
             (18, 0, 4), // ApiVersions
             (19, 2, 7), // CreateTopics
             (20, 1, 6), // DeleteTopics
+            (21, 0, 2), // DeleteRecords
             (22, 0, 4), // InitProducerId
             (32, 1, 4), // DescribeConfigs
             (33, 0, 2), // AlterConfigs
@@ -1317,6 +1322,7 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
     );
 
     config_api_sweep(&mut c).await;
+    delete_records_sweep(&mut c).await;
 
     // CreatePartitions at every version (a topic of 1 partition, one more per version).
     c.create_topic("grow", 1).await;
@@ -1498,6 +1504,56 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
 
 /// DescribeConfigs, AlterConfigs, IncrementalAlterConfigs and DescribeCluster at every
 /// advertised version, each one's effect seen through the next.
+/// DeleteRecords at every version: each moves the log start one record further (it answers
+/// the new low watermark, and ListOffsets earliest agrees); past the high watermark is
+/// OFFSET_OUT_OF_RANGE, an unknown partition UNKNOWN_TOPIC_OR_PARTITION, -1 the high watermark.
+async fn delete_records_sweep(c: &mut Client) {
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    c.create_topic("trim", 1).await;
+    for i in 0..5 {
+        let (error, base) = c
+            .produce_one("trim", 0, batch(&[rec("k", &format!("v{i}"), 1)], None))
+            .await;
+        assert_eq!((error, base), (0, i));
+    }
+    async fn delete(c: &mut Client, v: i16, partition: i32, offset: i64) -> (i16, i64) {
+        let request = DeleteRecordsRequest::default()
+            .with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(name("trim"))
+                    .with_partitions(vec![
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(partition)
+                            .with_offset(offset),
+                    ]),
+            ])
+            .with_timeout_ms(5000);
+        let response = c.call(v, &request).await;
+        let p = &response.topics[0].partitions[0];
+        assert_eq!(p.partition_index, partition);
+        (p.error_code, p.low_watermark)
+    }
+    for v in 0..=2i16 {
+        let offset = v as i64 + 1;
+        assert_eq!(
+            delete(c, v, 0, offset).await,
+            (0, offset),
+            "DeleteRecords v{v}"
+        );
+        assert_eq!(c.list_offset("trim", 0, -2).await, (0, offset, -1));
+    }
+    assert_eq!(delete(c, 2, 0, 6).await, (1, -1), "past the high watermark");
+    assert_eq!(delete(c, 2, 1, 0).await, (3, -1), "unknown partition");
+    assert_eq!(
+        delete(c, 2, 0, -1).await,
+        (0, 5),
+        "-1: up to the high watermark"
+    );
+}
+
 async fn config_api_sweep(c: &mut Client) {
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     use kafka_protocol::messages::{

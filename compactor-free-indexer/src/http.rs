@@ -4,6 +4,9 @@
 //! for an invalid request). Commits are idempotent per segment and shard, so the gateway may
 //! retry any failure, including a timeout whose outcome it does not know.
 //!
+//! `POST /v1/delete-records` moves one partition's log start offset (Kafka's DeleteRecords),
+//! with the same statuses.
+//!
 //! `GET /v1/watermarks?after=N&wait_ms=M` is the high-watermark change feed of this replica
 //! (a long poll: it answers as soon as there is a change after number `N`, or after `M` ms,
 //! with a [`WatermarkFeed`]); fetch gateways follow it so their long polls wake the moment a
@@ -18,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kafscale_shared::sequencer::{CommitRequest, Sequencer, SequencerError};
+use kafscale_shared::sequencer::{CommitRequest, DeleteRecordsRequest, Sequencer, SequencerError};
 use kafscale_shared::watermarks::{WatermarkFeed, Watermarks};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -27,6 +30,11 @@ use crate::Indexer;
 
 /// Path of the commit endpoint.
 pub const COMMIT_PATH: &str = "/v1/commit";
+
+/// Path of the DeleteRecords endpoint (a [`DeleteRecordsRequest`]; answers a
+/// `DeleteRecordsResponse`, or a [`SequencerError`]: 404 unknown partition, 416 offset past
+/// the high watermark, and the commit endpoint's statuses otherwise).
+pub const DELETE_RECORDS_PATH: &str = "/v1/delete-records";
 
 /// Path of the high-watermark change feed.
 pub const WATERMARKS_PATH: &str = "/v1/watermarks";
@@ -46,6 +54,8 @@ fn status_of(e: &SequencerError) -> StatusCode {
         | SequencerError::ShuttingDown
         | SequencerError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
         SequencerError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+        SequencerError::UnknownPartition => StatusCode::NOT_FOUND,
+        SequencerError::OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
     }
 }
 
@@ -70,10 +80,30 @@ async fn commit(
     }
 }
 
+async fn delete_records(
+    State(indexer): State<Arc<Indexer>>,
+    Json(request): Json<DeleteRecordsRequest>,
+) -> Response {
+    // On its own task for the same reason as a commit: the write may be on its way.
+    let moved = tokio::spawn(
+        async move { indexer.delete_records(request).await }.instrument(tracing::Span::current()),
+    )
+    .await;
+    match moved {
+        Ok(Ok(r)) => (StatusCode::OK, Json(r)).into_response(),
+        Ok(Err(e)) => (status_of(&e), Json(e)).into_response(),
+        Err(e) => {
+            let e = SequencerError::Unreachable(format!("delete-records task failed: {e}"));
+            (status_of(&e), Json(e)).into_response()
+        }
+    }
+}
+
 /// The routes of the commit API, to be merged into the indexer's HTTP server.
 pub fn commit_routes(indexer: Arc<Indexer>) -> Router {
     Router::new()
         .route(COMMIT_PATH, post(commit))
+        .route(DELETE_RECORDS_PATH, post(delete_records))
         .layer(DefaultBodyLimit::max(MAX_COMMIT_BODY))
         .with_state(indexer)
 }

@@ -15,4 +15,4 @@ pub mod http;
 mod sequencing;
 pub mod status;
 
-pub use sequencing::{Indexer, IndexerConfig, IndexerError, LeaseReport};
+pub use sequencing::{Indexer, IndexerConfig, IndexerError, LeaseReport, RetentionReport};

@@ -19,8 +19,8 @@ use kafscale_shared::catalog::{
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
 use kafscale_shared::metrics as names;
 use kafscale_shared::sequencer::{
-    BatchOutcome, CommitBatch, CommitRequest, CommitResponse, RejectReason, Sequencer,
-    SequencerError,
+    BatchOutcome, CommitBatch, CommitRequest, CommitResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, RejectReason, Sequencer, SequencerError,
 };
 use kafscale_shared::shards::{shard_lease_name, shard_of};
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
@@ -30,6 +30,9 @@ use tracing::{Instrument, debug, info, instrument, warn};
 use uuid::Uuid;
 
 use crate::status::{ShardStats, ShardStatusList};
+
+mod retention;
+pub use retention::RetentionReport;
 
 /// Settings of one indexer replica.
 #[derive(Debug, Clone)]
@@ -920,6 +923,23 @@ impl Sequencer for Indexer {
             m.records.increment(records);
         }
         result
+    }
+
+    async fn delete_records(
+        &self,
+        request: DeleteRecordsRequest,
+    ) -> Result<DeleteRecordsResponse, SequencerError> {
+        let shard_count = self.config.shard_count.max(1);
+        if shard_of(request.topic_id, request.partition, shard_count) != request.shard {
+            return Err(SequencerError::InvalidRequest(format!(
+                "partition {} of {} is not in shard {}",
+                request.partition, request.topic_id, request.shard
+            )));
+        }
+        let log_start_offset = self
+            .move_log_start(request.topic_id, request.partition, request.offset)
+            .await?;
+        Ok(DeleteRecordsResponse { log_start_offset })
     }
 }
 

@@ -38,9 +38,10 @@ impl IngestError {
                 IngestError::Fenced(e.to_string())
             }
             SequencerError::ShuttingDown => IngestError::ShuttingDown,
-            SequencerError::StoreUnavailable(_) | SequencerError::InvalidRequest(_) => {
-                IngestError::Commit(e.to_string())
-            }
+            SequencerError::StoreUnavailable(_)
+            | SequencerError::InvalidRequest(_)
+            | SequencerError::UnknownPartition
+            | SequencerError::OffsetOutOfRange { .. } => IngestError::Commit(e.to_string()),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The ingest role's Kafka APIs: Produce and InitProducerId.
+//! The ingest role's Kafka APIs: Produce, InitProducerId and DeleteRecords.
 //!
 //! Metrics: records and bytes accepted per topic (the topic label is bounded by the number of
 //! topics; handles are cached per topic id so a request costs a read lock and two atomic adds
@@ -19,36 +19,45 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafscale_shared::batch::validate_produce_batch;
-use kafscale_shared::sequencer::BatchOutcome;
+use kafscale_shared::sequencer::{BatchOutcome, Sequencer};
 use kafscale_shared::topic_api::TopicApi;
 use kafscale_shared::wire::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::buffer::{FlushOutcome, SegmentBuffer};
+use crate::delete_records::delete_records;
 use crate::error::IngestError;
 use crate::producer_ids::ProducerIds;
 
-/// Produce v3-11 (record batches v2, topic names), InitProducerId v0-4.
-pub const INGEST_APIS: [ApiSupport; 2] = [
+/// Produce v3-11 (record batches v2, topic names), InitProducerId v0-4, DeleteRecords v0-2.
+pub const INGEST_APIS: [ApiSupport; 3] = [
     ApiSupport::new(ApiKey::Produce, 3, 11),
     ApiSupport::new(ApiKey::InitProducerId, 0, 4),
+    ApiSupport::new(ApiKey::DeleteRecords, 0, 2),
 ];
 
-/// Serves Produce and InitProducerId.
+/// Serves Produce, InitProducerId and DeleteRecords.
 pub struct IngestHandler {
     topics: TopicApi,
     buffer: Arc<SegmentBuffer>,
+    sequencer: Arc<dyn Sequencer>,
     producer_ids: Arc<ProducerIds>,
     metrics: ProduceMetrics,
 }
 
 impl IngestHandler {
-    pub fn new(topics: TopicApi, buffer: Arc<SegmentBuffer>) -> Self {
+    /// `sequencer` is the one the buffer's flusher commits to (it also moves log starts).
+    pub fn new(
+        topics: TopicApi,
+        buffer: Arc<SegmentBuffer>,
+        sequencer: Arc<dyn Sequencer>,
+    ) -> Self {
         let producer_ids = Arc::new(ProducerIds::new(topics.catalog().clone()));
         IngestHandler {
             topics,
             buffer,
+            sequencer,
             producer_ids,
             metrics: ProduceMetrics::default(),
         }
@@ -302,6 +311,12 @@ impl KafkaHandler for IngestHandler {
         match request {
             RequestKind::Produce(r) => self.start_produce(&ctx, r).await,
             RequestKind::InitProducerId(r) => Dispatch::ready(self.init_producer_id(r).await),
+            RequestKind::DeleteRecords(r) => {
+                let shard_count = self.buffer.config().shard_count;
+                Dispatch::ready(
+                    delete_records(&self.topics, &*self.sequencer, shard_count, r).await,
+                )
+            }
             _ => {
                 let api = ctx.api_key;
                 Dispatch::Respond(Box::pin(async move {

@@ -8,6 +8,7 @@
 
 mod buffer;
 mod config;
+mod delete_records;
 mod error;
 mod handler;
 mod producer_ids;

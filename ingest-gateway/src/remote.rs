@@ -1,5 +1,5 @@
-//! The network implementation of [`Sequencer`]: sends each shard's commit to the indexer that
-//! holds the shard's lease.
+//! The network implementation of [`Sequencer`]: sends each shard's commits (and DeleteRecords)
+//! to the indexer that holds the shard's lease.
 //!
 //! Owners are found through the lease items in the metadata store (cached briefly). When the
 //! owner answers "not mine"/"fenced" or cannot be reached, the directory is re-read and the
@@ -14,13 +14,19 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kafscale_shared::catalog::{Catalog, now_ms};
 use kafscale_shared::http_client::HttpClient;
-use kafscale_shared::sequencer::{CommitRequest, CommitResponse, Sequencer, SequencerError};
+use kafscale_shared::sequencer::{
+    CommitRequest, CommitResponse, DeleteRecordsRequest, DeleteRecordsResponse, Sequencer,
+    SequencerError,
+};
 use kafscale_shared::shards::{SHARD_LEASE_PREFIX, shard_of_lease_name};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-/// Path of the indexer's commit endpoint.
+/// Paths of the indexer's commit and DeleteRecords endpoints.
 const COMMIT_PATH: &str = "/v1/commit";
+const DELETE_RECORDS_PATH: &str = "/v1/delete-records";
 const DIRECTORY_TTL: Duration = Duration::from_secs(1);
 
 /// Settings of the network sequencer.
@@ -93,8 +99,13 @@ impl RemoteSequencer {
         Ok(owners.1.get(&shard).cloned())
     }
 
-    async fn send(&self, addr: &str, body: Bytes) -> Result<CommitResponse, SequencerError> {
-        let uri = format!("http://{addr}{COMMIT_PATH}");
+    async fn send<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<T, SequencerError> {
+        let uri = format!("http://{addr}{path}");
         let answer = self
             .client
             .post_json(&uri, body, self.config.request_timeout)
@@ -102,8 +113,8 @@ impl RemoteSequencer {
             .map_err(|e| SequencerError::Unreachable(e.to_string()))?;
         let status = answer.status();
         if status.is_success() {
-            serde_json::from_slice::<CommitResponse>(answer.body())
-                .map_err(|e| SequencerError::Unreachable(format!("bad commit answer: {e}")))
+            serde_json::from_slice::<T>(answer.body())
+                .map_err(|e| SequencerError::Unreachable(format!("bad indexer answer: {e}")))
         } else {
             Err(
                 serde_json::from_slice::<SequencerError>(answer.body()).unwrap_or_else(|_| {
@@ -112,25 +123,26 @@ impl RemoteSequencer {
             )
         }
     }
-}
 
-#[async_trait]
-impl Sequencer for RemoteSequencer {
-    async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
+    /// Sends `request` to `shard`'s owner at `path`, re-resolving the owner while it is gone
+    /// or changing hands, until `failover_timeout` passes. Only for idempotent requests.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        shard: u32,
+        path: &str,
+        request: &impl Serialize,
+    ) -> Result<T, SequencerError> {
         let body = Bytes::from(
-            serde_json::to_vec(&request)
+            serde_json::to_vec(request)
                 .map_err(|e| SequencerError::InvalidRequest(e.to_string()))?,
         );
         let deadline = Instant::now() + self.config.failover_timeout;
         let mut delay = Duration::from_millis(50);
         let mut refresh = false;
         loop {
-            let outcome = match self.owner(request.shard, refresh).await? {
-                Some(addr) => self.send(&addr, body.clone()).await,
-                None => Err(SequencerError::NotOwner {
-                    shard: request.shard,
-                    owner: None,
-                }),
+            let outcome = match self.owner(shard, refresh).await? {
+                Some(addr) => self.send(&addr, path, body.clone()).await,
+                None => Err(SequencerError::NotOwner { shard, owner: None }),
             };
             match outcome {
                 Ok(r) => return Ok(r),
@@ -139,16 +151,32 @@ impl Sequencer for RemoteSequencer {
                     | SequencerError::Fenced(_)
                     | SequencerError::Unreachable(_)),
                 ) if Instant::now() < deadline => {
-                    debug!(shard = request.shard, error = %e, "shard owner changed or unreachable; re-resolving");
+                    debug!(shard, error = %e, "shard owner changed or unreachable; re-resolving");
                     refresh = true;
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
                 Err(e) => {
-                    warn!(shard = request.shard, error = %e, "commit failed");
+                    warn!(shard, path, error = %e, "indexer request failed");
                     return Err(e);
                 }
             }
         }
+    }
+}
+
+#[async_trait]
+impl Sequencer for RemoteSequencer {
+    async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
+        self.call(request.shard, COMMIT_PATH, &request).await
+    }
+
+    /// Idempotent too: moving the log start to the same offset again changes nothing.
+    async fn delete_records(
+        &self,
+        request: DeleteRecordsRequest,
+    ) -> Result<DeleteRecordsResponse, SequencerError> {
+        self.call(request.shard, DELETE_RECORDS_PATH, &request)
+            .await
     }
 }

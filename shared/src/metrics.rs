@@ -85,6 +85,10 @@ pub const INDEXER_SHARDS_OWNED: &str = "kafscale_indexer_shards_owned";
 pub const INDEXER_LEASES_ACQUIRED: &str = "kafscale_indexer_lease_acquisitions_total";
 pub const INDEXER_LEASES_LOST: &str = "kafscale_indexer_lease_losses_total";
 pub const INDEXER_FENCED: &str = "kafscale_indexer_fenced_writes_total";
+pub const INDEXER_RETENTION_ENTRIES: &str = "kafscale_indexer_retention_entries_removed_total";
+pub const INDEXER_RETENTION_BYTES: &str = "kafscale_indexer_retention_bytes_removed_total";
+pub const INDEXER_RETENTION_LAST_PASS: &str =
+    "kafscale_indexer_retention_last_pass_timestamp_seconds";
 pub const FETCH_REQUESTS: &str = "kafscale_fetch_requests_total";
 pub const FETCH_BYTES: &str = "kafscale_fetch_bytes_total";
 pub const FETCH_DURATION: &str = "kafscale_fetch_duration_seconds";
@@ -248,6 +252,24 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &[],
         "Commit writes refused because the shard lease had moved on.",
+    ),
+    def(
+        INDEXER_RETENTION_ENTRIES,
+        Counter,
+        &[],
+        "Index entries removed by retention (their records are below the log start now).",
+    ),
+    def(
+        INDEXER_RETENTION_BYTES,
+        Counter,
+        &[],
+        "Record-batch bytes of the index entries removed by retention.",
+    ),
+    def(
+        INDEXER_RETENTION_LAST_PASS,
+        Gauge,
+        &[],
+        "Unix time of the last retention pass that ran to its end.",
     ),
     def(FETCH_REQUESTS, Counter, &[], "Fetch requests served."),
     def(

@@ -89,16 +89,49 @@ pub enum SequencerError {
     ShuttingDown,
     #[error("invalid commit request: {0}")]
     InvalidRequest(String),
+    /// DeleteRecords of a partition that does not exist.
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    /// DeleteRecords past the high watermark (or below -1).
+    #[error("offset {offset} is outside the partition's log (high watermark {high_watermark})")]
+    OffsetOutOfRange { offset: i64, high_watermark: i64 },
 }
 
 impl SequencerError {
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, SequencerError::InvalidRequest(_))
+        !matches!(
+            self,
+            SequencerError::InvalidRequest(_)
+                | SequencerError::UnknownPartition
+                | SequencerError::OffsetOutOfRange { .. }
+        )
     }
 }
 
-/// Assigns offsets to the batches of uploaded segments.
+/// DeleteRecords of one partition, sent to its shard's owner: the log start offset becomes
+/// `offset` (-1: the high watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRecordsRequest {
+    pub shard: u32,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The partition's log start offset after a DeleteRecords (Kafka's "low watermark").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRecordsResponse {
+    pub log_start_offset: i64,
+}
+
+/// Assigns offsets to the batches of uploaded segments, and moves log start offsets (the
+/// shard owner is the one writer of its partitions' rows).
 #[async_trait]
 pub trait Sequencer: Send + Sync + 'static {
     async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError>;
+
+    async fn delete_records(
+        &self,
+        request: DeleteRecordsRequest,
+    ) -> Result<DeleteRecordsResponse, SequencerError>;
 }

@@ -306,6 +306,32 @@ impl ClusterDefaults {
     }
 }
 
+/// What retention keeps of each partition of a topic (`retention.ms`, `retention.bytes`;
+/// `None` = no limit, Kafka's -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub max_age_ms: Option<i64>,
+    pub max_bytes: Option<u64>,
+}
+
+impl ClusterDefaults {
+    /// The retention of a topic with the configs `stored` on it (a value that does not parse,
+    /// which validation keeps out of the store, counts as the cluster value).
+    pub fn retention(&self, stored: &BTreeMap<String, String>) -> Retention {
+        let limit = |name: &str| -> Option<i64> {
+            let def = config_def(name)?;
+            let value = |v: &str| v.trim().parse::<i64>().ok();
+            let parsed = stored.get(name).and_then(|v| value(v));
+            let n = parsed.or_else(|| value(&self.value(def).0))?;
+            (n >= 0).then_some(n)
+        };
+        Retention {
+            max_age_ms: limit("retention.ms"),
+            max_bytes: limit("retention.bytes").map(|b| b as u64),
+        }
+    }
+}
+
 /// One config of a topic as described: its value and source, and the cluster value below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectiveConfig {
@@ -478,6 +504,21 @@ mod tests {
         assert!(refused("cleanup.policy", "delete,compact").contains("not supported"));
         assert!(refused("message.timestamp.type", "LogAppendTime").contains("CRC"));
         assert!(refused("retention.ms", "soon").contains("must be an integer"));
+        let cluster = ClusterDefaults::default();
+        assert_eq!(
+            cluster.retention(&set(&[])),
+            Retention {
+                max_age_ms: Some(604_800_000),
+                max_bytes: None
+            }
+        );
+        assert_eq!(
+            cluster.retention(&set(&[("retention.ms", "-1"), ("retention.bytes", "4096")])),
+            Retention {
+                max_age_ms: None,
+                max_bytes: Some(4096)
+            }
+        );
         assert!(refused("retention.ms", "-2").contains("-1"));
         assert!(refused("retention.bytes", "-5").contains("-1"));
         assert!(refused("max.message.bytes", "-1").contains("between 0"));

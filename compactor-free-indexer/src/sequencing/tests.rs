@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore};
 
 use kafscale_shared::shards::shard_of;
+use kafscale_shared::topic_config::ClusterDefaults;
 
 use super::*;
 
@@ -746,4 +747,173 @@ async fn producer_state_is_written_only_over_the_version_it_was_read_at() {
         .expect("read")
         .expect("row");
     assert_eq!(after, version + 2);
+}
+
+/// Commits `segments` segments of one batch each (3 offsets, 100 bytes) to partition 0, the
+/// k-th with max timestamp 2000 + k * 1000.
+async fn commit_segments(indexer: &Indexer, id: Uuid, segments: usize) {
+    for k in 0..segments {
+        let mut b = batch(id, 0, 0, 3);
+        b.max_timestamp = 2000 + k as i64 * 1000;
+        indexer
+            .commit(req(&format!("seg-{k}"), vec![b]))
+            .await
+            .expect("commit");
+    }
+}
+
+fn retention(ms: Option<&str>, bytes: Option<&str>) -> BTreeMap<String, String> {
+    let mut c = BTreeMap::new();
+    if let Some(ms) = ms {
+        c.insert("retention.ms".to_string(), ms.to_string());
+    }
+    if let Some(bytes) = bytes {
+        c.insert("retention.bytes".to_string(), bytes.to_string());
+    }
+    c
+}
+
+async fn set_configs(catalog: &Catalog, configs: BTreeMap<String, String>) {
+    catalog
+        .update_topic_configs::<CatalogError>("t", |_| Ok(configs.clone()))
+        .await
+        .expect("configs");
+}
+
+#[tokio::test]
+async fn retention_by_time_drops_whole_expired_entries_and_moves_the_log_start() {
+    let (catalog, watermarks, indexer, id) = setup(1).await;
+    commit_segments(&indexer, id, 5).await;
+    set_configs(&catalog, retention(Some("1500"), None)).await;
+    let defaults = ClusterDefaults::default();
+    // Now 5000: entries whose newest record is older than 3500 go (timestamps 2000, 3000).
+    let report = indexer
+        .enforce_retention(&defaults, 5000)
+        .await
+        .expect("pass");
+    assert_eq!(
+        (
+            report.entries_removed,
+            report.bytes_removed,
+            report.records_removed
+        ),
+        (2, 200, 6)
+    );
+    let (part, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!(
+        (part.log_start_offset, part.next_offset, part.bytes),
+        (6, 15, 300)
+    );
+    let left = catalog
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("index");
+    assert_eq!(left.first().map(|e| e.base_offset), Some(6));
+    assert_eq!(left.len(), 3);
+    assert_eq!(watermarks.get(id, 0).map(|w| w.log_start_offset), Some(6));
+    // A second pass at the same time removes nothing more.
+    let again = indexer
+        .enforce_retention(&defaults, 5000)
+        .await
+        .expect("pass");
+    assert_eq!(again, RetentionReport::default());
+    // Commits keep going and answer the new log start.
+    let r = indexer
+        .commit(req("after", vec![batch(id, 0, 0, 1)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        r.outcomes,
+        vec![BatchOutcome::Appended {
+            base_offset: 15,
+            log_start_offset: 6
+        }]
+    );
+    // Forever (-1) keeps everything.
+    set_configs(&catalog, retention(Some("-1"), None)).await;
+    let forever = indexer
+        .enforce_retention(&defaults, i64::MAX / 2)
+        .await
+        .expect("pass");
+    assert_eq!(forever.entries_removed, 0);
+}
+
+#[tokio::test]
+async fn retention_by_size_keeps_at_least_retention_bytes() {
+    let (catalog, _, indexer, id) = setup(1).await;
+    commit_segments(&indexer, id, 5).await;
+    set_configs(&catalog, retention(Some("-1"), Some("250"))).await;
+    let report = indexer
+        .enforce_retention(&ClusterDefaults::default(), 5000)
+        .await
+        .expect("pass");
+    // 500 bytes: dropping 100 leaves 400 ≥ 250, 300 ≥ 250, then 200 < 250 stops.
+    assert_eq!(report.entries_removed, 2);
+    let (part, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!((part.log_start_offset, part.bytes), (6, 300));
+}
+
+#[tokio::test]
+async fn delete_records_moves_the_log_start_inside_an_entry_and_refuses_past_the_end() {
+    let (catalog, watermarks, indexer, id) = setup(1).await;
+    commit_segments(&indexer, id, 3).await;
+    // Offset 4 is inside the second entry (3..=5): the first goes, the second stays.
+    assert_eq!(indexer.move_log_start(id, 0, 4).await.expect("delete"), 4);
+    let left = catalog
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("index");
+    assert_eq!(
+        left.iter().map(|e| e.base_offset).collect::<Vec<_>>(),
+        [3, 6]
+    );
+    assert_eq!(watermarks.get(id, 0).map(|w| w.log_start_offset), Some(4));
+    // Never backwards.
+    assert_eq!(indexer.move_log_start(id, 0, 2).await.expect("delete"), 4);
+    assert!(matches!(
+        indexer.move_log_start(id, 0, 10).await,
+        Err(SequencerError::OffsetOutOfRange {
+            offset: 10,
+            high_watermark: 9
+        })
+    ));
+    // -1: up to the high watermark, every entry gone.
+    assert_eq!(indexer.move_log_start(id, 0, -1).await.expect("delete"), 9);
+    assert!(
+        catalog
+            .index_entries_from(id, 0, 0, None)
+            .await
+            .expect("index")
+            .is_empty()
+    );
+    assert!(matches!(
+        indexer.move_log_start(id, 7, 0).await,
+        Err(SequencerError::UnknownPartition)
+    ));
+}
+
+#[tokio::test]
+async fn a_log_start_write_of_a_deposed_owner_is_fenced() {
+    let (catalog, _, indexer, id) = setup(1).await;
+    commit_segments(&indexer, id, 2).await;
+    // Another replica takes the shard after the lease expired.
+    let lease = shard_lease_name(0);
+    let (record, version) = catalog.lease(&lease).await.expect("read").expect("lease");
+    assert!(
+        catalog
+            .release_lease(&lease, &record.owner, version)
+            .await
+            .expect("release")
+    );
+    catalog
+        .acquire_lease(&lease, "b", "b:1", Duration::from_secs(30))
+        .await
+        .expect("take")
+        .expect("free");
+    assert!(matches!(
+        indexer.move_log_start(id, 0, 3).await,
+        Err(SequencerError::Fenced(_))
+    ));
+    let (part, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!(part.log_start_offset, 0, "nothing moved");
 }

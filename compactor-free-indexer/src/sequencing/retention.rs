@@ -1,0 +1,319 @@
+//! Retention and DeleteRecords: moving a partition's log start offset forward.
+//!
+//! Nothing is rewritten (the indexer is compactor-free): a partition forgets its oldest index
+//! entries and its log start offset moves past them. Both happen in ONE conditional write,
+//! fenced by the shard lease like every commit and conditioned on the partition row's version,
+//! so a deposed owner cannot move the log start and no reader ever finds an index entry below
+//! it. The entries go by whole entries, oldest first, as Kafka deletes whole segments: an
+//! entry goes when its newest record is older than `retention.ms`, or while the partition
+//! without it still holds at least `retention.bytes`. DeleteRecords may put the log start in
+//! the middle of an entry; the entry stays until the log start passes its last offset.
+//!
+//! The segment objects themselves stay: a segment is garbage once the log start of every
+//! partition in it has passed it, which garbage collection reads from the partition rows this
+//! write updates.
+
+use std::time::Duration;
+
+use kafscale_shared::catalog::{self, IndexEntry};
+use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
+use kafscale_shared::metrics as names;
+use kafscale_shared::sequencer::SequencerError;
+use kafscale_shared::shards::shard_of;
+use kafscale_shared::topic_config::{ClusterDefaults, Retention};
+use kafscale_shared::watermarks::PartitionOffsets;
+use tracing::{Instrument, debug, info, warn};
+use uuid::Uuid;
+
+use super::{Indexer, PartitionId, ShardState};
+
+/// Index entries removed in one write at most (besides the lease check and the partition
+/// row), so a long backlog is forgotten in steps that each stand on their own.
+const ENTRIES_PER_WRITE: usize = 256;
+
+/// What one retention pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub partitions_trimmed: u64,
+    pub entries_removed: u64,
+    pub bytes_removed: u64,
+    pub records_removed: u64,
+}
+
+/// How far to move a partition's log start.
+#[derive(Debug, Clone, Copy)]
+enum Trim {
+    /// Drop what `retention` no longer keeps, as of `now_ms`.
+    Retention { retention: Retention, now_ms: i64 },
+    /// DeleteRecords: the log start becomes this offset (at most the high watermark).
+    Before(i64),
+}
+
+impl Trim {
+    /// Whether `entry` (the oldest left) goes, with `bytes` held by the partition.
+    fn drops(&self, entry: &IndexEntry, bytes: u64) -> bool {
+        match *self {
+            Trim::Retention { retention, now_ms } => {
+                let expired = retention
+                    .max_age_ms
+                    .is_some_and(|age| entry.max_timestamp < now_ms.saturating_sub(age));
+                let too_big = retention
+                    .max_bytes
+                    .is_some_and(|max| bytes.saturating_sub(entry.byte_len) >= max);
+                expired || too_big
+            }
+            Trim::Before(offset) => entry.last_offset < offset,
+        }
+    }
+}
+
+impl Indexer {
+    /// One retention pass over the partitions of the shards this replica owns, with each
+    /// topic's `retention.ms` / `retention.bytes` over `defaults`.
+    pub async fn enforce_retention(
+        &self,
+        defaults: &ClusterDefaults,
+        now_ms: i64,
+    ) -> Result<RetentionReport, SequencerError> {
+        let store_err = |e: catalog::CatalogError| SequencerError::StoreUnavailable(e.to_string());
+        let topics = self.catalog.list_topics().await.map_err(store_err)?;
+        let shard_count = self.config.shard_count.max(1);
+        let owned = self.owned_shards().await;
+        let mut report = RetentionReport::default();
+        for topic in topics {
+            let retention = defaults.retention(&topic.configs);
+            if retention == Retention::default() {
+                continue;
+            }
+            for partition in 0..topic.partitions {
+                let shard = shard_of(topic.topic_id, partition, shard_count);
+                if !owned.contains(&shard) {
+                    continue;
+                }
+                let trim = Trim::Retention { retention, now_ms };
+                match self.trim(shard, (topic.topic_id, partition), trim).await {
+                    Ok(Some((_, removed))) => report.add(&removed),
+                    Ok(None) => {}
+                    // A shard lost meanwhile is its new owner's to trim.
+                    Err(SequencerError::NotOwner { .. } | SequencerError::Fenced(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        metrics::counter!(names::INDEXER_RETENTION_ENTRIES).increment(report.entries_removed);
+        metrics::counter!(names::INDEXER_RETENTION_BYTES).increment(report.bytes_removed);
+        metrics::gauge!(names::INDEXER_RETENTION_LAST_PASS).set(now_ms as f64 / 1000.0);
+        Ok(report)
+    }
+
+    /// DeleteRecords of one partition: its log start becomes `offset` (-1: the high
+    /// watermark). Returns the new log start. An offset past the high watermark is refused.
+    pub(crate) async fn move_log_start(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, SequencerError> {
+        let shard = shard_of(topic_id, partition, self.config.shard_count.max(1));
+        match self
+            .trim(shard, (topic_id, partition), Trim::Before(offset))
+            .await?
+        {
+            Some((log_start, _)) => Ok(log_start),
+            None => Err(SequencerError::UnknownPartition),
+        }
+    }
+
+    /// Moves the log start of `id` as `trim` says, in writes of at most
+    /// [`ENTRIES_PER_WRITE`] entries. `None`: the partition does not exist.
+    async fn trim(
+        &self,
+        shard: u32,
+        id: PartitionId,
+        trim: Trim,
+    ) -> Result<Option<(i64, RetentionReport)>, SequencerError> {
+        let store_err = |e: catalog::CatalogError| SequencerError::StoreUnavailable(e.to_string());
+        let Some(slot) = self.shards.get(shard as usize) else {
+            return Err(SequencerError::InvalidRequest(format!("no shard {shard}")));
+        };
+        let mut state = slot.lock().await;
+        if state.unsettled {
+            state.forget_rows();
+            state.unsettled = false;
+        }
+        let mut removed = RetentionReport::default();
+        loop {
+            let Some(part) = self
+                .load_partition(&mut state, id)
+                .await
+                .map_err(store_err)?
+            else {
+                return Ok(None);
+            };
+            let record = part.record;
+            let target = match trim {
+                Trim::Before(o) if o > record.next_offset => {
+                    return Err(SequencerError::OffsetOutOfRange {
+                        offset: o,
+                        high_watermark: record.next_offset,
+                    });
+                }
+                Trim::Before(-1) => Trim::Before(record.next_offset),
+                Trim::Before(o) if o < 0 => {
+                    return Err(SequencerError::OffsetOutOfRange {
+                        offset: o,
+                        high_watermark: record.next_offset,
+                    });
+                }
+                t => t,
+            };
+            let page = self
+                .catalog
+                .index_entries_from(id.0, id.1, record.log_start_offset, Some(ENTRIES_PER_WRITE))
+                .await
+                .map_err(store_err)?;
+            let mut bytes = record.bytes;
+            let mut dropped = Vec::new();
+            for entry in &page {
+                if !target.drops(entry, bytes) {
+                    break;
+                }
+                bytes = bytes.saturating_sub(entry.byte_len);
+                dropped.push(entry);
+            }
+            let mut log_start = dropped
+                .last()
+                .map_or(record.log_start_offset, |e| e.last_offset + 1);
+            if let Trim::Before(o) = target {
+                log_start = log_start.max(o);
+            }
+            if log_start <= record.log_start_offset {
+                return Ok(Some((record.log_start_offset, removed)));
+            }
+            let mut next = record;
+            next.log_start_offset = log_start;
+            next.bytes = bytes;
+            self.write_trim(&mut state, id, part.version, next, &dropped)
+                .await?;
+            removed.partitions_trimmed = 1;
+            for e in &dropped {
+                removed.entries_removed += 1;
+                removed.bytes_removed += e.byte_len;
+                removed.records_removed += e.record_count;
+            }
+            debug!(topic_id = %id.0, partition = id.1, log_start, entries = dropped.len(), "log start moved");
+            if dropped.len() < page.len() || page.len() < ENTRIES_PER_WRITE {
+                return Ok(Some((log_start, removed)));
+            }
+        }
+    }
+
+    /// Writes the new partition row `next` and deletes `dropped`, fenced by the shard lease and
+    /// the row's `version`; updates the cache and the watermarks once it landed.
+    async fn write_trim(
+        &self,
+        state: &mut ShardState,
+        id: PartitionId,
+        version: u64,
+        next: catalog::PartitionRecord,
+        dropped: &[&IndexEntry],
+    ) -> Result<(), SequencerError> {
+        let Some(lease) = state.lease.clone() else {
+            return Err(SequencerError::NotOwner {
+                shard: shard_of(id.0, id.1, self.config.shard_count.max(1)),
+                owner: None,
+            });
+        };
+        let mut ops = vec![
+            WriteOp::Check {
+                key: catalog::lease_key(&lease.name),
+                condition: Condition::Version(lease.version),
+            },
+            WriteOp::Put {
+                key: catalog::partition_key(id.0, id.1),
+                value: catalog::encode(&next),
+                condition: Condition::Version(version),
+            },
+        ];
+        ops.extend(dropped.iter().map(|e| WriteOp::Delete {
+            key: catalog::index_key(id.0, id.1, e.last_offset),
+            condition: Condition::None,
+        }));
+        state.unsettled = true;
+        let items = ops.len();
+        let written = self
+            .catalog
+            .store()
+            .write(ops)
+            .instrument(tracing::info_span!("store_write", items))
+            .await;
+        state.unsettled = false;
+        if let Err(e) = written {
+            state.forget_rows();
+            return Err(match e {
+                MetaStoreError::ConditionFailed { index: 0, .. } => {
+                    warn!(lease = %lease.name, "log start write fenced: shard lease lost");
+                    metrics::counter!(names::INDEXER_FENCED).increment(1);
+                    state.lease = None;
+                    SequencerError::Fenced(lease.name.clone())
+                }
+                other => SequencerError::StoreUnavailable(other.to_string()),
+            });
+        }
+        if let Some(part) = state.partitions.get_mut(&id) {
+            part.record = next;
+            part.version = version + 1;
+        }
+        self.watermarks.publish(
+            id.0,
+            id.1,
+            PartitionOffsets {
+                log_start_offset: next.log_start_offset,
+                high_watermark: next.next_offset,
+            },
+        );
+        Ok(())
+    }
+
+    /// Runs a retention pass every `interval` until `shutdown`.
+    pub async fn run_retention_loop(
+        self: std::sync::Arc<Self>,
+        defaults: ClusterDefaults,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let pass = tracing::info_span!("retention_pass");
+            match self
+                .enforce_retention(&defaults, catalog::now_ms())
+                .instrument(pass)
+                .await
+            {
+                Ok(r) if r.entries_removed > 0 => info!(
+                    partitions = r.partitions_trimmed,
+                    entries = r.entries_removed,
+                    bytes = r.bytes_removed,
+                    records = r.records_removed,
+                    "retention moved log starts"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "retention pass failed; the next one retries"),
+            }
+        }
+    }
+}
+
+impl RetentionReport {
+    fn add(&mut self, other: &RetentionReport) {
+        self.partitions_trimmed += other.partitions_trimmed;
+        self.entries_removed += other.entries_removed;
+        self.bytes_removed += other.bytes_removed;
+        self.records_removed += other.records_removed;
+    }
+}

@@ -1,0 +1,157 @@
+"""Retention through real clients: retention.ms and retention.bytes set with
+confluent-kafka's AdminClient move a partition's log start offset forward.
+
+The indexer checks retention every 200 ms here (--retention-check-interval-ms).
+Records are produced with explicit CreateTime timestamps (an hour old, then
+current), so which of them expire does not depend on how long the test takes;
+each produce call is flushed before the next, so each lands in its own
+segment and index entry, and retention drops whole entries as Kafka drops
+whole segments.
+
+After the log start moves: ListOffsets earliest answers it; a consumer from
+the beginning (auto.offset.reset=earliest) starts there; a fetch below it is
+answered OFFSET_OUT_OF_RANGE and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+import kafka_helpers as kh
+
+pytestmark = pytest.mark.deadline(180)
+
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture
+def server(kafscale_factory):
+    return kafscale_factory(["--retention-check-interval-ms", "200"])
+
+
+def create_topic(bootstrap: str, name: str, config: dict[str, str], partitions: int = 1) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)],
+        operation_timeout=10, request_timeout=15)
+    futures[name].result(timeout=30)
+
+
+def alter(bootstrap: str, name: str, key: str, value: str) -> None:
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                       ConfigResource, ResourceType)
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, tag: str, count: int, timestamp_ms: int) -> list[int]:
+    items = [{"key": f"{tag}-{i}".encode(), "value": f"{tag}-{i}".encode(),
+              "timestamp": timestamp_ms} for i in range(count)]
+    deliveries = kh.confluent_produce(bootstrap, topic, items)
+    assert all(d.error is None for d in deliveries), deliveries
+    return [d.offset for d in deliveries]
+
+
+def low_watermark(bootstrap: str, topic: str) -> int:
+    return kh.confluent_watermarks(bootstrap, topic, [0])[0][0]
+
+
+def wait_for_log_start(bootstrap: str, topic: str, offset: int) -> None:
+    kh.wait_for(lambda: low_watermark(bootstrap, topic) == offset, timeout=60,
+                interval=0.2, what=f"log start offset {offset} of {topic}")
+
+
+def test_retention_ms_drops_expired_records_and_consumers_start_at_the_log_start(server):
+    topic = f"retention-ms-{uuid.uuid4().hex[:8]}"
+    create_topic(server.bootstrap, topic, {"retention.ms": str(10 * 60 * 1000)})
+    now = int(time.time() * 1000)
+    old = produce(server.bootstrap, topic, "old", 10, now - HOUR_MS)
+    fresh = produce(server.bootstrap, topic, "fresh", 10, now)
+    assert (old, fresh) == (list(range(10)), list(range(10, 20)))
+
+    wait_for_log_start(server.bootstrap, topic, 10)
+    assert kh.confluent_watermarks(server.bootstrap, topic, [0])[0] == (10, 20)
+    # Nothing fresh goes: the log start stays at 10 over several more passes.
+    records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=10)
+    assert [r.value for r in records] == [f"fresh-{i}".encode() for i in range(10)]
+    assert [r.offset for r in records] == list(range(10, 20))
+    assert low_watermark(server.bootstrap, topic) == 10
+
+    # A consumer whose position is below the log start (offset 0) is answered
+    # OFFSET_OUT_OF_RANGE and, with auto.offset.reset=earliest, moves to 10.
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": server.bootstrap, "group.id": f"g-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        got = []
+        deadline = kh.Deadline(60)
+        while len(got) < 10 and not deadline.expired():
+            for msg in consumer.consume(num_messages=100, timeout=0.5):
+                if msg.error() is None:
+                    got.append(msg.offset())
+        assert got == list(range(10, 20))
+    finally:
+        consumer.close()
+
+
+def test_retention_bytes_keeps_the_newest_entries(server):
+    topic = f"retention-bytes-{uuid.uuid4().hex[:8]}"
+    create_topic(server.bootstrap, topic, {})
+    now = int(time.time() * 1000)
+    for tag in ("a", "b", "c"):
+        produce(server.bootstrap, topic, tag, 10, now)
+    assert low_watermark(server.bootstrap, topic) == 0
+    # One byte: every entry but the newest goes (Kafka keeps the active segment).
+    alter(server.bootstrap, topic, "retention.bytes", "1")
+    wait_for_log_start(server.bootstrap, topic, 20)
+    records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=10)
+    assert [r.value for r in records] == [f"c-{i}".encode() for i in range(10)]
+    metrics = server.http_get("/metrics")[1].decode()
+    removed = [line for line in metrics.splitlines()
+               if line.startswith("kafscale_indexer_retention_entries_removed_total")]
+    assert removed and float(removed[0].split()[-1]) >= 2, removed
+
+
+def delete_records(bootstrap: str, topic: str, offsets: dict[int, int]) -> dict[int, object]:
+    """confluent-kafka's AdminClient.delete_records: {partition: DeletedRecords or the
+    KafkaException raised}."""
+    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.delete_records([TopicPartition(topic, p, o) for p, o in offsets.items()],
+                                   request_timeout=15, operation_timeout=15)
+    out: dict[int, object] = {}
+    for tp, future in futures.items():
+        try:
+            out[tp.partition] = future.result(timeout=30)
+        except KafkaException as exc:
+            out[tp.partition] = exc
+    return out
+
+
+def test_delete_records_moves_the_log_start(server):
+    topic = f"delete-records-{uuid.uuid4().hex[:8]}"
+    create_topic(server.bootstrap, topic, {})
+    produce(server.bootstrap, topic, "r", 10, int(time.time() * 1000))
+    result = delete_records(server.bootstrap, topic, {0: 4})
+    assert result[0].low_watermark == 4, result
+    assert kh.confluent_watermarks(server.bootstrap, topic, [0])[0] == (4, 10)
+    records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=6)
+    assert [r.offset for r in records] == list(range(4, 10))
+    # Past the high watermark: OFFSET_OUT_OF_RANGE, and the log start stays.
+    from confluent_kafka import KafkaError
+
+    refused = delete_records(server.bootstrap, topic, {0: 11})[0]
+    assert refused.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE, refused
+    assert low_watermark(server.bootstrap, topic) == 4
