@@ -799,35 +799,13 @@ impl Indexer {
         });
 
         let record_index = ops.len() - 1;
-        state.unsettled = true;
-        let items = ops.len();
-        let written = self
-            .catalog
-            .store()
-            .write(ops)
-            .instrument(tracing::info_span!("store_write", items))
-            .await;
-        state.unsettled = false;
-        match written {
+        match self.write_shard(state, lease, ops).await {
             Ok(()) => {}
-            Err(e) => {
-                // Whatever happened (the write may even have landed), the cached rows may no
-                // longer match the store.
-                state.forget_rows();
-                return match e {
-                    MetaStoreError::ConditionFailed { index, .. } if index == record_index => {
-                        debug!(segment = %request.segment_key, "already committed");
-                        Ok(None)
-                    }
-                    MetaStoreError::ConditionFailed { index: 0, .. } => {
-                        warn!(lease = %lease.name, "commit fenced: shard lease lost");
-                        metrics::counter!(names::INDEXER_FENCED).increment(1);
-                        state.lease = None;
-                        Err(SequencerError::Fenced(lease.name.clone()))
-                    }
-                    other => Err(SequencerError::StoreUnavailable(other.to_string())),
-                };
+            Err(MetaStoreError::ConditionFailed { index, .. }) if index == record_index => {
+                debug!(segment = %request.segment_key, "already committed");
+                return Ok(None);
             }
+            Err(e) => return Err(Self::write_error(lease, e)),
         }
 
         for id in touched_order {
@@ -855,6 +833,48 @@ impl Indexer {
             state.producers.insert(key, stored);
         }
         Ok(Some(outcomes))
+    }
+}
+
+impl Indexer {
+    /// Writes `ops`, whose first operation is the check of the shard lease `lease`. While the
+    /// write is out the cached rows are marked unsettled; if it fails they are forgotten
+    /// (whatever happened, the write may even have landed), and a failed lease check drops
+    /// the lease (this replica was deposed).
+    async fn write_shard(
+        &self,
+        state: &mut ShardState,
+        lease: &HeldLease,
+        ops: Vec<WriteOp>,
+    ) -> Result<(), MetaStoreError> {
+        state.unsettled = true;
+        let items = ops.len();
+        let written = self
+            .catalog
+            .store()
+            .write(ops)
+            .instrument(tracing::info_span!("store_write", items))
+            .await;
+        state.unsettled = false;
+        if let Err(e) = &written {
+            state.forget_rows();
+            if matches!(e, MetaStoreError::ConditionFailed { index: 0, .. }) {
+                warn!(lease = %lease.name, "shard write fenced: shard lease lost");
+                metrics::counter!(names::INDEXER_FENCED).increment(1);
+                state.lease = None;
+            }
+        }
+        written
+    }
+
+    /// The sequencer's error for a failed [`Indexer::write_shard`].
+    fn write_error(lease: &HeldLease, e: MetaStoreError) -> SequencerError {
+        match e {
+            MetaStoreError::ConditionFailed { index: 0, .. } => {
+                SequencerError::Fenced(lease.name.clone())
+            }
+            other => SequencerError::StoreUnavailable(other.to_string()),
+        }
     }
 }
 

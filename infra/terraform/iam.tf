@@ -12,7 +12,8 @@
 #                  has no IAM action of its own: each item is authorised by its own action).
 #   indexer        No S3 request at all (it sequences metadata; the gateways move the bytes).
 #                  DynamoDB: GetItem, Query, UpdateItem, ConditionCheckItem (the lease fencing
-#                  check of every commit). It never deletes an item.
+#                  check of every commit), DeleteItem (index entries that retention and
+#                  DeleteRecords move below a partition's log start).
 #   init           `kafscale admin init` against a table Terraform created: DescribeTable (key
 #                  schema check), GetItem + UpdateItem (the cluster settings item). It is not
 #                  allowed CreateTable or CreateBucket: this module owns the table and bucket.
@@ -31,7 +32,7 @@ locals {
     }
     indexer = {
       s3       = []
-      dynamodb = ["dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+      dynamodb = ["dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     }
     init = {
       s3       = []

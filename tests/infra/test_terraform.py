@@ -221,8 +221,8 @@ def test_each_tier_policy_grants_exactly_what_its_code_calls():
         assert set(granted["dynamodb"]) == dynamo, (tier, sorted(granted["dynamodb"]), sorted(dynamo))
         report[tier] = sorted(s3 | dynamo)
     # The facts the README states, as derived from the code:
-    assert report["indexer"] == ["dynamodb:ConditionCheckItem", "dynamodb:GetItem",
-                                 "dynamodb:Query", "dynamodb:UpdateItem"]
+    assert report["indexer"] == ["dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
+                                 "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     assert report["ingest"] == report["fetch"]
     print(report)
 

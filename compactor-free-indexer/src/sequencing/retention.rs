@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use kafscale_shared::catalog::{self, IndexEntry};
-use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
+use kafscale_shared::meta_store::{Condition, WriteOp};
 use kafscale_shared::metrics as names;
 use kafscale_shared::sequencer::SequencerError;
 use kafscale_shared::shards::shard_of;
@@ -239,27 +239,9 @@ impl Indexer {
             key: catalog::index_key(id.0, id.1, e.last_offset),
             condition: Condition::None,
         }));
-        state.unsettled = true;
-        let items = ops.len();
-        let written = self
-            .catalog
-            .store()
-            .write(ops)
-            .instrument(tracing::info_span!("store_write", items))
-            .await;
-        state.unsettled = false;
-        if let Err(e) = written {
-            state.forget_rows();
-            return Err(match e {
-                MetaStoreError::ConditionFailed { index: 0, .. } => {
-                    warn!(lease = %lease.name, "log start write fenced: shard lease lost");
-                    metrics::counter!(names::INDEXER_FENCED).increment(1);
-                    state.lease = None;
-                    SequencerError::Fenced(lease.name.clone())
-                }
-                other => SequencerError::StoreUnavailable(other.to_string()),
-            });
-        }
+        self.write_shard(state, &lease, ops)
+            .await
+            .map_err(|e| Self::write_error(&lease, e))?;
         if let Some(part) = state.partitions.get_mut(&id) {
             part.record = next;
             part.version = version + 1;
