@@ -59,44 +59,39 @@ fn status_of(e: &SequencerError) -> StatusCode {
     }
 }
 
+/// Runs `work` on its own task and answers its outcome: a caller that goes away (a gateway
+/// killed mid-commit closes the connection, and the server drops this handler) must not cut
+/// a store write short once it may be on the way; the outcome still lands in the cache and
+/// the store.
+async fn detached<T: serde::Serialize + Send + 'static>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, SequencerError>> + Send + 'static,
+) -> Response {
+    match tokio::spawn(work.instrument(tracing::Span::current())).await {
+        Ok(Ok(r)) => (StatusCode::OK, Json(r)).into_response(),
+        Ok(Err(e)) => (status_of(&e), Json(e)).into_response(),
+        Err(e) => {
+            let e = SequencerError::Unreachable(format!("{what} task failed: {e}"));
+            (status_of(&e), Json(e)).into_response()
+        }
+    }
+}
+
 async fn commit(
     State(indexer): State<Arc<Indexer>>,
     Json(request): Json<CommitRequest>,
 ) -> Response {
-    // On its own task: a caller that goes away (a gateway killed mid-commit closes the
-    // connection, and the server drops this handler) must not cut a commit short once its
-    // write may be on the way; the outcome then lands in the cache and the commit record.
-    let sequenced = tokio::spawn(
-        async move { indexer.commit(request).await }.instrument(tracing::Span::current()),
-    )
-    .await;
-    match sequenced {
-        Ok(Ok(r)) => (StatusCode::OK, Json(r)).into_response(),
-        Ok(Err(e)) => (status_of(&e), Json(e)).into_response(),
-        Err(e) => {
-            let e = SequencerError::Unreachable(format!("commit task failed: {e}"));
-            (status_of(&e), Json(e)).into_response()
-        }
-    }
+    detached("commit", async move { indexer.commit(request).await }).await
 }
 
 async fn delete_records(
     State(indexer): State<Arc<Indexer>>,
     Json(request): Json<DeleteRecordsRequest>,
 ) -> Response {
-    // On its own task for the same reason as a commit: the write may be on its way.
-    let moved = tokio::spawn(
-        async move { indexer.delete_records(request).await }.instrument(tracing::Span::current()),
-    )
-    .await;
-    match moved {
-        Ok(Ok(r)) => (StatusCode::OK, Json(r)).into_response(),
-        Ok(Err(e)) => (status_of(&e), Json(e)).into_response(),
-        Err(e) => {
-            let e = SequencerError::Unreachable(format!("delete-records task failed: {e}"));
-            (status_of(&e), Json(e)).into_response()
-        }
-    }
+    detached("delete-records", async move {
+        indexer.delete_records(request).await
+    })
+    .await
 }
 
 /// The routes of the commit API, to be merged into the indexer's HTTP server.

@@ -121,6 +121,15 @@ impl ShardState {
         self.partitions.clear();
         self.producers.clear();
     }
+
+    /// Before a write: if an earlier write's outcome is unknown, reload rows from the store.
+    fn settle(&mut self) {
+        if self.unsettled {
+            debug!("an earlier write's outcome is unknown; reloading rows");
+            self.forget_rows();
+            self.unsettled = false;
+        }
+    }
 }
 
 const RECENT_COMMITS_KEPT: usize = 1024;
@@ -523,14 +532,7 @@ impl Indexer {
             )));
         };
         let mut state = slot.lock().await;
-        if state.unsettled {
-            debug!(
-                shard = request.shard,
-                "an earlier commit's outcome is unknown; reloading rows"
-            );
-            state.forget_rows();
-            state.unsettled = false;
-        }
+        state.settle();
         let Some(lease) = state.lease.clone() else {
             return Err(SequencerError::NotOwner {
                 shard: request.shard,
