@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kafscale_fetch::{FetchConfig, GroupConfig, GroupLeaseConfig, GroupServiceConfig};
+use kafscale_indexer::gc::{GarbageCollector, GcConfig};
 use kafscale_ingest::IngestConfig;
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, MetaStoreMetrics};
@@ -183,6 +184,32 @@ pub(crate) struct LifecycleArgs {
         default_value_t = 300_000
     )]
     pub(crate) retention_check_interval_ms: u64,
+    /// How often garbage collection looks for segment objects no partition references and
+    /// for orphans (milliseconds). One replica collects at a time (the `gc` lease).
+    #[arg(long, env = "KAFSCALE_GC_INTERVAL_MS", default_value_t = 300_000)]
+    pub(crate) gc_interval_ms: u64,
+    /// How long an unreferenced segment object stays after garbage collection first found it
+    /// unreferenced, so fetches that read its index entry just before still find it
+    /// (milliseconds). Orphans get the same grace beyond the commit horizon.
+    #[arg(long, env = "KAFSCALE_GC_GRACE_MS", default_value_t = 600_000)]
+    pub(crate) gc_grace_ms: u64,
+    /// Segments created longer ago than this are no longer committed (a gateway's commit
+    /// that arrives later fails and the producer retries); garbage collection treats older
+    /// uncommitted objects as orphans (milliseconds).
+    #[arg(
+        long,
+        env = "KAFSCALE_SEGMENT_COMMIT_MAX_AGE_MS",
+        default_value_t = 600_000
+    )]
+    pub(crate) segment_commit_max_age_ms: u64,
+    /// An idempotent producer's state in a partition is forgotten this long after its last
+    /// batch there (milliseconds; Kafka's `producer.id.expiration.ms`), at the retention pass.
+    #[arg(
+        long,
+        env = "KAFSCALE_PRODUCER_ID_EXPIRATION_MS",
+        default_value_t = 86_400_000
+    )]
+    pub(crate) producer_id_expiration_ms: u64,
 }
 
 impl LifecycleArgs {
@@ -198,6 +225,53 @@ impl LifecycleArgs {
         Ok(tokio::spawn(indexer.run_retention_loop(
             ClusterDefaults::default(),
             Duration::from_millis(self.retention_check_interval_ms),
+            shutdown.clone(),
+        )))
+    }
+
+    /// The indexer's settings from these flags over `base`.
+    pub(crate) fn indexer_config(
+        &self,
+        base: kafscale_indexer::IndexerConfig,
+    ) -> anyhow::Result<kafscale_indexer::IndexerConfig> {
+        Ok(kafscale_indexer::IndexerConfig {
+            segment_commit_max_age: self.segment_commit_max_age()?,
+            producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms),
+            ..base
+        })
+    }
+
+    /// The indexer's commit horizon (see `--segment-commit-max-age-ms`).
+    pub(crate) fn segment_commit_max_age(&self) -> anyhow::Result<Duration> {
+        if self.segment_commit_max_age_ms < 1000 {
+            anyhow::bail!("--segment-commit-max-age-ms must be at least 1000");
+        }
+        Ok(Duration::from_millis(self.segment_commit_max_age_ms))
+    }
+
+    /// Starts garbage collection of `objects` as `owner_id` (it runs while this process
+    /// holds the `gc` lease).
+    pub(crate) fn spawn_gc(
+        &self,
+        catalog: Arc<kafscale_shared::catalog::Catalog>,
+        objects: Arc<dyn ObjectStore>,
+        owner_id: String,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        if self.gc_interval_ms < 100 {
+            anyhow::bail!("--gc-interval-ms must be at least 100");
+        }
+        let collector = Arc::new(GarbageCollector::new(
+            catalog,
+            objects,
+            GcConfig {
+                grace: Duration::from_millis(self.gc_grace_ms),
+                segment_commit_max_age: self.segment_commit_max_age()?,
+            },
+        ));
+        Ok(tokio::spawn(collector.run_loop(
+            owner_id,
+            Duration::from_millis(self.gc_interval_ms),
             shutdown.clone(),
         )))
     }

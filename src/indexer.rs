@@ -4,6 +4,8 @@
 //! owner is conditioned on its lease, so a replica that was paused past its lease can never
 //! write again; it answers "fenced" and the gateway re-resolves the owner. `GET /v1/shards`
 //! tells the gateways' admin API each shard's queue depth and recent commit latency here.
+//! Replicas also apply retention to the partitions of their shards and, one at a time,
+//! collect garbage (segment objects no partition references, orphans).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,12 +78,13 @@ pub(crate) async fn run(
     let indexer = Indexer::new(
         stores.catalog.clone(),
         watermarks.clone(),
-        IndexerConfig {
+        args.lifecycle.indexer_config(IndexerConfig {
             owner_id: owner_id.clone(),
             owner_addr: owner_addr.clone(),
             lease_ttl: Duration::from_millis(args.lease_ttl_ms),
             shard_count: cluster.shard_count,
-        },
+            ..IndexerConfig::default()
+        })?,
     );
     let ready = Arc::new(Readiness::default());
     let (http_addr, http_server) = http::serve_on(
@@ -95,6 +98,12 @@ pub(crate) async fn run(
     let http_task = tokio::spawn(http_server);
     let lease_task = tokio::spawn(indexer.clone().run_lease_loop(shutdown.clone()));
     let retention_task = args.lifecycle.spawn_retention(indexer.clone(), &shutdown)?;
+    let gc_task = args.lifecycle.spawn_gc(
+        stores.catalog.clone(),
+        stores.objects.clone(),
+        owner_id.clone(),
+        &shutdown,
+    )?;
     ready.set(true);
     println!("kafscale indexer listening http={http_addr} id={owner_id}");
     info!(%http_addr, %owner_addr, %owner_id, shards = cluster.shard_count, "indexer ready");
@@ -102,7 +111,7 @@ pub(crate) async fn run(
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: releasing shard leases");
-    crate::drain_within(vec![retention_task, lease_task, http_task]).await;
+    crate::drain_within(vec![gc_task, retention_task, lease_task, http_task]).await;
     info!("stopped");
     Ok(())
 }

@@ -68,6 +68,8 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         })?,
     )));
     let (objects, meta, simulated) = args.simulation.apply(objects, meta);
+    // Garbage collection lists and deletes objects: not through the block cache.
+    let gc_objects = objects.clone();
     // Every tier reads and writes through the block cache: segments enter it as the ingest
     // side writes them, and tail consumers are served from memory.
     let objects = args.fetch.block_cache(objects, true);
@@ -80,12 +82,13 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     let indexer = Indexer::start(
         catalog.clone(),
         watermarks.clone(),
-        IndexerConfig {
+        args.lifecycle.indexer_config(IndexerConfig {
             owner_id: "standalone".into(),
             owner_addr: "in-process".into(),
             lease_ttl: Duration::from_secs(30),
             shard_count: cluster.shard_count,
-        },
+            ..IndexerConfig::default()
+        })?,
     )
     .await
     .context("starting the indexer")?;
@@ -161,6 +164,9 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         })
     };
     let retention_task = args.lifecycle.spawn_retention(indexer.clone(), &shutdown)?;
+    let gc_task =
+        args.lifecycle
+            .spawn_gc(catalog.clone(), gc_objects, "standalone".into(), &shutdown)?;
     let http_task = tokio::spawn(http_server);
     ready.set(true);
     println!(
@@ -172,7 +178,9 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
-    running.stop(vec![retention_task, renewer, http_task]).await;
+    running
+        .stop(vec![gc_task, retention_task, renewer, http_task])
+        .await;
     simulated.log_summary();
     info!("stopped");
     Ok(())

@@ -100,6 +100,9 @@ impl Default for Options {
 /// Every tier of standalone mode on in-memory stores, serving one listener.
 struct Pipeline {
     addr: SocketAddr,
+    catalog: Arc<Catalog>,
+    objects: Arc<dyn ObjectStore>,
+    indexer: Arc<Indexer>,
     shutdown: CancellationToken,
     flusher_shutdown: CancellationToken,
     server: JoinHandle<()>,
@@ -120,6 +123,7 @@ impl Pipeline {
                 owner_addr: "in-process".into(),
                 lease_ttl: Duration::from_secs(30),
                 shard_count: 1,
+                ..IndexerConfig::default()
             },
         )
         .await
@@ -158,7 +162,7 @@ impl Pipeline {
         };
         let (groups, _groups_task) =
             GroupService::start(topics.clone(), group_config, shutdown.clone()).await;
-        let sequencer: Arc<dyn Sequencer> = indexer;
+        let sequencer: Arc<dyn Sequencer> = indexer.clone();
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(
@@ -171,10 +175,13 @@ impl Pipeline {
         ]));
         let flusher_shutdown = CancellationToken::new();
         let flusher =
-            tokio::spawn(buffer.run_flusher(objects, sequencer, flusher_shutdown.clone()));
+            tokio::spawn(buffer.run_flusher(objects.clone(), sequencer, flusher_shutdown.clone()));
         let server = tokio::spawn(server.run(router, shutdown.clone()));
         Pipeline {
             addr,
+            catalog,
+            objects,
+            indexer,
             shutdown,
             flusher_shutdown,
             server,
@@ -1935,5 +1942,115 @@ async fn create_partitions_grows_a_topic_and_refuses_what_kafka_refuses() {
         c.list_offset("widen", 5, -1).await.0,
         UNKNOWN_TOPIC_OR_PARTITION
     );
+    pipeline.stop().await;
+}
+
+/// Retention and GC under readers whose view is older (as fetch gateways in other processes
+/// without news from the indexer): one cached the index entries and the log start of a
+/// partition (and no segment bytes), the other only its log start. DeleteRecords moves the log
+/// start and garbage collection deletes the segment. The first finds the object gone, the
+/// second finds no index entry for the offset; both re-read the partition and answer
+/// OFFSET_OUT_OF_RANGE with the new log start, never a storage error or an empty answer, and
+/// what is above the log start is still read.
+#[tokio::test]
+async fn a_reader_whose_index_entry_outlived_its_segment_rereads_the_index() {
+    use kafscale_indexer::gc::{GarbageCollector, GcConfig};
+    use kafscale_shared::keys::SEGMENT_PREFIX;
+    use kafscale_shared::sequencer::DeleteRecordsRequest;
+
+    let pipeline = Pipeline::start(Options::default()).await;
+    let mut c = pipeline.client().await;
+    c.create_topic("gone", 1).await;
+    for tag in ["a", "b"] {
+        let (error, _) = c
+            .produce_one("gone", 0, batch(&tagged(tag, 3, 10), None))
+            .await;
+        assert_eq!(error, 0);
+    }
+    let segments = pipeline.objects.list(SEGMENT_PREFIX).await.expect("list");
+    assert_eq!(segments.len(), 2, "one segment per acknowledged produce");
+
+    let stale_reader = || {
+        FetchService::new(
+            pipeline.catalog.clone(),
+            pipeline.objects.clone(),
+            Arc::new(Watermarks::new()),
+            FetchConfig {
+                range_cache_bytes: 0,
+                ..FetchConfig::default()
+            },
+        )
+    };
+    let read = |offset: i64| fetch_request(0, 1, 1 << 20, vec![("gone", 0, offset, 1 << 20)]);
+    let cached_index = stale_reader();
+    let first = cached_index.fetch(read(0), FETCH_V).await;
+    assert_eq!(partition_data(&first, 0).error_code, 0);
+    let records = partition_data(&first, 0)
+        .records
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(decode_batches(records).len(), 2);
+    let offsets_only = stale_reader();
+    let at_end = offsets_only.fetch(read(6), FETCH_V).await;
+    assert_eq!(partition_data(&at_end, 0).log_start_offset, 0);
+
+    let topic = pipeline.catalog.topic("gone").await.expect("topic");
+    let topic_id = topic.expect("exists").topic_id;
+    let first_entry = pipeline
+        .catalog
+        .index_entries_from(topic_id, 0, 0, Some(1))
+        .await
+        .expect("index");
+    let first_segment = first_entry[0].segment_key.clone();
+    let moved = pipeline
+        .indexer
+        .delete_records(DeleteRecordsRequest {
+            shard: 0,
+            topic_id,
+            partition: 0,
+            offset: 3,
+        })
+        .await
+        .expect("delete records");
+    assert_eq!(moved.log_start_offset, 3);
+    let gc = GarbageCollector::new(
+        pipeline.catalog.clone(),
+        pipeline.objects.clone(),
+        GcConfig {
+            grace: Duration::ZERO,
+            segment_commit_max_age: Duration::ZERO,
+        },
+    );
+    let later = kafscale_shared::catalog::now_ms() + 1;
+    assert_eq!(gc.run_pass(later).await.expect("pass").segments_waiting, 1);
+    assert_eq!(gc.run_pass(later).await.expect("pass").segments_deleted, 1);
+    let left = pipeline.objects.list(SEGMENT_PREFIX).await.expect("list");
+    let kept: Vec<_> = segments
+        .into_iter()
+        .filter(|o| o.key != first_segment)
+        .collect();
+    assert_eq!(left, kept, "the segment of offsets 0-2 went, and only it");
+
+    for (name, reader) in [
+        ("cached index", &cached_index),
+        ("offsets only", &offsets_only),
+    ] {
+        let again = reader.fetch(read(0), FETCH_V).await;
+        let p = partition_data(&again, 0);
+        assert_eq!(
+            (p.error_code, p.log_start_offset),
+            (OFFSET_OUT_OF_RANGE, 3),
+            "{name}"
+        );
+        let above = reader.fetch(read(3), FETCH_V).await;
+        let p = partition_data(&above, 0);
+        assert_eq!(p.error_code, 0, "{name}");
+        let records = p.records.clone().unwrap_or_default();
+        let offsets: Vec<i64> = offsets_and_records(&decode_batches(records))
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(offsets, vec![3, 4, 5], "{name}");
+    }
     pipeline.stop().await;
 }

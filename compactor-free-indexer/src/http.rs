@@ -1,7 +1,8 @@
 //! The indexer's HTTP API: `POST /v1/commit` carries a [`CommitRequest`] as JSON and answers
 //! a [`CommitResponse`] (200) or a [`SequencerError`] (409 when this replica does not own the
 //! shard or was fenced, so the gateway re-resolves the owner; 503 when the store is down; 400
-//! for an invalid request). Commits are idempotent per segment and shard, so the gateway may
+//! for an invalid request; 410 for a segment too old to commit, see
+//! `IndexerConfig::segment_commit_max_age`). Commits are idempotent per segment and shard, so the gateway may
 //! retry any failure, including a timeout whose outcome it does not know.
 //!
 //! `POST /v1/delete-records` moves one partition's log start offset (Kafka's DeleteRecords),
@@ -56,6 +57,7 @@ fn status_of(e: &SequencerError) -> StatusCode {
         SequencerError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
         SequencerError::UnknownPartition => StatusCode::NOT_FOUND,
         SequencerError::OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        SequencerError::SegmentExpired(_) => StatusCode::GONE,
     }
 }
 

@@ -11,8 +11,12 @@
 //! Concurrency: each shard's commits are applied one at a time (its state mutex), which also
 //! orders them exactly as the gateways submitted them; different shards commit concurrently.
 
+pub mod gc;
 pub mod http;
 mod sequencing;
 pub mod status;
 
-pub use sequencing::{Indexer, IndexerConfig, IndexerError, LeaseReport, RetentionReport};
+pub use sequencing::{
+    DEFAULT_PRODUCER_ID_EXPIRATION, DEFAULT_SEGMENT_COMMIT_MAX_AGE, Indexer, IndexerConfig,
+    IndexerError, LeaseReport, RetentionReport,
+};

@@ -14,8 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kafscale_shared::catalog::{
     self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, LeaseRecord, PRODUCER_BATCHES_KEPT,
-    PartitionRecord, ProducerBatch, ProducerRecord, SegmentCommitRecord,
+    PartitionRecord, ProducerBatch, ProducerRecord, SegmentCommitRecord, SegmentPart,
 };
+use kafscale_shared::keys::segment_created_ms;
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
 use kafscale_shared::metrics as names;
 use kafscale_shared::sequencer::{
@@ -45,7 +46,20 @@ pub struct IndexerConfig {
     pub lease_ttl: Duration,
     /// Shards of the cluster (read from the store with [`kafscale_shared::shards`]).
     pub shard_count: u32,
+    /// Segments created longer ago than this (the time is in their key) are no longer
+    /// committed: garbage collection deletes uncommitted objects past this age (plus its
+    /// grace), so a late commit must not make one of them referenced.
+    pub segment_commit_max_age: Duration,
+    /// An idempotent producer's state in a partition is forgotten this long after its last
+    /// batch there (Kafka's `producer.id.expiration.ms`); its next batch then starts afresh.
+    pub producer_id_expiration: Duration,
 }
+
+/// Default of [`IndexerConfig::producer_id_expiration`] (Kafka's: one day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION: Duration = Duration::from_secs(86_400);
+
+/// Default of [`IndexerConfig::segment_commit_max_age`].
+pub const DEFAULT_SEGMENT_COMMIT_MAX_AGE: Duration = Duration::from_secs(600);
 
 impl Default for IndexerConfig {
     fn default() -> Self {
@@ -54,6 +68,8 @@ impl Default for IndexerConfig {
             owner_addr: String::new(),
             lease_ttl: Duration::from_secs(10),
             shard_count: 1,
+            segment_commit_max_age: DEFAULT_SEGMENT_COMMIT_MAX_AGE,
+            producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
         }
     }
 }
@@ -74,6 +90,8 @@ pub enum IndexerError {
     LeaseHeld(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    ObjectStore(#[from] kafscale_shared::object_store::ObjectStoreError),
 }
 
 /// A shard lease this replica holds: its item version is the fencing token.
@@ -133,6 +151,10 @@ impl ShardState {
 }
 
 const RECENT_COMMITS_KEPT: usize = 1024;
+
+/// Producer states cached per shard at most; past it the cache starts over (the store has
+/// every row, so a commit only pays a read for a producer it no longer holds).
+const PRODUCERS_CACHED: usize = 100_000;
 
 /// The sequencer for the partitions of the shards whose leases it holds.
 pub struct Indexer {
@@ -608,7 +630,10 @@ impl Indexer {
         record_name: &str,
     ) -> Result<Vec<BatchOutcome>, SequencerError> {
         let record = catalog::segment_commit_key(record_name, request.shard);
-        if let Some(outcomes) = self.apply(state, lease, request, batches, record).await? {
+        let expired = self.is_expired(&request.segment_key);
+        if !expired
+            && let Some(outcomes) = self.apply(state, lease, request, batches, record).await?
+        {
             return Ok(outcomes);
         }
         match self
@@ -617,11 +642,24 @@ impl Indexer {
             .await
         {
             Ok(Some(done)) => Ok(done.outcomes),
+            // Only a retry of a commit that landed gets an answer for an expired segment.
+            Ok(None) if expired => {
+                warn!(segment = %request.segment_key, "refusing the commit of an expired segment");
+                Err(SequencerError::SegmentExpired(request.segment_key.clone()))
+            }
             Ok(None) => Err(SequencerError::StoreUnavailable(format!(
                 "commit record of {record_name} reported present but not found; retry"
             ))),
             Err(e) => Err(SequencerError::StoreUnavailable(e.to_string())),
         }
+    }
+
+    /// Whether `segment_key` was created at least the commit horizon ago (keys without a
+    /// creation time, as in tests, never expire).
+    fn is_expired(&self, segment_key: &str) -> bool {
+        let max_age = self.config.segment_commit_max_age.as_millis() as i64;
+        segment_created_ms(segment_key)
+            .is_some_and(|created| created <= catalog::now_ms().saturating_sub(max_age))
     }
 
     /// Sequences `batches` (all of `request`'s or one chunk of them) and writes the result with
@@ -645,6 +683,7 @@ impl Indexer {
         let mut entries: HashMap<PartitionId, Vec<IndexEntry>> = HashMap::new();
         let mut touched_order: Vec<PartitionId> = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
+        let now_ms = catalog::now_ms();
 
         for batch in batches {
             let id = (batch.topic_id, batch.partition);
@@ -705,8 +744,10 @@ impl Indexer {
                                 format: ITEM_FORMAT,
                                 epoch: batch.producer_epoch,
                                 batches: Vec::new(),
+                                last_write_ms: 0,
                             },
                         };
+                        record.last_write_ms = now_ms;
                         record.batches.push(ProducerBatch {
                             first_seq: batch.base_sequence,
                             last_seq,
@@ -759,6 +800,7 @@ impl Indexer {
             key: catalog::lease_key(&lease.name),
             condition: Condition::Version(lease.version),
         }];
+        let mut segment_parts = Vec::new();
         for id in &touched_order {
             let Some(list) = entries.get(id) else {
                 continue;
@@ -775,6 +817,13 @@ impl Indexer {
                     key: catalog::index_key(id.0, id.1, e.last_offset),
                     value: catalog::encode(e),
                     condition: Condition::None,
+                });
+            }
+            if let Some(last) = list.last() {
+                segment_parts.push(SegmentPart {
+                    topic_id: id.0,
+                    partition: id.1,
+                    last_offset: last.last_offset,
                 });
             }
         }
@@ -794,8 +843,9 @@ impl Indexer {
             value: catalog::encode(&SegmentCommitRecord {
                 format: ITEM_FORMAT,
                 size: request.segment_size,
-                committed_at_ms: catalog::now_ms(),
+                committed_at_ms: now_ms,
                 outcomes: outcomes.clone(),
+                parts: Some(segment_parts),
             }),
             condition: Condition::Absent,
         });
@@ -833,6 +883,9 @@ impl Indexer {
                 None => stored,
             };
             state.producers.insert(key, stored);
+        }
+        if state.producers.len() > PRODUCERS_CACHED {
+            state.producers.clear();
         }
         Ok(Some(outcomes))
     }

@@ -21,6 +21,11 @@ pub enum FetchError {
     Metadata(String),
     #[error("object store: {0}")]
     Storage(String),
+    /// This reader's view of a partition is older than the store's: an index entry's segment
+    /// object is gone (garbage collection deleted it after retention dropped the entry), or no
+    /// entry holds an offset the reader thought was above the log start.
+    #[error("the partition's index moved on: {0}")]
+    IndexMoved(String),
     #[error("index and segment disagree: {0}")]
     Corrupt(String),
     #[error("invalid group id")]
@@ -41,7 +46,12 @@ impl From<CatalogError> for FetchError {
 
 impl From<ObjectStoreError> for FetchError {
     fn from(e: ObjectStoreError) -> Self {
-        FetchError::Storage(e.to_string())
+        match e {
+            ObjectStoreError::NotFound { key } => {
+                FetchError::IndexMoved(format!("segment {key} no longer exists"))
+            }
+            other => FetchError::Storage(other.to_string()),
+        }
     }
 }
 
@@ -52,7 +62,9 @@ impl FetchError {
             FetchError::UnknownTopicId => ResponseError::UnknownTopicId,
             FetchError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             // Retriable: the client backs off and fetches again.
-            FetchError::Metadata(_) | FetchError::Storage(_) => ResponseError::KafkaStorageError,
+            FetchError::Metadata(_) | FetchError::Storage(_) | FetchError::IndexMoved(_) => {
+                ResponseError::KafkaStorageError
+            }
             FetchError::Corrupt(_) => ResponseError::CorruptMessage,
             FetchError::InvalidGroupId => ResponseError::InvalidGroupId,
             FetchError::GroupNotFound(_) => ResponseError::GroupIdNotFound,

@@ -17,7 +17,7 @@ use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 use uuid::Uuid;
 
 use crate::config::FetchConfig;
@@ -203,6 +203,33 @@ impl FetchService {
             // would make the client reset its position).
             offsets = self.offsets_from_store(topic_id, partition).await?;
         }
+        let id = (topic_id, partition);
+        match self
+            .read_in_range(id, offset, offsets, max_bytes, allow_oversized_first)
+            .await
+        {
+            Err(FetchError::IndexMoved(why)) => {
+                // Our log start or cached index entries were older than retention and garbage
+                // collection: forget them and read again from the store's view.
+                warn!(%why, topic_id = %topic_id, partition, offset, "re-reading the partition's log start and index");
+                self.index.forget(topic_id, partition);
+                let offsets = self.offsets_from_store(topic_id, partition).await?;
+                self.read_in_range(id, offset, offsets, max_bytes, allow_oversized_first)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// [`FetchService::read_partition`] with the partition's `offsets` known.
+    async fn read_in_range(
+        &self,
+        (topic_id, partition): (Uuid, i32),
+        offset: i64,
+        offsets: PartitionOffsets,
+        max_bytes: usize,
+        allow_oversized_first: bool,
+    ) -> Result<PartitionRead, FetchError> {
         if offset < offsets.log_start_offset || offset > offsets.high_watermark {
             return Err(FetchError::OffsetOutOfRange {
                 offset,
@@ -226,6 +253,11 @@ impl FetchService {
                 max_bytes as u64,
             )
             .await?;
+        if entries.is_empty() {
+            return Err(FetchError::IndexMoved(format!(
+                "no index entry holds offset {offset}"
+            )));
+        }
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
         'entries: for entry in entries {

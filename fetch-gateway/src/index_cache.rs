@@ -1,7 +1,9 @@
 //! A cache of offset-index entries per partition.
 //!
 //! Entries never change once committed (only retention removes old ones), so a cached entry is
-//! always right; a lookup walks cached entries and asks the store only for what it lacks.
+//! always right; a lookup walks cached entries and asks the store only for what it lacks. An
+//! entry cached before retention removed it may name a segment garbage collection has deleted
+//! since: the reader then forgets the partition's entries and reads its log start again.
 //! Metrics (`cache="index"`): a lookup answered from memory is a hit, one that reads a page
 //! from the store a miss; its size is estimated from the entries held.
 
@@ -66,6 +68,15 @@ impl IndexCache {
         }
         inner.0 += added;
         self.bytes.set((inner.0 * ENTRY_BYTES) as f64);
+    }
+
+    /// Forgets the partition's cached entries (their segment objects may be gone).
+    pub(crate) fn forget(&self, topic_id: Uuid, partition: i32) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = inner.1.remove(&(topic_id, partition)) {
+            inner.0 = inner.0.saturating_sub(map.len());
+            self.bytes.set((inner.0 * ENTRY_BYTES) as f64);
+        }
     }
 
     /// Consecutive entries starting with the one holding `offset`, below `high_watermark`,

@@ -10,16 +10,22 @@
 #                  DynamoDB: GetItem, Query, UpdateItem (every put), DeleteItem (topic and group
 #                  deletion), ConditionCheckItem (lease checks inside TransactWriteItems, which
 #                  has no IAM action of its own: each item is authorised by its own action).
-#   indexer        No S3 request at all (it sequences metadata; the gateways move the bytes).
+#   indexer        S3: ListBucket (limited to the segment prefix) and DeleteObject, for garbage
+#                  collection only (segments no partition references, orphans); it never
+#                  reads or writes segment data (the gateways move the bytes).
 #                  DynamoDB: GetItem, Query, UpdateItem, ConditionCheckItem (the lease fencing
 #                  check of every commit), DeleteItem (index entries that retention and
-#                  DeleteRecords move below a partition's log start).
+#                  DeleteRecords move below a partition's log start, commit records and
+#                  deleted topics' rows that garbage collection removes).
 #   init           `kafscale admin init` against a table Terraform created: DescribeTable (key
 #                  schema check), GetItem + UpdateItem (the cluster settings item). It is not
 #                  allowed CreateTable or CreateBucket: this module owns the table and bucket.
 #
-# No s3:ListBucket: nothing lists the bucket yet. (Without it S3 answers a read of a missing key
-# with 403 rather than 404; no code path reads a key that may be missing.)
+# s3:ListBucket is a bucket-level action: it is granted on the bucket, only for listings under
+# the segment prefix (local.bucket_actions says which actions go there); every other S3 action
+# is granted on the objects under the prefix. Only the indexer lists. (Without ListBucket S3
+# answers a read of a missing key with 403 rather than 404; the gateways never read a key that
+# may be missing.)
 locals {
   tier_actions = {
     ingest = {
@@ -31,7 +37,7 @@ locals {
       dynamodb = ["dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     }
     indexer = {
-      s3       = []
+      s3       = ["s3:DeleteObject", "s3:ListBucket"]
       dynamodb = ["dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     }
     init = {
@@ -40,7 +46,8 @@ locals {
     }
   }
 
-  objects_arn = "${aws_s3_bucket.segments.arn}/${var.s3_prefix}*"
+  bucket_actions = ["s3:ListBucket"]
+  objects_arn    = "${aws_s3_bucket.segments.arn}/${var.s3_prefix}*"
   issuer      = var.oidc_issuer_url == null ? null : trimprefix(var.oidc_issuer_url, "https://")
 }
 
@@ -48,11 +55,25 @@ data "aws_iam_policy_document" "tier" {
   for_each = local.tier_actions
 
   dynamic "statement" {
-    for_each = length(each.value.s3) > 0 ? [each.value.s3] : []
+    for_each = length(setsubtract(each.value.s3, local.bucket_actions)) > 0 ? [setsubtract(each.value.s3, local.bucket_actions)] : []
     content {
       sid       = "SegmentObjects"
       actions   = statement.value
       resources = [local.objects_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(setintersection(each.value.s3, local.bucket_actions)) > 0 ? [setintersection(each.value.s3, local.bucket_actions)] : []
+    content {
+      sid       = "ListSegments"
+      actions   = statement.value
+      resources = [aws_s3_bucket.segments.arn]
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["${var.s3_prefix}segments/*"]
+      }
     }
   }
 

@@ -26,7 +26,9 @@ fn error_of(e: &SequencerError) -> ResponseError {
         | SequencerError::Unreachable(_)
         | SequencerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
         SequencerError::StoreUnavailable(_) => ResponseError::KafkaStorageError,
-        SequencerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        SequencerError::InvalidRequest(_) | SequencerError::SegmentExpired(_) => {
+            ResponseError::InvalidRequest
+        }
     }
 }
 

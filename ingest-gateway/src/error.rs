@@ -41,7 +41,8 @@ impl IngestError {
             SequencerError::StoreUnavailable(_)
             | SequencerError::InvalidRequest(_)
             | SequencerError::UnknownPartition
-            | SequencerError::OffsetOutOfRange { .. } => IngestError::Commit(e.to_string()),
+            | SequencerError::OffsetOutOfRange { .. }
+            | SequencerError::SegmentExpired(_) => IngestError::Commit(e.to_string()),
         }
     }
 

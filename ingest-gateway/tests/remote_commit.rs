@@ -38,6 +38,7 @@ async fn replica(
             owner_addr: addr.to_string(),
             lease_ttl: ttl,
             shard_count: SHARDS,
+            ..IndexerConfig::default()
         },
     );
     let app = commit_routes(indexer.clone());

@@ -12,7 +12,8 @@
 //! - `idx/{topic_id}/{partition}` / `{last_offset:020}` → [`IndexEntry`] (keyed by the *last*
 //!   offset so "which entry holds offset X" is one range read: the first sk ≥ X)
 //! - `prod/{topic_id}/{partition}` / `{producer_id:020}` → [`ProducerRecord`]
-//! - `seg` / segment key → [`SegmentCommitRecord`] (makes a retried commit return the same offsets)
+//! - `seg` / `{segment key}[~chunk]#{shard}` → [`SegmentCommitRecord`] (makes a retried commit
+//!   return the same offsets; lists the partitions referencing the segment for garbage collection)
 //! - `meta` / `producer-id-next` → next free producer id
 //! - `lease` / lease name → [`LeaseRecord`]
 
@@ -116,6 +117,10 @@ pub struct ProducerRecord {
     pub epoch: i16,
     /// Oldest first, at most [`PRODUCER_BATCHES_KEPT`].
     pub batches: Vec<ProducerBatch>,
+    /// When the producer's last batch was appended (ms since the epoch); the state expires
+    /// `producer.id.expiration.ms` later. 0 in rows written before it existed: never expires.
+    #[serde(default)]
+    pub last_write_ms: i64,
 }
 
 /// How many recent batches per producer and partition are kept for de-duplication.
@@ -128,6 +133,20 @@ pub struct SegmentCommitRecord {
     pub size: u64,
     pub committed_at_ms: i64,
     pub outcomes: Vec<BatchOutcome>,
+    /// The partitions this commit appended to, each with the last offset it wrote there:
+    /// the segment is referenced by a partition until that partition's log start passes this
+    /// offset (garbage collection reads it). `None` in records written before it existed;
+    /// such segments are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<SegmentPart>>,
+}
+
+/// A partition's share of a committed segment (see [`SegmentCommitRecord::parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentPart {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub last_offset: i64,
 }
 
 /// A consumer group's committed position in one partition (Kafka's OffsetCommit value).
@@ -173,7 +192,7 @@ pub fn topic_key(name: &str) -> ItemKey {
     ItemKey::new("topic", name)
 }
 pub fn partition_key(topic_id: Uuid, partition: i32) -> ItemKey {
-    ItemKey::new(format!("part/{topic_id}"), format!("{partition:010}"))
+    ItemKey::new(partitions_pk(topic_id), format!("{partition:010}"))
 }
 pub fn index_pk(topic_id: Uuid, partition: i32) -> String {
     format!("idx/{topic_id}/{partition}")
@@ -184,16 +203,32 @@ pub fn offset_sk(offset: i64) -> String {
 pub fn index_key(topic_id: Uuid, partition: i32, last_offset: i64) -> ItemKey {
     ItemKey::new(index_pk(topic_id, partition), offset_sk(last_offset))
 }
+pub fn producer_pk(topic_id: Uuid, partition: i32) -> String {
+    format!("prod/{topic_id}/{partition}")
+}
 pub fn producer_key(topic_id: Uuid, partition: i32, producer_id: i64) -> ItemKey {
     ItemKey::new(
-        format!("prod/{topic_id}/{partition}"),
+        producer_pk(topic_id, partition),
         format!("{:020}", producer_id.max(0)),
     )
 }
+pub fn partitions_pk(topic_id: Uuid) -> String {
+    format!("part/{topic_id}")
+}
+/// The partition key of every segment commit record (sorted by segment key).
+pub const SEGMENT_COMMIT_PK: &str = "seg";
 /// One commit record per (segment, shard): a segment spanning shards is committed by each
-/// shard's owner separately.
+/// shard's owner separately. A commit split to fit the store's write limit has a record per
+/// chunk, named `{segment_key}~{chunk}`.
 pub fn segment_commit_key(segment_key: &str, shard: u32) -> ItemKey {
-    ItemKey::new("seg", format!("{segment_key}#{shard:05}"))
+    ItemKey::new(SEGMENT_COMMIT_PK, format!("{segment_key}#{shard:05}"))
+}
+/// The segment object a commit record's sort key belongs to (without shard and chunk).
+pub fn segment_of_commit_sk(sk: &str) -> &str {
+    let record = sk.rsplit_once('#').map_or(sk, |(name, _)| name);
+    record
+        .rsplit_once('~')
+        .map_or(record, |(segment, _)| segment)
 }
 /// Committed offsets of `group`: one partition key per group, sorted by topic id and partition.
 pub fn group_offsets_pk(group: &str) -> String {
@@ -667,6 +702,31 @@ impl Catalog {
         }
     }
 
+    /// Every producer state of one partition: (producer id, state, item version).
+    pub async fn producers_of(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Vec<(i64, ProducerRecord, u64)>, CatalogError> {
+        let items = self
+            .store
+            .query(Query::all(producer_pk(topic_id, partition)))
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let id = item
+                .key
+                .sk
+                .parse::<i64>()
+                .map_err(|e| MetaStoreError::Corrupt {
+                    key: item.key.clone(),
+                    reason: format!("producer id: {e}"),
+                })?;
+            out.push((id, decode(&item.key, &item.value)?, item.version));
+        }
+        Ok(out)
+    }
+
     /// The stored result of a segment commit, if the segment was committed.
     pub async fn segment_commit(
         &self,
@@ -678,6 +738,53 @@ impl Catalog {
             Some(item) => Ok(Some(decode(&key, &item.value)?)),
             None => Ok(None),
         }
+    }
+
+    /// Segment commit records whose sort key is at or after `start_sk`, in key order, at most
+    /// `limit`: a garbage-collection pass reads them a page at a time.
+    pub async fn segment_commits_from(
+        &self,
+        start_sk: Bound<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, SegmentCommitRecord)>, CatalogError> {
+        let items = self
+            .store
+            .query(Query {
+                pk: SEGMENT_COMMIT_PK.into(),
+                start: start_sk,
+                end: Bound::Unbounded,
+                direction: Direction::Forward,
+                limit: Some(limit),
+            })
+            .await?;
+        items
+            .into_iter()
+            .map(|i| Ok((i.key.sk.clone(), decode(&i.key, &i.value)?)))
+            .collect()
+    }
+
+    /// Deletes `keys` unconditionally, in writes of at most the store's batch limit. Not
+    /// atomic as a whole: on error some may be gone; repeating is harmless.
+    pub async fn delete_items(&self, keys: Vec<ItemKey>) -> Result<(), CatalogError> {
+        let per_write = self.store.max_batch_ops().max(1);
+        let mut ops: Vec<WriteOp> = keys
+            .into_iter()
+            .map(|key| WriteOp::Delete {
+                key,
+                condition: Condition::None,
+            })
+            .collect();
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(per_write));
+            self.store.write(std::mem::replace(&mut ops, rest)).await?;
+        }
+        Ok(())
+    }
+
+    /// Every item of the partition key `pk` (keys only are used by callers that delete them).
+    pub async fn item_keys(&self, pk: &str) -> Result<Vec<ItemKey>, CatalogError> {
+        let items = self.store.query(Query::all(pk)).await?;
+        Ok(items.into_iter().map(|i| i.key).collect())
     }
 
     /// Reserves `count` consecutive producer ids and returns the first.

@@ -89,6 +89,13 @@ pub const INDEXER_RETENTION_ENTRIES: &str = "kafscale_indexer_retention_entries_
 pub const INDEXER_RETENTION_BYTES: &str = "kafscale_indexer_retention_bytes_removed_total";
 pub const INDEXER_RETENTION_LAST_PASS: &str =
     "kafscale_indexer_retention_last_pass_timestamp_seconds";
+pub const INDEXER_PRODUCERS_EXPIRED: &str = "kafscale_indexer_producer_states_expired_total";
+pub const GC_SEGMENTS_DELETED: &str = "kafscale_gc_segments_deleted_total";
+pub const GC_ORPHANS_DELETED: &str = "kafscale_gc_orphans_deleted_total";
+pub const GC_BYTES_DELETED: &str = "kafscale_gc_bytes_deleted_total";
+pub const GC_RECORDS_DELETED: &str = "kafscale_gc_commit_records_deleted_total";
+pub const GC_TOPICS_PURGED: &str = "kafscale_gc_deleted_topics_purged_total";
+pub const GC_LAST_PASS: &str = "kafscale_gc_last_pass_timestamp_seconds";
 pub const FETCH_REQUESTS: &str = "kafscale_fetch_requests_total";
 pub const FETCH_BYTES: &str = "kafscale_fetch_bytes_total";
 pub const FETCH_DURATION: &str = "kafscale_fetch_duration_seconds";
@@ -270,6 +277,48 @@ pub const CATALOG: &[MetricDef] = &[
         Gauge,
         &[],
         "Unix time of the last retention pass that ran to its end.",
+    ),
+    def(
+        INDEXER_PRODUCERS_EXPIRED,
+        Counter,
+        &[],
+        "Idempotent-producer states forgotten after producer.id.expiration.ms without a batch.",
+    ),
+    def(
+        GC_SEGMENTS_DELETED,
+        Counter,
+        &[],
+        "Committed segment objects deleted because no partition references them any more.",
+    ),
+    def(
+        GC_ORPHANS_DELETED,
+        Counter,
+        &[],
+        "Segment objects deleted that were uploaded but never committed.",
+    ),
+    def(
+        GC_BYTES_DELETED,
+        Counter,
+        &[],
+        "Bytes of the segment objects deleted (committed and orphans).",
+    ),
+    def(
+        GC_RECORDS_DELETED,
+        Counter,
+        &[],
+        "Segment commit records deleted with their segments.",
+    ),
+    def(
+        GC_TOPICS_PURGED,
+        Counter,
+        &[],
+        "Deleted topics whose partition rows, index entries and producer states were removed.",
+    ),
+    def(
+        GC_LAST_PASS,
+        Gauge,
+        &[],
+        "Unix time of the last garbage-collection pass that ran to its end.",
     ),
     def(FETCH_REQUESTS, Counter, &[], "Fetch requests served."),
     def(

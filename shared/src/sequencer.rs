@@ -95,6 +95,10 @@ pub enum SequencerError {
     /// DeleteRecords past the high watermark (or below -1).
     #[error("offset {offset} is outside the partition's log (high watermark {high_watermark})")]
     OffsetOutOfRange { offset: i64, high_watermark: i64 },
+    /// A commit of a segment older than the indexer accepts (garbage collection may already
+    /// treat it as an orphan); it was not committed, and the producer's retry writes anew.
+    #[error("segment {0} is too old to be committed")]
+    SegmentExpired(String),
 }
 
 impl SequencerError {
@@ -104,6 +108,7 @@ impl SequencerError {
             SequencerError::InvalidRequest(_)
                 | SequencerError::UnknownPartition
                 | SequencerError::OffsetOutOfRange { .. }
+                | SequencerError::SegmentExpired(_)
         )
     }
 }

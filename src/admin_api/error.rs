@@ -136,6 +136,7 @@ impl ApiError {
             | FetchError::OffsetOutOfRange { .. }
             | FetchError::Metadata(_)
             | FetchError::Storage(_)
+            | FetchError::IndexMoved(_)
             | FetchError::Corrupt(_) => ApiError::Fetch(e),
         }
     }

@@ -523,6 +523,7 @@ fn indexer_config(owner: &str, addr: &str, shards: u32) -> IndexerConfig {
         owner_addr: addr.into(),
         lease_ttl: Duration::from_secs(30),
         shard_count: shards,
+        ..IndexerConfig::default()
     }
 }
 

@@ -222,20 +222,31 @@ def test_each_tier_policy_grants_exactly_what_its_code_calls():
         report[tier] = sorted(s3 | dynamo)
     # The facts the README states, as derived from the code:
     assert report["indexer"] == ["dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
-                                 "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+                                 "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem",
+                                 "s3:DeleteObject", "s3:ListBucket"]
     assert report["ingest"] == report["fetch"]
     print(report)
 
 
 def test_policies_use_only_the_tier_table():
     """The policy documents take their actions from local.tier_actions and nothing else
-    (besides KMS through S3/DynamoDB when a key is given)."""
+    (besides KMS through S3/DynamoDB when a key is given); local.bucket_actions only sorts
+    them into the bucket statement (ListBucket, limited to the segment prefix) and the
+    objects statement."""
     iam = load_tf()["iam.tf"]
     tier = blocks(iam, "data")[("aws_iam_policy_document", "tier")]
     text = repr(tier)
-    literal_actions = set(re.findall(r"'((?:s3|dynamodb):[A-Za-z*]+)'", text))
+    literal_actions = set(re.findall(r"'((?:s3|dynamodb):[A-Z*][A-Za-z*]*)'", text))
     assert not literal_actions, literal_actions
     assert "each.value.s3" in text and "each.value.dynamodb" in text
+    # Listing is granted on the bucket and only under the segment prefix.
+    statements = {plain(st["content"][0]["sid"]): st["content"][0]
+                  for st in tier["dynamic"] for st in [st["statement"]]}
+    listing = statements["ListSegments"]
+    assert listing["resources"] == ["${aws_s3_bucket.segments.arn}"]
+    assert listing["condition"][0]["variable"] == "s3:prefix"
+    assert listing["condition"][0]["values"] == ["${var.s3_prefix}segments/*"]
+    assert statements["SegmentObjects"]["resources"] == ["${local.objects_arn}"]
 
 
 def test_table_matches_the_backend():

@@ -9,6 +9,10 @@
 //! without it still holds at least `retention.bytes`. DeleteRecords may put the log start in
 //! the middle of an entry; the entry stays until the log start passes its last offset.
 //!
+//! The same pass forgets idempotent-producer states idle longer than
+//! `producer.id.expiration.ms`, as Kafka does: the producer's next batch is then accepted as
+//! from a new producer (any sequence), never refused.
+//!
 //! The segment objects themselves stay: a segment is garbage once the log start of every
 //! partition in it has passed it, which garbage collection reads from the partition rows this
 //! write updates.
@@ -38,6 +42,8 @@ pub struct RetentionReport {
     pub entries_removed: u64,
     pub bytes_removed: u64,
     pub records_removed: u64,
+    /// Idempotent-producer states forgotten (idle past `producer.id.expiration.ms`).
+    pub producers_expired: u64,
 }
 
 /// How far to move a partition's log start.
@@ -82,28 +88,94 @@ impl Indexer {
         let mut report = RetentionReport::default();
         for topic in topics {
             let retention = defaults.retention(&topic.configs);
-            if retention == Retention::default() {
-                continue;
-            }
             for partition in 0..topic.partitions {
                 let shard = shard_of(topic.topic_id, partition, shard_count);
                 if !owned.contains(&shard) {
                     continue;
                 }
-                let trim = Trim::Retention { retention, now_ms };
-                match self.trim(shard, (topic.topic_id, partition), trim).await {
-                    Ok(Some((_, removed))) => report.add(&removed),
-                    Ok(None) => {}
+                let id = (topic.topic_id, partition);
+                let expired = self.expire_producers(shard, id, now_ms).await;
+                let trimmed = if retention == Retention::default() {
+                    Ok(None)
+                } else {
+                    self.trim(shard, id, Trim::Retention { retention, now_ms })
+                        .await
+                };
+                match (expired, trimmed) {
+                    (Ok(producers), Ok(trimmed)) => {
+                        report.producers_expired += producers;
+                        if let Some((_, removed)) = trimmed {
+                            report.add(&removed);
+                        }
+                    }
                     // A shard lost meanwhile is its new owner's to trim.
-                    Err(SequencerError::NotOwner { .. } | SequencerError::Fenced(_)) => {}
-                    Err(e) => return Err(e),
+                    (Err(SequencerError::NotOwner { .. } | SequencerError::Fenced(_)), _)
+                    | (_, Err(SequencerError::NotOwner { .. } | SequencerError::Fenced(_))) => {}
+                    (Err(e), _) | (_, Err(e)) => return Err(e),
                 }
             }
         }
         metrics::counter!(names::INDEXER_RETENTION_ENTRIES).increment(report.entries_removed);
         metrics::counter!(names::INDEXER_RETENTION_BYTES).increment(report.bytes_removed);
+        metrics::counter!(names::INDEXER_PRODUCERS_EXPIRED).increment(report.producers_expired);
         metrics::gauge!(names::INDEXER_RETENTION_LAST_PASS).set(now_ms as f64 / 1000.0);
         Ok(report)
+    }
+
+    /// Forgets the idempotent-producer states of partition `id` whose last batch is older than
+    /// `producer.id.expiration.ms`, in fenced writes conditioned on each row's version (a
+    /// producer that wrote meanwhile keeps its state). Returns how many went.
+    async fn expire_producers(
+        &self,
+        shard: u32,
+        id: PartitionId,
+        now_ms: i64,
+    ) -> Result<u64, SequencerError> {
+        let store_err = |e: catalog::CatalogError| SequencerError::StoreUnavailable(e.to_string());
+        let horizon = now_ms.saturating_sub(self.config.producer_id_expiration.as_millis() as i64);
+        let Some(slot) = self.shards.get(shard as usize) else {
+            return Err(SequencerError::InvalidRequest(format!("no shard {shard}")));
+        };
+        let mut state = slot.lock().await;
+        state.settle();
+        let expired: Vec<(i64, u64)> = self
+            .catalog
+            .producers_of(id.0, id.1)
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|(_, p, _)| p.last_write_ms > 0 && p.last_write_ms < horizon)
+            .map(|(producer_id, _, version)| (producer_id, version))
+            .collect();
+        let per_write = self
+            .catalog
+            .store()
+            .max_batch_ops()
+            .saturating_sub(1)
+            .max(1);
+        for chunk in expired.chunks(per_write) {
+            let Some(lease) = state.lease.clone() else {
+                return Err(SequencerError::NotOwner { shard, owner: None });
+            };
+            let mut ops = vec![WriteOp::Check {
+                key: catalog::lease_key(&lease.name),
+                condition: Condition::Version(lease.version),
+            }];
+            ops.extend(chunk.iter().map(|(producer_id, version)| WriteOp::Delete {
+                key: catalog::producer_key(id.0, id.1, *producer_id),
+                condition: Condition::Version(*version),
+            }));
+            self.write_shard(&mut state, &lease, ops)
+                .await
+                .map_err(|e| Self::write_error(&lease, e))?;
+            for (producer_id, _) in chunk {
+                state.producers.remove(&(id.0, id.1, *producer_id));
+            }
+        }
+        if !expired.is_empty() {
+            debug!(topic_id = %id.0, partition = id.1, producers = expired.len(), "producer states expired");
+        }
+        Ok(expired.len() as u64)
     }
 
     /// DeleteRecords of one partition: its log start becomes `offset` (-1: the high
@@ -285,12 +357,13 @@ impl Indexer {
                 .instrument(pass)
                 .await
             {
-                Ok(r) if r.entries_removed > 0 => info!(
+                Ok(r) if r.entries_removed + r.producers_expired > 0 => info!(
                     partitions = r.partitions_trimmed,
                     entries = r.entries_removed,
                     bytes = r.bytes_removed,
                     records = r.records_removed,
-                    "retention moved log starts"
+                    producers_expired = r.producers_expired,
+                    "retention moved log starts and expired producer states"
                 ),
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "retention pass failed; the next one retries"),
@@ -305,5 +378,6 @@ impl RetentionReport {
         self.entries_removed += other.entries_removed;
         self.bytes_removed += other.bytes_removed;
         self.records_removed += other.records_removed;
+        self.producers_expired += other.producers_expired;
     }
 }

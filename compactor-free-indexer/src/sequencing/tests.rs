@@ -296,6 +296,7 @@ async fn a_deposed_owner_cannot_write() {
         owner_addr: String::new(),
         lease_ttl: Duration::from_millis(50),
         shard_count: 1,
+        ..IndexerConfig::default()
     };
     let old = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), short("old"))
         .await
@@ -350,6 +351,7 @@ async fn replicas_split_the_shards_and_refuse_shards_they_do_not_own() {
         owner_addr: format!("{owner}:1"),
         lease_ttl: Duration::from_secs(30),
         shard_count: 4,
+        ..IndexerConfig::default()
     };
     let a = Indexer::new(catalog.clone(), Arc::new(Watermarks::new()), config("a"));
     let b = Indexer::new(catalog.clone(), Arc::new(Watermarks::new()), config("b"));
@@ -916,4 +918,71 @@ async fn a_log_start_write_of_a_deposed_owner_is_fenced() {
     ));
     let (part, _) = catalog.partition(id, 0).await.expect("read").expect("row");
     assert_eq!(part.log_start_offset, 0, "nothing moved");
+}
+
+#[tokio::test]
+async fn an_idle_producers_state_expires_and_its_next_batch_starts_afresh() {
+    let (catalog, _, indexer, id) = setup(1).await;
+    // The batches' timestamps are from 1970: keep them.
+    set_configs(&catalog, retention(Some("-1"), None)).await;
+    let idle = |seq| idem(batch(id, 0, 0, 2), 7, 0, seq);
+    let busy = |seq| idem(batch(id, 0, 100, 2), 8, 0, seq);
+    let r = indexer
+        .commit(req("s1", vec![idle(0), busy(0)]))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(0), appended(2)]);
+    let expiration = DEFAULT_PRODUCER_ID_EXPIRATION.as_millis() as i64;
+    let stored = |pid| catalog.producer(id, 0, pid);
+    let written = stored(7).await.expect("read").expect("row").0.last_write_ms;
+    assert!(written > 0);
+
+    // Just before the expiration nothing goes.
+    let defaults = ClusterDefaults::default();
+    let early = indexer
+        .enforce_retention(&defaults, written + expiration)
+        .await
+        .expect("pass");
+    assert_eq!(early.producers_expired, 0);
+    // Producer 8 writes again, in a later millisecond; one past the expiration of producer
+    // 7's last batch only 7 goes.
+    let mut next = 4;
+    loop {
+        let r = indexer
+            .commit(req(&format!("busy-{next}"), vec![busy(next as i32 - 2)]))
+            .await
+            .expect("commit");
+        assert_eq!(r.outcomes, vec![appended(next)]);
+        next += 2;
+        if stored(8).await.expect("read").expect("row").0.last_write_ms > written {
+            break;
+        }
+    }
+    let later = indexer
+        .enforce_retention(&defaults, written + expiration + 1)
+        .await
+        .expect("pass");
+    assert_eq!(later.producers_expired, 1);
+    assert!(stored(7).await.expect("read").is_none());
+    assert!(stored(8).await.expect("read").is_some());
+
+    // Its next batch is taken as a new producer's: any sequence, no OUT_OF_ORDER_SEQUENCE,
+    // and the cache did not keep the old state.
+    let r = indexer
+        .commit(req("s3", vec![idle(40)]))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(next)]);
+    // And it is de-duplicated from there on.
+    let r = indexer
+        .commit(req("s4", vec![idle(40)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        r.outcomes,
+        vec![BatchOutcome::Duplicate {
+            base_offset: next,
+            log_start_offset: 0
+        }]
+    );
 }
