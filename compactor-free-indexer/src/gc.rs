@@ -308,7 +308,8 @@ impl GarbageCollector {
         interval: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let lease_ttl = (interval * 3).max(Duration::from_secs(30));
+        // Renewed every round; a collector that died frees it after three rounds.
+        let lease_ttl = (interval * 3).max(Duration::from_secs(1));
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -61,6 +61,13 @@ def kill_all_children() -> None:
 # ---------------------------------------------------------------------------
 
 
+def metric_value(server, name: str) -> float:
+    """The sum of a metric's series (every label set) on `server`'s /metrics."""
+    text = server.http_get("/metrics")[1].decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
 class Deadline:
     """A monotonic deadline: `Deadline(30)` expires 30 s from now."""
 

@@ -10,7 +10,9 @@ whole segments.
 
 After the log start moves: ListOffsets earliest answers it; a consumer from
 the beginning (auto.offset.reset=earliest) starts there; a fetch below it is
-answered OFFSET_OUT_OF_RANGE and the consumer moves on.
+answered OFFSET_OUT_OF_RANGE and the consumer moves on. Garbage collection
+(every 200 ms, 300 ms grace, 5 s commit horizon here) then deletes the segment
+files nothing references and orphans from the data directory.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ pytestmark = pytest.mark.deadline(180)
 HOUR_MS = 3_600_000
 
 
+GC_FLAGS = ["--gc-interval-ms", "200", "--gc-grace-ms", "300",
+            "--segment-commit-max-age-ms", "5000"]
+
+
 @pytest.fixture
 def server(kafscale_factory):
-    return kafscale_factory(["--retention-check-interval-ms", "200"])
+    return kafscale_factory(["--retention-check-interval-ms", "200", *GC_FLAGS])
+
+
+def segment_files(server) -> set[str]:
+    root = server.data_dir / "objects"
+    return {str(p.relative_to(root)) for p in (root / "segments").rglob("*") if p.is_file()}
 
 
 def create_topic(bootstrap: str, name: str, config: dict[str, str], partitions: int = 1) -> None:
@@ -155,3 +166,71 @@ def test_delete_records_moves_the_log_start(server):
     refused = delete_records(server.bootstrap, topic, {0: 11})[0]
     assert refused.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE, refused
     assert low_watermark(server.bootstrap, topic) == 4
+
+
+def test_gc_deletes_the_segments_retention_dropped_and_orphans_and_keeps_the_rest(server):
+    topic = f"gc-{uuid.uuid4().hex[:8]}"
+    create_topic(server.bootstrap, topic, {"retention.ms": str(10 * 60 * 1000)})
+    before = segment_files(server)
+    now = int(time.time() * 1000)
+    produce(server.bootstrap, topic, "old", 10, now - HOUR_MS)
+    old_segments = segment_files(server) - before
+    produce(server.bootstrap, topic, "fresh", 10, now)
+    fresh_segments = segment_files(server) - before - old_segments
+    assert old_segments and fresh_segments
+    # An orphan (an upload an hour old that was never committed) and a file that is not a
+    # segment key: the first goes, the second is never touched.
+    orphan = server.data_dir / "objects" / "segments" / "7f" / \
+        f"{now - HOUR_MS:013d}-{uuid.uuid4().hex}.kseg"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"uploaded, never committed")
+    foreign = server.data_dir / "objects" / "segments" / "zz" / "not-a-segment.txt"
+    foreign.parent.mkdir(parents=True, exist_ok=True)
+    foreign.write_bytes(b"x")
+
+    wait_for_log_start(server.bootstrap, topic, 10)
+    kh.wait_for(lambda: not (segment_files(server) & old_segments) and not orphan.exists(),
+                timeout=60, interval=0.2, what="the old segments and the orphan deleted")
+    left = segment_files(server)
+    assert fresh_segments <= left, "a referenced segment was deleted"
+    assert foreign.exists()
+    assert kh.metric_value(server, "kafscale_gc_segments_deleted_total") >= len(old_segments)
+    assert kh.metric_value(server, "kafscale_gc_orphans_deleted_total") >= 1
+    # Everything at or above the log start is still read, from the kept segments.
+    records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=10)
+    assert [r.value for r in records] == [f"fresh-{i}".encode() for i in range(10)]
+
+
+def test_an_idle_idempotent_producer_resumes_after_its_state_expired(kafscale_factory):
+    server = kafscale_factory(["--retention-check-interval-ms", "200",
+                               "--producer-id-expiration-ms", "500"])
+    topic = f"idle-{uuid.uuid4().hex[:8]}"
+    create_topic(server.bootstrap, topic, {})
+    from confluent_kafka import Producer
+
+    acked: list[tuple[int, bytes]] = []
+    errors: list = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            acked.append((msg.offset(), msg.value()))
+
+    producer = Producer({"bootstrap.servers": server.bootstrap, "enable.idempotence": True,
+                         "linger.ms": 5})
+    for i in range(20):
+        producer.produce(topic, value=f"before-{i}".encode(), partition=0, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    # The indexer forgets the producer's state after 500 ms without a batch.
+    kh.wait_for(lambda: kh.metric_value(server, "kafscale_indexer_producer_states_expired_total") >= 1,
+                timeout=60, interval=0.2, what="the idle producer's state expired")
+    for i in range(20):
+        producer.produce(topic, value=f"after-{i}".encode(), partition=0, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert not errors, errors
+    expected = [f"before-{i}".encode() for i in range(20)] + \
+        [f"after-{i}".encode() for i in range(20)]
+    assert sorted(acked) == list(enumerate(expected))
+    records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=40)
+    assert [(r.offset, r.value) for r in records] == list(enumerate(expected))
