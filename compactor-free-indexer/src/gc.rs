@@ -252,28 +252,32 @@ impl GarbageCollector {
         Ok(false)
     }
 
-    /// Removes the rows of topics named by commit records that no longer exist: partition
-    /// rows last, so a pass cut short finds the topic's partitions again; the partitions named
-    /// by commit records are searched too, in case a commit raced the deletion. Returns how
-    /// many topics had rows.
+    /// Removes the rows of deleted topics: those with a marker (written when the topic was
+    /// deleted) and any other that commit records name. Partition rows go last and the marker
+    /// after them, so a pass cut short finds the topic and its partitions again; the partitions
+    /// named by commit records are searched too, in case a commit raced the deletion. Returns
+    /// how many topics had rows.
     async fn purge_deleted_topics(
         &self,
         segments: &BTreeMap<String, Segment>,
         live_topics: &HashSet<Uuid>,
     ) -> Result<u64, IndexerError> {
         let mut deleted: HashMap<Uuid, BTreeSet<i32>> = HashMap::new();
+        for topic_id in self.catalog.deleted_topics().await? {
+            deleted.entry(topic_id).or_default();
+        }
         for part in segments
             .values()
             .flat_map(|s| s.records.iter())
             .filter_map(|(_, parts)| parts.as_ref())
             .flatten()
-            .filter(|p| !live_topics.contains(&p.topic_id))
         {
             deleted
                 .entry(part.topic_id)
                 .or_default()
                 .insert(part.partition);
         }
+        deleted.retain(|id, _| !live_topics.contains(id));
         let mut purged = 0;
         for (topic_id, mut partitions) in deleted {
             let rows = self
@@ -293,6 +297,9 @@ impl GarbageCollector {
                 }
             }
             self.catalog.delete_items(rows).await?;
+            self.catalog
+                .delete_items(vec![catalog::deleted_topic_key(topic_id)])
+                .await?;
             if removed > 0 {
                 info!(%topic_id, items = removed, "removed a deleted topic's partition rows, index entries and producer states");
                 purged += 1;
@@ -382,5 +389,7 @@ impl LogStarts {
     }
 }
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;

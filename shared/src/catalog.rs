@@ -14,6 +14,8 @@
 //! - `prod/{topic_id}/{partition}` / `{producer_id:020}` → [`ProducerRecord`]
 //! - `seg` / `{segment key}[~chunk]#{shard}` → [`SegmentCommitRecord`] (makes a retried commit
 //!   return the same offsets; lists the partitions referencing the segment for garbage collection)
+//! - `deleted-topic` / topic id → the [`TopicRecord`] of a deleted topic whose rows garbage
+//!   collection has yet to remove
 //! - `meta` / `producer-id-next` → next free producer id
 //! - `lease` / lease name → [`LeaseRecord`]
 
@@ -214,6 +216,13 @@ pub fn producer_key(topic_id: Uuid, partition: i32, producer_id: i64) -> ItemKey
 }
 pub fn partitions_pk(topic_id: Uuid) -> String {
     format!("part/{topic_id}")
+}
+/// The partition key of the markers of deleted topics whose rows garbage collection has not
+/// removed yet.
+pub const DELETED_TOPIC_PK: &str = "deleted-topic";
+/// A deleted topic's marker (its last [`TopicRecord`]).
+pub fn deleted_topic_key(topic_id: Uuid) -> ItemKey {
+    ItemKey::new(DELETED_TOPIC_PK, topic_id.to_string())
 }
 /// The partition key of every segment commit record (sorted by segment key).
 pub const SEGMENT_COMMIT_PK: &str = "seg";
@@ -527,7 +536,8 @@ impl Catalog {
     }
 
     /// Deletes a topic. Its data becomes unreachable at once (readers resolve names to ids);
-    /// partition rows, index entries and segments are left for garbage collection.
+    /// partition rows, index entries and segments are left for garbage collection, which
+    /// finds the topic by the marker written in the same write ([`deleted_topic_key`]).
     pub async fn delete_topic(&self, name: &str) -> Result<TopicRecord, CatalogError> {
         let key = topic_key(name);
         let Some(item) = self.store.get(&key).await? else {
@@ -536,10 +546,17 @@ impl Catalog {
         let record: TopicRecord = decode(&key, &item.value)?;
         match self
             .store
-            .write(vec![WriteOp::Delete {
-                key,
-                condition: Condition::Version(item.version),
-            }])
+            .write(vec![
+                WriteOp::Delete {
+                    key,
+                    condition: Condition::Version(item.version),
+                },
+                WriteOp::Put {
+                    key: deleted_topic_key(record.topic_id),
+                    value: encode(&record),
+                    condition: Condition::None,
+                },
+            ])
             .await
         {
             Ok(()) => {
@@ -779,6 +796,22 @@ impl Catalog {
             self.store.write(std::mem::replace(&mut ops, rest)).await?;
         }
         Ok(())
+    }
+
+    /// Topics deleted whose rows garbage collection has not removed yet.
+    pub async fn deleted_topics(&self) -> Result<Vec<Uuid>, CatalogError> {
+        let items = self.store.query(Query::all(DELETED_TOPIC_PK)).await?;
+        items
+            .into_iter()
+            .map(|i| {
+                i.key.sk.parse::<Uuid>().map_err(|e| {
+                    CatalogError::from(MetaStoreError::Corrupt {
+                        key: i.key.clone(),
+                        reason: e.to_string(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Every item of the partition key `pk` (keys only are used by callers that delete them).

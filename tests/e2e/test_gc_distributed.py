@@ -89,6 +89,13 @@ class Stores:
         return {e["segment_key"] for p in range(PARTITIONS)
                 for _, e in self._query(f"idx/{self.topic_id}/{p}")}
 
+    def rows(self) -> list[str]:
+        """The topic's partition rows, index entries and producer states, and its marker."""
+        pks = [f"part/{self.topic_id}"] + [f"{kind}/{self.topic_id}/{p}" for kind in ("idx", "prod")
+                                           for p in range(PARTITIONS)]
+        found = [f"{pk}:{sk}" for pk in pks for sk, _ in self._query(pk)]
+        return found + [sk for sk, _ in self._query("deleted-topic") if sk == self.topic_id]
+
     def recorded(self) -> set[str]:
         """Segments that have a commit record (the sort key without chunk and shard)."""
         return {sk.rsplit("#", 1)[0].split("~", 1)[0] for sk, _ in self._query("seg")}
@@ -152,6 +159,14 @@ def test_gc_leaves_exactly_the_referenced_segments(cluster, monkeypatch):  # noq
     consume_fresh(c, topic)
     deleted = sum(kh.metric_value(i, "kafscale_gc_segments_deleted_total") for i in c.indexers)
     assert deleted >= 40
+
+    # Deleting the topic: its rows and then its segments go too.
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": c.ingests[0].bootstrap})
+    admin.delete_topics([topic], operation_timeout=15)[topic].result(timeout=30)
+    kh.wait_for(lambda: not stores.objects() and not stores.recorded() and not stores.rows(),
+                timeout=90, interval=0.3, what="the deleted topic's segments and rows removed")
 
 
 def test_gc_survives_sigkills_of_the_indexers_while_it_collects(cluster, monkeypatch):  # noqa: F811
