@@ -764,6 +764,8 @@ impl Indexer {
             let last_offset = base_offset + batch.offset_count as i64 - 1;
             part.record.next_offset = last_offset + 1;
             part.record.bytes += batch.byte_len;
+            part.record.max_timestamp = part.record.max_timestamp.max(batch.max_timestamp);
+            let running_max_timestamp = Some(part.record.max_timestamp);
             let list = entries.entry(id).or_default();
             match list.last_mut() {
                 Some(e)
@@ -776,6 +778,7 @@ impl Indexer {
                     e.record_count += batch.record_count as u64;
                     e.first_timestamp = e.first_timestamp.min(batch.first_timestamp);
                     e.max_timestamp = e.max_timestamp.max(batch.max_timestamp);
+                    e.running_max_timestamp = running_max_timestamp;
                 }
                 _ => list.push(IndexEntry {
                     format: ITEM_FORMAT,
@@ -788,6 +791,7 @@ impl Indexer {
                     record_count: batch.record_count as u64,
                     first_timestamp: batch.first_timestamp,
                     max_timestamp: batch.max_timestamp,
+                    running_max_timestamp,
                 }),
             }
             outcomes.push(BatchOutcome::Appended {

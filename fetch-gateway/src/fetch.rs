@@ -555,6 +555,7 @@ mod tests {
             next_offset: 7,
             log_start_offset: 0,
             bytes: 10,
+            max_timestamp: -1,
         };
         let put = WriteOp::Put {
             key: partition_key(id, 0),

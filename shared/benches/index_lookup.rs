@@ -27,6 +27,7 @@ fn entry(topic_id: Uuid, i: i64) -> IndexEntry {
         record_count: RECORDS_PER_ENTRY as u64,
         first_timestamp: 1_700_000_000_000 + i,
         max_timestamp: 1_700_000_000_000 + i,
+        running_max_timestamp: Some(1_700_000_000_000 + i),
     }
 }
 

@@ -88,6 +88,14 @@ pub struct PartitionRecord {
     pub next_offset: i64,
     pub log_start_offset: i64,
     pub bytes: u64,
+    /// The largest batch max-timestamp ever appended (-1: none yet); each new index entry
+    /// carries it as its `running_max_timestamp`.
+    #[serde(default = "no_timestamp")]
+    pub max_timestamp: i64,
+}
+
+fn no_timestamp() -> i64 {
+    -1
 }
 
 /// Where one run of consecutive offsets of a partition lives.
@@ -103,6 +111,12 @@ pub struct IndexEntry {
     pub record_count: u64,
     pub first_timestamp: i64,
     pub max_timestamp: i64,
+    /// The largest max-timestamp of this entry and every entry before it in the partition
+    /// (Kafka's time index keeps the same running maximum): it grows with the offset, so the
+    /// first entry holding a timestamp ≥ T is found by binary search. `None` in entries
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_max_timestamp: Option<i64>,
 }
 
 /// One remembered batch of an idempotent producer (Kafka keeps the last five).
@@ -405,6 +419,7 @@ impl Catalog {
             next_offset: 0,
             log_start_offset: 0,
             bytes: 0,
+            max_timestamp: -1,
         };
         let mut ops: Vec<WriteOp> = (0..partitions)
             .map(|p| WriteOp::Put {
@@ -462,6 +477,7 @@ impl Catalog {
             next_offset: 0,
             log_start_offset: 0,
             bytes: 0,
+            max_timestamp: -1,
         };
         let rows: Vec<WriteOp> = (record.partitions..partitions)
             .map(|p| WriteOp::Put {
@@ -1380,6 +1396,7 @@ mod topic_lookup_tests {
             next_offset: 5,
             log_start_offset: 0,
             bytes: 0,
+            max_timestamp: -1,
         };
         catalog
             .store()

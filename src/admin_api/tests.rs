@@ -86,6 +86,7 @@ impl Fixture {
             next_offset: end,
             log_start_offset: start,
             bytes: (end - start) as u64 * 100,
+            max_timestamp: -1,
         };
         self.catalog
             .store()
