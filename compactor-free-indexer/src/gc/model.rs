@@ -1,7 +1,8 @@
 //! A model test of retention and garbage collection: random interleavings of produce,
 //! orphan uploads, DeleteRecords, retention by size, topic deletion, GC passes at advancing
 //! times, and crashes of the collector at any store call (its pass cut short, its memory
-//! lost), on in-memory stores with small write batches.
+//! lost), on in-memory stores whose writes hold at most 5 operations (so commits, trims and deletes
+//! take several writes).
 //!
 //! After every step: no index entry names a missing object, and every offset from a
 //! partition's log start to its high watermark is held by an index entry whose object has
@@ -173,7 +174,7 @@ struct Model {
 
 impl Model {
     async fn new() -> Model {
-        let meta = Arc::new(MemoryMetaStore::with_max_batch_ops(8));
+        let meta = Arc::new(MemoryMetaStore::with_max_batch_ops(5));
         let catalog = Arc::new(Catalog::new(meta.clone()));
         let indexer = Indexer::start(
             catalog.clone(),

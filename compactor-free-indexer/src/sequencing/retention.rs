@@ -32,7 +32,8 @@ use uuid::Uuid;
 use super::{Indexer, PartitionId, ShardState};
 
 /// Index entries removed in one write at most (besides the lease check and the partition
-/// row), so a long backlog is forgotten in steps that each stand on their own.
+/// row), so a long backlog is forgotten in steps that each stand on their own; fewer where
+/// the store's writes are smaller (DynamoDB: 100 operations, so 98 entries).
 const ENTRIES_PER_WRITE: usize = 256;
 
 /// What one retention pass removed.
@@ -210,6 +211,9 @@ impl Indexer {
         };
         let mut state = slot.lock().await;
         state.settle();
+        let per_write = ENTRIES_PER_WRITE
+            .min(self.catalog.store().max_batch_ops().saturating_sub(2))
+            .max(1);
         let mut removed = RetentionReport::default();
         loop {
             let Some(part) = self
@@ -249,7 +253,7 @@ impl Indexer {
             }
             let page = self
                 .catalog
-                .index_entries_from(id.0, id.1, record.log_start_offset, Some(ENTRIES_PER_WRITE))
+                .index_entries_from(id.0, id.1, record.log_start_offset, Some(per_write))
                 .await
                 .map_err(store_err)?;
             let mut bytes = record.bytes;
@@ -261,10 +265,15 @@ impl Indexer {
                 bytes = bytes.saturating_sub(entry.byte_len);
                 dropped.push(entry);
             }
+            // The page ended the walk (an entry stays, or none is left): this write is the last.
+            let last_write = dropped.len() < page.len() || page.len() < per_write;
             let mut log_start = dropped
                 .last()
                 .map_or(record.log_start_offset, |e| e.last_offset + 1);
-            if let Trim::Before(o) = target {
+            if let Trim::Before(o) = target
+                && last_write
+            {
+                // Only once every entry below `o` is gone, or some would be left below it.
                 log_start = log_start.max(o);
             }
             if log_start <= record.log_start_offset {
@@ -282,7 +291,7 @@ impl Indexer {
                 removed.records_removed += e.record_count;
             }
             debug!(topic_id = %id.0, partition = id.1, log_start, entries = dropped.len(), "log start moved");
-            if dropped.len() < page.len() || page.len() < ENTRIES_PER_WRITE {
+            if last_write {
                 return Ok(Some((log_start, removed)));
             }
         }

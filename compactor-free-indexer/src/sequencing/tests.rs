@@ -986,3 +986,42 @@ async fn an_idle_producers_state_expires_and_its_next_batch_starts_afresh() {
         }]
     );
 }
+
+/// DynamoDB takes at most 100 operations per transaction: moving the log start past more
+/// entries than fit in one write must take several writes, not fail (found by
+/// tests/e2e/bench_gc.py: DeleteRecords of 125 entries per partition answered
+/// KAFKA_STORAGE_ERROR).
+#[tokio::test]
+async fn a_log_start_move_past_more_entries_than_one_write_holds_takes_several_writes() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::with_max_batch_ops(100));
+    let catalog = Arc::new(Catalog::new(store));
+    let id = catalog
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
+    let indexer = Indexer::start(
+        catalog.clone(),
+        Arc::new(Watermarks::new()),
+        IndexerConfig::default(),
+    )
+    .await
+    .expect("start");
+    commit_segments(&indexer, id, 250).await;
+    let moved = indexer
+        .delete_records(DeleteRecordsRequest {
+            shard: 0,
+            topic_id: id,
+            partition: 0,
+            offset: 3 * 240,
+        })
+        .await
+        .expect("delete records");
+    assert_eq!(moved.log_start_offset, 720);
+    let left = catalog
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("index");
+    assert_eq!(left.len(), 10);
+    assert_eq!(left[0].base_offset, 720);
+}
