@@ -38,6 +38,7 @@ use kafscale_shared::keys::{SEGMENT_PREFIX, segment_created_ms};
 use kafscale_shared::meta_store::ItemKey;
 use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::{ObjectMeta, ObjectStore};
+use kafscale_shared::periodic::run_every;
 use tokio::sync::Mutex;
 use tracing::{Instrument, debug, info, warn};
 use uuid::Uuid;
@@ -317,39 +318,36 @@ impl GarbageCollector {
     ) {
         // Renewed every round; a collector that died frees it after three rounds.
         let lease_ttl = (interval * 3).max(Duration::from_secs(1));
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
+        run_every(interval, &shutdown, || self.gc_round(&owner_id, lease_ttl)).await;
+    }
+
+    /// One round: a pass if this replica holds (or takes) the [`GC_LEASE`].
+    async fn gc_round(&self, owner_id: &str, lease_ttl: Duration) {
+        match self
+            .catalog
+            .acquire_lease(GC_LEASE, owner_id, "", lease_ttl)
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "taking the gc lease failed; the next round retries");
+                return;
             }
-            match self
-                .catalog
-                .acquire_lease(GC_LEASE, &owner_id, "", lease_ttl)
-                .await
-            {
-                Ok(Some(_)) => {}
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(error = %e, "taking the gc lease failed; the next round retries");
-                    continue;
-                }
-            }
-            let span = tracing::info_span!("gc_pass");
-            match self.run_pass(catalog::now_ms()).instrument(span).await {
-                Ok(r) if r.segments_deleted + r.orphans_deleted + r.topics_purged > 0 => info!(
-                    segments = r.segments_deleted,
-                    orphans = r.orphans_deleted,
-                    bytes = r.bytes_deleted,
-                    commit_records = r.commit_records_deleted,
-                    topics = r.topics_purged,
-                    waiting = r.segments_waiting,
-                    "garbage collected"
-                ),
-                Ok(r) => debug!(?r, "gc pass found nothing to delete"),
-                Err(e) => warn!(error = %e, "gc pass failed; the next one retries"),
-            }
+        }
+        let span = tracing::info_span!("gc_pass");
+        match self.run_pass(catalog::now_ms()).instrument(span).await {
+            Ok(r) if r.segments_deleted + r.orphans_deleted + r.topics_purged > 0 => info!(
+                segments = r.segments_deleted,
+                orphans = r.orphans_deleted,
+                bytes = r.bytes_deleted,
+                commit_records = r.commit_records_deleted,
+                topics = r.topics_purged,
+                waiting = r.segments_waiting,
+                "garbage collected"
+            ),
+            Ok(r) => debug!(?r, "gc pass found nothing to delete"),
+            Err(e) => warn!(error = %e, "gc pass failed; the next one retries"),
         }
     }
 }
@@ -390,6 +388,6 @@ impl LogStarts {
 }
 
 #[cfg(test)]
-mod model;
+mod model_tests;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ use kafscale_shared::catalog::{
 use kafscale_shared::keys::segment_created_ms;
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
 use kafscale_shared::metrics as names;
+use kafscale_shared::periodic::run_every;
 use kafscale_shared::sequencer::{
     BatchOutcome, CommitBatch, CommitRequest, CommitResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, RejectReason, Sequencer, SequencerError,
@@ -432,43 +433,40 @@ impl Indexer {
     /// Keeps the leases until `shutdown`: heartbeats this replica, aims at an even share of
     /// the shards among live replicas, renews at a third of the lease time, then releases all.
     pub async fn run_lease_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(self.renew_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let shards = self.config.shard_count.max(1) as usize;
-            let target = match self
-                .catalog
-                .heartbeat_member(
-                    "indexer",
-                    &self.config.owner_id,
-                    &self.config.owner_addr,
-                    self.config.lease_ttl,
-                )
-                .await
-            {
-                Ok(()) => match self.catalog.live_members("indexer").await {
-                    Ok(members) => shards.div_ceil(members.len().max(1)),
-                    Err(_) => shards,
-                },
-                Err(e) => {
-                    warn!(error = %e, "indexer heartbeat failed");
-                    shards
-                }
-            };
-            match self.maintain_leases(target).await {
-                Ok(r) if !r.acquired.is_empty() || !r.lost.is_empty() || !r.released.is_empty() => {
-                    info!(owned = ?r.owned, acquired = ?r.acquired, lost = ?r.lost, released = ?r.released, "shard leases changed")
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "lease maintenance failed"),
-            }
-        }
+        run_every(self.renew_interval(), &shutdown, || self.lease_round()).await;
         if let Err(e) = self.release_all().await {
             warn!(error = %e, "releasing shard leases failed; they expire by themselves");
+        }
+    }
+
+    /// One round of the lease loop: heartbeat, then renew and balance the shard leases.
+    async fn lease_round(&self) {
+        let shards = self.config.shard_count.max(1) as usize;
+        let target = match self
+            .catalog
+            .heartbeat_member(
+                "indexer",
+                &self.config.owner_id,
+                &self.config.owner_addr,
+                self.config.lease_ttl,
+            )
+            .await
+        {
+            Ok(()) => match self.catalog.live_members("indexer").await {
+                Ok(members) => shards.div_ceil(members.len().max(1)),
+                Err(_) => shards,
+            },
+            Err(e) => {
+                warn!(error = %e, "indexer heartbeat failed");
+                shards
+            }
+        };
+        match self.maintain_leases(target).await {
+            Ok(r) if !r.acquired.is_empty() || !r.lost.is_empty() || !r.released.is_empty() => {
+                info!(owned = ?r.owned, acquired = ?r.acquired, lost = ?r.lost, released = ?r.released, "shard leases changed")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "lease maintenance failed"),
         }
     }
 

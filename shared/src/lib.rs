@@ -16,6 +16,7 @@ pub mod meta_store;
 pub mod metered;
 pub mod metrics;
 pub mod object_store;
+pub mod periodic;
 pub mod segment;
 pub mod sequencer;
 pub mod shards;

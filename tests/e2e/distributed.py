@@ -11,6 +11,7 @@ store outage without losing the store's in-memory contents.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -281,6 +282,46 @@ class Cluster:
     def close(self) -> None:
         self.s3_proxy.close()
         self.ddb_proxy.close()
+
+
+class StoreReader:
+    """A cluster's bucket and table read directly through boto3 (moto and DynamoDB Local),
+    and the id of `topic`: what tests check the stores themselves with."""
+
+    def __init__(self, c: "Cluster", topic: str):
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session(aws_access_key_id="kafscaletest",
+                                        aws_secret_access_key="kafscaletest",
+                                        region_name="us-east-1")
+        config = Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30,
+                        retries={"max_attempts": 2})
+        ddb_host, ddb_port = c.ddb_proxy.target
+        self.ddb = session.client("dynamodb", endpoint_url=f"http://{ddb_host}:{ddb_port}",
+                                  config=config)
+        self.s3 = session.client("s3", endpoint_url=c.moto.endpoint, config=config)
+        self.table = f"{c.table_prefix}kafscale"
+        self.bucket = c.bucket
+        self.cluster = c
+        item = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
+                                 Key={"pk": {"S": "topic"}, "sk": {"S": topic}})["Item"]
+        self.topic_id = json.loads(bytes(item["v"]["B"]))["topic_id"]
+
+    def _query(self, pk: str) -> list[tuple[str, dict]]:
+        """Every item of partition key `pk`: (sort key, decoded value)."""
+        out, start = [], None
+        while True:
+            kw = {"TableName": self.table, "ConsistentRead": True,
+                  "KeyConditionExpression": "pk = :pk",
+                  "ExpressionAttributeValues": {":pk": {"S": pk}}}
+            if start:
+                kw["ExclusiveStartKey"] = start
+            resp = self.ddb.query(**kw)
+            out += [(i["sk"]["S"], json.loads(bytes(i["v"]["B"]))) for i in resp["Items"]]
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                return out
 
 
 def kafscale_bin() -> Path:

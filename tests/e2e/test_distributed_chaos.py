@@ -121,45 +121,14 @@ def audit(deliveries_by_tag: dict, consumed: list) -> dict:
     }
 
 
-class StoreView:
+class StoreView(dist.StoreReader):
     """Reads back where offsets live: DynamoDB index entries (segment key, byte
     range) and the stored batch headers from S3 (producer id, epoch, sequence)."""
 
     def __init__(self, c: dist.Cluster, topic: str):
-        import boto3
-        from botocore.config import Config
-
-        session = boto3.session.Session(aws_access_key_id="kafscaletest",
-                                        aws_secret_access_key="kafscaletest",
-                                        region_name="us-east-1")
-        config = Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30,
-                        retries={"max_attempts": 2})
-        ddb_host, ddb_port = c.ddb_proxy.target
-        self.ddb = session.client("dynamodb", endpoint_url=f"http://{ddb_host}:{ddb_port}",
-                                  config=config)
-        self.s3 = session.client("s3", endpoint_url=c.moto.endpoint, config=config)
-        self.table = f"{c.table_prefix}kafscale"
-        self.bucket = c.bucket
-        self.cluster = c
-        item = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
-                                 Key={"pk": {"S": "topic"}, "sk": {"S": topic}})["Item"]
-        self.topic_id = json.loads(bytes(item["v"]["B"]))["topic_id"]
+        super().__init__(c, topic)
         self._entries: dict = {}
         self._segment_logs: dict = {}
-
-    def _query(self, pk: str) -> list[tuple[str, dict]]:
-        out, start = [], None
-        while True:
-            kw = {"TableName": self.table, "ConsistentRead": True,
-                  "KeyConditionExpression": "pk = :pk",
-                  "ExpressionAttributeValues": {":pk": {"S": pk}}}
-            if start:
-                kw["ExclusiveStartKey"] = start
-            resp = self.ddb.query(**kw)
-            out += [(i["sk"]["S"], json.loads(bytes(i["v"]["B"]))) for i in resp["Items"]]
-            start = resp.get("LastEvaluatedKey")
-            if not start:
-                return out
 
     def entries(self, partition: int) -> list[dict]:
         if partition not in self._entries:

@@ -12,7 +12,6 @@ trim and collect, restarting each, with the same checks after every restart.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import uuid
@@ -36,41 +35,8 @@ GC_ENV = {
 }
 
 
-class Stores:
+class Stores(dist.StoreReader):
     """The cluster's bucket and table as boto3 sees them."""
-
-    def __init__(self, c: dist.Cluster, topic: str):
-        import boto3
-        from botocore.config import Config
-
-        session = boto3.session.Session(aws_access_key_id="kafscaletest",
-                                        aws_secret_access_key="kafscaletest",
-                                        region_name="us-east-1")
-        config = Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30,
-                        retries={"max_attempts": 2})
-        ddb_host, ddb_port = c.ddb_proxy.target
-        self.ddb = session.client("dynamodb", endpoint_url=f"http://{ddb_host}:{ddb_port}",
-                                  config=config)
-        self.s3 = session.client("s3", endpoint_url=c.moto.endpoint, config=config)
-        self.table = f"{c.table_prefix}kafscale"
-        self.bucket = c.bucket
-        item = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
-                                 Key={"pk": {"S": "topic"}, "sk": {"S": topic}})["Item"]
-        self.topic_id = json.loads(bytes(item["v"]["B"]))["topic_id"]
-
-    def _query(self, pk: str) -> list[tuple[str, dict]]:
-        out, start = [], None
-        while True:
-            kw = {"TableName": self.table, "ConsistentRead": True,
-                  "KeyConditionExpression": "pk = :pk",
-                  "ExpressionAttributeValues": {":pk": {"S": pk}}}
-            if start:
-                kw["ExclusiveStartKey"] = start
-            resp = self.ddb.query(**kw)
-            out += [(i["sk"]["S"], json.loads(bytes(i["v"]["B"]))) for i in resp["Items"]]
-            start = resp.get("LastEvaluatedKey")
-            if not start:
-                return out
 
     def objects(self) -> set[str]:
         keys, token = set(), None

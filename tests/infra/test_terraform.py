@@ -130,7 +130,9 @@ def tier_code(tier: str) -> str:
     for rel in TIER_SOURCES[tier]:
         p = REPO / rel
         files = sorted(p.rglob("*.rs")) if p.is_dir() else [p]
-        parts += [non_test(f) for f in files if not f.name == "tests.rs"]
+        # Test modules in files of their own: tests.rs, *_tests.rs.
+        parts += [non_test(f) for f in files
+                  if not (f.stem == "tests" or f.stem.endswith("_tests"))]
     return "\n".join(parts)
 
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 use kafscale_shared::catalog::{self, IndexEntry};
 use kafscale_shared::meta_store::{Condition, WriteOp};
 use kafscale_shared::metrics as names;
+use kafscale_shared::periodic::run_every;
 use kafscale_shared::sequencer::SequencerError;
 use kafscale_shared::shards::shard_of;
 use kafscale_shared::topic_config::{ClusterDefaults, Retention};
@@ -353,30 +354,27 @@ impl Indexer {
         interval: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let pass = tracing::info_span!("retention_pass");
-            match self
-                .enforce_retention(&defaults, catalog::now_ms())
-                .instrument(pass)
-                .await
-            {
-                Ok(r) if r.entries_removed + r.producers_expired > 0 => info!(
-                    partitions = r.partitions_trimmed,
-                    entries = r.entries_removed,
-                    bytes = r.bytes_removed,
-                    records = r.records_removed,
-                    producers_expired = r.producers_expired,
-                    "retention moved log starts and expired producer states"
-                ),
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "retention pass failed; the next one retries"),
-            }
+        run_every(interval, &shutdown, || self.retention_round(&defaults)).await;
+    }
+
+    /// One retention pass as of now, logged.
+    async fn retention_round(&self, defaults: &ClusterDefaults) {
+        let pass = tracing::info_span!("retention_pass");
+        match self
+            .enforce_retention(defaults, catalog::now_ms())
+            .instrument(pass)
+            .await
+        {
+            Ok(r) if r.entries_removed + r.producers_expired > 0 => info!(
+                partitions = r.partitions_trimmed,
+                entries = r.entries_removed,
+                bytes = r.bytes_removed,
+                records = r.records_removed,
+                producers_expired = r.producers_expired,
+                "retention moved log starts and expired producer states"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "retention pass failed; the next one retries"),
         }
     }
 }
