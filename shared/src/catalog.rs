@@ -437,11 +437,7 @@ impl Catalog {
         // exists the topic does not, and partition rows of a creation that failed half-way are
         // keyed by a topic id nobody will ever use (left for garbage collection). A store with
         // limited write batches (DynamoDB: 100) gets the rows in several writes.
-        let per_write = self.store.max_batch_ops().max(1);
-        while ops.len() > per_write {
-            let rest = ops.split_off(per_write);
-            self.store.write(std::mem::replace(&mut ops, rest)).await?;
-        }
+        self.write_all_but_last_batch(&mut ops).await?;
         let topic_index = ops.len() - 1;
         match self.store.write(ops).await {
             Ok(()) => {
@@ -799,7 +795,6 @@ impl Catalog {
     /// Deletes `keys` unconditionally, in writes of at most the store's batch limit. Not
     /// atomic as a whole: on error some may be gone; repeating is harmless.
     pub async fn delete_items(&self, keys: Vec<ItemKey>) -> Result<(), CatalogError> {
-        let per_write = self.store.max_batch_ops().max(1);
         let mut ops: Vec<WriteOp> = keys
             .into_iter()
             .map(|key| WriteOp::Delete {
@@ -807,9 +802,20 @@ impl Catalog {
                 condition: Condition::None,
             })
             .collect();
-        while !ops.is_empty() {
-            let rest = ops.split_off(ops.len().min(per_write));
-            self.store.write(std::mem::replace(&mut ops, rest)).await?;
+        self.write_all_but_last_batch(&mut ops).await?;
+        if !ops.is_empty() {
+            self.store.write(ops).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `ops` from the front in batches of the store's limit until at most one batch is
+    /// left in `ops` (for the caller to write, and to tell that write's failure apart).
+    async fn write_all_but_last_batch(&self, ops: &mut Vec<WriteOp>) -> Result<(), MetaStoreError> {
+        let per_write = self.store.max_batch_ops().max(1);
+        while ops.len() > per_write {
+            let rest = ops.split_off(per_write);
+            self.store.write(std::mem::replace(ops, rest)).await?;
         }
         Ok(())
     }

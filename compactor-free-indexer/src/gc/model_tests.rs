@@ -247,6 +247,18 @@ impl Model {
             .topic_id
     }
 
+    /// The live topic's id and the row of one of its partitions.
+    async fn row(&self, partition: i32) -> (Uuid, catalog::PartitionRecord) {
+        let topic_id = self.topic_id().await;
+        let (row, _) = self
+            .catalog
+            .partition(topic_id, partition)
+            .await
+            .expect("row")
+            .expect("exists");
+        (topic_id, row)
+    }
+
     async fn apply(&mut self, op: &Op) {
         match *op {
             Op::Produce { partition, batches } => self.produce(partition, batches).await,
@@ -261,13 +273,7 @@ impl Model {
                 partition,
                 per_mille,
             } => {
-                let topic_id = self.topic_id().await;
-                let (row, _) = self
-                    .catalog
-                    .partition(topic_id, partition)
-                    .await
-                    .expect("row")
-                    .expect("exists");
+                let (topic_id, row) = self.row(partition).await;
                 let span = row.next_offset - row.log_start_offset;
                 let offset = row.log_start_offset + span * i64::from(per_mille) / 1000;
                 self.indexer
@@ -364,15 +370,9 @@ impl Model {
 
     /// Every index entry of the live topic, with every partition's offsets checked.
     async fn check_fetchable(&self) -> BTreeSet<String> {
-        let topic_id = self.topic_id().await;
         let mut referenced = BTreeSet::new();
         for partition in 0..PARTITIONS {
-            let (row, _) = self
-                .catalog
-                .partition(topic_id, partition)
-                .await
-                .expect("row")
-                .expect("exists");
+            let (topic_id, row) = self.row(partition).await;
             let entries = self
                 .catalog
                 .index_entries_from(topic_id, partition, 0, None)

@@ -135,11 +135,7 @@ impl Indexer {
     ) -> Result<u64, SequencerError> {
         let store_err = |e: catalog::CatalogError| SequencerError::StoreUnavailable(e.to_string());
         let horizon = now_ms.saturating_sub(self.config.producer_id_expiration.as_millis() as i64);
-        let Some(slot) = self.shards.get(shard as usize) else {
-            return Err(SequencerError::InvalidRequest(format!("no shard {shard}")));
-        };
-        let mut state = slot.lock().await;
-        state.settle();
+        let mut state = self.settled_shard(shard).await?;
         let expired: Vec<(i64, u64)> = self
             .catalog
             .producers_of(id.0, id.1)
@@ -207,11 +203,7 @@ impl Indexer {
         trim: Trim,
     ) -> Result<Option<(i64, RetentionReport)>, SequencerError> {
         let store_err = |e: catalog::CatalogError| SequencerError::StoreUnavailable(e.to_string());
-        let Some(slot) = self.shards.get(shard as usize) else {
-            return Err(SequencerError::InvalidRequest(format!("no shard {shard}")));
-        };
-        let mut state = slot.lock().await;
-        state.settle();
+        let mut state = self.settled_shard(shard).await?;
         let per_write = ENTRIES_PER_WRITE
             .min(self.catalog.store().max_batch_ops().saturating_sub(2))
             .max(1);
@@ -376,6 +368,22 @@ impl Indexer {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "retention pass failed; the next one retries"),
         }
+    }
+}
+
+impl Indexer {
+    /// Shard `shard`'s state, locked, with the rows of an earlier write of unknown outcome
+    /// forgotten (the prologue of every write outside a commit).
+    async fn settled_shard(
+        &self,
+        shard: u32,
+    ) -> Result<tokio::sync::MutexGuard<'_, ShardState>, SequencerError> {
+        let Some(slot) = self.shards.get(shard as usize) else {
+            return Err(SequencerError::InvalidRequest(format!("no shard {shard}")));
+        };
+        let mut state = slot.lock().await;
+        state.settle();
+        Ok(state)
     }
 }
 
