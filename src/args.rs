@@ -126,9 +126,15 @@ pub(crate) struct IngestArgs {
 const DEFAULT_UPLOAD_HEDGE_MS: u64 = 100;
 
 impl IngestArgs {
-    /// The cluster-level topic config defaults these flags set (DescribeConfigs reports them).
-    pub(crate) fn cluster_defaults(&self) -> ClusterDefaults {
-        ClusterDefaults::default().with_max_message_bytes(self.max_message_bytes)
+    /// The cluster-level topic config defaults: `topic_defaults` and `--max-message-bytes`
+    /// (DescribeConfigs reports them).
+    pub(crate) fn cluster_defaults(
+        &self,
+        topic_defaults: &TopicDefaultsArgs,
+    ) -> anyhow::Result<ClusterDefaults> {
+        Ok(topic_defaults
+            .cluster_defaults()?
+            .with_max_message_bytes(self.max_message_bytes))
     }
 
     /// `remote_store`: the segments go to S3 (or a simulated S3), where hedging pays.
@@ -173,6 +179,57 @@ pub(crate) enum MetaStoreLatencyPreset {
 /// Adds the latency of a cloud service to the stores (docs/benchmarks.md): every request
 /// waits a delay drawn from the preset's distribution, and requests are counted by type (the
 /// counts are logged at shutdown, for requests-per-GiB cost figures).
+/// Cluster-level defaults of topic configs, for topics that do not set their own. Every
+/// process takes them (gateways describe them, shard owners enforce them), so a deployment
+/// gives all its processes the same values (the Helm chart does). Unset, Kafka's default
+/// applies and is described as such (DEFAULT_CONFIG, not a broker setting).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TopicDefaultsArgs {
+    /// `retention.ms` of topics that do not set it (Kafka's `log.retention.ms`; -1: forever)
+    /// [default: 604800000]
+    #[arg(
+        long,
+        env = "KAFSCALE_DEFAULT_RETENTION_MS",
+        allow_hyphen_values = true
+    )]
+    pub(crate) default_retention_ms: Option<i64>,
+    /// `retention.bytes` of topics that do not set it, per partition (Kafka's
+    /// `log.retention.bytes`; -1: no limit) [default: -1]
+    #[arg(
+        long,
+        env = "KAFSCALE_DEFAULT_RETENTION_BYTES",
+        allow_hyphen_values = true
+    )]
+    pub(crate) default_retention_bytes: Option<i64>,
+}
+
+impl TopicDefaultsArgs {
+    /// These flags as cluster defaults, validated as topic configs are.
+    pub(crate) fn cluster_defaults(&self) -> anyhow::Result<ClusterDefaults> {
+        let flags = [
+            (
+                "retention.ms",
+                "default-retention-ms",
+                self.default_retention_ms,
+            ),
+            (
+                "retention.bytes",
+                "default-retention-bytes",
+                self.default_retention_bytes,
+            ),
+        ];
+        let mut defaults = ClusterDefaults::default();
+        for (config, flag, value) in flags {
+            if let Some(value) = value {
+                defaults = defaults
+                    .with_default(config, &value.to_string())
+                    .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+            }
+        }
+        Ok(defaults)
+    }
+}
+
 /// Data lifecycle of the processes that own shards (indexer, standalone).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LifecycleArgs {
@@ -213,17 +270,18 @@ pub(crate) struct LifecycleArgs {
 }
 
 impl LifecycleArgs {
-    /// Starts the retention loop of `indexer` (topic configs over the table's defaults).
+    /// Starts the retention loop of `indexer` (topic configs over `defaults`).
     pub(crate) fn spawn_retention(
         &self,
         indexer: Arc<kafscale_indexer::Indexer>,
+        defaults: ClusterDefaults,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         if self.retention_check_interval_ms < 100 {
             anyhow::bail!("--retention-check-interval-ms must be at least 100");
         }
         Ok(tokio::spawn(indexer.run_retention_loop(
-            ClusterDefaults::default(),
+            defaults,
             Duration::from_millis(self.retention_check_interval_ms),
             shutdown.clone(),
         )))

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::admin_api::{self, AdminApiArgs, AdminState};
-use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs};
+use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, TopicDefaultsArgs};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
 use crate::tiers::KafkaTiers;
@@ -55,6 +55,8 @@ pub(crate) struct GatewayArgs {
     #[command(flatten)]
     ingest: IngestArgs,
     #[command(flatten)]
+    topic_defaults: TopicDefaultsArgs,
+    #[command(flatten)]
     fetch: FetchArgs,
     #[command(flatten)]
     admin: AdminApiArgs,
@@ -78,6 +80,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     args.listener.validate()?;
+    let cluster_defaults = args.ingest.cluster_defaults(&args.topic_defaults)?;
     let stores = args.storage.open().await?;
     let cluster = args.storage.cluster(&stores, &shutdown).await?;
     let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count, true)?);
@@ -129,7 +132,7 @@ pub(crate) async fn run(
     }
     .start(
         server,
-        topics.with_cluster_defaults(args.ingest.cluster_defaults()),
+        topics.with_cluster_defaults(cluster_defaults.clone()),
         &shutdown,
     )
     .await;

@@ -18,7 +18,7 @@ use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::args::{LifecycleArgs, advertised_or_bound, split_host_port};
+use crate::args::{LifecycleArgs, TopicDefaultsArgs, advertised_or_bound, split_host_port};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
 
@@ -48,6 +48,8 @@ pub(crate) struct IndexerProcessArgs {
     storage: StorageArgs,
     #[command(flatten)]
     lifecycle: LifecycleArgs,
+    #[command(flatten)]
+    topic_defaults: TopicDefaultsArgs,
 }
 
 pub(crate) async fn run(
@@ -57,6 +59,7 @@ pub(crate) async fn run(
     if let Some(a) = &args.advertised_addr {
         split_host_port(a)?;
     }
+    let cluster_defaults = args.topic_defaults.cluster_defaults()?;
     if args.lease_ttl_ms < 300 {
         anyhow::bail!("--lease-ttl-ms must be at least 300");
     }
@@ -97,7 +100,9 @@ pub(crate) async fn run(
     )?;
     let http_task = tokio::spawn(http_server);
     let lease_task = tokio::spawn(indexer.clone().run_lease_loop(shutdown.clone()));
-    let retention_task = args.lifecycle.spawn_retention(indexer.clone(), &shutdown)?;
+    let retention_task =
+        args.lifecycle
+            .spawn_retention(indexer.clone(), cluster_defaults.clone(), &shutdown)?;
     let gc_task = args.lifecycle.spawn_gc(
         stores.catalog.clone(),
         stores.objects.clone(),

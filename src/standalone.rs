@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use crate::admin_api::{self, AdminApiArgs, AdminState};
 use crate::args::{
     BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, LifecycleArgs, SimulationArgs,
+    TopicDefaultsArgs,
 };
 use crate::http::{self, Readiness};
 use crate::tiers::KafkaTiers;
@@ -36,6 +37,8 @@ pub(crate) struct StandaloneArgs {
     listener: KafkaListenerArgs,
     #[command(flatten)]
     ingest: IngestArgs,
+    #[command(flatten)]
+    topic_defaults: TopicDefaultsArgs,
     #[command(flatten)]
     fetch: FetchArgs,
     #[command(flatten)]
@@ -52,6 +55,7 @@ pub(crate) struct StandaloneArgs {
 /// Runs standalone mode until `shutdown` fires, then flushes and stops.
 pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     args.listener.validate()?;
+    let cluster_defaults = args.ingest.cluster_defaults(&args.topic_defaults)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let objects: Arc<dyn ObjectStore> = Arc::new(MeteredObjectStore::new(Arc::new(
@@ -138,7 +142,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     }
     .start(
         server,
-        topics.with_cluster_defaults(args.ingest.cluster_defaults()),
+        topics.with_cluster_defaults(cluster_defaults.clone()),
         &shutdown,
     )
     .await;
@@ -163,7 +167,9 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
             }
         })
     };
-    let retention_task = args.lifecycle.spawn_retention(indexer.clone(), &shutdown)?;
+    let retention_task =
+        args.lifecycle
+            .spawn_retention(indexer.clone(), cluster_defaults.clone(), &shutdown)?;
     let gc_task =
         args.lifecycle
             .spawn_gc(catalog.clone(), gc_objects, "standalone".into(), &shutdown)?;

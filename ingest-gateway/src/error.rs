@@ -24,6 +24,9 @@ pub enum IngestError {
     Catalog(String, ResponseError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// Records without a key sent to a compacted topic (their indexes in the batch).
+    #[error("{} of the batch's records have no key; a compacted topic accepts only keyed records", .0.len())]
+    KeylessRecords(Vec<i32>),
 }
 
 impl IngestError {
@@ -59,8 +62,11 @@ impl IngestError {
                     ResponseError::CorruptMessage
                 }
                 BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-                BatchError::Invalid(_) => ResponseError::InvalidRecord,
+                BatchError::Invalid(_) | BatchError::DecompressedTooLarge { .. } => {
+                    ResponseError::InvalidRecord
+                }
             },
+            IngestError::KeylessRecords(_) => ResponseError::InvalidRecord,
             // Retriable: the client retries and, if idempotent, is de-duplicated.
             IngestError::Upload(_) | IngestError::Commit(_) => ResponseError::KafkaStorageError,
             IngestError::Fenced(_) | IngestError::ShuttingDown => {

@@ -11,14 +11,19 @@ use kafscale_shared::metrics as names;
 use metrics::{Counter, Histogram};
 use uuid::Uuid;
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
     ProducerId, RequestKind,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafscale_shared::batch::validate_produce_batch;
+use kafscale_shared::batch::{ValidatedBatch, validate_produce_batch};
+use kafscale_shared::catalog::TopicRecord;
+use kafscale_shared::keyed_records::{MAX_DECOMPRESSED_BYTES, records_without_key};
 use kafscale_shared::sequencer::{BatchOutcome, Sequencer};
 use kafscale_shared::topic_api::TopicApi;
 use kafscale_shared::wire::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
@@ -123,6 +128,25 @@ enum PartitionWait {
     Pending(oneshot::Receiver<FlushOutcome>),
 }
 
+/// The records a refusal names (Produce v8+ `record_errors`): clients fail those records with
+/// the partition's error, and the rest of the batch with an error saying another record of
+/// their batch was refused.
+fn record_errors(error: &IngestError) -> Vec<BatchIndexAndErrorMessage> {
+    let IngestError::KeylessRecords(indexes) = error else {
+        return Vec::new();
+    };
+    indexes
+        .iter()
+        .map(|&i| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i)
+                .with_batch_index_error_message(Some(StrBytes::from_static_str(
+                    "Compacted topic cannot accept message without key",
+                )))
+        })
+        .collect()
+}
+
 /// A partition's answer: the outcome of its one batch (see [`validate_produce_batch`]).
 fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
     match outcome?.as_slice() {
@@ -145,6 +169,23 @@ fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
 }
 
 impl IngestHandler {
+    /// Checks one partition's records: one valid batch within `max.message.bytes`, and on a
+    /// compacted topic a key on every record (Kafka's rule; the others are named by index).
+    fn validate_batch(
+        &self,
+        topic: &TopicRecord,
+        records: &Bytes,
+    ) -> Result<ValidatedBatch, IngestError> {
+        let batch = validate_produce_batch(records, self.buffer.config().max_message_bytes)?;
+        if self.topics.cluster_defaults().is_compacted(&topic.configs) {
+            let keyless = records_without_key(&batch, MAX_DECOMPRESSED_BYTES)?;
+            if !keyless.is_empty() {
+                return Err(IngestError::KeylessRecords(keyless));
+            }
+        }
+        Ok(batch)
+    }
+
     async fn start_produce(&self, ctx: &RequestContext, request: ProduceRequest) -> Dispatch {
         let started = std::time::Instant::now();
         let acks = request.acks;
@@ -189,13 +230,10 @@ impl IngestHandler {
                     }
                     Some(Ok(t)) => {
                         let records = p.records.unwrap_or_default();
-                        match validate_produce_batch(
-                            &records,
-                            self.buffer.config().max_message_bytes,
-                        ) {
+                        match self.validate_batch(t, &records) {
                             Err(e) => {
                                 debug!(topic = %name, partition = p.index, error = %e, "rejected batch");
-                                PartitionWait::Done(Err(IngestError::Batch(e)))
+                                PartitionWait::Done(Err(e))
                             }
                             Ok(batch) => {
                                 let (records, bytes) =
@@ -252,6 +290,7 @@ impl IngestHandler {
                             pr.base_offset = -1;
                             pr.log_start_offset = -1;
                             pr.error_message = Some(StrBytes::from_string(e.to_string()));
+                            pr.record_errors = record_errors(&e);
                         }
                     }
                     topic.partition_responses.push(pr);

@@ -32,6 +32,8 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("invalid record batch: {0}")]
     Invalid(&'static str),
+    #[error("record batch decompresses to more than {max} bytes")]
+    DecompressedTooLarge { max: usize },
 }
 
 /// The fixed header fields of one v2 record batch.

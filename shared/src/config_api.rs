@@ -552,9 +552,9 @@ mod tests {
             stored(&api, "t").await,
             map(&[("retention.ms", "1000"), ("segment.bytes", "1048576")])
         );
-        let (code, message) = create(&api, "c", &[("cleanup.policy", "compact")], false).await;
+        let (code, message) = create(&api, "c", &[("cleanup.policy", "shrink")], false).await;
         assert_eq!(code, INVALID_CONFIG);
-        assert!(message.unwrap().contains("compaction is not supported"));
+        assert!(message.unwrap().contains("unknown cleanup policy"));
         assert_eq!(
             create(&api, "u", &[("no.such", "1")], false).await.0,
             INVALID_CONFIG
@@ -608,7 +608,7 @@ mod tests {
         );
         assert!(api.catalog().topic("v").await.unwrap().is_none());
         assert_eq!(
-            create(&api, "v", &[("cleanup.policy", "compact")], true)
+            create(&api, "v", &[("cleanup.policy", "shrink")], true)
                 .await
                 .0,
             INVALID_CONFIG
@@ -783,7 +783,7 @@ mod tests {
                 "t",
                 "cleanup.policy",
                 2,
-                Some("compact"),
+                Some("shrink"),
                 INVALID_CONFIG,
             ),
             (RESOURCE_TOPIC, "t", "bogus", 0, Some("1"), INVALID_CONFIG),

@@ -10,6 +10,7 @@ pub mod buffer_pool;
 pub mod catalog;
 pub mod config_api;
 pub mod http_client;
+pub mod keyed_records;
 pub mod keys;
 pub mod loading_cache;
 pub mod meta_store;

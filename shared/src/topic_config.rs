@@ -10,9 +10,15 @@
 //! Some configs are *inert*: accepted and stored because tools and clients set them routinely
 //! (segment sizes, replication settings), but meaningless here — there are no local segments
 //! and no replicas. They are marked so in the table and in docs/operations.md. Configs that
-//! would change behaviour we do not implement (`cleanup.policy=compact`,
-//! `message.timestamp.type=LogAppendTime`) are refused with INVALID_CONFIG, never silently
-//! stored.
+//! would change behaviour we do not implement (`message.timestamp.type=LogAppendTime`) are
+//! refused with INVALID_CONFIG, never silently stored.
+//!
+//! `cleanup.policy=compact` is served without a compactor: a compacted topic refuses records
+//! without a key (as Kafka does), and retention by time and size applies only when the policy
+//! also holds `delete`. Nothing is ever compacted away, which Kafka's contract allows: a
+//! compacted log keeps at least the last value of every key, and compaction may lag without
+//! bound (`max.compaction.lag.ms` defaults to forever). Readers see every version of a key;
+//! the bucket keeps them all.
 
 use std::collections::BTreeMap;
 
@@ -125,22 +131,17 @@ fn in_i32(v: &str) -> Result<(), String> {
 fn cleanup_policy(v: &str) -> Result<(), String> {
     let policies: Vec<&str> = list_items(v);
     if policies.is_empty() {
-        return Err("must be delete".into());
+        return Err("must be delete, compact or both".into());
     }
-    for p in policies {
-        match p {
-            "delete" => {}
-            "compact" => {
-                return Err(
-                    "log compaction is not supported: kafscale never rewrites stored data; \
-                     only cleanup.policy=delete is served"
-                        .into(),
-                );
-            }
-            other => return Err(format!("unknown cleanup policy {other:?}; only delete")),
-        }
+    match policies
+        .iter()
+        .find(|p| !matches!(**p, "delete" | "compact"))
+    {
+        Some(other) => Err(format!(
+            "unknown cleanup policy {other:?}; delete, compact or both"
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn timestamp_type(v: &str) -> Result<(), String> {
@@ -210,8 +211,9 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         "The largest record batch a producer may send to this topic, in bytes (stored; the \
          ingest gateway enforces its --max-message-bytes flag for every topic)."),
     def("cleanup.policy", "log.cleanup.policy", List, "delete", cleanup_policy, false,
-        "delete only: records are removed by retention. compact is refused (kafscale never \
-         rewrites stored data)."),
+        "delete: records are removed by retention.ms / retention.bytes. compact: records must \
+         have a key; nothing is compacted away (kafscale never rewrites stored data), so every \
+         version of a key is kept, and retention applies only if delete is listed too."),
     def("message.timestamp.type", "log.message.timestamp.type", Str, "CreateTime",
         timestamp_type, false,
         "CreateTime only: records keep the producer's timestamps. LogAppendTime is refused."),
@@ -242,14 +244,14 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     def("file.delete.delay.ms", "log.segment.delete.delay.ms", Long, "60000", non_negative,
         true, "Inert: there are no local files."),
     def("delete.retention.ms", "log.cleaner.delete.retention.ms", Long, "86400000",
-        non_negative, true, "Inert: applies to compacted topics only, which are not supported."),
+        non_negative, true, "Inert: applies to log compaction, which kafscale never runs (compacted topics keep every record)."),
     def("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", Long, "0", non_negative,
-        true, "Inert: applies to compacted topics only, which are not supported."),
+        true, "Inert: applies to log compaction, which kafscale never runs (compacted topics keep every record)."),
     def("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", Long,
         "9223372036854775807", positive, true,
-        "Inert: applies to compacted topics only, which are not supported."),
+        "Inert: applies to log compaction, which kafscale never runs (compacted topics keep every record)."),
     def("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", Double, "0.5", any,
-        true, "Inert: applies to compacted topics only, which are not supported."),
+        true, "Inert: applies to log compaction, which kafscale never runs (compacted topics keep every record)."),
     def("message.downconversion.enable", "log.message.downconversion.enable", Boolean, "true",
         boolean, true, "Inert: records are served in the format they were produced in."),
 ];
@@ -297,6 +299,16 @@ impl ClusterDefaults {
         self
     }
 
+    /// Sets the cluster default of the topic config `name` (from a flag), validated as a
+    /// topic's own value would be.
+    pub fn with_default(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        let def = config_def(name)
+            .ok_or_else(|| ConfigError(format!("unknown topic config {name:?}")))?;
+        def.validate(value)?;
+        self.overrides.insert(def.name, value.trim().to_string());
+        Ok(self)
+    }
+
     /// The cluster's value of `def` and where it comes from.
     pub fn value(&self, def: &ConfigDef) -> (String, ConfigSource) {
         match self.overrides.get(def.name) {
@@ -318,6 +330,9 @@ impl ClusterDefaults {
     /// The retention of a topic with the configs `stored` on it (a value that does not parse,
     /// which validation keeps out of the store, counts as the cluster value).
     pub fn retention(&self, stored: &BTreeMap<String, String>) -> Retention {
+        if !self.policy_has(stored, "delete") {
+            return Retention::default();
+        }
         let limit = |name: &str| -> Option<i64> {
             let def = config_def(name)?;
             let value = |v: &str| v.trim().parse::<i64>().ok();
@@ -329,6 +344,24 @@ impl ClusterDefaults {
             max_age_ms: limit("retention.ms"),
             max_bytes: limit("retention.bytes").map(|b| b as u64),
         }
+    }
+}
+
+impl ClusterDefaults {
+    /// Whether a topic with the configs `stored` is compacted (`cleanup.policy` lists
+    /// `compact`): its records must carry keys.
+    pub fn is_compacted(&self, stored: &BTreeMap<String, String>) -> bool {
+        self.policy_has(stored, "compact")
+    }
+
+    fn policy_has(&self, stored: &BTreeMap<String, String>, policy: &str) -> bool {
+        let name = "cleanup.policy";
+        let value = match (stored.get(name), config_def(name)) {
+            (Some(v), _) => v.clone(),
+            (None, Some(def)) => self.value(def).0,
+            (None, None) => return policy == "delete",
+        };
+        list_items(&value).contains(&policy)
     }
 }
 
@@ -500,8 +533,8 @@ mod tests {
     #[test]
     fn unsupported_and_bad_values_are_refused_with_a_reason() {
         let refused = |name: &str, value: &str| validate_config(name, value).unwrap_err().0;
-        assert!(refused("cleanup.policy", "compact").contains("compaction is not supported"));
-        assert!(refused("cleanup.policy", "delete,compact").contains("not supported"));
+        assert!(refused("cleanup.policy", "shrink").contains("delete, compact or both"));
+        assert!(refused("cleanup.policy", "").contains("delete, compact or both"));
         assert!(refused("message.timestamp.type", "LogAppendTime").contains("CRC"));
         assert!(refused("retention.ms", "soon").contains("must be an integer"));
         let cluster = ClusterDefaults::default();
@@ -526,6 +559,50 @@ mod tests {
         assert!(refused("preallocate", "yes").contains("true or false"));
         assert!(refused("compression.type", "brotli").contains("lz4"));
         assert!(refused("no.such.config", "1").contains("unknown topic config"));
+    }
+
+    #[test]
+    fn compaction_needs_keys_and_retention_needs_delete() {
+        let cluster = ClusterDefaults::default();
+        let policy = |p: &str| set(&[("cleanup.policy", p), ("retention.ms", "1000")]);
+        assert!(!cluster.is_compacted(&set(&[])));
+        assert!(cluster.is_compacted(&policy("compact")));
+        assert!(cluster.is_compacted(&policy("delete,compact")));
+        assert_eq!(cluster.retention(&policy("compact")), Retention::default());
+        assert_eq!(
+            cluster.retention(&policy("compact,delete")).max_age_ms,
+            Some(1000)
+        );
+        let compacting = ClusterDefaults::default()
+            .with_default("cleanup.policy", "compact")
+            .unwrap();
+        assert!(compacting.is_compacted(&set(&[])));
+        assert!(!compacting.is_compacted(&policy("delete")));
+    }
+
+    #[test]
+    fn flag_defaults_are_validated_like_topic_configs() {
+        let cluster = ClusterDefaults::default()
+            .with_default("retention.ms", "3600000")
+            .unwrap()
+            .with_default("retention.bytes", " 1024 ")
+            .unwrap();
+        assert_eq!(
+            cluster.retention(&set(&[])),
+            Retention {
+                max_age_ms: Some(3_600_000),
+                max_bytes: Some(1024)
+            }
+        );
+        let retention = config_def("retention.ms").unwrap();
+        assert_eq!(
+            cluster.value(retention),
+            ("3600000".to_string(), ConfigSource::StaticBrokerConfig)
+        );
+        let bad = ClusterDefaults::default().with_default("retention.ms", "-7");
+        assert!(bad.unwrap_err().0.contains("retention.ms"));
+        let unknown = ClusterDefaults::default().with_default("log.retention.ms", "1");
+        assert!(unknown.unwrap_err().0.contains("unknown"));
     }
 
     #[test]
@@ -574,10 +651,8 @@ mod tests {
             Some("compact"),
         )
         .unwrap();
-        assert!(
-            validate_configs(&c).is_err(),
-            "delete,compact must not validate"
-        );
+        assert_eq!(c, set(&[("cleanup.policy", "delete,compact")]));
+        validate_configs(&c).unwrap();
         apply_incremental(
             &mut c,
             &cluster,

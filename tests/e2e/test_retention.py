@@ -234,3 +234,36 @@ def test_an_idle_idempotent_producer_resumes_after_its_state_expired(kafscale_fa
     assert sorted(acked) == list(enumerate(expected))
     records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=40)
     assert [(r.offset, r.value) for r in records] == list(enumerate(expected))
+
+
+def test_cluster_default_retention_applies_only_where_the_policy_deletes(kafscale_factory):
+    """--default-retention-ms is the retention.ms of topics that set none
+    (described as a static broker config); a compact-only topic keeps every
+    record, a compact,delete topic is trimmed like any other."""
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, ResourceType
+
+    server = kafscale_factory(["--retention-check-interval-ms", "200",
+                               "--default-retention-ms", str(10 * 60 * 1000)])
+    suffix = uuid.uuid4().hex[:8]
+    plain, compacted, both = (f"{p}-{suffix}" for p in ("default", "compact", "compact-delete"))
+    create_topic(server.bootstrap, plain, {})
+    create_topic(server.bootstrap, compacted, {"cleanup.policy": "compact"})
+    create_topic(server.bootstrap, both, {"cleanup.policy": "compact,delete"})
+    now = int(time.time() * 1000)
+    for topic in (plain, compacted, both):
+        produce(server.bootstrap, topic, "old", 10, now - HOUR_MS)
+        produce(server.bootstrap, topic, "fresh", 10, now)
+
+    wait_for_log_start(server.bootstrap, plain, 10)
+    wait_for_log_start(server.bootstrap, both, 10)
+    # A pass that started after this has looked at the compact-only topic too.
+    seen = time.time()
+    kh.wait_for(lambda: kh.metric_value(
+        server, "kafscale_indexer_retention_last_pass_timestamp_seconds") > seen,
+        timeout=30, interval=0.2, what="a retention pass after the others were trimmed")
+    assert kh.confluent_watermarks(server.bootstrap, compacted, [0])[0] == (0, 20)
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    resource = ConfigResource(ResourceType.TOPIC, plain)
+    entry = admin.describe_configs([resource])[resource].result(timeout=30)["retention.ms"]
+    assert (entry.value, entry.source) == ("600000", ConfigSource.STATIC_BROKER_CONFIG.value)

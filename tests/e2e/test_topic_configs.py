@@ -3,8 +3,9 @@ validate_only, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs and
 DescribeCluster, with confluent-kafka (librdkafka) and kafka-python.
 
 Every supported config is set, read back and deleted; refused configs
-(cleanup.policy=compact, LogAppendTime, unknown names, bad values) come back
-as INVALID_CONFIG with the reason, and nothing is stored for them.
+(LogAppendTime, unknown names, bad values) come back as INVALID_CONFIG with
+the reason, and nothing is stored for them. A compacted topic refuses
+key-less records as Kafka does (INVALID_RECORD, naming each record).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ VALUES = {
     "retention.ms": "3600000",
     "retention.bytes": "1048576",
     "max.message.bytes": "2097152",
-    "cleanup.policy": "delete",
+    "cleanup.policy": "compact,delete",
     "message.timestamp.type": "CreateTime",
     "compression.type": "zstd",
     "segment.bytes": "16777216",
@@ -112,7 +113,7 @@ def test_create_with_configs_and_validate_only(admin):
     bad = topic_name("cfg-bad")
     from confluent_kafka.admin import NewTopic
 
-    for config, reason in [({"cleanup.policy": "compact"}, "compaction is not supported"),
+    for config, reason in [({"cleanup.policy": "shrink"}, "delete, compact or both"),
                            ({"message.timestamp.type": "LogAppendTime"}, "LogAppendTime is not supported"),
                            ({"no.such.config": "1"}, "unknown topic config"),
                            ({"retention.ms": "soon"}, "must be an integer"),
@@ -181,8 +182,8 @@ def test_incremental_alter_round_trips_every_supported_config(admin):
     # Refusals are per resource and leave the topic as it was.
     incremental(admin, name, [("retention.ms", "SET", "5000")]).result(timeout=30)
     for ops, code, reason in [
-        ([("cleanup.policy", "SET", "compact")], KafkaError.INVALID_CONFIG, "compaction is not supported"),
-        ([("cleanup.policy", "APPEND", "compact")], KafkaError.INVALID_CONFIG, "compaction is not supported"),
+        ([("cleanup.policy", "SET", "none")], KafkaError.INVALID_CONFIG, "delete, compact or both"),
+        ([("cleanup.policy", "APPEND", "shrink")], KafkaError.INVALID_CONFIG, "unknown cleanup policy"),
         ([("retention.ms", "APPEND", "1")], KafkaError.INVALID_CONFIG, "not a list"),
         ([("message.timestamp.type", "SET", "LogAppendTime")], KafkaError.INVALID_CONFIG, "CRC"),
         ([("no.such.config", "SET", "1")], KafkaError.INVALID_CONFIG, "unknown topic config"),
@@ -213,7 +214,7 @@ def test_alter_configs_replaces_the_whole_set(admin):
 
     from confluent_kafka import KafkaError
 
-    bad = ConfigResource(ResourceType.TOPIC, name, set_config={"cleanup.policy": "compact"})
+    bad = ConfigResource(ResourceType.TOPIC, name, set_config={"cleanup.policy": "none"})
     error = error_of(admin.alter_configs([bad], request_timeout=15)[bad])
     assert error.code() == KafkaError.INVALID_CONFIG
     assert describe(admin, name)["retention.bytes"] == "4096"
@@ -272,10 +273,11 @@ def test_kafka_python_describe_and_alter(admin, kafscale_module):
         assert result["topic"][name] == "OK", result
         assert kp_describe()["retention.ms"] == "7000"
 
+        before = kp_describe()["cleanup.policy"]
         result = client.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, configs={"cleanup.policy": "compact"})])
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs={"cleanup.policy": "none"})])
         assert "InvalidConfig" in result["topic"][name] or "INVALID_CONFIG" in result["topic"][name].upper(), result
-        assert kp_describe()["cleanup.policy"] == "delete"
+        assert kp_describe()["cleanup.policy"] == before
     finally:
         client.close()
 
@@ -299,3 +301,32 @@ def test_concurrent_alters_lose_no_update(admin, kafscale_module):
         list(pool.map(alter, keys))
     configs = describe(admin, name)
     assert {k: configs[k] for k in keys} == {k: VALUES[k] for k in keys}
+
+
+def test_a_compacted_topic_refuses_key_less_records_naming_each(admin, kafscale_module):
+    """Kafka's rule for cleanup.policy=compact: a batch holding a record without
+    a key is refused with INVALID_RECORD, and the answer names each such record
+    (Produce v8+ record_errors), so librdkafka fails exactly those with
+    INVALID_RECORD and the rest of their batch with _INVALID_DIFFERENT_RECORD.
+    Nothing of a refused batch is stored; keyed records (an empty key is a key)
+    are accepted."""
+    import kafka_helpers as kh
+
+    bootstrap = kafscale_module.bootstrap
+    name = topic_name("cfg-compact")
+    create(admin, name, {"cleanup.policy": "compact"})
+    items = [{"key": None if i % 4 == 0 else f"k{i}".encode(), "value": f"v{i}".encode()}
+             for i in range(20)]
+    deliveries = kh.confluent_produce(bootstrap, name, items, conf={"linger.ms": 200})
+    errors = {d.index: d.error for d in deliveries if d.error is not None}
+    keyless = [i for i, item in enumerate(items) if item["key"] is None]
+    assert all("code=INVALID_RECORD" in errors.get(i, "") for i in keyless), errors
+    others = {i: e for i, e in errors.items() if i not in keyless}
+    assert all("_INVALID_DIFFERENT_RECORD" in e for e in others.values()), others
+    stored = [d for d in deliveries if d.error is None]
+    assert kh.confluent_watermarks(bootstrap, name, [0])[0] == (0, len(stored))
+
+    keyed = [{"key": b"" if i == 0 else f"k{i}".encode(), "value": b"x"} for i in range(5)]
+    accepted = kh.confluent_produce(bootstrap, name, keyed)
+    assert [d.error for d in accepted] == [None] * 5
+    assert [d.offset for d in accepted] == list(range(len(stored), len(stored) + 5))

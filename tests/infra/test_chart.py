@@ -262,6 +262,26 @@ def test_flags_exist_in_the_binary():
                 assert flag in helptext, f"{o['metadata']['name']}: {name} is not a flag ({flag})"
 
 
+def test_topic_defaults_reach_every_process_alike():
+    """topicDefaults gives every process the same cluster-level retention (the gateways
+    describe it, the indexers enforce it); unset, no variable is set and Kafka's defaults
+    apply."""
+    def envs(values):
+        return [(o["metadata"]["name"], env_of(o["spec"]["template"]["spec"]["containers"][0]))
+                for o in tools.render(tools.CHART / "ci" / values)
+                if o["kind"] in ("Deployment", "StatefulSet")]
+    hpa = envs("hpa-values.yaml")
+    assert len(hpa) == 3
+    for name, env in hpa:
+        assert env["KAFSCALE_DEFAULT_RETENTION_MS"] == "259200000", name
+        assert env["KAFSCALE_DEFAULT_RETENTION_BYTES"] == "10737418240", name
+    [(name, env)] = envs("standalone-values.yaml")
+    assert env["KAFSCALE_DEFAULT_RETENTION_MS"] == "-1", name
+    assert "KAFSCALE_DEFAULT_RETENTION_BYTES" not in env, name
+    for name, env in envs("default-values.yaml"):
+        assert not any(k.startswith("KAFSCALE_DEFAULT_RETENTION") for k in env), name
+
+
 def test_traces_are_exported_only_when_a_collector_is_set():
     """tracing.otlpEndpoint switches every tier's OTLP export on, with the sampler; without it
     no OTEL_ variable is set (the default values)."""

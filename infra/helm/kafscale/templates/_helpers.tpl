@@ -92,6 +92,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Cluster-level topic config defaults: the same in every process (gateways describe them,
+indexers enforce them). */}}
+{{- define "kafscale.topicDefaultsEnv" -}}
+{{- $d := .Values.topicDefaults }}
+{{- if not (kindIs "invalid" $d.retentionMs) }}
+- name: KAFSCALE_DEFAULT_RETENTION_MS
+  value: {{ $d.retentionMs | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $d.retentionBytes) }}
+- name: KAFSCALE_DEFAULT_RETENTION_BYTES
+  value: {{ $d.retentionBytes | int64 | quote }}
+{{- end }}
+{{- end }}
+
 {{/* OpenTelemetry export, when a collector is set (the service name is kafscale-<role>). */}}
 {{- define "kafscale.tracingEnv" -}}
 {{- $t := .Values.tracing }}
