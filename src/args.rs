@@ -471,6 +471,14 @@ pub(crate) struct FetchArgs {
         default_value_t = 3_000
     )]
     pub(crate) group_initial_rebalance_delay_ms: u64,
+    /// How long a consumer group without members stays in its coordinator's memory and in
+    /// ListGroups (milliseconds); its committed offsets stay in the store.
+    #[arg(
+        long,
+        env = "KAFSCALE_GROUP_EMPTY_EXPIRY_MS",
+        default_value_t = 600_000
+    )]
+    pub(crate) group_empty_expiry_ms: u64,
     /// Shortest and longest session timeout a consumer may ask for (milliseconds; Kafka's
     /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`).
     #[arg(
@@ -536,6 +544,7 @@ impl FetchArgs {
                 initial_rebalance_delay: Duration::from_millis(
                     self.group_initial_rebalance_delay_ms,
                 ),
+                empty_group_expiry: Duration::from_millis(self.group_empty_expiry_ms),
             },
             leases: GroupLeaseConfig {
                 coordinates,

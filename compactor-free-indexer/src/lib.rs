@@ -18,5 +18,5 @@ pub mod status;
 
 pub use sequencing::{
     DEFAULT_PRODUCER_ID_EXPIRATION, DEFAULT_SEGMENT_COMMIT_MAX_AGE, Indexer, IndexerConfig,
-    IndexerError, LeaseReport, RetentionReport,
+    IndexerError, LeaseReport, Retained, RetentionReport,
 };

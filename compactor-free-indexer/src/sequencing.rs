@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::status::{ShardStats, ShardStatusList};
 
 mod retention;
-pub use retention::RetentionReport;
+pub use retention::{Retained, RetentionReport};
 
 /// Settings of one indexer replica.
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
+use tracing::debug;
 // Tokio's clock, so tests can run the deadlines on paused time.
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -34,6 +35,10 @@ pub struct GroupConfig {
     /// `group.initial.rebalance.delay.ms`), so a group that starts together forms one
     /// generation instead of one per arriving member.
     pub initial_rebalance_delay: Duration,
+    /// How long a group with no members stays in the coordinator's memory (and in ListGroups)
+    /// before it is forgotten; its committed offsets stay in the store. Bounds the memory of a
+    /// coordinator that sees many short-lived groups (console consumers, test runs).
+    pub empty_group_expiry: Duration,
 }
 
 impl Default for GroupConfig {
@@ -42,6 +47,7 @@ impl Default for GroupConfig {
             min_session_timeout: Duration::from_millis(1_000),
             max_session_timeout: Duration::from_secs(30 * 60),
             initial_rebalance_delay: Duration::from_secs(3),
+            empty_group_expiry: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -186,6 +192,9 @@ struct Group {
     /// The first rebalance of an empty group: it completes at its deadline, not when everyone
     /// has joined (see [`GroupConfig::initial_rebalance_delay`]); started at the instant given.
     initial_join: Option<Instant>,
+    /// When a tick first saw this group without members (see
+    /// [`GroupConfig::empty_group_expiry`]).
+    empty_since: Option<Instant>,
 }
 
 impl Group {
@@ -200,7 +209,20 @@ impl Group {
             pending: HashMap::new(),
             rebalance_deadline: None,
             initial_join: None,
+            empty_since: None,
         }
+    }
+
+    /// Notes at `now` whether the group is empty; true once it has been for `expiry`.
+    fn empty_for(&mut self, now: Instant, expiry: Duration) -> bool {
+        let empty =
+            self.state == GroupState::Empty && self.members.is_empty() && self.pending.is_empty();
+        if !empty {
+            self.empty_since = None;
+            return false;
+        }
+        let since = *self.empty_since.get_or_insert(now);
+        now.duration_since(since) >= expiry
     }
 
     /// Moves to PreparingRebalance (members must rejoin within the longest rebalance timeout).
@@ -844,8 +866,27 @@ impl GroupCoordinator {
     }
 
     /// Enforces deadlines: completes joins whose rebalance timeout passed (removing members
-    /// that did not rejoin) and removes members whose session expired. Call periodically.
+    /// that did not rejoin), removes members whose session expired, and forgets groups empty
+    /// for [`GroupConfig::empty_group_expiry`]. Call periodically.
     pub(crate) fn tick(&self, now: Instant) {
+        self.enforce_deadlines(now);
+        self.forget_expired_empty_groups(now);
+    }
+
+    /// Drops the groups that have been empty long enough. A group another task holds (a join
+    /// that just looked it up) stays: only the map's own reference may be dropped, checked
+    /// under the map's lock, where every lookup takes its reference.
+    fn forget_expired_empty_groups(&self, now: Instant) {
+        let expiry = self.config.empty_group_expiry;
+        let mut groups = lock(&self.groups);
+        let before = groups.len();
+        groups.retain(|_, g| Arc::strong_count(g) > 1 || !lock(g).empty_for(now, expiry));
+        if groups.len() < before {
+            debug!(forgotten = before - groups.len(), "empty groups forgotten");
+        }
+    }
+
+    fn enforce_deadlines(&self, now: Instant) {
         let groups: Vec<Arc<Mutex<Group>>> = lock(&self.groups).values().cloned().collect();
         for group in groups {
             let mut g = lock(&group);

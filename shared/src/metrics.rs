@@ -90,6 +90,8 @@ pub const INDEXER_RETENTION_BYTES: &str = "kafscale_indexer_retention_bytes_remo
 pub const INDEXER_RETENTION_LAST_PASS: &str =
     "kafscale_indexer_retention_last_pass_timestamp_seconds";
 pub const INDEXER_PRODUCERS_EXPIRED: &str = "kafscale_indexer_producer_states_expired_total";
+pub const TOPIC_RETAINED_BYTES: &str = "kafscale_topic_retained_bytes";
+pub const TOPIC_RETAINED_RECORDS: &str = "kafscale_topic_retained_records";
 pub const GC_SEGMENTS_DELETED: &str = "kafscale_gc_segments_deleted_total";
 pub const GC_ORPHANS_DELETED: &str = "kafscale_gc_orphans_deleted_total";
 pub const GC_BYTES_DELETED: &str = "kafscale_gc_bytes_deleted_total";
@@ -283,6 +285,19 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &[],
         "Idempotent-producer states forgotten after producer.id.expiration.ms without a batch.",
+    ),
+    def(
+        TOPIC_RETAINED_BYTES,
+        Gauge,
+        &["topic"],
+        "Record-batch bytes the topic's partitions owned by this indexer hold (log start to high \
+         watermark), as of the last retention pass; sum over indexers for the topic.",
+    ),
+    def(
+        TOPIC_RETAINED_RECORDS,
+        Gauge,
+        &["topic"],
+        "Records the topic's partitions owned by this indexer hold, as of the last retention pass.",
     ),
     def(
         GC_SEGMENTS_DELETED,

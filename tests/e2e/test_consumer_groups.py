@@ -219,3 +219,51 @@ def test_admin_clients_list_describe_and_delete_groups(server, members):
     finally:
         c.close()
     assert all(tp.offset < 0 for tp in committed), committed
+
+
+def test_an_empty_group_is_forgotten_after_its_expiry_and_keeps_its_offsets(kafscale_factory):
+    """--group-empty-expiry-ms: a group left without members leaves the
+    coordinator's memory (and ListGroups); its committed offsets stay, so a
+    member that joins later resumes where the group left off."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    server = kafscale_factory([*SERVER_ARGS, "--group-empty-expiry-ms", "1000"], name="kafscale")
+    topic = "empty-expiry"
+    kh.confluent_create_topic(server.bootstrap, topic, PARTITIONS)
+    _produce(server.bootstrap, topic, 5, "a")
+    conf = {"bootstrap.servers": server.bootstrap, "group.id": "transient",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    consumer = Consumer(conf)
+    try:
+        consumer.subscribe([topic])
+        got = 0
+        deadline = kh.Deadline(60)
+        while got < 5 * PARTITIONS and not deadline.expired():
+            got += sum(1 for m in consumer.consume(100, timeout=0.5) if m.error() is None)
+        assert got == 5 * PARTITIONS
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    kh.wait_for(lambda: "transient" not in {g.group_id for g in
+                                            admin.list_consumer_groups().result(timeout=30).valid},
+                timeout=30, interval=0.2, what="the empty group to leave ListGroups")
+    request = [ConsumerGroupTopicPartitions("transient")]
+    offsets = admin.list_consumer_group_offsets(request)["transient"].result(timeout=30)
+    assert {tp.partition: tp.offset for tp in offsets.topic_partitions} == \
+        {p: 5 for p in range(PARTITIONS)}
+
+    _produce(server.bootstrap, topic, 1, "b")
+    consumer = Consumer(conf)
+    try:
+        consumer.subscribe([topic])
+        values = []
+        deadline = kh.Deadline(60)
+        while len(values) < PARTITIONS and not deadline.expired():
+            values += [m.value() for m in consumer.consume(100, timeout=0.5) if m.error() is None]
+        assert sorted(values) == sorted(f"b-{i}".encode() for i in range(PARTITIONS))
+        assert consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 5
+    finally:
+        consumer.close()

@@ -80,6 +80,15 @@ def wait_for_log_start(bootstrap: str, topic: str, offset: int) -> None:
                 interval=0.2, what=f"log start offset {offset} of {topic}")
 
 
+def retained_records(server, topic: str) -> float | None:
+    """The kafscale_topic_retained_records gauge of `topic`, if exported."""
+    series = f'kafscale_topic_retained_records{{topic="{topic}"}}'
+    for line in server.http_get("/metrics")[1].decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
 def test_retention_ms_drops_expired_records_and_consumers_start_at_the_log_start(server):
     topic = f"retention-ms-{uuid.uuid4().hex[:8]}"
     create_topic(server.bootstrap, topic, {"retention.ms": str(10 * 60 * 1000)})
@@ -90,6 +99,9 @@ def test_retention_ms_drops_expired_records_and_consumers_start_at_the_log_start
 
     wait_for_log_start(server.bootstrap, topic, 10)
     assert kh.confluent_watermarks(server.bootstrap, topic, [0])[0] == (10, 20)
+    # The retained-size gauges follow (set at the end of a pass).
+    kh.wait_for(lambda: retained_records(server, topic) == 10, timeout=30, interval=0.2,
+                what="kafscale_topic_retained_records of the topic at 10")
     # Nothing fresh goes: the log start stays at 10 over several more passes.
     records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=10)
     assert [r.value for r in records] == [f"fresh-{i}".encode() for i in range(10)]

@@ -17,6 +17,8 @@
 //! partition in it has passed it, which garbage collection reads from the partition rows this
 //! write updates.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kafscale_shared::catalog::{self, IndexEntry};
@@ -37,8 +39,8 @@ use super::{Indexer, PartitionId, ShardState};
 /// the store's writes are smaller (DynamoDB: 100 operations, so 98 entries).
 const ENTRIES_PER_WRITE: usize = 256;
 
-/// What one retention pass removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What one retention pass removed, and what the partitions it looked at hold after it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RetentionReport {
     pub partitions_trimmed: u64,
     pub entries_removed: u64,
@@ -46,6 +48,15 @@ pub struct RetentionReport {
     pub records_removed: u64,
     /// Idempotent-producer states forgotten (idle past `producer.id.expiration.ms`).
     pub producers_expired: u64,
+    /// Per topic name: what this replica's partitions of it hold after the pass.
+    pub retained: BTreeMap<String, Retained>,
+}
+
+/// Record-batch bytes and records between a partition's log start and its high watermark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    pub bytes: u64,
+    pub records: u64,
 }
 
 /// How far to move a partition's log start.
@@ -109,6 +120,12 @@ impl Indexer {
                         if let Some((_, removed)) = trimmed {
                             report.add(&removed);
                         }
+                        if let Some(held) = self.retained(shard, id).await? {
+                            let topic_total =
+                                report.retained.entry(topic.name.clone()).or_default();
+                            topic_total.bytes += held.bytes;
+                            topic_total.records += held.records;
+                        }
                     }
                     // A shard lost meanwhile is its new owner's to trim.
                     (Err(SequencerError::NotOwner { .. } | SequencerError::Fenced(_)), _)
@@ -122,6 +139,25 @@ impl Indexer {
         metrics::counter!(names::INDEXER_PRODUCERS_EXPIRED).increment(report.producers_expired);
         metrics::gauge!(names::INDEXER_RETENTION_LAST_PASS).set(now_ms as f64 / 1000.0);
         Ok(report)
+    }
+
+    /// What partition `id` holds now (its row as the shard owner knows it); `None` if the
+    /// partition does not exist (any more).
+    async fn retained(
+        &self,
+        shard: u32,
+        id: PartitionId,
+    ) -> Result<Option<Retained>, SequencerError> {
+        let store_err = |e: catalog::CatalogError| SequencerError::StoreUnavailable(e.to_string());
+        let mut state = self.settled_shard(shard).await?;
+        let part = self
+            .load_partition(&mut state, id)
+            .await
+            .map_err(store_err)?;
+        Ok(part.map(|p| Retained {
+            bytes: p.record.bytes,
+            records: (p.record.next_offset - p.record.log_start_offset).max(0) as u64,
+        }))
     }
 
     /// Forgets the idempotent-producer states of partition `id` whose last batch is older than
@@ -346,29 +382,63 @@ impl Indexer {
         interval: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        run_every(interval, &shutdown, || self.retention_round(&defaults)).await;
+        let reported = Mutex::new(BTreeSet::new());
+        run_every(interval, &shutdown, || {
+            self.retention_round(&defaults, &reported)
+        })
+        .await;
     }
 
-    /// One retention pass as of now, logged.
-    async fn retention_round(&self, defaults: &ClusterDefaults) {
+    /// One retention pass as of now, logged; `reported` holds the topics whose retained-size
+    /// gauges this replica set last time (a topic it no longer holds is set to 0).
+    async fn retention_round(
+        &self,
+        defaults: &ClusterDefaults,
+        reported: &Mutex<BTreeSet<String>>,
+    ) {
         let pass = tracing::info_span!("retention_pass");
         match self
             .enforce_retention(defaults, catalog::now_ms())
             .instrument(pass)
             .await
         {
-            Ok(r) if r.entries_removed + r.producers_expired > 0 => info!(
-                partitions = r.partitions_trimmed,
-                entries = r.entries_removed,
-                bytes = r.bytes_removed,
-                records = r.records_removed,
-                producers_expired = r.producers_expired,
-                "retention moved log starts and expired producer states"
-            ),
-            Ok(_) => {}
+            Ok(r) => {
+                if r.entries_removed + r.producers_expired > 0 {
+                    info!(
+                        partitions = r.partitions_trimmed,
+                        entries = r.entries_removed,
+                        bytes = r.bytes_removed,
+                        records = r.records_removed,
+                        producers_expired = r.producers_expired,
+                        "retention moved log starts and expired producer states"
+                    );
+                }
+                report_retained(
+                    &r.retained,
+                    &mut reported.lock().unwrap_or_else(|e| e.into_inner()),
+                );
+            }
             Err(e) => warn!(error = %e, "retention pass failed; the next one retries"),
         }
     }
+}
+
+/// Sets the per-topic retained-size gauges to `retained`, and to 0 for the topics in
+/// `reported` it no longer has; `reported` becomes the topics of `retained`.
+fn report_retained(retained: &BTreeMap<String, Retained>, reported: &mut BTreeSet<String>) {
+    let set = |topic: &str, held: Retained| {
+        let topic = topic.to_string();
+        metrics::gauge!(names::TOPIC_RETAINED_BYTES, "topic" => topic.clone())
+            .set(held.bytes as f64);
+        metrics::gauge!(names::TOPIC_RETAINED_RECORDS, "topic" => topic).set(held.records as f64);
+    };
+    for gone in reported.iter().filter(|t| !retained.contains_key(*t)) {
+        set(gone, Retained::default());
+    }
+    for (topic, held) in retained {
+        set(topic, *held);
+    }
+    *reported = retained.keys().cloned().collect();
 }
 
 impl Indexer {

@@ -376,3 +376,31 @@ async fn a_lost_coordinator_answers_waiting_members_not_coordinator() {
     assert_eq!(c.state("g"), None);
     assert!(c.list().is_empty());
 }
+
+#[tokio::test]
+async fn a_group_empty_past_the_expiry_is_forgotten_unless_in_use() {
+    let c = coordinator();
+    let a = join_new(&c, "g", &["range"]).await;
+    c.sync("g", m(&a.member_id), 1, Vec::new())
+        .await
+        .expect("sync");
+    let start = Instant::now();
+    let expiry = GroupConfig::default().empty_group_expiry;
+    assert_eq!(c.leave("g", m(&a.member_id)), Ok(a.member_id.clone()));
+    c.tick(start);
+    c.tick(start + expiry / 2);
+    assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
+    assert_eq!(c.list().len(), 1);
+    // A task holding the group (a join between lookup and lock) keeps it.
+    let held = c.group("g");
+    c.tick(start + expiry + Duration::from_secs(1));
+    assert!(c.state("g").is_some());
+    drop(held);
+    c.tick(start + expiry + Duration::from_secs(1));
+    assert_eq!(c.state("g"), None);
+    assert!(c.list().is_empty());
+    // A new member recreates it from scratch.
+    let again = join_new(&c, "g", &["range"]).await;
+    assert_eq!(again.error, None);
+    assert_eq!(again.generation, 1);
+}
