@@ -68,32 +68,18 @@ impl FetchService {
             LATEST | LATEST_TIERED => Ok((offsets.high_watermark, -1)),
             EARLIEST | EARLIEST_LOCAL => Ok((offsets.log_start_offset, -1)),
             MAX_TIMESTAMP => {
-                if let Some(e) = self
-                    .entry_with_max_timestamp(topic_id, partition, offsets)
-                    .await?
-                {
-                    return self.find_in_entry(&e, |ts, best| ts > best, i64::MIN).await;
-                }
-                let entries = self
-                    .index
-                    .scan(topic_id, partition, offsets.log_start_offset)
-                    .await?;
-                let best = entries
-                    .iter()
-                    .filter(|e| e.last_offset < offsets.high_watermark)
-                    .max_by_key(|e| (e.max_timestamp, std::cmp::Reverse(e.base_offset)));
-                match best {
-                    None => Ok((-1, -1)),
-                    Some(e) => self.find_in_entry(e, |ts, best| ts > best, i64::MIN).await,
-                }
+                self.max_timestamp_offset(topic_id, partition, offsets)
+                    .await
             }
             t if t >= 0 => {
+                // Records below the log start (DeleteRecords into an entry) are not offered.
+                let floor = offsets.log_start_offset;
                 let from = match self
                     .first_entry_reaching(topic_id, partition, offsets, t)
                     .await?
                 {
                     Search::Found(e) if e.max_timestamp >= t => {
-                        let found = self.find_in_entry(&e, |ts, _| ts >= t, t).await?;
+                        let found = self.find_in_entry(&e, |ts, _| ts >= t, t, floor).await?;
                         if found.0 >= 0 {
                             return Ok(found);
                         }
@@ -109,7 +95,7 @@ impl FetchService {
                     .filter(|e| e.last_offset < offsets.high_watermark)
                 {
                     if e.max_timestamp >= t {
-                        let found = self.find_in_entry(e, |ts, _| ts >= t, t).await?;
+                        let found = self.find_in_entry(e, |ts, _| ts >= t, t, floor).await?;
                         if found.0 >= 0 {
                             return Ok(found);
                         }
@@ -121,6 +107,50 @@ impl FetchService {
                 "invalid ListOffsets timestamp {timestamp}"
             ))),
         }
+    }
+
+    /// (offset, timestamp) of the first record with the partition's largest timestamp, among
+    /// the records from the log start on; (-1, -1) for an empty partition.
+    async fn max_timestamp_offset(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offsets: PartitionOffsets,
+    ) -> Result<(i64, i64), FetchError> {
+        let floor = offsets.log_start_offset;
+        let newest = |ts: i64, best: i64| ts > best;
+        if let Some(e) = self
+            .entry_with_max_timestamp(topic_id, partition, offsets)
+            .await?
+            .filter(|e| e.base_offset >= floor)
+        {
+            return self.find_in_entry(&e, newest, i64::MIN, floor).await;
+        }
+        let entries = self.index.scan(topic_id, partition, floor).await?;
+        let live = entries
+            .iter()
+            .filter(|e| e.last_offset < offsets.high_watermark);
+        // An entry that starts below the log start may hold its maximum below it: its own
+        // best record is looked up; every other entry's maximum is a record of its own.
+        let (head, rest): (Vec<&IndexEntry>, Vec<&IndexEntry>) =
+            live.partition(|e| e.base_offset < floor);
+        let mut best = (-1, -1);
+        for e in head {
+            let found = self.find_in_entry(e, newest, i64::MIN, floor).await?;
+            if found.0 >= 0 && (best.0 < 0 || found.1 > best.1) {
+                best = found;
+            }
+        }
+        let Some(e) = rest
+            .into_iter()
+            .max_by_key(|e| (e.max_timestamp, std::cmp::Reverse(e.base_offset)))
+        else {
+            return Ok(best);
+        };
+        if best.0 >= 0 && best.1 >= e.max_timestamp {
+            return Ok(best);
+        }
+        self.find_in_entry(e, newest, i64::MIN, floor).await
     }
 
     /// The first entry whose running maximum timestamp is ≥ `t`, by binary search over the
@@ -194,26 +224,30 @@ impl FetchService {
         Ok(page.into_iter().next().filter(|e| e.base_offset <= offset))
     }
 
-    /// Decodes the entry's batches that may match and returns the first record accepted by
-    /// `better(record_ts, best_so_far)`: with `>=` that is the first record at or after the
-    /// target; with `>` it is the (first) record with the largest timestamp.
+    /// Decodes the entry's batches that may match and returns the first record at or above
+    /// `min_offset` accepted by `better(record_ts, best_so_far)`: with `>=` that is the first
+    /// record at or after the target `floor`; with `>` (and `floor` i64::MIN) it is the
+    /// (first) record with the largest timestamp.
     async fn find_in_entry(
         &self,
         entry: &IndexEntry,
         better: impl Fn(i64, i64) -> bool,
         floor: i64,
+        min_offset: i64,
     ) -> Result<(i64, i64), FetchError> {
         let data = self.ranges.read(entry).await?;
         let is_search = floor != i64::MIN;
         let mut best: Option<(i64, i64)> = None;
         for (header, range) in iter_batches(&data) {
-            if is_search && header.max_timestamp < floor {
+            let below_log_start =
+                header.base_offset + i64::from(header.last_offset_delta) < min_offset;
+            if below_log_start || (is_search && header.max_timestamp < floor) {
                 continue;
             }
             let mut buf: Bytes = data.slice(range);
             let set = RecordBatchDecoder::decode(&mut buf)
                 .map_err(|e| FetchError::Corrupt(format!("cannot decode stored batch: {e}")))?;
-            for r in set.records {
+            for r in set.records.into_iter().filter(|r| r.offset >= min_offset) {
                 let current = best.map(|b| b.1).unwrap_or(i64::MIN);
                 if better(r.timestamp, current) && (best.is_none() || !is_search) {
                     best = Some((r.offset, r.timestamp));

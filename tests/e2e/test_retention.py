@@ -180,6 +180,35 @@ def test_delete_records_moves_the_log_start(server):
     assert low_watermark(server.bootstrap, topic) == 4
 
 
+def test_list_offsets_never_answers_below_a_log_start_inside_an_entry(server):
+    """DeleteRecords to the middle of an index entry (one produced batch): a
+    lookup by time, or of the largest timestamp, considers only the records
+    from the log start on, as Kafka does."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    topic = f"list-offsets-{uuid.uuid4().hex[:8]}"
+    create_topic(server.bootstrap, topic, {})
+    base = int(time.time() * 1000) - 60_000
+    # Timestamps fall with the offset: the largest is at offset 0.
+    items = [{"key": b"k", "value": f"v{i}".encode(), "timestamp": base + 10 - i}
+             for i in range(10)]
+    deliveries = kh.confluent_produce(server.bootstrap, topic, items, conf={"linger.ms": 100})
+    assert [d.offset for d in deliveries] == list(range(10))
+    assert delete_records(server.bootstrap, topic, {0: 5})[0].low_watermark == 5
+
+    consumer = Consumer({"bootstrap.servers": server.bootstrap, "group.id": f"g-{topic}"})
+    try:
+        found = consumer.offsets_for_times([TopicPartition(topic, 0, base)], timeout=15)
+        assert found[0].offset == 5, found
+    finally:
+        consumer.close()
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    tp = TopicPartition(topic, 0)
+    newest = admin.list_offsets({tp: OffsetSpec.max_timestamp()})[tp].result(timeout=30)
+    assert (newest.offset, newest.timestamp) == (5, base + 5), newest
+
+
 def test_gc_deletes_the_segments_retention_dropped_and_orphans_and_keeps_the_rest(server):
     topic = f"gc-{uuid.uuid4().hex[:8]}"
     create_topic(server.bootstrap, topic, {"retention.ms": str(10 * 60 * 1000)})
