@@ -82,7 +82,7 @@ fn read_bounded(reader: impl Read, max: usize) -> anyhow::Result<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::validate_produce_batch;
+    use crate::batch::{BATCH_HEADER_LEN, validate_produce_batch};
     use bytes::BytesMut;
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
@@ -118,13 +118,7 @@ mod tests {
     #[test]
     fn finds_the_key_less_records_whatever_the_codec() {
         let keys = [Some("a"), None, Some("c"), None];
-        for codec in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for codec in CODECS {
             let found = records_without_key(&batch(&keys, 10, codec), MAX_DECOMPRESSED_BYTES);
             assert_eq!(found.unwrap(), vec![1, 3], "{codec:?}");
             let all_keyed = batch(&[Some("a"), Some("")], 10, codec);
@@ -133,6 +127,47 @@ mod tests {
                     .unwrap()
                     .is_empty()
             );
+        }
+    }
+
+    const CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 256, ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Client bytes reach the decoder once the batch's CRC holds, so the CRC is fixed after
+        /// each mutation: whatever the records section holds, the answer is a list or an
+        /// error, never a panic; unmutated, it is exactly the key-less records.
+        #[test]
+        fn any_records_section_is_answered_without_a_panic(
+            keyed in proptest::collection::vec(proptest::prelude::any::<bool>(), 1..20),
+            codec in 0usize..5,
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
+        ) {
+            let keys: Vec<Option<&str>> = keyed.iter().map(|k| k.then_some("k")).collect();
+            let valid = batch(&keys, 3, CODECS[codec]);
+            let expected: Vec<i32> = (0..keys.len() as i32).filter(|i| !keyed[*i as usize]).collect();
+            proptest::prop_assert_eq!(records_without_key(&valid, MAX_DECOMPRESSED_BYTES).unwrap(), expected);
+            let mut bytes = valid.bytes.to_vec();
+            for (at, value) in &flips {
+                let i = BATCH_HEADER_LEN + at % (bytes.len() - BATCH_HEADER_LEN).max(1);
+                if i < bytes.len() {
+                    bytes[i] ^= value;
+                }
+            }
+            let crc = crc32c::crc32c(&bytes[21..]);
+            bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            if let Ok(mutated) = validate_produce_batch(&Bytes::from(bytes), usize::MAX) {
+                let _ = records_without_key(&mutated, 1 << 20);
+            }
         }
     }
 
