@@ -10,6 +10,9 @@ use kafscale_fetch::{FetchConfig, GroupConfig, GroupLeaseConfig, GroupServiceCon
 use kafscale_indexer::gc::{GarbageCollector, GcConfig};
 use kafscale_ingest::IngestConfig;
 use kafscale_shared::catalog::Catalog;
+use kafscale_shared::fault_injection::{
+    FaultPlan, FaultSource, FaultyMetaStore, FaultyObjectStore,
+};
 use kafscale_shared::meta_store::{MetaStore, MetaStoreMetrics};
 use kafscale_shared::object_store::block_cache::DEFAULT_BLOCK_BYTES;
 use kafscale_shared::object_store::{BlockCache, ObjectStore, ObjectStoreMetrics};
@@ -19,7 +22,7 @@ use kafscale_shared::simulated_latency::{
 use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
 use kafscale_shared::topic_config::ClusterDefaults;
 use kafscale_shared::wire::{KafkaServer, WireConfig};
-use tracing::info;
+use tracing::{info, warn};
 
 /// The Kafka listener of a gateway and how it describes itself to clients.
 #[derive(Debug, Clone, clap::Args)]
@@ -353,6 +356,19 @@ pub(crate) struct SimulationArgs {
         default_value = "none"
     )]
     simulate_meta_store: MetaStoreLatencyPreset,
+    /// Inject faults into store requests: for tests and chaos runs, never production. E.g.
+    /// `error=0.05,lost=0.05,timeout=0.01,spike=0.1,spike-ms=500,timeout-ms=2000,seed=7,ops=put+meta-write`
+    /// (docs/operations.md, "Fault injection").
+    #[arg(
+        long,
+        env = "KAFSCALE_INJECT_FAULTS",
+        conflicts_with = "inject_faults_file"
+    )]
+    inject_faults: Option<FaultPlan>,
+    /// Like --inject-faults, with the plan read from this file and re-read every 500 ms, so a
+    /// test can start and stop an outage (missing or empty file: no faults).
+    #[arg(long, env = "KAFSCALE_INJECT_FAULTS_FILE")]
+    inject_faults_file: Option<std::path::PathBuf>,
 }
 
 /// Request counters of the simulated stores, logged at shutdown.
@@ -431,7 +447,29 @@ impl SimulationArgs {
                 Arc::new(s)
             }
         };
-        (objects, meta, counts)
+        match self.fault_source() {
+            Some(faults) => (
+                Arc::new(FaultyObjectStore::new(objects, faults.clone())),
+                Arc::new(FaultyMetaStore::new(meta, faults)),
+                counts,
+            ),
+            None => (objects, meta, counts),
+        }
+    }
+
+    /// The faults to inject, if a flag asks for any (warned about: tests only).
+    fn fault_source(&self) -> Option<Arc<FaultSource>> {
+        let source = match (&self.inject_faults, &self.inject_faults_file) {
+            (Some(plan), _) => FaultSource::fixed(plan.clone()),
+            (None, Some(path)) => FaultSource::watched(
+                path.clone(),
+                Duration::from_millis(500),
+                tokio_util::sync::CancellationToken::new(),
+            ),
+            (None, None) => return None,
+        };
+        warn!("store fault injection is on: for tests and chaos runs only");
+        Some(source)
     }
 }
 

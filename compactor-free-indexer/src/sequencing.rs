@@ -7,7 +7,7 @@
 //! acquisitions and losses and fenced writes are counted beside it.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -639,7 +639,12 @@ impl Indexer {
             .segment_commit(record_name, request.shard)
             .await
         {
-            Ok(Some(done)) => Ok(done.outcomes),
+            Ok(Some(done)) => {
+                // The write that landed may have gone unanswered (a lost response), so
+                // nothing published its offsets: readers learn them from the rows now.
+                self.publish_stored(state, batches).await?;
+                Ok(done.outcomes)
+            }
             // Only a retry of a commit that landed gets an answer for an expired segment.
             Ok(None) if expired => {
                 warn!(segment = %request.segment_key, "refusing the commit of an expired segment");
@@ -650,6 +655,34 @@ impl Indexer {
             ))),
             Err(e) => Err(SequencerError::StoreUnavailable(e.to_string())),
         }
+    }
+
+    /// Publishes the stored offsets of the partitions `batches` touch, read afresh.
+    async fn publish_stored(
+        &self,
+        state: &mut ShardState,
+        batches: &[CommitBatch],
+    ) -> Result<(), SequencerError> {
+        let ids: BTreeSet<PartitionId> =
+            batches.iter().map(|b| (b.topic_id, b.partition)).collect();
+        for id in ids {
+            state.partitions.remove(&id);
+            let part = self
+                .load_partition(state, id)
+                .await
+                .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
+            if let Some(part) = part {
+                self.watermarks.publish(
+                    id.0,
+                    id.1,
+                    PartitionOffsets {
+                        log_start_offset: part.record.log_start_offset,
+                        high_watermark: part.record.next_offset,
+                    },
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Whether `segment_key` was created at least the commit horizon ago (keys without a

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod buffer_pool;
 pub mod catalog;
 pub mod config_api;
+pub mod fault_injection;
 pub mod http_client;
 pub mod keyed_records;
 pub mod keys;

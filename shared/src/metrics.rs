@@ -90,6 +90,7 @@ pub const INDEXER_RETENTION_BYTES: &str = "kafscale_indexer_retention_bytes_remo
 pub const INDEXER_RETENTION_LAST_PASS: &str =
     "kafscale_indexer_retention_last_pass_timestamp_seconds";
 pub const INDEXER_PRODUCERS_EXPIRED: &str = "kafscale_indexer_producer_states_expired_total";
+pub const FAULTS_INJECTED: &str = "kafscale_faults_injected_total";
 pub const TOPIC_RETAINED_BYTES: &str = "kafscale_topic_retained_bytes";
 pub const TOPIC_RETAINED_RECORDS: &str = "kafscale_topic_retained_records";
 pub const GC_SEGMENTS_DELETED: &str = "kafscale_gc_segments_deleted_total";
@@ -285,6 +286,13 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &[],
         "Idempotent-producer states forgotten after producer.id.expiration.ms without a batch.",
+    ),
+    def(
+        FAULTS_INJECTED,
+        Counter,
+        &["store", "fault"],
+        "Faults injected into store requests by --inject-faults (tests only): store object or \
+         meta; fault error, timeout, spike or lost_response.",
     ),
     def(
         TOPIC_RETAINED_BYTES,

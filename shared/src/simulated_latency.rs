@@ -113,15 +113,15 @@ impl MetaStoreLatency {
 
 /// Lock-free pseudo-random numbers (SplitMix64): the delays need spread, not cryptography.
 #[derive(Debug)]
-struct Dice(AtomicU64);
+pub(crate) struct Dice(AtomicU64);
 
 impl Dice {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Dice(AtomicU64::new(seed))
     }
 
     /// A uniform number in (0, 1].
-    fn roll(&self) -> f64 {
+    pub(crate) fn roll(&self) -> f64 {
         let mut z = self
             .0
             .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)

@@ -1039,3 +1039,52 @@ async fn a_log_start_move_past_more_entries_than_one_write_holds_takes_several_w
     assert_eq!(left.len(), 10);
     assert_eq!(left[0].base_offset, 720);
 }
+
+/// A commit whose write landed but whose answer was lost: the retry is answered from the
+/// commit record, and readers must see the records it acknowledges (the watermark moves).
+#[tokio::test]
+async fn a_retried_commit_whose_first_answer_was_lost_publishes_its_watermark() {
+    use kafscale_shared::fault_injection::{FaultPlan, FaultSource, FaultyMetaStore};
+
+    let memory: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let faults = FaultSource::fixed(FaultPlan::default());
+    let store: Arc<dyn MetaStore> = Arc::new(FaultyMetaStore::new(memory, faults.clone()));
+    let catalog = Arc::new(Catalog::new(store));
+    let id = catalog
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
+    let watermarks = Arc::new(Watermarks::new());
+    let config = IndexerConfig {
+        owner_id: "a".into(),
+        ..IndexerConfig::default()
+    };
+    let indexer = Indexer::start(catalog.clone(), watermarks.clone(), config)
+        .await
+        .expect("start");
+    indexer
+        .commit(req("seg-0", vec![batch(id, 0, 0, 3)]))
+        .await
+        .expect("commit");
+    assert_eq!(watermarks.get(id, 0).map(|w| w.high_watermark), Some(3));
+
+    faults.set("lost=1,ops=meta-write".parse().expect("plan"));
+    assert!(
+        indexer
+            .commit(req("seg-1", vec![batch(id, 0, 0, 2)]))
+            .await
+            .is_err()
+    );
+    faults.set(FaultPlan::default());
+    let retried = indexer
+        .commit(req("seg-1", vec![batch(id, 0, 0, 2)]))
+        .await
+        .expect("retry");
+    assert_eq!(retried.outcomes, vec![appended(3)]);
+    assert_eq!(
+        watermarks.get(id, 0).map(|w| w.high_watermark),
+        Some(5),
+        "the acknowledged records are visible"
+    );
+}
