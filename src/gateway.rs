@@ -106,7 +106,7 @@ pub(crate) async fn run(
         cluster.shard_count,
         args.listener.default_partitions,
     );
-    let ready = Arc::new(Readiness::default());
+    let ready = Arc::new(Readiness::probing(stores.catalog.store().clone()));
     let (http_addr, http_server) = http::serve(
         args.listener.http_addr,
         ready.clone(),

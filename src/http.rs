@@ -11,6 +11,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kafscale_shared::meta_store::{ItemKey, MetaStore};
+use tokio::time::Instant;
 
 use anyhow::Context;
 use axum::Router;
@@ -31,13 +35,78 @@ const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60)
 /// The body limit of routes that set none of their own.
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Whether the process is ready to serve.
-#[derive(Debug, Default)]
-pub(crate) struct Readiness(AtomicBool);
+/// How long one answer of the metadata-store probe stands (kubelet probes every few seconds;
+/// concurrent probes share one read).
+const STORE_PROBE_CACHE: Duration = Duration::from_secs(1);
+/// A probe read slower than this counts as the store unreachable.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the process is ready to serve: started (and not stopping), and its metadata store
+/// answering. Every tier needs the metadata store for every request it serves, so a pod that
+/// cannot reach it leaves the Service until it can, and comes back by itself. (The object store
+/// is not probed: a HEAD needs read access that not every tier's IAM role has; its failures show
+/// as retriable produce and fetch errors and in the store metrics.)
+#[derive(Default)]
+pub(crate) struct Readiness {
+    started: AtomicBool,
+    store: Option<StoreProbe>,
+}
+
+struct StoreProbe {
+    meta: Arc<dyn MetaStore>,
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
 
 impl Readiness {
+    /// Readiness that also needs `meta` to answer.
+    pub(crate) fn probing(meta: Arc<dyn MetaStore>) -> Self {
+        Readiness {
+            started: AtomicBool::new(false),
+            store: Some(StoreProbe {
+                meta,
+                last: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
     pub(crate) fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.started.store(ready, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    async fn check(&self) -> Result<(), String> {
+        if !self.started.load(Ordering::SeqCst) {
+            return Err("not ready".into());
+        }
+        match &self.store {
+            Some(probe) => probe.check().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl StoreProbe {
+    async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = &*last
+            && at.elapsed() < STORE_PROBE_CACHE
+        {
+            return result.clone();
+        }
+        // A point read of an item that need not exist: any answer proves the store reachable.
+        let key = ItemKey::new("readyz", "probe");
+        let result = match tokio::time::timeout(STORE_PROBE_TIMEOUT, self.meta.get(&key)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("metadata store unreachable: {e}")),
+            Err(_) => Err(format!(
+                "metadata store unreachable: no answer within {STORE_PROBE_TIMEOUT:?}"
+            )),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "not ready");
+        }
+        *last = Some((Instant::now(), result.clone()));
+        result
     }
 }
 
@@ -60,11 +129,10 @@ async fn metrics() -> impl axum::response::IntoResponse {
     )
 }
 
-async fn readyz(State(ready): State<Arc<Readiness>>) -> (StatusCode, &'static str) {
-    if ready.0.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn readyz(State(ready): State<Arc<Readiness>>) -> (StatusCode, String) {
+    match ready.check().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

@@ -89,7 +89,7 @@ pub(crate) async fn run(
             ..IndexerConfig::default()
         })?,
     );
-    let ready = Arc::new(Readiness::default());
+    let ready = Arc::new(Readiness::probing(stores.catalog.store().clone()));
     let (http_addr, http_server) = http::serve_on(
         listener,
         ready.clone(),

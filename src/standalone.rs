@@ -104,7 +104,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         args.listener.default_partitions,
     );
     admin.set_local_indexer(indexer.clone());
-    let ready = Arc::new(Readiness::default());
+    let ready = Arc::new(Readiness::probing(catalog.store().clone()));
     let (http_addr, http_server) = http::serve(
         args.listener.http_addr,
         ready.clone(),

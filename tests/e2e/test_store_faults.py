@@ -9,6 +9,7 @@ the write happened, so a retry must be recognised, not appended twice.
 from __future__ import annotations
 
 import collections
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ import kafka_helpers as kh
 
 pytestmark = pytest.mark.deadline(240)
 
+KAFKA_STORAGE_ERROR = 56
 PARTITIONS = 3
 RECORDS = 1500
 FAULTS = "error=0.15,lost=0.15,timeout=0.05,timeout-ms=300,spike=0.1,spike-ms=50,seed=11,ops=put+meta-write"
@@ -76,3 +78,35 @@ def test_an_idempotent_producer_loses_and_duplicates_nothing_through_store_fault
     assert all(injected.get(k, 0) > 0 for k in ("error", "lost_response", "timeout")), injected
     print(f"faults injected: {injected}; records acknowledged: {len(acked)}, lost: 0, "
           f"duplicated: 0")
+
+
+def test_an_unreachable_metadata_store_makes_the_process_unready_until_it_answers(
+        kafscale_factory, tmp_path):
+    """While every metadata-store request fails, /readyz answers 503 with the reason and a
+    Produce gets a retriable KAFKA_STORAGE_ERROR (never success, never a hang); once the store
+    answers again the process is ready and produces again, with nothing stored twice."""
+    plan = tmp_path / "faults"
+    server = kafscale_factory(["--inject-faults-file", str(plan)], name="kafscale")
+    topic = "outage"
+    kh.confluent_create_topic(server.bootstrap, topic, 1)
+    assert server.http_get("/readyz")[0] == 200
+
+    plan.write_text("error=1,ops=meta-get+meta-query+meta-write")
+    kh.wait_for(lambda: server.http_get("/readyz")[0] == 503, timeout=30, interval=0.2,
+                what="/readyz to report the outage")
+    status, body = server.http_get("/readyz")
+    assert status == 503 and b"metadata store unreachable" in body, (status, body)
+    batch = kh.build_record_batch([kh.BatchRecord(b"k", b"during", [], int(time.time() * 1000))])
+    with kh.RawConnection(server.bootstrap, timeout=60) as conn:
+        (res,) = kh.decode_produce_response_v3(
+            conn.request(kh.API_PRODUCE, 3, kh.produce_request_body_v3(topic, 0, batch)))
+    assert res.error_code == KAFKA_STORAGE_ERROR, res
+
+    plan.write_text("")
+    kh.wait_for(lambda: server.http_get("/readyz")[0] == 200, timeout=30, interval=0.2,
+                what="/readyz to recover by itself")
+    deliveries = kh.confluent_produce(server.bootstrap, topic, [{"key": b"k", "value": b"after"}])
+    assert deliveries[0].error is None, deliveries
+    records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=deliveries[0].offset + 1)
+    assert [r.value for r in records].count(b"after") == 1
+    assert records[-1].offset == deliveries[0].offset
