@@ -1,9 +1,11 @@
 """Durability across restarts: every acknowledged (acks=all) record survives a
-graceful restart (SIGTERM) and a crash (SIGKILL right after the last ack) at
-the offset it was acknowledged at, with no duplicates and no gaps."""
+graceful restart (SIGTERM) and a crash (SIGKILL right after the last ack, and
+SIGKILL in the middle of an idempotent producer's stream) at the offset it was
+acknowledged at, with no duplicates and no gaps."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -75,3 +77,64 @@ def test_acked_records_survive_sigterm_and_sigkill(kafscale):
     acked3 = produce_acked(srv.bootstrap, topic, "three", 300)
     acked.update(acked3)
     verify_log(srv.bootstrap, topic, acked, "appends after recovery")
+
+
+@pytest.mark.deadline(300)
+def test_an_idempotent_producer_loses_and_duplicates_nothing_when_the_server_dies_mid_produce(
+        kafscale):
+    """SIGKILL while an idempotent producer streams (requests in flight, segments being
+    uploaded and committed), twice, each time restarting on the same port and data dir: the
+    producer rides through, and afterwards the log holds exactly the acknowledged records, at
+    their acknowledged offsets, once each, with no gaps."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    srv = kafscale
+    topic = f"midflight-{uuid.uuid4().hex[:8]}"
+    kh.confluent_create_topic(srv.bootstrap, topic, PARTITIONS)
+    total = 6_000
+    acked: dict[bytes, tuple[int, int]] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def on_delivery(err, msg):
+        with lock:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                acked[msg.value()] = (msg.partition(), msg.offset())
+
+    producer = Producer({"bootstrap.servers": srv.bootstrap, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 5, "message.timeout.ms": 120_000,
+                         "reconnect.backoff.max.ms": 500})
+
+    def produce_all():
+        for i in range(total):
+            while True:
+                try:
+                    producer.produce(topic, key=f"key-{i % 37}".encode(),
+                                     value=f"mid-{i:05d}".encode(), on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            if i % 20 == 0:
+                time.sleep(0.02)  # pace the stream (about 6 s) so the kills land mid-flight
+        producer.flush(150)
+
+    thread = threading.Thread(target=produce_all, daemon=True)
+    thread.start()
+    try:
+        for kill_after in (1_000, 3_000):
+            kh.wait_for(lambda: len(acked) >= kill_after or not thread.is_alive(), timeout=120,
+                        interval=0.01, what=f"{kill_after} acknowledged records")
+            assert thread.is_alive(), "the producer finished before the kill"
+            srv.kill9()
+        thread.join(timeout=200)
+        assert not thread.is_alive(), "the producer did not finish"
+    finally:
+        producer.purge()
+    assert errors == [], errors[:3]
+    assert len(acked) == total
+    verify_log(srv.bootstrap, topic, acked, "after two SIGKILLs mid-produce")
