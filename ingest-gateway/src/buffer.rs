@@ -3,9 +3,10 @@
 //! Every accepted batch is appended to the current [`SegmentBuilder`] together with a waiter
 //! for its produce partition. The flusher seals the buffer when it holds `flush_bytes` or when
 //! the oldest batch has waited `flush_interval`, uploads the segment (several uploads may run
-//! at once), and commits finished uploads to the sequencer strictly in seal order — so the
-//! batches of one partition (and one idempotent producer) are sequenced in the order they were
-//! accepted. Each waiter then gets the outcomes of its batches.
+//! at once), and commits finished uploads once per indexer shard they touch, each shard's
+//! commits strictly in seal order — so the batches of one partition (and one idempotent
+//! producer) are sequenced in the order they were accepted — while shards never wait for each
+//! other ([`ShardLanes`]). Each waiter then gets the outcomes of its batches.
 //!
 //! Memory is bounded: a produce request first takes permits worth its bytes from a semaphore of
 //! `max_buffered_bytes`; they are returned when its segment is done. The bytes held
@@ -282,11 +283,13 @@ impl SegmentBuffer {
         let (to_commit, mut committing) =
             tokio::sync::mpsc::channel::<(Sealed, UploadResult)>(max_uploads);
         let committer = {
-            let (attempts, shard_count) = (self.config.commit_attempts, self.config.shard_count);
+            let mut lanes = ShardLanes::new(sequencer, self.config.commit_attempts);
+            let shard_count = self.config.shard_count;
             tokio::spawn(async move {
                 while let Some((sealed, result)) = committing.recv().await {
-                    finish(&*sequencer, sealed, result, attempts, shard_count).await;
+                    lanes.dispatch(sealed, result, shard_count);
                 }
+                lanes.close().await;
             })
         };
         loop {
@@ -476,9 +479,6 @@ async fn commit_with_retries(
     }
 }
 
-/// Commits an uploaded segment — one commit per indexer shard it touches, concurrently — and
-/// answers its waiters. A waiter's batches all belong to one partition, hence one shard, so
-/// each waiter sees exactly its shard's outcome.
 /// Answers every produce request of a segment with `error`.
 fn fail(sealed: Sealed, error: IngestError) {
     for w in sealed.waiters {
@@ -486,13 +486,86 @@ fn fail(sealed: Sealed, error: IngestError) {
     }
 }
 
-async fn finish(
-    sequencer: &dyn Sequencer,
-    sealed: Sealed,
-    uploaded: UploadResult,
+/// One shard's part of an uploaded segment: its commit and the produce requests it answers.
+struct ShardCommit {
+    request: CommitRequest,
+    /// Waiters with `first` counted within `request.batches`.
+    waiters: Vec<Waiter>,
+    /// The segment's byte budget, given back once every shard of it is done.
+    _permits: Arc<Vec<OwnedSemaphorePermit>>,
+    span: Span,
+}
+
+/// One commit queue per indexer shard. A segment is committed once per shard it touches;
+/// each shard's commits run in seal order (so one partition's batches, and one idempotent
+/// producer's, are sequenced in the order they were accepted), but shards do not wait for
+/// each other: a shard whose owner is gone holds back only its own partitions (until the byte
+/// budget its waiting segments hold runs out).
+struct ShardLanes {
+    sequencer: Arc<dyn Sequencer>,
     attempts: u32,
-    shard_count: u32,
-) {
+    lanes: BTreeMap<u32, tokio::sync::mpsc::UnboundedSender<ShardCommit>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl ShardLanes {
+    fn new(sequencer: Arc<dyn Sequencer>, attempts: u32) -> Self {
+        ShardLanes {
+            sequencer,
+            attempts,
+            lanes: BTreeMap::new(),
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Hands an uploaded segment's shard commits to their lanes (or fails its requests).
+    fn dispatch(&mut self, sealed: Sealed, uploaded: UploadResult, shard_count: u32) {
+        if let Err(e) = uploaded {
+            debug!(segment = %sealed.key, "segment upload failed; answering its requests");
+            return fail(sealed, e);
+        }
+        for part in split_by_shard(sealed, shard_count) {
+            let shard = part.request.shard;
+            if !self.lanes.contains_key(&shard) {
+                let lane = self.spawn_lane(shard);
+                self.lanes.insert(shard, lane);
+            }
+            let Some(lane) = self.lanes.get(&shard) else {
+                continue;
+            };
+            if let Err(lost) = lane.send(part) {
+                answer(
+                    lost.0.waiters,
+                    &Err(IngestError::Commit("commit lane stopped".into())),
+                );
+            }
+        }
+    }
+
+    fn spawn_lane(&mut self, shard: u32) -> tokio::sync::mpsc::UnboundedSender<ShardCommit> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ShardCommit>();
+        let (sequencer, attempts) = (self.sequencer.clone(), self.attempts);
+        self.tasks.spawn(async move {
+            while let Some(part) = rx.recv().await {
+                let span = info_span!(parent: &part.span, "segment_commit", shard);
+                let outcome = commit_shard(&*sequencer, part.request, attempts)
+                    .instrument(span)
+                    .await;
+                answer(part.waiters, &outcome);
+            }
+        });
+        tx
+    }
+
+    /// Lets every queued commit finish.
+    async fn close(mut self) {
+        self.lanes.clear();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A segment's commits, one per shard it touches, each with the waiters it answers.
+fn split_by_shard(sealed: Sealed, shard_count: u32) -> Vec<ShardCommit> {
     let Sealed {
         key,
         data,
@@ -501,63 +574,52 @@ async fn finish(
         _permits,
         span,
     } = sealed;
-    let mut results: Vec<Option<Result<BatchOutcome, IngestError>>> = vec![None; batches.len()];
-    match uploaded {
-        Err(e) => results.iter_mut().for_each(|r| *r = Some(Err(e.clone()))),
-        Ok(()) => {
-            let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-            for (i, b) in batches.iter().enumerate() {
-                by_shard
-                    .entry(shard_of(b.topic_id, b.partition, shard_count))
-                    .or_default()
-                    .push(i);
-            }
-            let commits = by_shard.into_iter().map(|(shard, indexes)| {
-                let request = CommitRequest {
-                    segment_key: key.clone(),
-                    shard,
-                    segment_size: data.len() as u64,
-                    batches: indexes.iter().map(|&i| batches[i].clone()).collect(),
-                };
-                let commit_span = info_span!(parent: &span, "segment_commit", shard);
-                async move { (indexes, commit_shard(sequencer, request, attempts).await) }
-                    .instrument(commit_span)
-            });
-            for (indexes, outcome) in futures::future::join_all(commits).await {
-                match outcome {
-                    Ok(outcomes) => {
-                        for (i, o) in indexes.into_iter().zip(outcomes) {
-                            results[i] = Some(Ok(o));
-                        }
-                    }
-                    Err(e) => indexes
-                        .into_iter()
-                        .for_each(|i| results[i] = Some(Err(e.clone()))),
-                }
-            }
+    let permits = Arc::new(_permits);
+    let mut parts: BTreeMap<u32, ShardCommit> = BTreeMap::new();
+    // Where each batch lands within its shard's request.
+    let mut position = Vec::with_capacity(batches.len());
+    for b in batches {
+        let shard = shard_of(b.topic_id, b.partition, shard_count);
+        let part = parts.entry(shard).or_insert_with(|| ShardCommit {
+            request: CommitRequest {
+                segment_key: key.clone(),
+                shard,
+                segment_size: data.len() as u64,
+                batches: Vec::new(),
+            },
+            waiters: Vec::new(),
+            _permits: permits.clone(),
+            span: span.clone(),
+        });
+        position.push((shard, part.request.batches.len()));
+        part.request.batches.push(b);
+    }
+    // A waiter's batches are one partition's, so one shard's, and consecutive there too.
+    for w in waiters {
+        let Some(&(shard, first)) = position.get(w.first) else {
+            let _ = w.tx.send(Err(IngestError::Commit(
+                "batch missing from the segment".into(),
+            )));
+            continue;
+        };
+        if let Some(part) = parts.get_mut(&shard) {
+            part.waiters.push(Waiter { first, ..w });
         }
     }
-    debug!(segment = %key, waiters = waiters.len(), "segment done");
+    parts.into_values().collect()
+}
+
+/// Answers each waiter with its batches' outcomes from one shard's commit.
+fn answer(waiters: Vec<Waiter>, outcome: &Result<Vec<BatchOutcome>, IngestError>) {
     for w in waiters {
-        let mut outcomes = Vec::with_capacity(w.count);
-        let mut error = None;
-        for r in results.iter().skip(w.first).take(w.count) {
-            match r {
-                Some(Ok(o)) => outcomes.push(*o),
-                Some(Err(e)) => {
-                    error = Some(e.clone());
-                    break;
-                }
-                None => {
-                    error = Some(IngestError::Commit("batch missing from the commit".into()));
-                    break;
-                }
-            }
-        }
-        let _ = w.tx.send(match error {
-            Some(e) => Err(e),
-            None => Ok(outcomes),
-        });
+        let result = match outcome {
+            Ok(outcomes) => outcomes
+                .get(w.first..w.first + w.count)
+                .map(<[BatchOutcome]>::to_vec)
+                .ok_or_else(|| IngestError::Commit("batch missing from the commit".into())),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = w.tx.send(result);
     }
 }
 
@@ -679,5 +741,145 @@ mod tests {
             1,
             "one put each, no hedge"
         );
+    }
+
+    /// Commits of shard `stuck` wait until `release` is notified; other shards' commit at once.
+    struct OneShardStuck {
+        stuck: u32,
+        release: tokio::sync::Semaphore,
+        started: AtomicUsize,
+        next_offset: Mutex<BTreeMap<(Uuid, i32), i64>>,
+    }
+
+    #[async_trait]
+    impl Sequencer for OneShardStuck {
+        async fn commit(
+            &self,
+            request: CommitRequest,
+        ) -> Result<
+            kafscale_shared::sequencer::CommitResponse,
+            kafscale_shared::sequencer::SequencerError,
+        > {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            if request.shard == self.stuck {
+                let _ = self.release.acquire().await;
+            }
+            let mut next = self.next_offset.lock().unwrap();
+            let outcomes = request
+                .batches
+                .iter()
+                .map(|b| {
+                    let at = next.entry((b.topic_id, b.partition)).or_default();
+                    let base_offset = *at;
+                    *at += i64::from(b.offset_count);
+                    BatchOutcome::Appended {
+                        base_offset,
+                        log_start_offset: 0,
+                    }
+                })
+                .collect();
+            Ok(kafscale_shared::sequencer::CommitResponse { outcomes })
+        }
+
+        async fn delete_records(
+            &self,
+            _: kafscale_shared::sequencer::DeleteRecordsRequest,
+        ) -> Result<
+            kafscale_shared::sequencer::DeleteRecordsResponse,
+            kafscale_shared::sequencer::SequencerError,
+        > {
+            unreachable!("not asked")
+        }
+    }
+
+    /// A partition of `topic` on `shard` (of 2).
+    fn partition_on(topic: Uuid, shard: u32) -> i32 {
+        (0..64)
+            .find(|p| shard_of(topic, *p, 2) == shard)
+            .expect("a partition")
+    }
+
+    #[tokio::test]
+    async fn a_shard_without_a_live_owner_does_not_hold_back_the_others() {
+        let sequencer = Arc::new(OneShardStuck {
+            stuck: 0,
+            release: tokio::sync::Semaphore::new(0),
+            started: AtomicUsize::new(0),
+            next_offset: Mutex::new(BTreeMap::new()),
+        });
+        let buffer = SegmentBuffer::new(IngestConfig {
+            shard_count: 2,
+            flush_interval: Duration::from_millis(5),
+            ..IngestConfig::default()
+        });
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(buffer.clone().run_flusher(
+            Arc::new(MemoryObjectStore::new()),
+            sequencer.clone(),
+            shutdown.clone(),
+        ));
+        let topic = Uuid::new_v4();
+        let batch = || {
+            use kafka_protocol::records::{
+                Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+            };
+            let record = Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: 0,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+                delete_horizon: false,
+            };
+            let mut bytes = bytes::BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            };
+            RecordBatchEncoder::encode(&mut bytes, &[record], &options).unwrap();
+            let batch = kafscale_shared::batch::validate_produce_batch(&bytes.freeze(), usize::MAX);
+            vec![batch.unwrap()]
+        };
+        let (stuck, free) = (partition_on(topic, 0), partition_on(topic, 1));
+        // Sealed first: a segment holding only the stuck shard's partition.
+        let held = buffer
+            .append(topic, stuck, batch(), &Span::none())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sequencer.started.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the first segment was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Sealed later, on the other shard: answered although the first is still stuck.
+        let answered = buffer
+            .append(topic, free, batch(), &Span::none())
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), answered)
+            .await
+            .expect("the free shard's produce waited for the stuck shard")
+            .expect("answered");
+        assert_eq!(
+            outcome.unwrap(),
+            vec![BatchOutcome::Appended {
+                base_offset: 0,
+                log_start_offset: 0
+            }]
+        );
+        sequencer.release.add_permits(1);
+        assert!(held.await.expect("answered").is_ok());
+        shutdown.cancel();
+        flusher.await.unwrap();
     }
 }

@@ -24,6 +24,9 @@ pub enum IngestError {
     Catalog(String, ResponseError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The batch was not committed within the produce request's timeout; it may still be.
+    #[error("not committed within the request's {0} ms timeout; it may still be committed")]
+    TimedOut(u64),
     /// Records without a key sent to a compacted topic (their indexes in the batch).
     #[error("{} of the batch's records have no key; a compacted topic accepts only keyed records", .0.len())]
     KeylessRecords(Vec<i32>),
@@ -79,6 +82,8 @@ impl IngestError {
                 RejectReason::UnknownProducerId => ResponseError::UnknownProducerId,
             },
             IngestError::Catalog(_, code) => *code,
+            // Retriable, like Kafka's expired DelayedProduce.
+            IngestError::TimedOut(_) => ResponseError::RequestTimedOut,
         }
     }
 }

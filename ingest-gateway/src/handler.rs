@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use kafscale_shared::metrics as names;
 use metrics::{Counter, Histogram};
@@ -147,6 +148,19 @@ fn record_errors(error: &IngestError) -> Vec<BatchIndexAndErrorMessage> {
         .collect()
 }
 
+/// How long a produce request waits for its commits before answering REQUEST_TIMED_OUT:
+/// 90% of the request's `timeout_ms` (so the answer reaches the client before its own timer,
+/// usually set to the same value, closes the connection), but at least
+/// [`MIN_PRODUCE_ANSWER_TIME`], since a commit to object storage takes longer than the small
+/// timeouts some clients send.
+fn produce_answer_time(timeout_ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0) * 9 / 10)
+        .max(MIN_PRODUCE_ANSWER_TIME)
+}
+
+/// The shortest time a produce request waits for its commits.
+const MIN_PRODUCE_ANSWER_TIME: Duration = Duration::from_secs(1);
+
 /// A partition's answer: the outcome of its one batch (see [`validate_produce_batch`]).
 fn partition_result(outcome: FlushOutcome) -> Result<(i64, i64), IngestError> {
     match outcome?.as_slice() {
@@ -189,6 +203,8 @@ impl IngestHandler {
     async fn start_produce(&self, ctx: &RequestContext, request: ProduceRequest) -> Dispatch {
         let started = std::time::Instant::now();
         let acks = request.acks;
+        let answer_within = produce_answer_time(request.timeout_ms);
+        let deadline = tokio::time::Instant::from_std(started) + answer_within;
         // A trace of its own (not a child of the long-lived connection span): one produce
         // request is one trace, which the segment it lands in continues (see SegmentBuffer).
         let span = info_span!(parent: None, "produce", connection = ctx.connection_id, acks);
@@ -272,10 +288,15 @@ impl IngestHandler {
                 for (index, wait) in parts {
                     let result = match wait {
                         PartitionWait::Done(r) => r,
-                        PartitionWait::Pending(rx) => match rx.await {
-                            Ok(outcome) => partition_result(outcome),
-                            Err(_) => Err(IngestError::ShuttingDown),
-                        },
+                        PartitionWait::Pending(rx) => {
+                            match tokio::time::timeout_at(deadline, rx).await {
+                                Ok(Ok(outcome)) => partition_result(outcome),
+                                Ok(Err(_)) => Err(IngestError::ShuttingDown),
+                                Err(_) => {
+                                    Err(IngestError::TimedOut(answer_within.as_millis() as u64))
+                                }
+                            }
+                        }
                     };
                     let mut pr = PartitionProduceResponse::default();
                     pr.index = index;

@@ -403,3 +403,79 @@ def test_a_group_spread_over_two_fetch_gateways_moves_when_its_coordinator_dies(
     finally:
         for m in members:
             m.close()
+
+
+def _shard_of(topic_id: str, partition: int, shards: int) -> int:
+    """The indexer shard of a partition, as `kafscale_shared::shards::shard_of` computes it."""
+    import uuid as _uuid
+
+    data = _uuid.UUID(topic_id).bytes + partition.to_bytes(4, "big", signed=True)
+    return kh._crc32c.crc32c(data) % shards
+
+
+def test_a_paused_shard_owner_holds_back_only_its_own_partitions(cluster):
+    """SIGSTOP the owner of some shards (its lease far from expiring): produce requests for
+    partitions of the other shards are still acknowledged, although a segment holding the
+    paused shard's batches was sealed before theirs; after SIGCONT everything is acked and
+    read back."""
+    from confluent_kafka import Producer
+
+    c, first, second = _failover_cluster(cluster, lease_ttl_ms=30000)
+    kh.wait_for(lambda: len(set(dist.shards_acquired(second))) >= c.shards // 2, 60,
+                what="the shards to be split between the two indexers")
+    topic, partitions = "dist-lanes", 16
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    topic_id = dist.StoreReader(c, topic).topic_id
+    paused_shards = set(dist.shards_acquired(second))
+    stuck = [p for p in range(partitions) if _shard_of(topic_id, p, c.shards) in paused_shards]
+    free = [p for p in range(partitions) if p not in stuck]
+    assert stuck and free, (f"partitions on one side only: {stuck} / {free}; shards "
+                            f"{[_shard_of(topic_id, p, c.shards) for p in range(partitions)]}, "
+                            f"paused {paused_shards}")
+    acked: dict = {}
+    # Two clients: responses on one connection come back in request order (the Kafka
+    # protocol's rule), so a second producer stands for the other clients of the cluster.
+    conf = {"bootstrap.servers": c.ingests[0].bootstrap, "acks": "all", "linger.ms": 0,
+            "message.timeout.ms": 120000, "request.timeout.ms": 120000}
+    stuck_producer, free_producer = Producer(conf), Producer(conf)
+
+    def produce(producer, p: int) -> None:
+        def cb(err, msg):
+            acked[p] = (err, msg.offset() if err is None else None)
+        producer.produce(topic, value=f"v-{p}".encode(), partition=p, on_delivery=cb)
+
+    mark = len(first.log_path.read_text(errors="replace"))
+    second.proc.send_signal(signal.SIGSTOP)
+    try:
+        puts = kh.metric_value(c.ingests[0], "kafscale_object_store_requests_total")
+        for p in stuck:
+            produce(stuck_producer, p)
+        # The paused shard's segment is uploaded (its commit to the paused owner follows).
+        kh.wait_for(lambda: (stuck_producer.poll(0) or True)
+                    and kh.metric_value(c.ingests[0], "kafscale_object_store_requests_total") > puts,
+                    30, what="the stuck partitions' segment to be uploaded")
+        for p in free:
+            produce(free_producer, p)
+        kh.wait_for(lambda: free_producer.poll(0.05) is not None and all(p in acked for p in free),
+                    25, what="the other shards' partitions to be acknowledged")
+        assert not any(p in acked for p in stuck), f"acked through a paused owner: {acked}"
+        # A produce request that waits past its own timeout is answered, retriably, in time.
+        batch = kh.build_record_batch([kh.BatchRecord(b"raw", b"timed-out", [])])
+        with kh.RawConnection(c.ingests[0].bootstrap, timeout=30) as conn:
+            body = kh.produce_request_body_v3(topic, stuck[0], batch, acks=-1, timeout_ms=3000)
+            (result,) = kh.decode_produce_response_v3(conn.request(0, 3, body, timeout=30))
+        assert result.error_code == 7, f"expected REQUEST_TIMED_OUT, got {result}"
+        taken = _owned_after(first, mark)
+        assert not set(taken) & paused_shards, f"the paused shards failed over first: {taken}"
+    finally:
+        second.proc.send_signal(signal.SIGCONT)
+    for producer in (stuck_producer, free_producer):
+        assert producer.flush(120) == 0, "deliveries still pending after the owner resumed"
+    errors = {p: e for p, (e, _) in acked.items() if e is not None}
+    assert not errors, f"failed deliveries: {errors}"
+    consumed = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
+                                        expected=partitions)
+    got = {(r.partition, r.offset, r.value) for r in consumed if r.value != b"timed-out"}
+    assert got == {(p, acked[p][1], f"v-{p}".encode()) for p in range(partitions)}
+    # The timed-out request may still have been committed (as in Kafka), but only once.
+    assert sum(r.value == b"timed-out" for r in consumed) <= 1
