@@ -497,6 +497,13 @@ pub(crate) struct FetchArgs {
         default_value_t = DEFAULT_BLOCK_BYTES
     )]
     pub(crate) fetch_block_bytes: u64,
+    /// Largest Fetch response, whatever the client asks (Kafka's broker `fetch.max.bytes`).
+    #[arg(long, env = "KAFSCALE_FETCH_MAX_BYTES", default_value_t = 55 * 1024 * 1024)]
+    pub(crate) fetch_max_bytes: usize,
+    /// Bytes all Fetch requests of the process may hold at once while reading; past it a
+    /// Fetch answers with what it has and a throttle time (memory bound of the fetch tier).
+    #[arg(long, env = "KAFSCALE_FETCH_MEMORY_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub(crate) fetch_memory_bytes: usize,
     /// How long a consumer group's coordinator lease lasts (milliseconds): when a fetch
     /// replica dies, its groups move to another replica within this time.
     #[arg(long, env = "KAFSCALE_GROUP_LEASE_MS", default_value_t = 10_000)]
@@ -561,6 +568,8 @@ impl FetchArgs {
         FetchConfig {
             range_cache_bytes: self.fetch_cache_bytes,
             store_poll_interval,
+            max_response_bytes: self.fetch_max_bytes.max(1),
+            memory_bytes: self.fetch_memory_bytes.max(1),
             ..FetchConfig::default()
         }
     }

@@ -86,6 +86,7 @@ const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 struct Options {
     auto_create_topics: bool,
     default_partitions: i32,
+    fetch: FetchConfig,
 }
 
 impl Default for Options {
@@ -93,6 +94,7 @@ impl Default for Options {
         Options {
             auto_create_topics: true,
             default_partitions: 1,
+            fetch: FetchConfig::default(),
         }
     }
 }
@@ -133,7 +135,7 @@ impl Pipeline {
             catalog.clone(),
             objects.clone(),
             watermarks.clone(),
-            FetchConfig::default(),
+            options.fetch.clone(),
         );
         // The advertised address needs the port, as in standalone mode: bind first.
         let server = KafkaServer::bind("127.0.0.1:0".parse().expect("addr"), WireConfig::default())
@@ -779,6 +781,83 @@ async fn fetch_honours_partition_max_bytes_and_max_bytes_with_whole_batches() {
     pipeline.stop().await;
 }
 
+#[tokio::test]
+async fn a_batch_over_the_limits_comes_first_and_alone() {
+    let pipeline = Pipeline::start(Options::default()).await;
+    let mut c = pipeline.client().await;
+    c.create_topic("big", 3).await;
+    for partition in 1..3 {
+        let (error, _) = c
+            .produce_one("big", partition, batch(&tagged("b", 10, 100), None))
+            .await;
+        assert_eq!(error, 0);
+    }
+    let size = c.fetch_all("big", 1, 0).await[0].size as i32;
+    let bases = |r: &FetchResponse, i: usize| -> Vec<i64> {
+        decode_batches(partition_data(r, i).records.clone().unwrap_or_default())
+            .iter()
+            .map(|b| b.base_offset)
+            .collect()
+    };
+    // Partition 0 is empty; partition 1's batch exceeds its limit; partition 2's fits. Kafka
+    // returns partition 1's batch (the first partition with records) and nothing after it.
+    let r = c
+        .fetch(&fetch_request(
+            0,
+            1,
+            1 << 20,
+            vec![
+                ("big", 0, 0, 1 << 20),
+                ("big", 1, 0, size / 2),
+                ("big", 2, 0, 1 << 20),
+            ],
+        ))
+        .await;
+    assert_eq!(bases(&r, 0), Vec::<i64>::new());
+    assert_eq!(bases(&r, 1), vec![0]);
+    assert_eq!(bases(&r, 2), Vec::<i64>::new());
+    assert_eq!(partition_data(&r, 2).high_watermark, 10);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn the_process_fetch_memory_bounds_a_response() {
+    let size = batch(&tagged("b0", 10, 100), None).len();
+    // Room for two and a half batches in the whole process: a fetch that asks for 1 MiB gets
+    // two, from the same data.
+    let small = Pipeline::start(Options {
+        fetch: FetchConfig {
+            memory_bytes: size * 5 / 2,
+            ..FetchConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut c = small.client().await;
+    c.create_topic("sized", 1).await;
+    for i in 0..5 {
+        let (error, _) = c
+            .produce_one("sized", 0, batch(&tagged(&format!("b{i}"), 10, 100), None))
+            .await;
+        assert_eq!(error, 0);
+    }
+    let r = c
+        .fetch(&fetch_request(
+            0,
+            1,
+            1 << 20,
+            vec![("sized", 0, 0, 1 << 20)],
+        ))
+        .await;
+    let got = decode_batches(partition_data(&r, 0).records.clone().unwrap_or_default());
+    assert_eq!(
+        got.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
+        vec![0, 10]
+    );
+    assert_eq!(r.throttle_time_ms, 0);
+    small.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_wakes_when_another_connection_produces() {
     let pipeline = Pipeline::start(Options::default()).await;
@@ -1021,7 +1100,7 @@ async fn produce_with_acks_0_gets_no_response_but_the_data_is_stored() {
 async fn produce_to_an_unknown_topic_without_auto_create_is_unknown_topic() {
     let pipeline = Pipeline::start(Options {
         auto_create_topics: false,
-        default_partitions: 1,
+        ..Options::default()
     })
     .await;
     let mut c = pipeline.client().await;
@@ -1055,8 +1134,8 @@ async fn produce_to_an_unknown_topic_without_auto_create_is_unknown_topic() {
 #[tokio::test]
 async fn metadata_for_an_unknown_topic_creates_it_when_auto_create_is_on() {
     let pipeline = Pipeline::start(Options {
-        auto_create_topics: true,
         default_partitions: 4,
+        ..Options::default()
     })
     .await;
     let mut c = pipeline.client().await;

@@ -15,6 +15,12 @@ pub struct FetchConfig {
     /// asks the store again, and how often waited-on partitions are polled. `None` when the
     /// indexer publishes to this process directly (standalone).
     pub store_poll_interval: Option<Duration>,
+    /// Largest Fetch response, whatever the client asks (Kafka's broker `fetch.max.bytes`);
+    /// also the bound for v0–v2 requests, which carry no response limit of their own.
+    pub max_response_bytes: usize,
+    /// Bytes all Fetch requests of this process may hold in memory at once while reading; a
+    /// request that cannot get its share answers with what it has and a throttle time.
+    pub memory_bytes: usize,
 }
 
 impl Default for FetchConfig {
@@ -24,6 +30,8 @@ impl Default for FetchConfig {
             index_cache_entries: 1_000_000,
             max_wait_cap: Duration::from_secs(30),
             store_poll_interval: None,
+            max_response_bytes: 55 * 1024 * 1024,
+            memory_bytes: 512 * 1024 * 1024,
         }
     }
 }

@@ -2,6 +2,14 @@
 //!
 //! Metrics: requests, record bytes returned (their rate per pod is the fetch tier's scaling
 //! signal), latency including the long-poll wait, and the long polls waiting right now.
+//!
+//! Memory: a request reads its partitions in waves whose byte budgets together fit what is
+//! left of its response limit (the client's `max_bytes`, capped by the server's
+//! `max_response_bytes`), so it never holds more than that, plus the one batch Kafka lets
+//! exceed the limit. Each wave first takes its budget from the process's fetch memory
+//! ([`FetchConfig::memory_bytes`]); a request that cannot get it in time answers with what it
+//! read so far and a `throttle_time_ms`, so clients back off instead of the process buffering
+//! without bound.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +22,7 @@ use kafscale_shared::catalog::{Catalog, TopicRecord};
 use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument, warn};
@@ -32,6 +40,8 @@ pub struct FetchService {
     pub(crate) index: IndexCache,
     pub(crate) ranges: RangeCache,
     pub(crate) config: FetchConfig,
+    /// The process's fetch memory, in bytes (see the module note).
+    memory: Semaphore,
     /// Cancelled at shutdown so long polls answer at once instead of holding the process.
     stopping: CancellationToken,
     metrics: FetchMetrics,
@@ -43,6 +53,7 @@ struct FetchMetrics {
     bytes: metrics::Counter,
     latency: metrics::Histogram,
     waiting: metrics::Gauge,
+    throttled: metrics::Counter,
 }
 
 impl FetchMetrics {
@@ -52,6 +63,7 @@ impl FetchMetrics {
             bytes: metrics::counter!(names::FETCH_BYTES),
             latency: metrics::histogram!(names::FETCH_DURATION),
             waiting: metrics::gauge!(names::FETCH_LONG_POLLS),
+            throttled: metrics::counter!(names::FETCH_THROTTLED),
         }
     }
 }
@@ -90,6 +102,44 @@ struct Target {
     max_bytes: i32,
 }
 
+/// How long a request waits for fetch memory before answering short with a throttle time.
+const MEMORY_WAIT: Duration = Duration::from_millis(500);
+
+/// The throttle time a request answered short for lack of fetch memory asks the client for.
+const MEMORY_THROTTLE_MS: i32 = 500;
+
+/// Semaphore permits for a byte budget (tokio counts permits in `u32` per acquisition and caps
+/// a semaphore's size).
+fn memory_permits(bytes: usize) -> usize {
+    bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize))
+}
+
+/// The partitions of the next wave, in request order from `next`, with their budgets: each
+/// gets its own limit capped by what the wave has not yet handed out of `left`. With nothing
+/// left, every remaining partition joins with a zero budget (they still answer their offsets
+/// and errors).
+fn plan_wave(limits: &[usize], next: usize, left: usize) -> Vec<(usize, usize)> {
+    let mut wave = Vec::new();
+    let mut planned = 0usize;
+    for (i, &limit) in limits.iter().enumerate().skip(next) {
+        let budget = limit.min(left - planned);
+        wave.push((i, budget));
+        planned += budget;
+        if left > 0 && planned >= left {
+            break;
+        }
+    }
+    wave
+}
+
+/// What a pass over a request's partitions read.
+struct ReadAll {
+    results: Vec<Result<PartitionRead, FetchError>>,
+    total: usize,
+    /// The process's fetch memory ran out before every partition was read.
+    short_of_memory: bool,
+}
+
 /// What was read for one partition.
 pub(crate) struct PartitionRead {
     pub(crate) offsets: PartitionOffsets,
@@ -108,6 +158,7 @@ impl FetchService {
             ranges: RangeCache::new(store, config.range_cache_bytes),
             catalog,
             watermarks,
+            memory: Semaphore::new(memory_permits(config.memory_bytes)),
             config,
             stopping: CancellationToken::new(),
             metrics: FetchMetrics::new(),
@@ -347,7 +398,9 @@ impl FetchService {
             request.max_bytes as usize
         } else {
             usize::MAX
-        };
+        }
+        .min(self.config.max_response_bytes)
+        .min(memory_permits(self.config.memory_bytes));
         // Subscribe before reading so a commit between the read and the wait is not missed.
         let mut receivers: Vec<watch::Receiver<PartitionOffsets>> = Vec::new();
         for t in &targets {
@@ -360,17 +413,24 @@ impl FetchService {
             }
         }
         loop {
-            let (results, total) = self.read_all(&targets, response_max).await;
-            let any_error = results.iter().any(|r| r.is_err());
-            if total >= min_bytes
+            let memory_deadline = deadline.max(Instant::now() + MEMORY_WAIT);
+            let read = self.read_all(&targets, response_max, memory_deadline).await;
+            let any_error = read.results.iter().any(|r| r.is_err());
+            if read.total >= min_bytes
                 || any_error
+                || read.short_of_memory
                 || receivers.is_empty()
                 || Instant::now() >= deadline
                 || self.stopping.is_cancelled()
             {
-                self.metrics.bytes.increment(total as u64);
+                self.metrics.bytes.increment(read.total as u64);
                 self.metrics.latency.record(started.elapsed().as_secs_f64());
-                return build_response(&request, version, &targets, results);
+                let mut response = build_response(&request, version, &targets, read.results);
+                if read.short_of_memory {
+                    self.metrics.throttled.increment(1);
+                    response.throttle_time_ms = MEMORY_THROTTLE_MS;
+                }
+                return response;
             }
             let waiting = Waiting::enter(&self.metrics.waiting);
             let changed =
@@ -389,37 +449,130 @@ impl FetchService {
         }
     }
 
-    /// Reads every target partition. The reads run concurrently (each partition's index
-    /// lookups and object-store range reads overlap the others': against S3, one fetch of
-    /// eight partitions costs one round trip instead of eight); the response budget is then
-    /// applied in request order, re-reading (from the now warm caches) a partition whose
-    /// answer would overflow it.
+    /// Reads every target partition within `response_max` bytes, in waves (see
+    /// [`plan_wave`]). Within a wave the reads run concurrently: each partition's index lookups
+    /// and object-store range reads overlap the others' (against S3, a fetch of eight
+    /// partitions costs one round trip instead of eight). A wave first takes its budget from
+    /// the process's fetch memory, waiting until `memory_deadline`; held until the answer is
+    /// built. See [`FetchService::read_oversized_first`] for a batch larger than the limits.
     async fn read_all(
         &self,
         targets: &[Target],
         response_max: usize,
-    ) -> (Vec<Result<PartitionRead, FetchError>>, usize) {
-        let first_reads = futures::future::join_all(targets.iter().map(|t| {
-            let own = (t.max_bytes.max(0) as usize).min(response_max);
-            self.read_target(t, own, true)
-        }))
-        .await;
-        let mut results = Vec::with_capacity(targets.len());
-        let mut total = 0usize;
-        for (t, mut result) in targets.iter().zip(first_reads) {
-            // With nothing before it, a partition's first read is exactly what a sequential
-            // read would return. After others, it holds if it fits what is left (a smaller
-            // budget stops at the same batch), else it is read again with what is left.
-            let budget = (t.max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
-            if total > 0 && result.as_ref().is_ok_and(|r| r.records.len() > budget) {
-                result = self.read_target(t, budget, false).await;
-            }
-            if let Ok(r) = &result {
-                total += r.records.len();
-            }
-            results.push(result);
+        memory_deadline: Instant,
+    ) -> ReadAll {
+        let mut limits = Vec::with_capacity(targets.len());
+        for t in targets {
+            limits.push(if self.caught_up(t).await {
+                0
+            } else {
+                t.max_bytes.max(0) as usize
+            });
         }
-        (results, total)
+        let mut results: Vec<Option<Result<PartitionRead, FetchError>>> =
+            targets.iter().map(|_| None).collect();
+        let (mut total, mut next, mut short_of_memory) = (0usize, 0usize, false);
+        let mut held: Vec<SemaphorePermit<'_>> = Vec::new();
+        while next < targets.len() {
+            let mut wave = plan_wave(&limits, next, response_max.saturating_sub(total));
+            let planned: usize = wave.iter().map(|(_, b)| b).sum();
+            if planned > 0 {
+                match self.take_memory(planned, memory_deadline).await {
+                    Some(permit) => held.push(permit),
+                    None => {
+                        // Answer what was read; the rest only with its offsets.
+                        short_of_memory = true;
+                        wave = (next..targets.len()).map(|i| (i, 0)).collect();
+                    }
+                }
+            }
+            next = wave.last().map_or(targets.len(), |(i, _)| i + 1);
+            let reads = futures::future::join_all(
+                wave.iter()
+                    .map(|&(i, budget)| self.read_target(&targets[i], budget, false)),
+            )
+            .await;
+            let mut wave_read = 0usize;
+            for ((i, _), read) in wave.into_iter().zip(reads) {
+                if let Ok(r) = &read {
+                    wave_read += r.records.len();
+                }
+                results[i] = Some(read);
+            }
+            total += wave_read;
+            if planned > 0
+                && let Some(permit) = held.last_mut()
+            {
+                // Give back what the wave planned but did not read.
+                let unused = planned.saturating_sub(wave_read);
+                let _ = permit.split(unused.min(permit.num_permits()));
+            }
+        }
+        if !short_of_memory {
+            total = self
+                .read_oversized_first(targets, &mut results, total)
+                .await;
+        }
+        let results = results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(FetchError::UnknownTopicOrPartition)))
+            .collect();
+        ReadAll {
+            results,
+            total,
+            short_of_memory,
+        }
+    }
+
+    /// Whether the target is known to be at its high watermark: nothing to read, so it needs
+    /// no share of the response (a wave then need not stop at it).
+    async fn caught_up(&self, t: &Target) -> bool {
+        let Some(topic) = &t.topic else { return true };
+        if t.partition < 0 || t.partition >= topic.partitions {
+            return true;
+        }
+        self.offsets(topic.topic_id, t.partition)
+            .await
+            .is_ok_and(|o| t.fetch_offset == o.high_watermark)
+    }
+
+    /// `bytes` of the process's fetch memory, or `None` if they are not free by `deadline`.
+    async fn take_memory(&self, bytes: usize, deadline: Instant) -> Option<SemaphorePermit<'_>> {
+        let permits = u32::try_from(memory_permits(bytes)).unwrap_or(u32::MAX);
+        tokio::time::timeout_at(deadline, self.memory.acquire_many(permits))
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Kafka's rule for a batch larger than the limits (KIP-74): if the first partition that
+    /// has records to give could not give its first batch within its budget, that one batch is
+    /// returned whatever its size, and nothing after it. Re-reads that partition if so, and
+    /// returns the bytes the answer now holds.
+    async fn read_oversized_first(
+        &self,
+        targets: &[Target],
+        results: &mut [Option<Result<PartitionRead, FetchError>>],
+        total: usize,
+    ) -> usize {
+        let first = targets.iter().zip(results.iter()).position(|(t, r)| {
+            matches!(r, Some(Ok(read)) if !read.records.is_empty()
+                || t.fetch_offset < read.offsets.high_watermark)
+        });
+        let Some(i) = first else { return total };
+        if results[i]
+            .as_ref()
+            .is_some_and(|r| r.as_ref().is_ok_and(|r| !r.records.is_empty()))
+        {
+            return total;
+        }
+        let read = self.read_target(&targets[i], 0, true).await;
+        let total = read.as_ref().map_or(0, |r| r.records.len());
+        results[i] = Some(read);
+        for later in results.iter_mut().skip(i + 1).flatten().flatten() {
+            later.records = Bytes::new();
+        }
+        total
     }
 
     async fn read_target(
@@ -580,6 +733,84 @@ mod tests {
         );
         shutdown.cancel();
         poller.await.expect("poller");
+    }
+
+    #[test]
+    fn a_wave_hands_out_no_more_than_is_left() {
+        // Limits in request order; 2.5 MiB left.
+        let mib = 1 << 20;
+        let limits = [mib, 0, mib, mib, mib];
+        assert_eq!(
+            plan_wave(&limits, 0, 5 * mib / 2),
+            vec![(0, mib), (1, 0), (2, mib), (3, mib / 2)]
+        );
+        assert_eq!(plan_wave(&limits, 4, 5 * mib / 2), vec![(4, mib)]);
+        // Nothing left: the rest in one wave, for their offsets only.
+        assert_eq!(plan_wave(&limits, 2, 0), vec![(2, 0), (3, 0), (4, 0)]);
+        for left in [0, 1, mib, 3 * mib, 10 * mib] {
+            for next in 0..limits.len() {
+                let planned: usize = plan_wave(&limits, next, left).iter().map(|(_, b)| b).sum();
+                assert!(planned <= left, "{planned} > {left}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fetch_without_memory_answers_short_with_a_throttle_time() {
+        use kafscale_shared::catalog::{ITEM_FORMAT, PartitionRecord, encode, partition_key};
+        use kafscale_shared::meta_store::{Condition, WriteOp};
+
+        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        catalog
+            .create_topic("t", 1, BTreeMap::new())
+            .await
+            .expect("create");
+        let id = catalog
+            .topic("t")
+            .await
+            .expect("read")
+            .expect("topic")
+            .topic_id;
+        let row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset: 7,
+            log_start_offset: 0,
+            bytes: 10,
+            max_timestamp: -1,
+        };
+        let put = WriteOp::Put {
+            key: partition_key(id, 0),
+            value: encode(&row),
+            condition: Condition::None,
+        };
+        catalog.store().write(vec![put]).await.expect("write");
+        let service = FetchService::new(
+            catalog,
+            Arc::new(MemoryObjectStore::new()),
+            Arc::new(Watermarks::new()),
+            FetchConfig {
+                memory_bytes: 1 << 20,
+                ..FetchConfig::default()
+            },
+        );
+        // Every byte of fetch memory is taken by other requests.
+        let taken = service.memory.acquire_many(1 << 20).await.expect("open");
+        let mut request = FetchRequest::default();
+        request.max_wait_ms = 0;
+        request.max_bytes = 1 << 20;
+        let mut topic = kafka_protocol::messages::fetch_request::FetchTopic::default();
+        topic.topic = TopicName(StrBytes::from_static_str("t"));
+        let mut p = kafka_protocol::messages::fetch_request::FetchPartition::default();
+        p.partition_max_bytes = 1 << 20;
+        topic.partitions.push(p);
+        request.topics.push(topic);
+        let response = service.fetch(request, 12).await;
+        assert_eq!(response.throttle_time_ms, MEMORY_THROTTLE_MS);
+        let part = &response.responses[0].partitions[0];
+        assert_eq!(part.error_code, 0);
+        assert_eq!(part.high_watermark, 7);
+        assert_eq!(part.records.as_ref().map(Bytes::len), Some(0));
+        drop(taken);
     }
 
     /// A memory store whose reads fail while `down` is set.

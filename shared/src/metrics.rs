@@ -103,6 +103,7 @@ pub const FETCH_REQUESTS: &str = "kafscale_fetch_requests_total";
 pub const FETCH_BYTES: &str = "kafscale_fetch_bytes_total";
 pub const FETCH_DURATION: &str = "kafscale_fetch_duration_seconds";
 pub const FETCH_LONG_POLLS: &str = "kafscale_fetch_long_polls_waiting";
+pub const FETCH_THROTTLED: &str = "kafscale_fetch_throttled_total";
 pub const CACHE_HITS: &str = "kafscale_cache_hits_total";
 pub const CACHE_MISSES: &str = "kafscale_cache_misses_total";
 pub const CACHE_BYTES: &str = "kafscale_cache_bytes";
@@ -361,6 +362,12 @@ pub const CATALOG: &[MetricDef] = &[
         Gauge,
         &[],
         "Fetch requests waiting for data (long polls).",
+    ),
+    def(
+        FETCH_THROTTLED,
+        Counter,
+        &[],
+        "Fetch requests answered short with a throttle time: the process's fetch memory was in use.",
     ),
     def(
         CACHE_HITS,
