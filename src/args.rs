@@ -46,6 +46,25 @@ pub(crate) struct KafkaListenerArgs {
     /// Largest request frame accepted; longer frames close the connection.
     #[arg(long, env = "KAFSCALE_MAX_FRAME_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub(crate) max_frame_bytes: usize,
+    /// Concurrent client connections; further ones wait in the accept backlog.
+    #[arg(long, env = "KAFSCALE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub(crate) max_connections: usize,
+    /// A connection with nothing in flight that sends nothing for this long is closed
+    /// (milliseconds; Kafka's `connections.max.idle.ms`).
+    #[arg(
+        long,
+        env = "KAFSCALE_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
+    pub(crate) connections_max_idle_ms: u64,
+    /// A response the client has not read within this time closes its connection
+    /// (milliseconds).
+    #[arg(
+        long,
+        env = "KAFSCALE_CLIENT_WRITE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub(crate) client_write_timeout_ms: u64,
 }
 
 /// A bound Kafka listener and the topic API that answers with its advertised address.
@@ -78,6 +97,9 @@ impl KafkaListenerArgs {
             self.kafka_addr,
             WireConfig {
                 max_frame_bytes: self.max_frame_bytes,
+                max_connections: self.max_connections.max(1),
+                idle_timeout: Duration::from_millis(self.connections_max_idle_ms.max(1)),
+                write_timeout: Duration::from_millis(self.client_write_timeout_ms.max(1)),
                 ..WireConfig::default()
             },
         )

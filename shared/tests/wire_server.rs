@@ -492,3 +492,133 @@ async fn many_connections_are_served_concurrently() {
     assert!(counters.max_in_flight.load(Ordering::SeqCst) > 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_runs_one_fetch_at_a_time_and_answers_all_in_order() {
+    use common::FetchDelayHandler;
+    use kafka_protocol::messages::FetchRequest;
+
+    let handler = FetchDelayHandler::default();
+    let counters = handler.counters.clone();
+    let server = TestServer::start(Arc::new(handler), WireConfig::default()).await;
+    let mut streams = [server.connect().await, server.connect().await];
+    let fetch = FetchRequest::default().with_max_wait_ms(40);
+    for stream in streams.iter_mut() {
+        let mut all = BytesMut::new();
+        for i in 0..6 {
+            let frame = encode_request(12, i, &fetch);
+            all.put_u32(frame.len() as u32);
+            all.put_slice(&frame);
+        }
+        write_all(stream, &all).await;
+    }
+    for stream in streams.iter_mut() {
+        for i in 0..6 {
+            let (correlation_id, _) =
+                decode_response::<FetchRequest>(12, expect_frame(stream).await);
+            assert_eq!(correlation_id, i);
+        }
+    }
+    // Two connections: at most one fetch each at any time, and both ran side by side.
+    assert_eq!(counters.finished.load(Ordering::SeqCst), 12);
+    let max = counters.max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&max),
+        "{max} fetches at once over two connections"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_but_one_waiting_for_an_answer_is_not() {
+    let (server, _) = delay_server(WireConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..WireConfig::default()
+    })
+    .await;
+    let mut busy = server.connect().await;
+    let mut idle = server.connect().await;
+    // Answered after twice the idle timeout: the connection had a request in flight.
+    let request = encode_request(1, 7, &delayed_metadata(7, 600));
+    write_frame(&mut busy, &request).await;
+    let (correlation_id, _) = decode_response::<MetadataRequest>(1, expect_frame(&mut busy).await);
+    assert_eq!(correlation_id, 7);
+    assert_serves_api_versions(&mut busy, 8).await;
+    expect_closed(&mut idle, "a connection that never sent a request").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_disconnected() {
+    let (server, _) = delay_server(WireConfig {
+        write_timeout: Duration::from_millis(300),
+        ..WireConfig::default()
+    })
+    .await;
+    let stream = server.connect().await;
+    let (mut reader, mut writer) = stream.into_split();
+    // Requests whose answers echo 4 MiB each; the client writes them and reads nothing.
+    let name = "x".repeat(16 * 1024);
+    let topics: Vec<_> = (0..256)
+        .map(|_| {
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+                Some(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                    name.clone(),
+                ))),
+            )
+        })
+        .collect();
+    let big = MetadataRequest::default().with_topics(Some(topics));
+    let writing = tokio::spawn(async move {
+        for i in 0..32 {
+            let frame = encode_request(1, i, &big);
+            let mut buf = BytesMut::new();
+            buf.put_u32(frame.len() as u32);
+            buf.put_slice(&frame);
+            writer.write_all(&buf).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    // The server stops reading while it cannot write, then gives up and closes: the client's
+    // writes fail.
+    let written = tokio::time::timeout(IO_TIMEOUT, writing)
+        .await
+        .expect("the server neither read on nor closed the connection")
+        .expect("writer task");
+    assert!(
+        written.is_err(),
+        "128 MiB of answers cannot all have been written unread"
+    );
+    // What did arrive is whole frames (or a cut one), then the close.
+    let mut frames = 0;
+    loop {
+        let mut len = [0u8; 4];
+        match tokio::time::timeout(
+            IO_TIMEOUT,
+            tokio::io::AsyncReadExt::read_exact(&mut reader, &mut len),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break,
+            Err(_) => panic!("neither data nor a close"),
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        if tokio::time::timeout(
+            IO_TIMEOUT,
+            tokio::io::AsyncReadExt::read_exact(&mut reader, &mut body),
+        )
+        .await
+        .expect("neither data nor a close")
+        .is_err()
+        {
+            break;
+        }
+        frames += 1;
+    }
+    assert!(
+        frames < 32,
+        "all {frames} answers arrived although the client stalled"
+    );
+    server.stop().await;
+}

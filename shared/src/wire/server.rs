@@ -1,5 +1,11 @@
 //! Accept loop and per-connection request pipeline.
 //!
+//! Bounds: connections ([`WireConfig::max_connections`]), requests read ahead per connection,
+//! and one Fetch in flight per connection (a second one is read but started only once the
+//! first's answer is written, so a connection holds at most one Fetch response's memory; Kafka
+//! clients send one at a time anyway). Idle connections and clients that stop reading their
+//! answers are closed.
+//!
 //! Cancellation: when the shutdown token fires, the listener stops accepting and every
 //! connection stops reading new requests, finishes the ones in flight (so acknowledged produce
 //! requests get their answers after the final flush) and closes.
@@ -8,6 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
@@ -42,6 +49,12 @@ pub struct WireConfig {
     pub max_inflight_per_connection: usize,
     /// Concurrent connections; further connections wait in the accept backlog.
     pub max_connections: usize,
+    /// A connection with nothing in flight that sends no request for this long is closed
+    /// (Kafka's `connections.max.idle.ms`).
+    pub idle_timeout: Duration,
+    /// A response not fully written within this time closes its connection: a client that
+    /// stops reading must not hold its answers in memory for ever.
+    pub write_timeout: Duration,
 }
 
 impl Default for WireConfig {
@@ -50,6 +63,8 @@ impl Default for WireConfig {
             max_frame_bytes: 100 * 1024 * 1024,
             max_inflight_per_connection: 64,
             max_connections: 10_000,
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -165,6 +180,9 @@ async fn serve_connection(
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut reading = true;
     let mut fence = WriteFence::default();
+    let mut fetches = FetchGate::default();
+    let idle = tokio::time::sleep(shared.config.idle_timeout);
+    tokio::pin!(idle);
     debug!("connection opened");
     loop {
         if !reading && pending.is_empty() {
@@ -174,39 +192,41 @@ async fn serve_connection(
             biased;
             Some(out) = pending.next(), if !pending.is_empty() => {
                 let Some(out) = out else { continue };
-                if let Ok(response) = &out.result {
-                    shared.metrics.response(out.api_key, out.started, response);
+                let was_fetch = out.api_key == ApiKey::Fetch;
+                if !write_out(&mut writer, out, &shared).await {
+                    return;
                 }
-                match encode_response(out) {
-                    Ok(mut chunks) => {
-                        if let Err(e) = write_frame(&mut writer, &mut chunks).await {
-                            debug!(error = %e, "write failed; closing");
-                            return;
-                        }
-                    }
-                    Err(reason) => {
-                        warn!(%reason, "closing connection: response cannot be sent");
-                        return;
-                    }
+                idle.as_mut().reset(tokio::time::Instant::now() + shared.config.idle_timeout);
+                if was_fetch && let Some(parked) = fetches.answered() {
+                    pending.push_back(start_request(parked, &shared, &mut fence).await);
                 }
             }
-            frame = framed.next(), if reading && pending.len() < shared.config.max_inflight_per_connection => {
+            frame = framed.next(), if reading && !fetches.is_parked() && pending.len() < shared.config.max_inflight_per_connection => {
+                idle.as_mut().reset(tokio::time::Instant::now() + shared.config.idle_timeout);
                 match frame {
                     None => reading = false,
                     Some(Err(e)) => {
                         warn!(error = %e, "closing connection: bad frame");
-                        drain_and_close(&mut writer, &mut pending).await;
+                        drain_and_close(&mut writer, &mut pending, &shared).await;
                         return;
                     }
                     Some(Ok(frame)) => match decode_request(frame.freeze(), peer, connection_id, &shared) {
-                        Ok(decoded) => pending.push_back(start_request(decoded, &shared, &mut fence).await),
+                        Ok(decoded) => {
+                            if let Some(decoded) = fetches.admit(decoded) {
+                                pending.push_back(start_request(decoded, &shared, &mut fence).await);
+                            }
+                        }
                         Err(reason) => {
                             warn!(%reason, "closing connection: bad request");
-                            drain_and_close(&mut writer, &mut pending).await;
+                            drain_and_close(&mut writer, &mut pending, &shared).await;
                             return;
                         }
                     },
                 }
+            }
+            _ = &mut idle, if pending.is_empty() => {
+                debug!(idle_ms = shared.config.idle_timeout.as_millis() as u64, "closing idle connection");
+                return;
             }
             _ = shutdown.cancelled(), if reading => reading = false,
         }
@@ -214,14 +234,84 @@ async fn serve_connection(
     debug!("connection closed");
 }
 
+/// Writes one answer; false if the connection must close (a write that failed or took
+/// longer than the write timeout, or an answer that cannot be encoded).
+async fn write_out(writer: &mut OwnedWriteHalf, out: Outgoing, shared: &Shared) -> bool {
+    if let Ok(response) = &out.result {
+        shared.metrics.response(out.api_key, out.started, response);
+    }
+    match encode_response(out) {
+        Ok(mut chunks) => {
+            match tokio::time::timeout(
+                shared.config.write_timeout,
+                write_frame(writer, &mut chunks),
+            )
+            .await
+            {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "write failed; closing");
+                    false
+                }
+                Err(_) => {
+                    warn!(
+                        timeout_ms = shared.config.write_timeout.as_millis() as u64,
+                        "closing connection: the client did not read its answer in time"
+                    );
+                    false
+                }
+            }
+        }
+        Err(reason) => {
+            warn!(%reason, "closing connection: response cannot be sent");
+            false
+        }
+    }
+}
+
+/// One Fetch in flight per connection: a Fetch read while another is in flight is parked
+/// (and reading pauses) until the first one's answer is written.
+#[derive(Default)]
+struct FetchGate {
+    in_flight: bool,
+    parked: Option<Decoded>,
+}
+
+impl FetchGate {
+    fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// The request to start now, or `None` if it was parked.
+    fn admit(&mut self, decoded: Decoded) -> Option<Decoded> {
+        let is_fetch = matches!(&decoded, Decoded::Request(ctx, _) if ctx.api_key == ApiKey::Fetch);
+        if !is_fetch {
+            return Some(decoded);
+        }
+        if self.in_flight {
+            self.parked = Some(decoded);
+            return None;
+        }
+        self.in_flight = true;
+        Some(decoded)
+    }
+
+    /// A Fetch answer was written: the parked Fetch to start, if any.
+    fn answered(&mut self) -> Option<Decoded> {
+        self.in_flight = self.parked.is_some();
+        self.parked.take()
+    }
+}
+
 /// Answers the requests already in flight (they were valid), then lets the connection close.
-async fn drain_and_close(writer: &mut OwnedWriteHalf, pending: &mut FuturesOrdered<Pending>) {
+async fn drain_and_close(
+    writer: &mut OwnedWriteHalf,
+    pending: &mut FuturesOrdered<Pending>,
+    shared: &Shared,
+) {
     while let Some(out) = pending.next().await {
         let Some(out) = out else { continue };
-        let Ok(mut chunks) = encode_response(out) else {
-            return;
-        };
-        if write_frame(writer, &mut chunks).await.is_err() {
+        if !write_out(writer, out, shared).await {
             return;
         }
     }

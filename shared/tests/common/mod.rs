@@ -304,3 +304,34 @@ impl KafkaHandler for DelayHandler {
         }))
     }
 }
+
+/// Serves Fetch v4-12 only: waits the request's `max_wait_ms`, then answers with no topics;
+/// counts the fetches it is answering at once.
+#[derive(Debug, Default)]
+pub(crate) struct FetchDelayHandler {
+    pub(crate) counters: Arc<Counters>,
+}
+
+#[async_trait::async_trait]
+impl KafkaHandler for FetchDelayHandler {
+    fn supported_apis(&self) -> Vec<ApiSupport> {
+        vec![ApiSupport::new(ApiKey::Fetch, 4, 12)]
+    }
+
+    async fn start(&self, _ctx: RequestContext, request: RequestKind) -> Dispatch {
+        let RequestKind::Fetch(request) = request else {
+            return Dispatch::Respond(Box::pin(async {
+                Err(HandlerError::Fatal("not fetch".into()))
+            }));
+        };
+        self.counters.started.fetch_add(1, Ordering::SeqCst);
+        let counters = self.counters.clone();
+        let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        Dispatch::Respond(Box::pin(async move {
+            counters.enter();
+            tokio::time::sleep(wait).await;
+            counters.leave();
+            Ok(kafka_protocol::messages::FetchResponse::default().into())
+        }))
+    }
+}
