@@ -217,6 +217,8 @@ class Cluster:
         self.indexers: list = []
         self.ingests: list = []
         self.fetches: list = []
+        # Environment every process of the cluster gets on top (e.g. a fault plan file).
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -232,6 +234,7 @@ class Cluster:
             "AWS_REGION": env.get("AWS_REGION", "us-east-1"),
             "AWS_EC2_METADATA_DISABLED": "true",
         })
+        env.update(self.extra_env)
         return env
 
     def admin_init(self) -> str:
