@@ -140,6 +140,10 @@ pub(crate) struct IngestArgs {
     /// Largest record batch accepted (Kafka's max.message.bytes).
     #[arg(long, env = "KAFSCALE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024 + 12)]
     pub(crate) max_message_bytes: usize,
+    /// Produce bytes held in memory at once (accepted, not yet committed); a producer that
+    /// outruns the store waits for room (the ingest tier's memory bound).
+    #[arg(long, env = "KAFSCALE_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub(crate) max_buffered_bytes: usize,
     /// Race a segment upload slower than this (milliseconds) with a second one under a new
     /// key, keeping the first to finish; 0 never does. Default: 100 against S3 (or a simulated
     /// one), off on local disk.
@@ -171,6 +175,11 @@ impl IngestArgs {
         if self.flush_bytes == 0 || self.max_message_bytes == 0 {
             anyhow::bail!("--flush-bytes and --max-message-bytes must be positive");
         }
+        if self.max_buffered_bytes < self.max_message_bytes {
+            anyhow::bail!(
+                "--max-buffered-bytes must hold at least one batch (--max-message-bytes)"
+            );
+        }
         let hedge_ms = self.upload_hedge_ms.unwrap_or(if remote_store {
             DEFAULT_UPLOAD_HEDGE_MS
         } else {
@@ -182,6 +191,7 @@ impl IngestArgs {
             max_message_bytes: self.max_message_bytes,
             shard_count,
             upload_hedge_after: (hedge_ms > 0).then(|| Duration::from_millis(hedge_ms)),
+            max_buffered_bytes: self.max_buffered_bytes,
             ..IngestConfig::default()
         })
     }

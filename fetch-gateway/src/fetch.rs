@@ -7,9 +7,11 @@
 //! left of its response limit (the client's `max_bytes`, capped by the server's
 //! `max_response_bytes`), so it never holds more than that, plus the one batch Kafka lets
 //! exceed the limit. Each wave first takes its budget from the process's fetch memory
-//! ([`FetchConfig::memory_bytes`]); a request that cannot get it in time answers with what it
-//! read so far and a `throttle_time_ms`, so clients back off instead of the process buffering
-//! without bound.
+//! ([`FetchConfig::memory_bytes`]), and the bytes read keep their share until the response
+//! holding them has been written to the client (slow readers therefore use up the budget, not
+//! the process's memory); a request that cannot get it in time answers with what it read so
+//! far and a `throttle_time_ms`, so clients back off instead of the process buffering without
+//! bound.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,7 @@ use kafscale_shared::catalog::{Catalog, TopicRecord};
 use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
-use tokio::sync::{Semaphore, SemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument, warn};
@@ -41,7 +43,7 @@ pub struct FetchService {
     pub(crate) ranges: RangeCache,
     pub(crate) config: FetchConfig,
     /// The process's fetch memory, in bytes (see the module note).
-    memory: Semaphore,
+    memory: Arc<Semaphore>,
     /// Cancelled at shutdown so long polls answer at once instead of holding the process.
     stopping: CancellationToken,
     metrics: FetchMetrics,
@@ -132,6 +134,26 @@ fn plan_wave(limits: &[usize], next: usize, left: usize) -> Vec<(usize, usize)> 
     wave
 }
 
+/// Record bytes that keep their share of the process's fetch memory taken until they are
+/// dropped, i.e. until the response holding them has been written to the client.
+struct HeldBytes {
+    data: Bytes,
+    _share: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for HeldBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+fn hold(data: Bytes, share: OwnedSemaphorePermit) -> Bytes {
+    Bytes::from_owner(HeldBytes {
+        data,
+        _share: share,
+    })
+}
+
 /// What a pass over a request's partitions read.
 struct ReadAll {
     results: Vec<Result<PartitionRead, FetchError>>,
@@ -158,7 +180,7 @@ impl FetchService {
             ranges: RangeCache::new(store, config.range_cache_bytes),
             catalog,
             watermarks,
-            memory: Semaphore::new(memory_permits(config.memory_bytes)),
+            memory: Arc::new(Semaphore::new(memory_permits(config.memory_bytes))),
             config,
             stopping: CancellationToken::new(),
             metrics: FetchMetrics::new(),
@@ -453,8 +475,8 @@ impl FetchService {
     /// [`plan_wave`]). Within a wave the reads run concurrently: each partition's index lookups
     /// and object-store range reads overlap the others' (against S3, a fetch of eight
     /// partitions costs one round trip instead of eight). A wave first takes its budget from
-    /// the process's fetch memory, waiting until `memory_deadline`; held until the answer is
-    /// built. See [`FetchService::read_oversized_first`] for a batch larger than the limits.
+    /// the process's fetch memory, waiting until `memory_deadline`; each partition's bytes
+    /// keep their share until they are dropped, after the answer has been written. See [`FetchService::read_oversized_first`] for a batch larger than the limits.
     async fn read_all(
         &self,
         targets: &[Target],
@@ -472,13 +494,13 @@ impl FetchService {
         let mut results: Vec<Option<Result<PartitionRead, FetchError>>> =
             targets.iter().map(|_| None).collect();
         let (mut total, mut next, mut short_of_memory) = (0usize, 0usize, false);
-        let mut held: Vec<SemaphorePermit<'_>> = Vec::new();
         while next < targets.len() {
             let mut wave = plan_wave(&limits, next, response_max.saturating_sub(total));
             let planned: usize = wave.iter().map(|(_, b)| b).sum();
+            let mut permit = None;
             if planned > 0 {
                 match self.take_memory(planned, memory_deadline).await {
-                    Some(permit) => held.push(permit),
+                    Some(p) => permit = Some(p),
                     None => {
                         // Answer what was read; the rest only with its offsets.
                         short_of_memory = true;
@@ -492,21 +514,17 @@ impl FetchService {
                     .map(|&(i, budget)| self.read_target(&targets[i], budget, false)),
             )
             .await;
-            let mut wave_read = 0usize;
-            for ((i, _), read) in wave.into_iter().zip(reads) {
-                if let Ok(r) = &read {
-                    wave_read += r.records.len();
+            for ((i, _), mut read) in wave.into_iter().zip(reads) {
+                if let Ok(r) = &mut read {
+                    total += r.records.len();
+                    // The bytes stay counted until the answer holding them is written.
+                    if let Some(share) = permit.as_mut().and_then(|p| p.split(r.records.len())) {
+                        r.records = hold(std::mem::take(&mut r.records), share);
+                    }
                 }
                 results[i] = Some(read);
             }
-            total += wave_read;
-            if planned > 0
-                && let Some(permit) = held.last_mut()
-            {
-                // Give back what the wave planned but did not read.
-                let unused = planned.saturating_sub(wave_read);
-                let _ = permit.split(unused.min(permit.num_permits()));
-            }
+            // What the wave planned but did not read goes back now (`permit` drops).
         }
         if !short_of_memory {
             total = self
@@ -537,9 +555,9 @@ impl FetchService {
     }
 
     /// `bytes` of the process's fetch memory, or `None` if they are not free by `deadline`.
-    async fn take_memory(&self, bytes: usize, deadline: Instant) -> Option<SemaphorePermit<'_>> {
+    async fn take_memory(&self, bytes: usize, deadline: Instant) -> Option<OwnedSemaphorePermit> {
         let permits = u32::try_from(memory_permits(bytes)).unwrap_or(u32::MAX);
-        tokio::time::timeout_at(deadline, self.memory.acquire_many(permits))
+        tokio::time::timeout_at(deadline, self.memory.clone().acquire_many_owned(permits))
             .await
             .ok()?
             .ok()

@@ -1,0 +1,69 @@
+"""The history checker (history.py) on small made-up histories: a clean one passes, and each
+broken promise is reported as such."""
+
+from __future__ import annotations
+
+import history
+
+
+def clean() -> list[dict]:
+    """Two producers on two partitions, everything acked and read back once."""
+    events = []
+    for i in range(4):
+        p, o = i % 2, i // 2
+        events.append({"ev": "ack", "topic": "t", "producer": "idem", "idempotent": True,
+                       "seq": i, "value": f"idem-{i}", "p": p, "o": o})
+        events.append({"ev": "consumed", "topic": "t", "p": p, "o": o, "value": f"idem-{i}"})
+    events.append({"ev": "unacked", "topic": "t", "producer": "idem", "idempotent": True,
+                   "seq": 4, "value": "idem-4", "error": "timed out"})
+    events.append({"ev": "committed", "group": "g", "topic": "t", "t": 1.0,
+                   "offsets": {"0": 1, "1": 1}})
+    events.append({"ev": "committed", "group": "g", "topic": "t", "t": 2.0,
+                   "offsets": {"0": 2, "1": 2}})
+    events.append({"ev": "owned", "group": "g", "topic": "t", "partitions": 2,
+                   "members": {"a": [0], "b": [1]}})
+    return events
+
+
+def test_a_clean_history_has_no_violation(tmp_path):
+    log = history.HistoryWriter(tmp_path / "h.jsonl")
+    for e in clean():
+        log.event(**e)
+    log.close()
+    report = history.check(history.read(tmp_path / "h.jsonl"))
+    assert report.violations() == []
+    assert (report.acknowledged, report.unacknowledged, report.consumed) == (4, 1, 4)
+    assert history.main(["history.py", str(tmp_path / "h.jsonl")]) == 0
+
+
+def test_each_broken_promise_is_reported():
+    events = clean()
+    # An ack naming an offset its record is not at ...
+    events[2]["o"] = 9
+    # ... an offset read twice, a second copy of an idempotent record, a gap, ...
+    events.append({"ev": "consumed", "topic": "t", "p": 0, "o": 0, "value": "idem-0"})
+    events.append({"ev": "consumed", "topic": "t", "p": 0, "o": 2, "value": "idem-0"})
+    events.append({"ev": "consumed", "topic": "t", "p": 1, "o": 5, "value": "x"})
+    # ... a committed offset going back and a partition owned twice.
+    events.append({"ev": "committed", "group": "g", "topic": "t", "t": 3.0,
+                   "offsets": {"0": 1}})
+    events.append({"ev": "owned", "group": "g", "topic": "t", "partitions": 2,
+                   "members": {"a": [0, 1], "b": [1]}})
+    report = history.check(events)
+    assert [(x["producer"], x["seq"]) for x in report.lost] == [("idem", 1)]
+    assert report.offsets_twice == [["t", 0, 0]]
+    assert report.gaps == {"t/1": 3}
+    assert report.idempotent_duplicates == 1
+    assert report.committed_backwards == {"g/t/0": [(2, 1)]}
+    assert report.ownership == ["group g: partitions [1] owned twice"]
+    assert len(report.violations()) == 6
+
+
+def test_duplicates_of_a_plain_producer_are_counted_not_violations():
+    events = [{"ev": "ack", "topic": "t", "producer": "plain", "idempotent": False,
+               "seq": 0, "value": "plain-0", "p": 0, "o": 1},
+              {"ev": "consumed", "topic": "t", "p": 0, "o": 0, "value": "plain-0"},
+              {"ev": "consumed", "topic": "t", "p": 0, "o": 1, "value": "plain-0"}]
+    report = history.check(events)
+    assert report.duplicated == {"plain": 1}
+    assert report.violations() == []
