@@ -316,7 +316,8 @@ impl GarbageCollector {
         interval: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        // Renewed every round; a collector that died frees it after three rounds.
+        // Renewed every round; the others take over from a collector that died once they have
+        // seen its lease unchanged for three rounds.
         let lease_ttl = (interval * 3).max(Duration::from_secs(1));
         run_every(interval, &shutdown, || self.gc_round(&owner_id, lease_ttl)).await;
     }

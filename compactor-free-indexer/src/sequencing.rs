@@ -24,7 +24,7 @@ use kafscale_shared::sequencer::{
     BatchOutcome, CommitBatch, CommitRequest, CommitResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, RejectReason, Sequencer, SequencerError,
 };
-use kafscale_shared::shards::{shard_lease_name, shard_of};
+use kafscale_shared::shards::{SHARD_LEASE_PREFIX, shard_lease_name, shard_of};
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::Mutex;
@@ -326,9 +326,19 @@ impl Indexer {
             .await
     }
 
-    /// Renews the leases it holds, then takes free or expired shards until it owns `target`,
-    /// or gives up shards above `target` (so replicas spread the shards between them). Each
-    /// shard is locked only while its own lease is handled.
+    /// Reads the shard leases, so that this replica starts waiting out an owner that stopped
+    /// renewing now rather than when its share grows: another owner's lease is taken only once
+    /// this process has seen it unchanged for a lease time
+    /// ([`kafscale_shared::lease_observations`]). A failed read only delays a takeover.
+    async fn watch_shard_leases(&self) {
+        if let Err(e) = self.catalog.leases(SHARD_LEASE_PREFIX).await {
+            debug!(error = %e, "reading the shard leases failed; the next round reads them");
+        }
+    }
+
+    /// Renews the leases it holds, then takes free, released or abandoned shards until it owns
+    /// `target`, or gives up shards above `target` (so replicas spread the shards between
+    /// them). Each shard is locked only while its own lease is handled.
     pub async fn maintain_leases(&self, target: usize) -> Result<LeaseReport, IndexerError> {
         let _round = self.lease_round.lock().await;
         let mut report = LeaseReport::default();
@@ -359,6 +369,9 @@ impl Indexer {
                     report.lost.push(shard);
                 }
             }
+        }
+        if report.owned.len() < self.shards.len() {
+            self.watch_shard_leases().await;
         }
         for (shard, slot) in self.shards.iter().enumerate() {
             if report.owned.len() >= target {

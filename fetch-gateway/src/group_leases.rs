@@ -6,9 +6,13 @@
 //! answers with the slot owner's advertised address; only the owner serves the group's
 //! membership and offsets, everyone else answers NOT_COORDINATOR. Replicas spread the slots
 //! evenly (each aims at its share of the live replicas) and take over the slots of a replica
-//! whose lease expired. A deposed owner cannot store anything: every offset write carries a
-//! check of the lease version it holds ([`LeaseFence`]), and it stops serving the slot's groups
-//! as soon as its renewal fails or its lease could have expired.
+//! that stopped renewing. A deposed owner cannot store anything: every offset write carries a
+//! check of the lease version it holds ([`LeaseFence`]). Membership lives in memory, so two
+//! replicas must never serve one slot at once: the owner stops serving 0.8 × TTL after its last
+//! renewal began, on its own monotonic clock, and another replica takes the slot only after it
+//! has seen the lease unchanged for a full TTL of its own clock
+//! ([`kafscale_shared::lease_observations`]), so the owner has stopped first whatever the
+//! machines' wall clocks say.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,7 +83,8 @@ impl Default for GroupLeaseConfig {
 struct Held {
     version: u64,
     epoch: u64,
-    /// Past this instant the lease may have expired in the store: stop serving.
+    /// Past this instant (0.8 × TTL after the last renewal began) another replica may soon
+    /// take the lease: stop serving. Takers wait a full TTL after they last saw it change.
     valid_until: Instant,
 }
 
@@ -190,7 +195,7 @@ impl GroupLeases {
         };
         let ours = lease.owner == self.owner_id
             && lease.epoch == epoch
-            && lease.expires_at_ms > now_ms()
+            && !lease.released
             && version != stale.version;
         Ok(ours.then(|| LeaseFence {
             name: stale.name.clone(),
@@ -288,8 +293,9 @@ impl GroupLeases {
             .await
     }
 
-    /// Renews the held slots, takes free or expired ones up to `target`, gives up those
-    /// above it, and refreshes the view of the other owners.
+    /// Renews the held slots, takes free, released or abandoned ones up to `target`, gives up
+    /// those above it, and refreshes the view of the other owners (which also starts the wait
+    /// for an owner that stops renewing).
     pub(crate) async fn maintain(&self, target: usize) -> SlotReport {
         let _round = self.round.lock().await;
         let mut report = SlotReport::default();
@@ -299,7 +305,8 @@ impl GroupLeases {
             .filter_map(|(s, h)| h.as_ref().map(|_| s as u32))
             .collect();
         for slot in held_now {
-            // Validity counts from before the write: the store's expiry is later than that.
+            // Validity counts from before the write, so it ends before any taker's wait (a
+            // full TTL from its first read of the version written here).
             let started = Instant::now();
             match self.take(slot).await {
                 Ok(Some((lease, version))) => {
@@ -669,7 +676,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_slots_of_a_dead_replica_move_after_its_lease_expires() {
+    async fn the_slots_of_a_dead_replica_move_once_their_leases_stood_unchanged_for_a_ttl() {
         let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
         let groups = GroupCoordinator::new(Default::default());
         let ttl = Duration::from_millis(300);
@@ -679,7 +686,8 @@ mod tests {
         b.round(&groups, &b_topics).await;
         assert!(a.owns("g"), "a took every slot first");
         assert!(!b.owns("g"));
-        // a dies (no more rounds); b takes over once a's leases expire.
+        // a dies (no more rounds); b, which has read a's leases, takes over once they have
+        // stood unchanged for a lease time.
         tokio::time::sleep(ttl + Duration::from_millis(100)).await;
         assert!(
             !a.owns("g"),

@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::lease_observations::LeaseObservations;
 use crate::meta_store::{Condition, Direction, ItemKey, MetaStore, MetaStoreError, Query, WriteOp};
 use crate::sequencer::BatchOutcome;
 
@@ -187,13 +188,31 @@ pub struct GroupRecord {
 /// Longest group id accepted (the store's partition key must hold it).
 pub const MAX_GROUP_ID_BYTES: usize = 1024;
 
+/// A lease (or a member's heartbeat): who holds it, for how long, under which epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
     pub format: u32,
     pub owner: String,
     pub owner_addr: String,
     pub epoch: u64,
+    /// The holder's wall clock at its last renewal plus the lease time, in ms since the epoch:
+    /// for display and for finding a live owner to talk to. No takeover compares it with a
+    /// clock (see [`crate::lease_observations`]); 0 once released.
     pub expires_at_ms: i64,
+    /// The lease time the holder renews for. 0 in records written before it was stored: the
+    /// taker's own lease time counts then.
+    #[serde(default)]
+    pub ttl_ms: u64,
+    /// Given up by its owner (clean shutdown, balancing): another replica may take it at once.
+    #[serde(default)]
+    pub released: bool,
+}
+
+impl LeaseRecord {
+    /// The lease time the holder renews for (zero if the record predates it).
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
 }
 
 /// A lease as a condition on writes: they succeed only while the lease item still has this
@@ -367,6 +386,11 @@ pub struct Catalog {
     /// whose task is not being polled (a request future queued on a busy connection) can never
     /// hold up the others.
     topic_reload: std::sync::Mutex<Option<TopicReload>>,
+    /// The lease versions this process has read and since when: what decides a takeover.
+    lease_observations: LeaseObservations,
+    /// Added to this process's wall clock where leases are written: always zero, except in
+    /// tests that give one replica a clock running ahead of another's.
+    wall_clock_skew_ms: i64,
 }
 
 type TopicReload = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -385,7 +409,21 @@ impl Catalog {
             store,
             topics: Arc::new(RwLock::new(TopicCache::default())),
             topic_reload: std::sync::Mutex::new(None),
+            lease_observations: LeaseObservations::default(),
+            wall_clock_skew_ms: 0,
         }
+    }
+
+    /// The same catalog with a wall clock `skew_ms` ahead of the system's (negative: behind).
+    #[cfg(test)]
+    pub(crate) fn with_wall_clock_skew_ms(mut self, skew_ms: i64) -> Self {
+        self.wall_clock_skew_ms = skew_ms;
+        self
+    }
+
+    /// This process's wall clock, in milliseconds since the epoch, as leases record it.
+    fn wall_now_ms(&self) -> i64 {
+        now_ms() + self.wall_clock_skew_ms
     }
 
     pub fn store(&self) -> &Arc<dyn MetaStore> {
@@ -868,16 +906,22 @@ impl Catalog {
         Err(CatalogError::Contention(key))
     }
 
-    /// The lease `name` with its item version, if it was ever taken.
+    /// The lease `name` with its item version, if it was ever taken. Like every read of a
+    /// lease, a sighting for [`Catalog::acquire_lease`].
     pub async fn lease(&self, name: &str) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
         let key = lease_key(name);
         match self.store.get(&key).await? {
-            Some(item) => Ok(Some((decode(&key, &item.value)?, item.version))),
+            Some(item) => {
+                self.lease_observations.observe(name, item.version);
+                Ok(Some((decode(&key, &item.value)?, item.version)))
+            }
             None => Ok(None),
         }
     }
 
-    /// Every lease whose name starts with `prefix`, with its item version.
+    /// Every lease whose name starts with `prefix`, with its item version. Each is a sighting
+    /// for [`Catalog::acquire_lease`], so a replica that reads them every round can take a
+    /// dead owner's lease a lease time after its last renewal, not after it first needs it.
     pub async fn leases(
         &self,
         prefix: &str,
@@ -898,13 +942,14 @@ impl Catalog {
                 break;
             }
             let lease: LeaseRecord = decode(&item.key, &item.value)?;
+            self.lease_observations.observe(&item.key.sk, item.version);
             out.push((item.key.sk.clone(), lease, item.version));
         }
         Ok(out)
     }
 
-    /// Gives a lease up at once (expiry now) if `owner` still holds it at `version`, so another
-    /// replica can take it without waiting for expiry.
+    /// Gives a lease up (marks it released) if `owner` still holds it at `version`, so another
+    /// replica can take it at once instead of waiting a lease time.
     pub async fn release_lease(
         &self,
         name: &str,
@@ -919,6 +964,9 @@ impl Catalog {
         if lease.owner != owner || item.version != version {
             return Ok(false);
         }
+        lease.released = true;
+        // Readers that look for a live owner by its expiry (routing, display, older versions)
+        // see it gone too.
         lease.expires_at_ms = 0;
         let op = WriteOp::Put {
             key,
@@ -926,7 +974,10 @@ impl Catalog {
             condition: Condition::Version(version),
         };
         match self.store.write(vec![op]).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.lease_observations.forget(name);
+                Ok(true)
+            }
             Err(MetaStoreError::ConditionFailed { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -945,7 +996,9 @@ impl Catalog {
             owner: id.to_string(),
             owner_addr: addr.to_string(),
             epoch: 0,
-            expires_at_ms: now_ms() + ttl.as_millis() as i64,
+            expires_at_ms: self.wall_now_ms() + ttl.as_millis() as i64,
+            ttl_ms: ttl.as_millis() as u64,
+            released: false,
         };
         let op = WriteOp::Put {
             key: ItemKey::new(format!("member/{kind}"), id),
@@ -957,7 +1010,7 @@ impl Catalog {
 
     /// The processes of `kind` whose heartbeat has not expired.
     pub async fn live_members(&self, kind: &str) -> Result<Vec<LeaseRecord>, CatalogError> {
-        let now = now_ms();
+        let now = self.wall_now_ms();
         let items = self
             .store
             .query(Query::all(format!("member/{kind}")))
@@ -1128,7 +1181,9 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Takes or renews the lease `name` for `owner` if it is free, expired or already ours.
+    /// Takes or renews the lease `name` for `owner`: at once if it is ours, free or released,
+    /// and if another owner holds it only once this process has seen it unchanged for a lease
+    /// time of its own clock (see [`crate::lease_observations`]; no wall clock decides).
     /// Returns the lease and its item version (the fencing token for later writes).
     pub async fn acquire_lease(
         &self,
@@ -1138,13 +1193,17 @@ impl Catalog {
         ttl: Duration,
     ) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
         let key = lease_key(name);
-        let now = now_ms();
+        let now = self.wall_now_ms();
         let current = self.store.get(&key).await?;
         let (epoch, condition) = match &current {
             None => (1, Condition::Absent),
             Some(item) => {
                 let lease: LeaseRecord = decode(&key, &item.value)?;
-                if lease.owner != owner && lease.expires_at_ms > now {
+                if lease.owner != owner
+                    && !self
+                        .lease_observations
+                        .may_take_over(name, &lease, item.version, ttl)
+                {
                     return Ok(None);
                 }
                 let epoch = if lease.owner == owner {
@@ -1161,6 +1220,8 @@ impl Catalog {
             owner_addr: owner_addr.to_string(),
             epoch,
             expires_at_ms: now + ttl.as_millis() as i64,
+            ttl_ms: ttl.as_millis() as u64,
+            released: false,
         };
         let version = current.map(|i| i.version + 1).unwrap_or(1);
         match self
@@ -1172,7 +1233,10 @@ impl Catalog {
             }])
             .await
         {
-            Ok(()) => Ok(Some((lease, version))),
+            Ok(()) => {
+                self.lease_observations.forget(name);
+                Ok(Some((lease, version)))
+            }
             Err(MetaStoreError::ConditionFailed { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -13,6 +13,7 @@ pub mod fault_injection;
 pub mod http_client;
 pub mod keyed_records;
 pub mod keys;
+pub mod lease_observations;
 pub mod loading_cache;
 pub mod meta_store;
 pub mod metered;

@@ -912,7 +912,7 @@ async fn delete_records_moves_the_log_start_inside_an_entry_and_refuses_past_the
 async fn a_log_start_write_of_a_deposed_owner_is_fenced() {
     let (catalog, _, indexer, id) = setup(1).await;
     commit_segments(&indexer, id, 2).await;
-    // Another replica takes the shard after the lease expired.
+    // Another replica takes the shard once its owner released it.
     let lease = shard_lease_name(0);
     let (record, version) = catalog.lease(&lease).await.expect("read").expect("lease");
     assert!(
