@@ -131,7 +131,11 @@ pub(crate) struct Connections {
 impl Connections {
     pub(crate) async fn get(&self, addr: &str) -> Result<Arc<KafkaConnection>, LoadtestError> {
         let mut open = self.open.lock().await;
-        if let Some(c) = open.get(addr) {
+        // A connection the server closed (a restarted gateway) is replaced, as real clients
+        // reconnect: otherwise every later request on it fails and its records look lost.
+        if let Some(c) = open.get(addr)
+            && !c.is_closed()
+        {
             return Ok(c.clone());
         }
         let c = Arc::new(KafkaConnection::connect(addr).await?);

@@ -82,6 +82,12 @@ impl KafkaConnection {
         })
     }
 
+    /// Whether the server closed the connection (its reader has stopped): it cannot answer
+    /// any more, and a new one must be opened.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.reader.is_finished()
+    }
+
     /// Writes a request; the returned future resolves to its response. Requests are written
     /// in call order, so awaiting later preserves pipelining.
     pub(crate) async fn send<R: Request>(

@@ -3,7 +3,7 @@
 //! and the end-to-end latency (due time in the record to now).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes};
 use hdrhistogram::Histogram;
@@ -40,8 +40,9 @@ pub(crate) struct ConsumerResult {
     pub(crate) error: Option<String>,
 }
 
-/// Reads until `stop` is set. `consumed` counts this run's records, for progress and for
-/// knowing when everything arrived.
+/// Reads until `stop` is set. `consumed` counts this run's records, for progress; `reached`
+/// holds each partition's next offset to read, for knowing when everything arrived (a count
+/// alone cannot tell: records whose produce failed may arrive too).
 pub(crate) async fn run_consumer(
     index: usize,
     consumers: usize,
@@ -49,6 +50,7 @@ pub(crate) async fn run_consumer(
     run: u32,
     start_offsets: Vec<i64>,
     consumed: Arc<AtomicU64>,
+    reached: Arc<Vec<AtomicI64>>,
     stop: Arc<AtomicBool>,
 ) -> ConsumerResult {
     let mut result = ConsumerResult {
@@ -86,6 +88,7 @@ pub(crate) async fn run_consumer(
                         let now = Instant::now();
                         for (offset, value) in records {
                             positions[i] = offset + 1;
+                            reached[mine[i] as usize].store(offset + 1, Ordering::Relaxed);
                             progressed = true;
                             let Some(stamp) = Stamp::decode(&value) else {
                                 continue;

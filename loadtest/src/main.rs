@@ -26,7 +26,7 @@ mod report;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -295,6 +295,8 @@ async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
     let run_id: u32 = uuid::Uuid::new_v4().as_u128() as u32;
 
     let consumed = Arc::new(AtomicU64::new(0));
+    let reached: Arc<Vec<AtomicI64>> =
+        Arc::new(start_offsets.iter().map(|o| AtomicI64::new(*o)).collect());
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let start_consumers = || -> Vec<_> {
         (0..args.consumers)
@@ -306,6 +308,7 @@ async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
                     run_id,
                     start_offsets.clone(),
                     consumed.clone(),
+                    reached.clone(),
                     stop_consumers.clone(),
                 ))
             })
@@ -381,7 +384,18 @@ async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
     };
     if args.consume {
         let deadline = Instant::now() + Duration::from_secs(args.consume_timeout_s);
-        while consumed.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        // Everything acknowledged lies below the partitions' end offsets now (if they can be
+        // read; else the count of records alone decides).
+        let ends = cluster::end_offsets(&layout).await.ok();
+        let all_read = || {
+            consumed.load(Ordering::Relaxed) >= expected
+                && ends.as_ref().is_none_or(|ends| {
+                    ends.iter()
+                        .zip(reached.iter())
+                        .all(|(end, at)| at.load(Ordering::Relaxed) >= *end)
+                })
+        };
+        while !all_read() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         stop_consumers.store(true, Ordering::Relaxed);
