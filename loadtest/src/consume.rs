@@ -40,19 +40,27 @@ pub(crate) struct ConsumerResult {
     pub(crate) error: Option<String>,
 }
 
-/// Reads until `stop` is set. `consumed` counts this run's records, for progress; `reached`
-/// holds each partition's next offset to read, for knowing when everything arrived (a count
-/// alone cannot tell: records whose produce failed may arrive too).
+/// What the consumers tell the run while they read.
+#[derive(Clone)]
+pub(crate) struct ConsumeProgress {
+    /// This run's records read, for progress.
+    pub(crate) consumed: Arc<AtomicU64>,
+    /// Each partition's next offset to read, for knowing when everything arrived (a count
+    /// alone cannot tell: records whose produce failed may arrive too).
+    pub(crate) reached: Arc<Vec<AtomicI64>>,
+}
+
+/// Reads until `stop` is set, reporting to `progress`.
 pub(crate) async fn run_consumer(
     index: usize,
     consumers: usize,
     layout: Arc<TopicLayout>,
     run: u32,
     start_offsets: Vec<i64>,
-    consumed: Arc<AtomicU64>,
-    reached: Arc<Vec<AtomicI64>>,
+    progress: ConsumeProgress,
     stop: Arc<AtomicBool>,
 ) -> ConsumerResult {
+    let ConsumeProgress { consumed, reached } = progress;
     let mut result = ConsumerResult {
         seen: Vec::new(),
         bytes: 0,

@@ -34,7 +34,7 @@ use clap::{Parser, ValueEnum};
 use kafka_protocol::records::Compression;
 use tokio::time::Instant;
 
-use crate::consume::run_consumer;
+use crate::consume::{ConsumeProgress, run_consumer};
 use crate::error::LoadtestError;
 use crate::produce::{ProducerConfig, new_histogram, run_producer};
 use crate::report::{Percentiles, Report, check_delivery};
@@ -307,8 +307,10 @@ async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
                     layout.clone(),
                     run_id,
                     start_offsets.clone(),
-                    consumed.clone(),
-                    reached.clone(),
+                    ConsumeProgress {
+                        consumed: consumed.clone(),
+                        reached: reached.clone(),
+                    },
                     stop_consumers.clone(),
                 ))
             })
