@@ -514,6 +514,14 @@ fn fetch_request(
         .with_topics(topics)
 }
 
+/// The base offsets of the batches in the `i`-th partition of the response.
+fn bases(r: &FetchResponse, i: usize) -> Vec<i64> {
+    decode_batches(partition_data(r, i).records.clone().unwrap_or_default())
+        .iter()
+        .map(|b| b.base_offset)
+        .collect()
+}
+
 /// The `i`-th partition of the response, across topics in order.
 fn partition_data(
     response: &FetchResponse,
@@ -722,12 +730,6 @@ async fn fetch_honours_partition_max_bytes_and_max_bytes_with_whole_batches() {
     fn fetch(parts: Vec<(&str, i32, i64, i32)>, max_bytes: i32) -> FetchRequest {
         fetch_request(0, 1, max_bytes, parts)
     }
-    let bases = |r: &FetchResponse, i: usize| -> Vec<i64> {
-        decode_batches(partition_data(r, i).records.clone().unwrap_or_default())
-            .iter()
-            .map(|b| b.base_offset)
-            .collect()
-    };
 
     // partition_max_bytes of 2.5 batches: two whole batches.
     let r = c
@@ -793,12 +795,6 @@ async fn a_batch_over_the_limits_comes_first_and_alone() {
         assert_eq!(error, 0);
     }
     let size = c.fetch_all("big", 1, 0).await[0].size as i32;
-    let bases = |r: &FetchResponse, i: usize| -> Vec<i64> {
-        decode_batches(partition_data(r, i).records.clone().unwrap_or_default())
-            .iter()
-            .map(|b| b.base_offset)
-            .collect()
-    };
     // Partition 0 is empty; partition 1's batch exceeds its limit; partition 2's fits. Kafka
     // returns partition 1's batch (the first partition with records) and nothing after it.
     let r = c
@@ -849,11 +845,7 @@ async fn the_process_fetch_memory_bounds_a_response() {
             vec![("sized", 0, 0, 1 << 20)],
         ))
         .await;
-    let got = decode_batches(partition_data(&r, 0).records.clone().unwrap_or_default());
-    assert_eq!(
-        got.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
-        vec![0, 10]
-    );
+    assert_eq!(bases(&r, 0), vec![0, 10]);
     assert_eq!(r.throttle_time_ms, 0);
     small.stop().await;
 }

@@ -688,11 +688,28 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_gateway_in_its_own_process_learns_new_watermarks_from_the_store() {
+    /// Partition 0 of `id` as an indexer elsewhere leaves it: `next_offset` in its store row.
+    async fn store_high_watermark(catalog: &Catalog, id: Uuid, next_offset: i64) {
         use kafscale_shared::catalog::{ITEM_FORMAT, PartitionRecord, encode, partition_key};
         use kafscale_shared::meta_store::{Condition, WriteOp};
 
+        let row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset,
+            log_start_offset: 0,
+            bytes: 10,
+            max_timestamp: -1,
+        };
+        let put = WriteOp::Put {
+            key: partition_key(id, 0),
+            value: encode(&row),
+            condition: Condition::None,
+        };
+        catalog.store().write(vec![put]).await.expect("write");
+    }
+
+    #[tokio::test]
+    async fn a_gateway_in_its_own_process_learns_new_watermarks_from_the_store() {
         let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
         let id = catalog
             .create_topic("t", 1, BTreeMap::new())
@@ -721,19 +738,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let poller = tokio::spawn(service.clone().run_store_poller(shutdown.clone()));
         // The indexer (elsewhere) commits: only the store knows.
-        let row = PartitionRecord {
-            format: ITEM_FORMAT,
-            next_offset: 7,
-            log_start_offset: 0,
-            bytes: 10,
-            max_timestamp: -1,
-        };
-        let put = WriteOp::Put {
-            key: partition_key(id, 0),
-            value: encode(&row),
-            condition: Condition::None,
-        };
-        catalog.store().write(vec![put]).await.expect("write");
+        store_high_watermark(&catalog, id, 7).await;
         tokio::time::timeout(Duration::from_secs(5), rx.changed())
             .await
             .expect("the poller noticed")
@@ -775,33 +780,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_fetch_without_memory_answers_short_with_a_throttle_time() {
-        use kafscale_shared::catalog::{ITEM_FORMAT, PartitionRecord, encode, partition_key};
-        use kafscale_shared::meta_store::{Condition, WriteOp};
-
         let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
-        catalog
+        let id = catalog
             .create_topic("t", 1, BTreeMap::new())
             .await
-            .expect("create");
-        let id = catalog
-            .topic("t")
-            .await
-            .expect("read")
-            .expect("topic")
+            .expect("create")
             .topic_id;
-        let row = PartitionRecord {
-            format: ITEM_FORMAT,
-            next_offset: 7,
-            log_start_offset: 0,
-            bytes: 10,
-            max_timestamp: -1,
-        };
-        let put = WriteOp::Put {
-            key: partition_key(id, 0),
-            value: encode(&row),
-            condition: Condition::None,
-        };
-        catalog.store().write(vec![put]).await.expect("write");
+        store_high_watermark(&catalog, id, 7).await;
         let service = FetchService::new(
             catalog,
             Arc::new(MemoryObjectStore::new()),

@@ -525,14 +525,9 @@ impl ShardLanes {
             return fail(sealed, e);
         }
         for part in split_by_shard(sealed, shard_count) {
-            let shard = part.request.shard;
-            if !self.lanes.contains_key(&shard) {
-                let lane = self.spawn_lane(shard);
-                self.lanes.insert(shard, lane);
-            }
-            let Some(lane) = self.lanes.get(&shard) else {
-                continue;
-            };
+            let lane = self.lanes.entry(part.request.shard).or_insert_with(|| {
+                spawn_lane(&mut self.tasks, self.sequencer.clone(), self.attempts)
+            });
             if let Err(lost) = lane.send(part) {
                 answer(
                     lost.0.waiters,
@@ -542,26 +537,31 @@ impl ShardLanes {
         }
     }
 
-    fn spawn_lane(&mut self, shard: u32) -> tokio::sync::mpsc::UnboundedSender<ShardCommit> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ShardCommit>();
-        let (sequencer, attempts) = (self.sequencer.clone(), self.attempts);
-        self.tasks.spawn(async move {
-            while let Some(part) = rx.recv().await {
-                let span = info_span!(parent: &part.span, "segment_commit", shard);
-                let outcome = commit_shard(&*sequencer, part.request, attempts)
-                    .instrument(span)
-                    .await;
-                answer(part.waiters, &outcome);
-            }
-        });
-        tx
-    }
-
     /// Lets every queued commit finish.
     async fn close(mut self) {
         self.lanes.clear();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Starts a shard's commit lane: its commits one at a time, in the order they are queued.
+fn spawn_lane(
+    tasks: &mut tokio::task::JoinSet<()>,
+    sequencer: Arc<dyn Sequencer>,
+    attempts: u32,
+) -> tokio::sync::mpsc::UnboundedSender<ShardCommit> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ShardCommit>();
+    tasks.spawn(async move {
+        while let Some(part) = rx.recv().await {
+            let shard = part.request.shard;
+            let span = info_span!(parent: &part.span, "segment_commit", shard);
+            let outcome = commit_shard(&*sequencer, part.request, attempts)
+                .instrument(span)
+                .await;
+            answer(part.waiters, &outcome);
+        }
+    });
+    tx
 }
 
 /// A segment's commits, one per shard it touches, each with the waiters it answers.
