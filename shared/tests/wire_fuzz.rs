@@ -1,24 +1,21 @@
-//! Robustness of the wire server against arbitrary frames ("fuzz the decoders" with proptest;
-//! cargo-fuzz needs a nightly toolchain).
+//! Robustness of the wire server against arbitrary frames, end to end over a real socket: a
+//! property test (proptest) next to the coverage-guided fuzz targets (fuzz/, docs/fuzzing.md),
+//! which drive the decoders and handlers in process but never a connection.
 //!
-//! The server runs in a child process (this same test binary, re-executed with
-//! `KAFSCALE_WIRE_FUZZ_CHILD` set) whose panic hook aborts: a panic anywhere in the server, or
-//! an abort such as a failed allocation, kills the child, and the property below sees the
-//! server gone instead of the whole test binary dying without a word. Each case sends one or
-//! two generated frames (a random real API key or any key, a random version, a valid or
-//! random header, a valid request body mutated or random bytes, a declared length that may
-//! lie), half-closes, and requires that the connection either answers or closes within a
-//! bound, and that a fresh connection still gets ApiVersions answered.
+//! The server runs in this process on runtime threads of its own, with a panic hook that
+//! records any panic on them (a panicking connection task would otherwise only close its
+//! connection, and the property could not tell it from a deliberate close); an abort, such as
+//! a failed allocation, ends the test binary and so fails the test too. Each case sends one or
+//! two generated frames (a random real API key or any key, a random version, a valid or random
+//! header, a valid request body mutated or random bytes, a declared length that may lie),
+//! half-closes, and requires that the connection either answers or closes within a bound, that
+//! no server thread panicked, and that a fresh connection still gets ApiVersions answered.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read as _};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Once};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{IO_TIMEOUT, Read, TestServer, call, read_frame};
@@ -50,13 +47,14 @@ use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
 
-const CHILD_ENV: &str = "KAFSCALE_WIRE_FUZZ_CHILD";
-const CHILD_TEST: &str = "fuzz_server_child_process";
 const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Prefix of the names of the servers' runtime threads (the panic hook watches these).
+const SERVER_THREAD: &str = "wire-fuzz-server-";
 
 // ---------------------------------------------------------------------------------------------
-// The server process
+// The server
 // ---------------------------------------------------------------------------------------------
 
 /// Serves every API the protocol knows, at every version, and closes the connection after
@@ -83,151 +81,100 @@ impl KafkaHandler for DecodeEverything {
     }
 }
 
-/// Not a test of its own: the server process the fuzz property talks to. Without
-/// `KAFSCALE_WIRE_FUZZ_CHILD` it returns at once.
-#[test]
-fn fuzz_server_child_process() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
-    std::panic::set_hook(Box::new(|info| {
-        eprintln!("SERVER PANIC: {info}");
-        std::process::abort();
-    }));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
-        let topics = TopicApi::new(
-            catalog,
-            TopicSettings {
-                advertised_host: "127.0.0.1".into(),
-                advertised_port: 9092,
-                auto_create_topics: true,
-                default_partitions: 2,
-                cluster_id: "fuzz".into(),
-                node_id: 1,
-            },
-        );
-        let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
-            Arc::new(TopicHandler::new(topics)),
-            Arc::new(DecodeEverything),
-        ]));
-        let server = TestServer::start(
-            router,
-            WireConfig {
-                max_frame_bytes: MAX_FRAME_BYTES,
-                ..WireConfig::default()
-            },
-        )
-        .await;
-        println!("LISTENING {}", server.addr);
-        // Serve until the parent closes our stdin (or dies).
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
-        })
-        .await;
-        server.stop().await;
+/// Panics seen on server threads: the thread's name and the message.
+static SERVER_PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// Records panics on server threads (and still reports them as the default hook does).
+fn watch_server_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if let Some(name) = thread.name().filter(|n| n.starts_with(SERVER_THREAD)) {
+                SERVER_PANICS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name.to_string(), info.to_string()));
+            }
+            previous(info);
+        }));
     });
 }
 
-/// The child server as seen from the property.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
+/// The panics recorded on `server`'s threads since the last call (each case starts with none,
+/// so shrinking blames the case that caused a panic).
+fn take_server_panics(server: &Server) -> Vec<String> {
+    let mut all = SERVER_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    let (ours, others) = std::mem::take(&mut *all)
+        .into_iter()
+        .partition::<Vec<_>, _>(|(thread, _)| *thread == server.thread_name);
+    *all = others;
+    ours.into_iter().map(|(_, message)| message).collect()
 }
 
-impl ServerProcess {
-    fn spawn() -> ServerProcess {
-        let exe = std::env::current_exe().expect("current exe");
-        let mut child = Command::new(exe)
-            .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, "1")
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the server process");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may have printed "test <name> ... " on the same line.
-                if let Some((_, addr)) = line.split_once("LISTENING ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
+/// The real wire server with the topic handler and [`DecodeEverything`], on a runtime of its
+/// own.
+struct Server {
+    /// Runs the server (which stops when this is dropped).
+    _runtime: Runtime,
+    /// The client side's runtime (its tasks never run on the server's threads).
+    client: Runtime,
+    addr: SocketAddr,
+    /// The name of its runtime's threads.
+    thread_name: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        watch_server_panics();
+        let thread_name = format!("{SERVER_THREAD}{}", SERVERS.fetch_add(1, Ordering::Relaxed));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(thread_name.clone())
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = runtime.block_on(async {
+            let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+            let topics = TopicApi::new(
+                catalog,
+                TopicSettings {
+                    advertised_host: "127.0.0.1".into(),
+                    advertised_port: 9092,
+                    auto_create_topics: true,
+                    default_partitions: 2,
+                    cluster_id: "fuzz".into(),
+                    node_id: 1,
+                },
+            );
+            let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
+                Arc::new(TopicHandler::new(topics)),
+                Arc::new(DecodeEverything),
+            ]));
+            TestServer::start(
+                router,
+                WireConfig {
+                    max_frame_bytes: MAX_FRAME_BYTES,
+                    ..WireConfig::default()
+                },
+            )
+            .await
         });
-        let stderr_text = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().expect("stderr");
-        let sink = stderr_text.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let addr = rx
-            .recv_timeout(IO_TIMEOUT)
-            .expect("the server process did not start listening")
-            .parse()
-            .expect("listening address");
-        ServerProcess {
-            child,
-            addr,
-            stderr: stderr_text,
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        Server {
+            addr: server.addr,
+            _runtime: runtime,
+            client,
+            thread_name,
         }
     }
-
-    /// Why the process is gone, waiting up to `bound` for it to exit.
-    fn wait_for_death(&mut self, bound: Duration) -> Option<String> {
-        let deadline = std::time::Instant::now() + bound;
-        let status = loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                break status;
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        // Give the stderr reader a moment to collect the last words.
-        std::thread::sleep(Duration::from_millis(100));
-        let stderr = self
-            .stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let tail: String = stderr
-            .lines()
-            .filter(|l| !l.contains(" WARN ") && !l.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join("\n");
-        Some(format!("server process exited with {status}: {tail}"))
-    }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-static SERVER: Mutex<Option<ServerProcess>> = Mutex::new(None);
 /// Responses the fuzzed connections got (the generator must reach the handlers, not only the
 /// framing checks).
 static ANSWERED: AtomicUsize = AtomicUsize::new(0);
@@ -629,35 +576,19 @@ async fn api_versions_answered(addr: SocketAddr) -> bool {
     )
 }
 
-fn check_case(frames: Vec<FuzzFrame>) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    // Every case starts on a server that answers, so a failure is never blamed on the wrong
-    // case (after a failure, proptest shrinks on fresh servers).
-    let healthy = guard
-        .as_ref()
-        .is_some_and(|s| runtime.block_on(api_versions_answered(s.addr)));
-    if !healthy {
-        *guard = Some(ServerProcess::spawn());
-    }
-    let Some(server) = guard.as_mut() else {
-        return Err(TestCaseError::fail("no server process"));
-    };
+fn check_case(server: &Server, frames: Vec<FuzzFrame>) -> Result<(), TestCaseError> {
     let addr = server.addr;
-    let outcome = runtime.block_on(send_frames(addr, &frames));
-    let alive = runtime.block_on(api_versions_answered(addr));
-    if !alive {
-        // Dead or dying: wait for the exit status and the last words on stderr.
-        let death = server.wait_for_death(Duration::from_secs(5));
-        *guard = None;
-        return Err(TestCaseError::fail(match death {
-            Some(death) => format!("the server died on {frames:?}: {death}"),
-            None => format!("a fresh connection got no ApiVersions answer after {frames:?}"),
-        }));
-    }
+    take_server_panics(server);
+    let outcome = server.client.block_on(send_frames(addr, &frames));
+    let panics = take_server_panics(server);
+    prop_assert!(
+        panics.is_empty(),
+        "the server panicked on {frames:?}: {panics:?}"
+    );
+    prop_assert!(
+        server.client.block_on(api_versions_answered(addr)),
+        "a fresh connection got no ApiVersions answer after {frames:?}"
+    );
     prop_assert!(
         matches!(outcome, Outcome::AnsweredOrClosed),
         "the connection neither answered nor closed within {IO_TIMEOUT:?}: {frames:?}"
@@ -682,33 +613,30 @@ fn message_versions(key: ApiKey) -> kafka_protocol::protocol::VersionRange {
 }
 
 /// A request declaring a collection of 2^31 - 1 elements in a 15-byte frame (found by this
-/// fuzzer: it used to abort the process on a 150 GB allocation).
+/// fuzzer: it used to abort the process on a 150 GB allocation, which here would end the test
+/// binary).
 #[test]
 fn a_huge_declared_array_count_does_not_take_the_server_down() {
-    let mut server = ServerProcess::spawn();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let server = Server::start();
     // Metadata v1: header (client id "t"), then topics: array count 0x7fffffff and no topics.
     let mut body = BytesMut::new();
     body.put_i16(1);
     body.put_slice(b"t");
     body.put_i32(i32::MAX);
     let frame = common::raw_request(3, 1, 7, &body);
-    let outcome = runtime.block_on(async {
+    let outcome = server.client.block_on(async {
         let mut stream = TcpStream::connect(server.addr).await.expect("connect");
         common::write_frame(&mut stream, &frame).await;
         read_frame(&mut stream).await
     });
-    let alive = runtime.block_on(api_versions_answered(server.addr));
     assert!(
-        alive,
-        "Metadata v1 with a topics count of 0x7fffffff (a 15-byte frame; the connection saw \
-         {outcome:?}) killed the server: {}",
-        server
-            .wait_for_death(Duration::from_secs(5))
-            .unwrap_or_else(|| "it stopped answering".into())
+        matches!(outcome, Read::Closed { .. }),
+        "an undecodable Metadata v1 was answered: {outcome:?}"
+    );
+    assert_eq!(take_server_panics(&server), Vec::<String>::new());
+    assert!(
+        server.client.block_on(api_versions_answered(server.addr)),
+        "Metadata v1 with a topics count of 0x7fffffff left the server unable to answer"
     );
 }
 
@@ -728,6 +656,7 @@ fn arbitrary_frames_never_take_the_server_down() {
         source_file: Some(file!()),
         ..ProptestConfig::default()
     };
+    let server = Server::start();
     // The unmutated templates reach the handlers (so the cases below are not all stopped by
     // the framing checks).
     for (key, version) in [
@@ -748,7 +677,8 @@ fn arbitrary_frames_never_take_the_server_down() {
             length_lie: 0,
         };
         let before = ANSWERED.load(Ordering::Relaxed);
-        check_case(vec![frame]).unwrap_or_else(|e| panic!("{key:?} v{version} template: {e}"));
+        check_case(&server, vec![frame])
+            .unwrap_or_else(|e| panic!("{key:?} v{version} template: {e}"));
         assert_eq!(
             ANSWERED.load(Ordering::Relaxed),
             before + 1,
@@ -756,9 +686,9 @@ fn arbitrary_frames_never_take_the_server_down() {
         );
     }
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&proptest::collection::vec(arb_frame(), 1..=2), check_case);
-    // Stop the server process (it also stops by itself when our end of its stdin closes).
-    drop(SERVER.lock().unwrap_or_else(|e| e.into_inner()).take());
+    let result = runner.run(&proptest::collection::vec(arb_frame(), 1..=2), |frames| {
+        check_case(&server, frames)
+    });
     if let Err(e) = result {
         panic!("{e}");
     }

@@ -30,7 +30,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 pub use api_versions::api_versions_response;
 pub use router::Router;
-pub use server::{KafkaServer, WireConfig};
+pub use server::{KafkaServer, RequestFrame, WireConfig, decode_request_frame};
 
 /// One API a handler serves, with the version range it advertises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

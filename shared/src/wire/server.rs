@@ -325,53 +325,39 @@ enum Decoded {
 
 /// Decodes one request frame; `Err` means the connection must be closed.
 fn decode_request(
-    mut frame: Bytes,
+    frame: Bytes,
     peer: SocketAddr,
     connection_id: u64,
     shared: &Shared,
 ) -> Result<Decoded, String> {
-    if frame.len() < 8 {
-        return Err(format!(
-            "request frame of {} bytes is shorter than a header",
-            frame.len()
-        ));
-    }
-    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api_key = ApiKey::try_from(raw_key).map_err(|_| format!("unknown api key {raw_key}"))?;
     let started = std::time::Instant::now();
-
-    if api_key == ApiKey::ApiVersions && !API_VERSIONS_SUPPORT.contains(version) {
-        // Kafka answers with UNSUPPORTED_VERSION in a v0 body so the client can pick a version.
-        let response =
-            api_versions_response(&shared.all_apis, Some(ResponseError::UnsupportedVersion));
-        return Ok(Decoded::Answer(Outgoing {
-            api_key,
-            version: 0,
-            correlation_id,
-            started,
-            result: Ok(response.into()),
-        }));
-    }
-    let supported = if api_key == ApiKey::ApiVersions {
-        true
-    } else {
+    let supported = |key: ApiKey, version: i16| {
         shared
             .support
-            .get(&raw_key)
+            .get(&(key as i16))
             .is_some_and(|s| s.contains(version))
     };
-    if !supported {
-        return Err(format!("unsupported version {version} of api {api_key:?}"));
-    }
-    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
-        .map_err(|e| format!("bad {api_key:?} v{version} request header: {e}"))?;
-    let request = RequestKind::decode(api_key, &mut frame, version)
-        .map_err(|e| format!("bad {api_key:?} v{version} request body: {e:#}"))?;
-    if frame.has_remaining() {
-        debug!(api = ?api_key, version, extra = frame.remaining(), "trailing bytes after request body");
-    }
+    let (header, request) = match decode_request_frame(frame, supported)? {
+        RequestFrame::UnsupportedApiVersions { correlation_id } => {
+            // Kafka answers with UNSUPPORTED_VERSION in a v0 body so the client can pick a
+            // version.
+            let response =
+                api_versions_response(&shared.all_apis, Some(ResponseError::UnsupportedVersion));
+            return Ok(Decoded::Answer(Outgoing {
+                api_key: ApiKey::ApiVersions,
+                version: 0,
+                correlation_id,
+                started,
+                result: Ok(response.into()),
+            }));
+        }
+        RequestFrame::Request { header, body } => (header, *body),
+    };
+    let version = header.request_api_version;
+    let correlation_id = header.correlation_id;
+    // `decode_request_frame` accepted the key.
+    let api_key = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| format!("unknown api key {}", header.request_api_key))?;
     debug!(api = ?api_key, version, correlation_id, "request");
     shared.metrics.request(api_key);
     if api_key == ApiKey::ApiVersions {
@@ -393,6 +379,58 @@ fn decode_request(
         connection_id,
     };
     Ok(Decoded::Request(ctx, request))
+}
+
+/// One request frame as a connection reads it (see [`decode_request_frame`]).
+#[derive(Debug)]
+pub enum RequestFrame {
+    /// ApiVersions at a version this server does not speak: answered with
+    /// UNSUPPORTED_VERSION in a v0 body, so the client can pick a version it shares.
+    UnsupportedApiVersions { correlation_id: i32 },
+    /// A request to answer (ApiVersions included). The body is boxed: it is by far the
+    /// larger variant, and the box is one small allocation beside the body's own.
+    Request {
+        header: RequestHeader,
+        body: Box<RequestKind>,
+    },
+}
+
+/// Decodes one request frame (its length prefix removed) as every connection does: the fixed
+/// header fields, the version check (`supported(key, version)`; ApiVersions is always
+/// served), then the request header and the body. `Err` says why the connection is closed.
+/// Public so the fuzz targets (fuzz/) run exactly this code.
+pub fn decode_request_frame(
+    mut frame: Bytes,
+    supported: impl Fn(ApiKey, i16) -> bool,
+) -> Result<RequestFrame, String> {
+    if frame.len() < 8 {
+        return Err(format!(
+            "request frame of {} bytes is shorter than a header",
+            frame.len()
+        ));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| format!("unknown api key {raw_key}"))?;
+    if api_key == ApiKey::ApiVersions {
+        if !API_VERSIONS_SUPPORT.contains(version) {
+            return Ok(RequestFrame::UnsupportedApiVersions { correlation_id });
+        }
+    } else if !supported(api_key, version) {
+        return Err(format!("unsupported version {version} of api {api_key:?}"));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| format!("bad {api_key:?} v{version} request header: {e}"))?;
+    let body = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| format!("bad {api_key:?} v{version} request body: {e:#}"))?;
+    if frame.has_remaining() {
+        debug!(api = ?api_key, version, extra = frame.remaining(), "trailing bytes after request body");
+    }
+    Ok(RequestFrame::Request {
+        header,
+        body: Box::new(body),
+    })
 }
 
 /// Starts a decoded request in arrival order of its effects (see [`super::ordering`]): at once
@@ -534,4 +572,84 @@ async fn write_frame(writer: &mut OwnedWriteHalf, chunks: &mut [Bytes]) -> std::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(key: i16, version: i16, rest: &[u8]) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_i16(key);
+        buf.put_i16(version);
+        buf.put_i32(42);
+        buf.put_slice(rest);
+        buf.freeze()
+    }
+
+    fn serves_metadata_v0_to_12(key: ApiKey, version: i16) -> bool {
+        key == ApiKey::Metadata && (0..=12).contains(&version)
+    }
+
+    #[test]
+    fn a_served_request_decodes_with_its_header() {
+        // Metadata v1: client id "t", topics: null (-1).
+        let mut rest = BytesMut::new();
+        rest.put_i16(1);
+        rest.put_slice(b"t");
+        rest.put_i32(-1);
+        let decoded = decode_request_frame(frame(3, 1, &rest), serves_metadata_v0_to_12);
+        let Ok(RequestFrame::Request { header, body }) = decoded else {
+            panic!("not decoded: {decoded:?}");
+        };
+        assert_eq!((header.request_api_key, header.request_api_version), (3, 1));
+        assert_eq!(header.correlation_id, 42);
+        assert_eq!(header.client_id.as_deref(), Some("t"));
+        let RequestKind::Metadata(metadata) = *body else {
+            panic!("decoded as {body:?}");
+        };
+        assert_eq!(metadata.topics, None);
+    }
+
+    #[test]
+    fn unserved_keys_versions_and_short_frames_close_the_connection() {
+        let unserved = decode_request_frame(frame(3, 13, &[]), serves_metadata_v0_to_12);
+        assert!(unserved.is_err_and(|e| e.contains("unsupported version 13")));
+        let produce = decode_request_frame(frame(0, 9, &[]), serves_metadata_v0_to_12);
+        assert!(produce.is_err_and(|e| e.contains("Produce")));
+        let unknown = decode_request_frame(frame(-7, 0, &[]), serves_metadata_v0_to_12);
+        assert!(unknown.is_err_and(|e| e.contains("unknown api key -7")));
+        let short = decode_request_frame(Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0]), |_, _| true);
+        assert!(short.is_err_and(|e| e.contains("shorter than a header")));
+    }
+
+    #[test]
+    fn api_versions_is_always_served_and_an_unknown_version_gets_an_answer() {
+        // Header v2 (client id "", no tagged fields), body: software name "" and version "".
+        let v3 = decode_request_frame(frame(18, 3, &[0, 0, 0, 1, 1, 0]), |_, _| false);
+        let Ok(RequestFrame::Request { body, .. }) = &v3 else {
+            panic!("not decoded: {v3:?}");
+        };
+        assert!(matches!(**body, RequestKind::ApiVersions(_)), "{body:?}");
+        let v99 = decode_request_frame(frame(18, 99, &[]), |_, _| false);
+        assert!(
+            matches!(
+                v99,
+                Ok(RequestFrame::UnsupportedApiVersions { correlation_id: 42 })
+            ),
+            "{v99:?}"
+        );
+    }
+
+    /// A 15-byte frame declaring a collection of 2^31 - 1 topics is refused without reserving
+    /// memory for them (it used to abort the process on a 150 GB allocation).
+    #[test]
+    fn a_huge_declared_array_count_is_refused_without_allocating_it() {
+        let mut rest = BytesMut::new();
+        rest.put_i16(1);
+        rest.put_slice(b"t");
+        rest.put_i32(i32::MAX);
+        let decoded = decode_request_frame(frame(3, 1, &rest), serves_metadata_v0_to_12);
+        assert!(decoded.is_err_and(|e| e.contains("request body")));
+    }
 }
