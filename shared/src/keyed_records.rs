@@ -171,6 +171,50 @@ mod tests {
         }
     }
 
+    /// A base offset or first timestamp near the end of i64 plus a record's delta passes
+    /// i64::MAX. Kafka wraps (Java's long arithmetic); the vendored decoder added with `+`,
+    /// which panics wherever overflow checks are on (debug builds, the fuzz targets: found by
+    /// the `record_batch` target, whose crash input is kept in its corpus). Release builds
+    /// wrapped already, so this test fails before the fix only under overflow checks
+    /// (`cargo test -p kafscale-shared keyed_records`, debug profile).
+    #[test]
+    fn offset_and_timestamp_deltas_past_i64_max_wrap_instead_of_panicking() {
+        let records: Vec<Record> = (0..3)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: 1_700_000_000_000 + i * 1000,
+                key: (i != 1).then(|| Bytes::from_static(b"k")),
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        let mut bytes = buf.to_vec();
+        // Base offset (bytes 0..8, outside the CRC) and first timestamp (27..35).
+        bytes[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        bytes[27..35].copy_from_slice(&(i64::MAX - 500).to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let batch = validate_produce_batch(&Bytes::from(bytes), usize::MAX).unwrap();
+        assert_eq!(
+            records_without_key(&batch, MAX_DECOMPRESSED_BYTES).unwrap(),
+            vec![1]
+        );
+    }
+
     #[test]
     fn a_batch_that_expands_past_the_limit_is_refused() {
         for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
