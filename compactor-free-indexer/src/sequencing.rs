@@ -585,6 +585,7 @@ impl Indexer {
         }
         let recent_key = format!("{}#{}", request.segment_key, request.shard);
         if let Some(done) = state.recent.get(&recent_key) {
+            same_batch_count(&request.segment_key, &done.outcomes, &request.batches)?;
             return Ok(done.clone());
         }
         // No read of the commit record first: the write is conditioned on its absence, and only
@@ -653,6 +654,7 @@ impl Indexer {
             .await
         {
             Ok(Some(done)) => {
+                same_batch_count(&request.segment_key, &done.outcomes, batches)?;
                 // The write that landed may have gone unanswered (a lost response), so
                 // nothing published its offsets: readers learn them from the rows now.
                 self.publish_stored(state, batches).await?;
@@ -1015,6 +1017,24 @@ fn plan_chunks(batches: &[CommitBatch], max_ops: usize) -> Vec<std::ops::Range<u
     }
     chunks.push(start..batches.len());
     chunks
+}
+
+/// A repeated commit must list as many batches as the one that landed: a segment key names
+/// one object, so another list under a committed key is not a retry (the stored outcomes
+/// would answer batches they do not belong to). The count is what the commit record keeps.
+fn same_batch_count(
+    segment_key: &str,
+    outcomes: &[BatchOutcome],
+    batches: &[CommitBatch],
+) -> Result<(), SequencerError> {
+    if outcomes.len() == batches.len() {
+        return Ok(());
+    }
+    Err(SequencerError::InvalidRequest(format!(
+        "segment {segment_key} was committed with {} batches, this commit lists {}",
+        outcomes.len(),
+        batches.len()
+    )))
 }
 
 #[async_trait]

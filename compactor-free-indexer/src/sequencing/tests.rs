@@ -154,6 +154,46 @@ async fn a_repeated_commit_returns_the_same_offsets_even_after_restart() {
     assert_eq!(next.outcomes, vec![appended(3)]);
 }
 
+/// A segment key names one object: a commit that reuses a committed key with other batches is
+/// not a retry, and must not be answered with the first commit's outcomes (one per batch of
+/// another list), nor sequence its batches a second time.
+#[tokio::test]
+async fn a_committed_segment_key_with_other_batches_is_refused() {
+    let (catalog, watermarks, indexer, id) = setup(1).await;
+    indexer
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("commit");
+    let other = req("s1", vec![batch(id, 0, 16, 3), batch(id, 0, 116, 2)]);
+    let refused = indexer.commit(other.clone()).await;
+    assert!(
+        matches!(refused, Err(SequencerError::InvalidRequest(_))),
+        "{refused:?}"
+    );
+    drop(indexer);
+    let config = IndexerConfig {
+        owner_id: "a".into(),
+        ..IndexerConfig::default()
+    };
+    let restarted = Indexer::start(catalog.clone(), watermarks, config)
+        .await
+        .expect("restart");
+    let refused = restarted.commit(other).await;
+    assert!(
+        matches!(refused, Err(SequencerError::InvalidRequest(_))),
+        "{refused:?}"
+    );
+    let next = restarted
+        .commit(req("s2", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        next.outcomes,
+        vec![appended(3)],
+        "nothing was sequenced twice"
+    );
+}
+
 #[tokio::test]
 async fn idempotent_producers_are_deduplicated_like_a_kafka_leader() {
     let (catalog, _, indexer, id) = setup(1).await;
