@@ -3,6 +3,8 @@
 #
 #   bash scripts/fuzz.sh [--seconds N] [--build-only] [TARGET...]   build, then run each target
 #   bash scripts/fuzz.sh --write-seeds                             regenerate fuzz/corpus/*/seed-*
+#   bash scripts/fuzz.sh --import-frames DIR                       frames from fuzz-capture.py
+#                                                                  into fuzz/corpus/*/client-*
 #
 # cargo-fuzz (libFuzzer) on stable Rust: `-s none` (no sanitizer: the code has no unsafe, and
 # AddressSanitizer needs a nightly compiler), so a finding is a panic, an abort (a failed or
@@ -19,18 +21,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 CARGO_FUZZ_VERSION=0.13.2
-ALL_TARGETS=(request_frame produce fetch groups record_batch segment)
+ALL_TARGETS=(request_frame produce fetch groups topics commit meta_items record_batch segment)
 
 seconds="${KAFSCALE_FUZZ_SECONDS:-30}"
 build_only=false
 write_seeds=false
+import_frames=""
 targets=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --seconds) seconds="$2"; shift 2 ;;
         --build-only) build_only=true; shift ;;
         --write-seeds) write_seeds=true; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --import-frames) import_frames="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
@@ -66,6 +70,10 @@ bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"
 
 if $write_seeds; then
     "$bin_dir/write_seeds" fuzz/corpus
+    exit 0
+fi
+if [[ -n "$import_frames" ]]; then
+    "$bin_dir/import_frames" "$import_frames" fuzz/corpus
     exit 0
 fi
 $build_only && exit 0

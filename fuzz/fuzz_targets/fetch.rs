@@ -12,87 +12,12 @@
 
 use std::sync::OnceLock;
 
-use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::RequestKind;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::Compression;
 use kafscale_fetch::FETCH_APIS;
 use kafscale_fuzz::{
-    COMPACTED_TOPIC, Cluster, Started, TOPIC, check_sendable, context, decode_op, parse_ops,
-    record_batch, runtime,
+    Cluster, Started, check_sendable, context, decode_op, fill, parse_ops, runtime,
 };
 use libfuzzer_sys::fuzz_target;
-
-/// Fills the cluster: three rounds, each flushed (and so its own segment object) before the
-/// next, over every partition, in every compression.
-async fn fill(cluster: &Cluster) {
-    let compressions = [
-        Compression::None,
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ];
-    let mut sequence = 0;
-    for round in 0..3usize {
-        let mut topics = Vec::new();
-        for (name, partitions) in [(TOPIC, 3), (COMPACTED_TOPIC, 2)] {
-            let mut data = Vec::new();
-            for p in 0..partitions {
-                let compression = compressions[(round + p as usize) % compressions.len()];
-                // Partition 0 of `t` gets an idempotent producer's batches.
-                let (pid, seq) = if name == TOPIC && p == 0 {
-                    (0, sequence)
-                } else {
-                    (-1, -1)
-                };
-                data.push(
-                    PartitionProduceData::default()
-                        .with_index(p)
-                        .with_records(Some(record_batch(
-                            2 + round * 3,
-                            compression,
-                            pid,
-                            seq,
-                            name == TOPIC,
-                        ))),
-                );
-            }
-            topics.push(
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str(name)))
-                    .with_partition_data(data),
-            );
-        }
-        sequence += 2 + round as i32 * 3;
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(30_000)
-            .with_topic_data(topics);
-        let dispatch = cluster
-            .ingest
-            .start(
-                context(ApiKey::Produce, 9, round as i32),
-                RequestKind::Produce(request),
-            )
-            .await;
-        let answer = Started::spawn(ApiKey::Produce, 9, dispatch).finish().await;
-        let Some(Ok(kafka_protocol::messages::ResponseKind::Produce(response))) = answer else {
-            panic!("fill: produce got {answer:?}");
-        };
-        for t in &response.responses {
-            for p in &t.partition_responses {
-                assert_eq!(
-                    p.error_code, 0,
-                    "fill: {:?}/{} refused: {p:?}",
-                    t.name, p.index
-                );
-            }
-        }
-    }
-}
 
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();

@@ -19,10 +19,12 @@ use std::time::Duration;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use kafscale_fetch::{GROUP_APIS, GroupConfig, GroupHandler, GroupService, GroupServiceConfig};
-use kafscale_fuzz::{Started, check_sendable, context, decode_op, parse_ops, runtime};
+use kafscale_fuzz::{
+    Started, check_sendable, context, decode_op, parse_ops, runtime, topic_settings,
+};
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::MemoryMetaStore;
-use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
+use kafscale_shared::topic_api::TopicApi;
 use kafscale_shared::wire::KafkaHandler;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::sync::CancellationToken;
@@ -98,17 +100,7 @@ fuzz_target!(|data: &[u8]| {
                 .await
                 .expect("create topic");
         }
-        let topics = TopicApi::new(
-            catalog,
-            TopicSettings {
-                advertised_host: "127.0.0.1".into(),
-                advertised_port: 9092,
-                auto_create_topics: true,
-                default_partitions: 2,
-                cluster_id: "kafscale-fuzz".into(),
-                node_id: node_id_for_addr("127.0.0.1:9092"),
-            },
-        );
+        let topics = TopicApi::new(catalog, topic_settings());
         let shutdown = CancellationToken::new();
         let config = GroupServiceConfig {
             groups: GroupConfig {

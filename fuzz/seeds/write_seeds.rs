@@ -41,6 +41,7 @@ use kafscale_fetch::{FETCH_APIS, GROUP_APIS};
 use kafscale_fuzz::{op, record_batch, served_apis};
 use kafscale_ingest::INGEST_APIS;
 use kafscale_shared::segment::{BatchMeta, SegmentBuilder};
+use kafscale_shared::topic_handler::TOPIC_APIS;
 // Links libFuzzer, whose runtime the instrumented code calls into.
 use libfuzzer_sys as _;
 
@@ -744,8 +745,303 @@ fn main() {
         ("groups", groups_seeds),
         ("record_batch", record_batch_seeds),
         ("segment", segment_seeds),
+        ("topics", topics_seeds),
+        ("commit", commit_seeds),
+        ("meta_items", meta_items_seeds),
     ] {
         let n = write(&root);
         println!("{target}: {n} seeds");
     }
+}
+
+/// A topic's life through the topic APIs at each version: create (with configs), describe,
+/// alter, grow, list, delete; and the same APIs on the compacted topic and a missing one.
+fn topics_seeds(root: &Path) -> usize {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{
+        AlterConfigsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+        DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+        alter_configs_request as alter, incremental_alter_configs_request as incremental,
+    };
+    const TOPIC_RESOURCE: i8 = 2;
+    const BROKER_RESOURCE: i8 = 4;
+    let apis = &TOPIC_APIS;
+    let mut corpus = Corpus::new(root, "topics");
+    let version_of = |key: ApiKey, wanted: i16| {
+        let api = apis.iter().find(|a| a.key == key).expect("a topic API");
+        wanted.clamp(api.min_version, api.max_version)
+    };
+    for level in [0i16, 2, 4, 7, 12] {
+        let mut ops = Vec::new();
+        let mut push = |key: ApiKey, advance: u8, make: &dyn Fn(i16) -> Option<Vec<u8>>| {
+            let v = version_of(key, level);
+            if let Some(b) = make(v) {
+                ops.extend(op(apis, key, v, advance, &b));
+            }
+        };
+        push(ApiKey::CreateTopics, 0, &|v| {
+            let created = CreatableTopic::default()
+                .with_name(topic("n"))
+                .with_num_partitions(4)
+                .with_replication_factor(-1)
+                .with_configs(
+                    [
+                        ("retention.ms", "60000"),
+                        ("cleanup.policy", "compact,delete"),
+                    ]
+                    .map(|(name, value)| {
+                        CreatableTopicConfig::default()
+                            .with_name(s(name))
+                            .with_value(Some(s(value)))
+                    })
+                    .to_vec(),
+                );
+            let bad = CreatableTopic::default()
+                .with_name(topic("bad/name"))
+                .with_num_partitions(0)
+                .with_replication_factor(3);
+            body(
+                &CreateTopicsRequest::default()
+                    .with_topics(vec![created, bad])
+                    .with_timeout_ms(30_000),
+                v,
+            )
+        });
+        push(ApiKey::Metadata, 0, &|v| {
+            let topics = (v >= 1).then(|| {
+                ["t", "n", "absent"]
+                    .iter()
+                    .map(|n| MetadataRequestTopic::default().with_name(Some(topic(n))))
+                    .collect()
+            });
+            body(&MetadataRequest::default().with_topics(topics), v)
+        });
+        push(ApiKey::DescribeConfigs, 0, &|v| {
+            let resources = vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(s("n")),
+                DescribeConfigsResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(s("c"))
+                    .with_configuration_keys(Some(vec![s("cleanup.policy"), s("retention.bytes")])),
+                DescribeConfigsResource::default()
+                    .with_resource_type(BROKER_RESOURCE)
+                    .with_resource_name(s("")),
+            ];
+            body(
+                &DescribeConfigsRequest::default()
+                    .with_resources(resources)
+                    .with_include_synonyms(v >= 1),
+                v,
+            )
+        });
+        push(ApiKey::AlterConfigs, 0, &|v| {
+            let resource = alter::AlterConfigsResource::default()
+                .with_resource_type(TOPIC_RESOURCE)
+                .with_resource_name(s("t"))
+                .with_configs(vec![
+                    alter::AlterableConfig::default()
+                        .with_name(s("retention.bytes"))
+                        .with_value(Some(s("1048576"))),
+                ]);
+            body(
+                &AlterConfigsRequest::default().with_resources(vec![resource]),
+                v,
+            )
+        });
+        push(ApiKey::IncrementalAlterConfigs, 0, &|v| {
+            let resource = incremental::AlterConfigsResource::default()
+                .with_resource_type(TOPIC_RESOURCE)
+                .with_resource_name(s("c"))
+                .with_configs(vec![
+                    incremental::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("-1"))),
+                    incremental::AlterableConfig::default()
+                        .with_name(s("cleanup.policy"))
+                        .with_config_operation(1),
+                ]);
+            body(
+                &IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+                v,
+            )
+        });
+        push(ApiKey::CreatePartitions, 0, &|v| {
+            let grow = |name: &str, count| {
+                CreatePartitionsTopic::default()
+                    .with_name(topic(name))
+                    .with_count(count)
+            };
+            body(
+                &CreatePartitionsRequest::default()
+                    .with_topics(vec![grow("t", 5), grow("c", 1), grow("absent", 3)])
+                    .with_timeout_ms(30_000),
+                v,
+            )
+        });
+        push(ApiKey::DescribeCluster, 0, &|v| {
+            body(&DescribeClusterRequest::default(), v)
+        });
+        push(ApiKey::DeleteTopics, 0, &|v| {
+            let request = if v >= 6 {
+                DeleteTopicsRequest::default().with_topics(vec![
+                    DeleteTopicState::default().with_name(Some(topic("n"))),
+                ])
+            } else {
+                DeleteTopicsRequest::default().with_topic_names(vec![topic("n"), topic("absent")])
+            };
+            body(&request.with_timeout_ms(30_000), v)
+        });
+        corpus.write(&format!("life-v{level}"), &ops);
+    }
+    corpus.written
+}
+
+/// The commit API's routes with valid bodies: a new segment (a plain batch in every
+/// partition of `t`, the next batch of the snapshot's idempotent producer), a segment the
+/// snapshot already committed, DeleteRecords, and feed queries.
+fn commit_seeds(root: &Path) -> usize {
+    use kafscale_fuzz::snapshot::fixed_topic_id;
+    use kafscale_shared::sequencer::{CommitBatch, CommitRequest, DeleteRecordsRequest};
+    let mut corpus = Corpus::new(root, "commit");
+    let entry = |route: u8, advance: u8, body: &[u8]| {
+        let mut out = vec![route, advance];
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    };
+    let batch = |partition, byte_start, producer_id, base_sequence| CommitBatch {
+        topic_id: fixed_topic_id(0),
+        partition,
+        byte_start,
+        byte_len: 100,
+        offset_count: 2,
+        record_count: 2,
+        first_timestamp: 1_700_000_000_000,
+        max_timestamp: 1_700_000_000_001,
+        producer_id,
+        producer_epoch: 0,
+        base_sequence,
+    };
+    let commit = |key: &str, batches: Vec<CommitBatch>| {
+        let request = CommitRequest {
+            segment_key: key.to_string(),
+            shard: 0,
+            segment_size: 100 * batches.len() as u64,
+            batches,
+        };
+        serde_json::to_vec(&request).expect("json")
+    };
+    let fresh = "segments/7f/1800000000000-0123456789abcdef0123456789abcdef.kseg";
+    let plain = commit(
+        fresh,
+        vec![
+            batch(0, 0, -1, -1),
+            batch(1, 100, -1, -1),
+            batch(2, 200, -1, -1),
+        ],
+    );
+    let idempotent = commit(
+        "segments/7f/1800000000001-0123456789abcdef0123456789abcdee.kseg",
+        vec![batch(0, 0, 0, 15), batch(0, 100, 0, 17)],
+    );
+    let known = commit(
+        "segments/00/0000000000001-00000000000000000000000000000000.kseg",
+        vec![batch(0, 0, -1, -1)],
+    );
+    let delete = serde_json::to_vec(&DeleteRecordsRequest {
+        shard: 0,
+        topic_id: fixed_topic_id(0),
+        partition: 1,
+        offset: 2,
+    })
+    .expect("json");
+    let mut all = Vec::new();
+    for (name, data) in [
+        ("commit", entry(0, 0, &plain)),
+        (
+            "commit-twice",
+            [entry(0, 0, &plain), entry(0, 5, &plain)].concat(),
+        ),
+        ("idempotent", entry(0, 0, &idempotent)),
+        ("known-segment", entry(0, 0, &known)),
+        ("delete-records", entry(1, 0, &delete)),
+        ("feed", entry(2, 0, b"after=0&wait_ms=100")),
+        ("feed-now", entry(2, 0, b"")),
+    ] {
+        all.extend_from_slice(&data);
+        corpus.write(name, &data);
+    }
+    corpus.write("all", &all);
+    corpus.written
+}
+
+/// `text` with every number outside a JSON string replaced by `by`.
+fn numbers_replaced(text: &str, by: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped, mut in_number) = (false, false, false);
+    for ch in text.chars() {
+        if in_string {
+            out.push(ch);
+            in_string = !(ch == '"' && !escaped);
+            escaped = ch == '\\' && !escaped;
+            continue;
+        }
+        let numeric = ch.is_ascii_digit() || ch == '-';
+        if numeric {
+            if !in_number {
+                out.push_str(by);
+            }
+            in_number = true;
+            continue;
+        }
+        in_number = false;
+        in_string = ch == '"';
+        out.push(ch);
+    }
+    out
+}
+
+/// For every item of the snapshot: its removal, and its value with every number at i64's
+/// extremes (what a corrupt or hostile store would hold).
+fn meta_items_seeds(root: &Path) -> usize {
+    let snapshot = kafscale_fuzz::snapshot::snapshot();
+    let mut corpus = Corpus::new(root, "meta_items");
+    let entry = |slot: usize, value: Option<&[u8]>| {
+        let mut out = vec![slot as u8];
+        match value {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&u16::MAX.to_be_bytes()),
+        }
+        out
+    };
+    assert!(snapshot.items.len() <= 256, "slots are one byte");
+    for (slot, (key, value)) in snapshot.items.iter().enumerate() {
+        let label: String = format!("{}-{}", key.pk, key.sk)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(60)
+            .collect();
+        corpus.write(&format!("{slot:03}-remove-{label}"), &entry(slot, None));
+        let text = String::from_utf8_lossy(value);
+        for (name, by) in [
+            ("max", "9223372036854775807"),
+            ("min", "-9223372036854775808"),
+        ] {
+            let changed = numbers_replaced(&text, by);
+            corpus.write(
+                &format!("{slot:03}-{name}-{label}"),
+                &entry(slot, Some(changed.as_bytes())),
+            );
+        }
+    }
+    corpus.written
 }

@@ -18,12 +18,17 @@
 //! server decodes with. An op whose body does not decode is skipped (the `request_frame`
 //! target covers decoding). [`op`] writes one (for the seed corpora).
 
+pub mod snapshot;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -33,7 +38,7 @@ use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_ingest::{IngestConfig, IngestHandler, SegmentBuffer};
 use kafscale_shared::batch::{BATCH_HEADER_LEN, BATCH_LOG_OVERHEAD};
 use kafscale_shared::catalog::Catalog;
-use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore};
+use kafscale_shared::meta_store::MemoryMetaStore;
 use kafscale_shared::object_store::{MemoryObjectStore, ObjectStore};
 use kafscale_shared::sequencer::Sequencer;
 use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
@@ -264,11 +269,25 @@ pub const TOPIC: &str = "t";
 /// A compacted topic (produce checks every record's key): 2 partitions.
 pub const COMPACTED_TOPIC: &str = "c";
 
+/// The topic settings of every target's cluster: one broker at 127.0.0.1:9092, topics
+/// created on first use with 2 partitions.
+pub fn topic_settings() -> TopicSettings {
+    TopicSettings {
+        advertised_host: "127.0.0.1".into(),
+        advertised_port: 9092,
+        auto_create_topics: true,
+        default_partitions: 2,
+        cluster_id: "kafscale-fuzz".into(),
+        node_id: node_id_for_addr("127.0.0.1:9092"),
+    }
+}
+
 /// Standalone mode's tiers on in-memory stores: catalog, indexer (the in-process sequencer),
 /// the ingest buffer with its flusher, the fetch service, and the ingest and fetch handlers.
 pub struct Cluster {
+    pub meta: Arc<MemoryMetaStore>,
     pub catalog: Arc<Catalog>,
-    pub objects: Arc<dyn ObjectStore>,
+    pub objects: Arc<MemoryObjectStore>,
     pub topics: TopicApi,
     pub indexer: Arc<Indexer>,
     pub fetch: Arc<FetchService>,
@@ -284,9 +303,9 @@ impl Cluster {
     /// Wires the tiers as `kafscale standalone` does (src/standalone.rs, src/tiers.rs) and
     /// creates [`TOPIC`] and [`COMPACTED_TOPIC`]. Must run on [`runtime`].
     pub async fn start() -> Cluster {
-        let objects: Arc<dyn ObjectStore> = Arc::new(MemoryObjectStore::new());
-        let meta: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
-        let catalog = Arc::new(Catalog::new(meta));
+        let objects = Arc::new(MemoryObjectStore::new());
+        let meta = Arc::new(MemoryMetaStore::new());
+        let catalog = Arc::new(Catalog::new(meta.clone()));
         let watermarks = Arc::new(Watermarks::new());
         let indexer = Indexer::start(
             catalog.clone(),
@@ -301,17 +320,7 @@ impl Cluster {
         )
         .await
         .expect("indexer");
-        let topics = TopicApi::new(
-            catalog.clone(),
-            TopicSettings {
-                advertised_host: "127.0.0.1".into(),
-                advertised_port: 9092,
-                auto_create_topics: true,
-                default_partitions: 2,
-                cluster_id: "kafscale-fuzz".into(),
-                node_id: node_id_for_addr("127.0.0.1:9092"),
-            },
-        );
+        let topics = TopicApi::new(catalog.clone(), topic_settings());
         let mut topic_ids = Vec::new();
         for (name, partitions, configs) in [
             (TOPIC, 3, vec![]),
@@ -331,7 +340,7 @@ impl Cluster {
         let sequencer: Arc<dyn Sequencer> = indexer.clone();
         let fetch = FetchService::new(
             catalog.clone(),
-            objects.clone(),
+            objects.clone() as Arc<dyn ObjectStore>,
             watermarks,
             FetchConfig {
                 range_cache_bytes: 8 * 1024 * 1024,
@@ -349,6 +358,7 @@ impl Cluster {
         let flusher =
             tokio::spawn(buffer.run_flusher(objects.clone(), sequencer, flusher_shutdown.clone()));
         Cluster {
+            meta,
             catalog,
             objects,
             topics,
@@ -426,4 +436,73 @@ pub fn record_batch(
     )
     .expect("encode record batch");
     buf.freeze()
+}
+
+/// Fills the cluster: three rounds, each flushed (and so its own segment object) before the
+/// next, over every partition, in every compression.
+pub async fn fill(cluster: &Cluster) {
+    let compressions = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    let mut sequence = 0;
+    for round in 0..3usize {
+        let mut topics = Vec::new();
+        for (name, partitions) in [(TOPIC, 3), (COMPACTED_TOPIC, 2)] {
+            let mut data = Vec::new();
+            for p in 0..partitions {
+                let compression = compressions[(round + p as usize) % compressions.len()];
+                // Partition 0 of `t` gets an idempotent producer's batches.
+                let (pid, seq) = if name == TOPIC && p == 0 {
+                    (0, sequence)
+                } else {
+                    (-1, -1)
+                };
+                data.push(
+                    PartitionProduceData::default()
+                        .with_index(p)
+                        .with_records(Some(record_batch(
+                            2 + round * 3,
+                            compression,
+                            pid,
+                            seq,
+                            name == TOPIC,
+                        ))),
+                );
+            }
+            topics.push(
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(name)))
+                    .with_partition_data(data),
+            );
+        }
+        sequence += 2 + round as i32 * 3;
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(topics);
+        let dispatch = cluster
+            .ingest
+            .start(
+                context(ApiKey::Produce, 9, round as i32),
+                RequestKind::Produce(request),
+            )
+            .await;
+        let answer = Started::spawn(ApiKey::Produce, 9, dispatch).finish().await;
+        let Some(Ok(kafka_protocol::messages::ResponseKind::Produce(response))) = answer else {
+            panic!("fill: produce got {answer:?}");
+        };
+        for t in &response.responses {
+            for p in &t.partition_responses {
+                assert_eq!(
+                    p.error_code, 0,
+                    "fill: {:?}/{} refused: {p:?}",
+                    t.name, p.index
+                );
+            }
+        }
+    }
 }
