@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafscale_shared::catalog::{Catalog, CatalogError, LeaseFence, LeaseRecord, now_ms};
+use kafscale_shared::catalog::{Catalog, CatalogError, LeaseFence, LeaseRecord};
 use kafscale_shared::topic_api::{BrokerAddr, TopicApi};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -228,7 +228,9 @@ impl GroupLeases {
         let live = |owners: &Vec<Option<LeaseRecord>>| {
             owners[slot]
                 .as_ref()
-                .filter(|l| l.expires_at_ms > now_ms() && l.owner != self.owner_id)
+                .filter(|l| {
+                    l.expires_at_ms > self.catalog.wall_now_ms() && l.owner != self.owner_id
+                })
                 .and_then(|l| BrokerAddr::from_advertised(&l.owner_addr))
         };
         if let Some(addr) = live(&lock(&self.owners)) {
@@ -243,7 +245,7 @@ impl GroupLeases {
     /// The live coordinating replicas, this one included (Metadata lists them: a client must
     /// keep knowing its coordinator).
     pub(crate) fn peers(&self) -> Vec<BrokerAddr> {
-        let now = now_ms();
+        let now = self.catalog.wall_now_ms();
         let mut out: Vec<BrokerAddr> = Vec::new();
         for lease in lock(&self.owners).iter().flatten() {
             if lease.expires_at_ms > now
@@ -258,7 +260,7 @@ impl GroupLeases {
 
     async fn refresh_owners(&self) -> Result<(), CatalogError> {
         let leases = self.catalog.leases(LEASE_PREFIX).await?;
-        let now = now_ms();
+        let now = self.catalog.wall_now_ms();
         if let Some((_, clash, _)) = leases.iter().find(|(_, l, _)| {
             l.owner_addr == self.owner_addr && l.owner != self.owner_id && l.expires_at_ms > now
         }) {
@@ -527,16 +529,39 @@ impl GroupLeases {
     }
 }
 
+/// Tests of the slot leases, on tokio's paused clock: realistic lease times (10 to 30 s) pass
+/// in no wall time, and the catalogs' wall clock follows the paused one, so member heartbeats
+/// and lease expiries age as the test advances time. Each replica has its own catalog (its own
+/// lease sightings) over one shared store, as separate processes do.
 #[cfg(test)]
 mod tests {
-    use kafscale_shared::catalog::{CommittedOffset, ITEM_FORMAT};
-    use kafscale_shared::meta_store::{MemoryMetaStore, MetaStoreError};
+    use kafscale_shared::catalog::{CommittedOffset, ITEM_FORMAT, WallClock};
+    use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore, MetaStoreError};
     use kafscale_shared::topic_api::{TopicSettings, node_id_for_addr};
     use uuid::Uuid;
 
     use super::*;
 
-    fn replica(catalog: &Arc<Catalog>, port: i32, ttl: Duration) -> (GroupLeases, TopicApi) {
+    /// One process's view of the shared metadata store, its wall clock moving with the
+    /// paused one.
+    fn catalog(store: &Arc<dyn MetaStore>) -> Arc<Catalog> {
+        Arc::new(Catalog::new(store.clone()).with_wall_clock(WallClock::follows_tokio()))
+    }
+
+    fn replica(store: &Arc<dyn MetaStore>, port: i32, ttl: Duration) -> (GroupLeases, TopicApi) {
+        replica_with_clock(store, port, ttl, WallClock::follows_tokio())
+    }
+
+    /// A coordinating replica with its own catalog over `store`. Replicas started at different
+    /// (simulated) times must share one `clock`: a clock made later is behind by the time
+    /// between, like a machine whose clock lags.
+    pub(super) fn replica_with_clock(
+        store: &Arc<dyn MetaStore>,
+        port: i32,
+        ttl: Duration,
+        clock: WallClock,
+    ) -> (GroupLeases, TopicApi) {
+        let catalog = Arc::new(Catalog::new(store.clone()).with_wall_clock(clock));
         let addr = format!("127.0.0.1:{port}");
         let topics = TopicApi::new(
             catalog.clone(),
@@ -573,13 +598,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn replicas_split_the_slots_and_a_deposed_owner_cannot_write() {
-        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let catalog = catalog(&store);
         let groups = GroupCoordinator::new(Default::default());
         let ttl = Duration::from_secs(30);
-        let (a, a_topics) = replica(&catalog, 1001, ttl);
-        let (b, b_topics) = replica(&catalog, 1002, ttl);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
         a.round(&groups, &a_topics).await;
         let everything: Vec<u32> = (0..GROUP_SLOTS).collect();
         assert_eq!(a.maintain(GROUP_SLOTS as usize).await.owned, everything);
@@ -641,13 +667,14 @@ mod tests {
             .expect("the owner writes");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_replica_that_coordinates_nothing_heartbeats_as_a_gateway() {
-        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let catalog = catalog(&store);
         let groups = GroupCoordinator::new(Default::default());
         let ttl = Duration::from_secs(30);
-        let (coordinator, c_topics) = replica(&catalog, 1001, ttl);
-        let (_, i_topics) = replica(&catalog, 1002, ttl);
+        let (coordinator, c_topics) = replica(&store, 1001, ttl);
+        let (_, i_topics) = replica(&store, 1002, ttl);
         let ingest = GroupLeases::new(
             catalog.clone(),
             i_topics.settings().broker(),
@@ -675,26 +702,44 @@ mod tests {
         assert!(!ingest.owns("g"));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_slots_of_a_dead_replica_move_once_their_leases_stood_unchanged_for_a_ttl() {
-        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
         let groups = GroupCoordinator::new(Default::default());
-        let ttl = Duration::from_millis(300);
-        let (a, a_topics) = replica(&catalog, 1001, ttl);
-        let (b, b_topics) = replica(&catalog, 1002, ttl);
+        let ttl = Duration::from_secs(10);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
+        let start = Instant::now();
         a.round(&groups, &a_topics).await;
         b.round(&groups, &b_topics).await;
         assert!(a.owns("g"), "a took every slot first");
         assert!(!b.owns("g"));
-        // a dies (no more rounds); b, which has read a's leases, takes over once they have
-        // stood unchanged for a lease time.
-        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        // a dies (no more rounds): it stops serving 0.8 × TTL after its last renewal began.
+        tokio::time::sleep_until(start + ttl.mul_f64(0.8) - Duration::from_millis(1)).await;
+        assert!(
+            a.owns("g"),
+            "a still serves within 0.8 × TTL of its renewal"
+        );
+        tokio::time::sleep_until(start + ttl.mul_f64(0.8)).await;
         assert!(
             !a.owns("g"),
             "a stops serving once its lease may have expired"
         );
+        // b, which has read a's leases, takes over once they have stood unchanged for a lease
+        // time of its own clock, and not before.
+        tokio::time::sleep_until(start + ttl - Duration::from_millis(1)).await;
+        b.round(&groups, &b_topics).await;
+        assert!(
+            !b.owns("g"),
+            "a's lease has not stood unchanged for a TTL yet"
+        );
+        tokio::time::sleep_until(start + ttl + Duration::from_millis(100)).await;
         b.round(&groups, &b_topics).await;
         assert!(b.owns("g"));
+        assert!(
+            (0..GROUP_SLOTS).all(|s| lock(&b.held)[s as usize].is_some()),
+            "a's heartbeat has expired too: b, the only live coordinator, takes every slot"
+        );
         assert_eq!(a.coordinator("g").await, Some(b.me.clone()));
     }
 }
