@@ -341,9 +341,24 @@ impl GroupLeases {
             }
         }
         if self.config.coordinates {
+            // A replica at its share still takes over slots whose owner stopped renewing (their
+            // last-read lease looks expired; the takeover itself still waits for a full TTL of
+            // unchanged sightings): the replica that would take them instead may have started
+            // watching them only now (it just started, so the shares just shrank) and would
+            // leave their groups without a coordinator for another TTL. The surplus goes back
+            // to the others through the release below, from the next round on.
+            let wall_now = self.catalog.wall_now_ms();
+            let abandoned: Vec<bool> = lock(&self.owners)
+                .iter()
+                .map(|l| {
+                    l.as_ref().is_some_and(|l| {
+                        l.owner != self.owner_id && !l.released && l.expires_at_ms <= wall_now
+                    })
+                })
+                .collect();
             for slot in 0..GROUP_SLOTS {
-                if report.owned.len() >= target {
-                    break;
+                if report.owned.len() >= target && !abandoned[slot as usize] {
+                    continue;
                 }
                 if lock(&self.held)[slot as usize].is_some() || report.dropped.contains(&slot) {
                     continue;
@@ -373,10 +388,19 @@ impl GroupLeases {
             }
         }
         report.owned.sort_unstable();
+        // Above the share: give up the highest slots, but not those just taken over (their
+        // groups have only now found a coordinator again).
+        let mut releasable: Vec<u32> = report
+            .owned
+            .iter()
+            .copied()
+            .filter(|s| !report.acquired.contains(s))
+            .collect();
         while report.owned.len() > target.max(1) {
-            let Some(slot) = report.owned.pop() else {
+            let Some(slot) = releasable.pop() else {
                 break;
             };
+            report.owned.retain(|s| *s != slot);
             let Some(held) = lock(&self.held)[slot as usize].take() else {
                 continue;
             };
@@ -700,6 +724,69 @@ mod tests {
         coordinator.round(&groups, &c_topics).await;
         assert!((0..GROUP_SLOTS).all(|s| lock(&coordinator.held)[s as usize].is_some()));
         assert!(!ingest.owns("g"));
+    }
+
+    /// The slots `r` serves right now.
+    fn served(r: &GroupLeases) -> Vec<u32> {
+        let now = Instant::now();
+        (0..GROUP_SLOTS)
+            .filter(|s| {
+                lock(&r.held)[*s as usize]
+                    .as_ref()
+                    .is_some_and(|h| now < h.valid_until)
+            })
+            .collect()
+    }
+
+    /// Found by the lease simulation: a survivor at its share did not take over a dead
+    /// replica's slots once a new replica had started (the shares shrank), and the newcomer
+    /// could take them only a full TTL after it first saw them, so their groups had no
+    /// coordinator for up to about three TTLs.
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_at_its_share_takes_over_a_dead_replicas_slots_while_a_newcomer_watches() {
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let groups = GroupCoordinator::new(Default::default());
+        let ttl = Duration::from_secs(10);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
+        let (c, c_topics) = replica(&store, 1003, ttl);
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        let a_slots = served(&a);
+        assert_eq!((a_slots.len(), served(&b).len()), (8, 8), "a and b share");
+        // a dies now; b keeps renewing every TTL/4; c starts 0.75 TTL later, shrinking the
+        // shares before a's heartbeat has expired.
+        let died = Instant::now();
+        for k in 1..=5u32 {
+            tokio::time::sleep_until(died + ttl / 4 * k).await;
+            b.round(&groups, &b_topics).await;
+            if k >= 3 {
+                c.round(&groups, &c_topics).await;
+            }
+        }
+        // a stopped serving at 0.8 TTL; 1.25 TTL after its death its slots are served again.
+        assert!(served(&a).is_empty());
+        let (b_now, c_now) = (served(&b), served(&c));
+        for slot in &a_slots {
+            assert!(
+                b_now.contains(slot) != c_now.contains(slot),
+                "a's slot {slot} has no coordinator 1.25 TTL after a died: b {b_now:?}, c {c_now:?}"
+            );
+        }
+        // Later rounds balance the slots again (through releases, taken over at once).
+        for k in 6..=10u32 {
+            tokio::time::sleep_until(died + ttl / 4 * k).await;
+            b.round(&groups, &b_topics).await;
+            c.round(&groups, &c_topics).await;
+        }
+        let (b_now, c_now) = (served(&b), served(&c));
+        assert_eq!(
+            (b_now.len(), c_now.len()),
+            (8, 8),
+            "b {b_now:?}, c {c_now:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
