@@ -426,9 +426,24 @@ impl GroupLeases {
         report
     }
 
-    /// Gives up every slot (clean shutdown), so other replicas take over at once.
+    /// Gives up every slot (clean shutdown) and stops counting as a live replica, so the
+    /// others take the slots over at their next round.
     pub(crate) async fn release_all(&self) {
         let _round = self.round.lock().await;
+        // Stop counting as live first: the others aim at their shares of the live replicas,
+        // and would leave the released slots alone until this heartbeat expired.
+        let kind = if self.config.coordinates {
+            MEMBER_KIND
+        } else {
+            NON_COORDINATOR_MEMBER_KIND
+        };
+        if let Err(e) = self
+            .catalog
+            .heartbeat_member(kind, &self.owner_id, &self.owner_addr, Duration::ZERO)
+            .await
+        {
+            warn!(error = %e, "ending this replica's heartbeat failed; it expires by itself");
+        }
         let held: Vec<(u32, Held)> = lock(&self.held)
             .iter_mut()
             .enumerate()
@@ -787,6 +802,41 @@ mod tests {
             (8, 8),
             "b {b_now:?}, c {c_now:?}"
         );
+    }
+
+    /// Found by the lease simulation: a replica that stopped cleanly released its slots but
+    /// still counted as live until its heartbeat expired, so the others, at their share, left
+    /// the released slots without a coordinator for up to a TTL.
+    #[tokio::test(start_paused = true)]
+    async fn the_slots_of_a_cleanly_stopped_replica_are_taken_over_at_the_next_round() {
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let groups = GroupCoordinator::new(Default::default());
+        let ttl = Duration::from_secs(10);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
+        let (c, c_topics) = replica(&store, 1003, ttl);
+        for _ in 0..3 {
+            a.round(&groups, &a_topics).await;
+            b.round(&groups, &b_topics).await;
+            c.round(&groups, &c_topics).await;
+        }
+        let c_slots = served(&c);
+        assert_eq!(
+            served(&a).len() + served(&b).len() + c_slots.len(),
+            GROUP_SLOTS as usize
+        );
+        assert!(!c_slots.is_empty());
+        c.release_all().await;
+        tokio::time::sleep(ttl / 4).await;
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        let (a_now, b_now) = (served(&a), served(&b));
+        for slot in &c_slots {
+            assert!(
+                a_now.contains(slot) != b_now.contains(slot),
+                "c's released slot {slot} was not taken over at the next round: a {a_now:?}, b {b_now:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
