@@ -568,6 +568,9 @@ impl GroupLeases {
     }
 }
 
+#[cfg(test)]
+mod sim;
+
 /// Tests of the slot leases, on tokio's paused clock: realistic lease times (10 to 30 s) pass
 /// in no wall time, and the catalogs' wall clock follows the paused one, so member heartbeats
 /// and lease expiries age as the test advances time. Each replica has its own catalog (its own
