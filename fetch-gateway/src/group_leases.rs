@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafscale_shared::catalog::{Catalog, CatalogError, LeaseFence, LeaseRecord, now_ms};
+use kafscale_shared::catalog::{Catalog, CatalogError, LeaseFence, LeaseRecord};
 use kafscale_shared::topic_api::{BrokerAddr, TopicApi};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -228,7 +228,9 @@ impl GroupLeases {
         let live = |owners: &Vec<Option<LeaseRecord>>| {
             owners[slot]
                 .as_ref()
-                .filter(|l| l.expires_at_ms > now_ms() && l.owner != self.owner_id)
+                .filter(|l| {
+                    l.expires_at_ms > self.catalog.wall_now_ms() && l.owner != self.owner_id
+                })
                 .and_then(|l| BrokerAddr::from_advertised(&l.owner_addr))
         };
         if let Some(addr) = live(&lock(&self.owners)) {
@@ -243,7 +245,7 @@ impl GroupLeases {
     /// The live coordinating replicas, this one included (Metadata lists them: a client must
     /// keep knowing its coordinator).
     pub(crate) fn peers(&self) -> Vec<BrokerAddr> {
-        let now = now_ms();
+        let now = self.catalog.wall_now_ms();
         let mut out: Vec<BrokerAddr> = Vec::new();
         for lease in lock(&self.owners).iter().flatten() {
             if lease.expires_at_ms > now
@@ -258,7 +260,7 @@ impl GroupLeases {
 
     async fn refresh_owners(&self) -> Result<(), CatalogError> {
         let leases = self.catalog.leases(LEASE_PREFIX).await?;
-        let now = now_ms();
+        let now = self.catalog.wall_now_ms();
         if let Some((_, clash, _)) = leases.iter().find(|(_, l, _)| {
             l.owner_addr == self.owner_addr && l.owner != self.owner_id && l.expires_at_ms > now
         }) {
@@ -339,9 +341,24 @@ impl GroupLeases {
             }
         }
         if self.config.coordinates {
+            // A replica at its share still takes over slots whose owner stopped renewing (their
+            // last-read lease looks expired; the takeover itself still waits for a full TTL of
+            // unchanged sightings): the replica that would take them instead may have started
+            // watching them only now (it just started, so the shares just shrank) and would
+            // leave their groups without a coordinator for another TTL. The surplus goes back
+            // to the others through the release below, from the next round on.
+            let wall_now = self.catalog.wall_now_ms();
+            let abandoned: Vec<bool> = lock(&self.owners)
+                .iter()
+                .map(|l| {
+                    l.as_ref().is_some_and(|l| {
+                        l.owner != self.owner_id && !l.released && l.expires_at_ms <= wall_now
+                    })
+                })
+                .collect();
             for slot in 0..GROUP_SLOTS {
-                if report.owned.len() >= target {
-                    break;
+                if report.owned.len() >= target && !abandoned[slot as usize] {
+                    continue;
                 }
                 if lock(&self.held)[slot as usize].is_some() || report.dropped.contains(&slot) {
                     continue;
@@ -371,10 +388,19 @@ impl GroupLeases {
             }
         }
         report.owned.sort_unstable();
+        // Above the share: give up the highest slots, but not those just taken over (their
+        // groups have only now found a coordinator again).
+        let mut releasable: Vec<u32> = report
+            .owned
+            .iter()
+            .copied()
+            .filter(|s| !report.acquired.contains(s))
+            .collect();
         while report.owned.len() > target.max(1) {
-            let Some(slot) = report.owned.pop() else {
+            let Some(slot) = releasable.pop() else {
                 break;
             };
+            report.owned.retain(|s| *s != slot);
             let Some(held) = lock(&self.held)[slot as usize].take() else {
                 continue;
             };
@@ -400,9 +426,24 @@ impl GroupLeases {
         report
     }
 
-    /// Gives up every slot (clean shutdown), so other replicas take over at once.
+    /// Gives up every slot (clean shutdown) and stops counting as a live replica, so the
+    /// others take the slots over at their next round.
     pub(crate) async fn release_all(&self) {
         let _round = self.round.lock().await;
+        // Stop counting as live first: the others aim at their shares of the live replicas,
+        // and would leave the released slots alone until this heartbeat expired.
+        let kind = if self.config.coordinates {
+            MEMBER_KIND
+        } else {
+            NON_COORDINATOR_MEMBER_KIND
+        };
+        if let Err(e) = self
+            .catalog
+            .heartbeat_member(kind, &self.owner_id, &self.owner_addr, Duration::ZERO)
+            .await
+        {
+            warn!(error = %e, "ending this replica's heartbeat failed; it expires by itself");
+        }
         let held: Vec<(u32, Held)> = lock(&self.held)
             .iter_mut()
             .enumerate()
@@ -528,15 +569,41 @@ impl GroupLeases {
 }
 
 #[cfg(test)]
+mod sim;
+
+/// Tests of the slot leases, on tokio's paused clock: realistic lease times (10 to 30 s) pass
+/// in no wall time, and the catalogs' wall clock follows the paused one, so member heartbeats
+/// and lease expiries age as the test advances time. Each replica has its own catalog (its own
+/// lease sightings) over one shared store, as separate processes do.
+#[cfg(test)]
 mod tests {
-    use kafscale_shared::catalog::{CommittedOffset, ITEM_FORMAT};
-    use kafscale_shared::meta_store::{MemoryMetaStore, MetaStoreError};
+    use kafscale_shared::catalog::{CommittedOffset, ITEM_FORMAT, WallClock};
+    use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore, MetaStoreError};
     use kafscale_shared::topic_api::{TopicSettings, node_id_for_addr};
     use uuid::Uuid;
 
     use super::*;
 
-    fn replica(catalog: &Arc<Catalog>, port: i32, ttl: Duration) -> (GroupLeases, TopicApi) {
+    /// One process's view of the shared metadata store, its wall clock moving with the
+    /// paused one.
+    fn catalog(store: &Arc<dyn MetaStore>) -> Arc<Catalog> {
+        Arc::new(Catalog::new(store.clone()).with_wall_clock(WallClock::follows_tokio()))
+    }
+
+    fn replica(store: &Arc<dyn MetaStore>, port: i32, ttl: Duration) -> (GroupLeases, TopicApi) {
+        replica_with_clock(store, port, ttl, WallClock::follows_tokio())
+    }
+
+    /// A coordinating replica with its own catalog over `store`. Replicas started at different
+    /// (simulated) times must share one `clock`: a clock made later is behind by the time
+    /// between, like a machine whose clock lags.
+    pub(super) fn replica_with_clock(
+        store: &Arc<dyn MetaStore>,
+        port: i32,
+        ttl: Duration,
+        clock: WallClock,
+    ) -> (GroupLeases, TopicApi) {
+        let catalog = Arc::new(Catalog::new(store.clone()).with_wall_clock(clock));
         let addr = format!("127.0.0.1:{port}");
         let topics = TopicApi::new(
             catalog.clone(),
@@ -573,13 +640,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn replicas_split_the_slots_and_a_deposed_owner_cannot_write() {
-        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let catalog = catalog(&store);
         let groups = GroupCoordinator::new(Default::default());
         let ttl = Duration::from_secs(30);
-        let (a, a_topics) = replica(&catalog, 1001, ttl);
-        let (b, b_topics) = replica(&catalog, 1002, ttl);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
         a.round(&groups, &a_topics).await;
         let everything: Vec<u32> = (0..GROUP_SLOTS).collect();
         assert_eq!(a.maintain(GROUP_SLOTS as usize).await.owned, everything);
@@ -641,13 +709,14 @@ mod tests {
             .expect("the owner writes");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_replica_that_coordinates_nothing_heartbeats_as_a_gateway() {
-        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let catalog = catalog(&store);
         let groups = GroupCoordinator::new(Default::default());
         let ttl = Duration::from_secs(30);
-        let (coordinator, c_topics) = replica(&catalog, 1001, ttl);
-        let (_, i_topics) = replica(&catalog, 1002, ttl);
+        let (coordinator, c_topics) = replica(&store, 1001, ttl);
+        let (_, i_topics) = replica(&store, 1002, ttl);
         let ingest = GroupLeases::new(
             catalog.clone(),
             i_topics.settings().broker(),
@@ -675,26 +744,142 @@ mod tests {
         assert!(!ingest.owns("g"));
     }
 
-    #[tokio::test]
-    async fn the_slots_of_a_dead_replica_move_once_their_leases_stood_unchanged_for_a_ttl() {
-        let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+    /// The slots `r` serves right now.
+    fn served(r: &GroupLeases) -> Vec<u32> {
+        let now = Instant::now();
+        (0..GROUP_SLOTS)
+            .filter(|s| {
+                lock(&r.held)[*s as usize]
+                    .as_ref()
+                    .is_some_and(|h| now < h.valid_until)
+            })
+            .collect()
+    }
+
+    /// Found by the lease simulation: a survivor at its share did not take over a dead
+    /// replica's slots once a new replica had started (the shares shrank), and the newcomer
+    /// could take them only a full TTL after it first saw them, so their groups had no
+    /// coordinator for up to about three TTLs.
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_at_its_share_takes_over_a_dead_replicas_slots_while_a_newcomer_watches() {
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
         let groups = GroupCoordinator::new(Default::default());
-        let ttl = Duration::from_millis(300);
-        let (a, a_topics) = replica(&catalog, 1001, ttl);
-        let (b, b_topics) = replica(&catalog, 1002, ttl);
+        let ttl = Duration::from_secs(10);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
+        let (c, c_topics) = replica(&store, 1003, ttl);
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        let a_slots = served(&a);
+        assert_eq!((a_slots.len(), served(&b).len()), (8, 8), "a and b share");
+        // a dies now; b keeps renewing every TTL/4; c starts 0.75 TTL later, shrinking the
+        // shares before a's heartbeat has expired.
+        let died = Instant::now();
+        for k in 1..=5u32 {
+            tokio::time::sleep_until(died + ttl / 4 * k).await;
+            b.round(&groups, &b_topics).await;
+            if k >= 3 {
+                c.round(&groups, &c_topics).await;
+            }
+        }
+        // a stopped serving at 0.8 TTL; 1.25 TTL after its death its slots are served again.
+        assert!(served(&a).is_empty());
+        let (b_now, c_now) = (served(&b), served(&c));
+        for slot in &a_slots {
+            assert!(
+                b_now.contains(slot) != c_now.contains(slot),
+                "a's slot {slot} has no coordinator 1.25 TTL after a died: b {b_now:?}, c {c_now:?}"
+            );
+        }
+        // Later rounds balance the slots again (through releases, taken over at once).
+        for k in 6..=10u32 {
+            tokio::time::sleep_until(died + ttl / 4 * k).await;
+            b.round(&groups, &b_topics).await;
+            c.round(&groups, &c_topics).await;
+        }
+        let (b_now, c_now) = (served(&b), served(&c));
+        assert_eq!(
+            (b_now.len(), c_now.len()),
+            (8, 8),
+            "b {b_now:?}, c {c_now:?}"
+        );
+    }
+
+    /// Found by the lease simulation: a replica that stopped cleanly released its slots but
+    /// still counted as live until its heartbeat expired, so the others, at their share, left
+    /// the released slots without a coordinator for up to a TTL.
+    #[tokio::test(start_paused = true)]
+    async fn the_slots_of_a_cleanly_stopped_replica_are_taken_over_at_the_next_round() {
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let groups = GroupCoordinator::new(Default::default());
+        let ttl = Duration::from_secs(10);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
+        let (c, c_topics) = replica(&store, 1003, ttl);
+        for _ in 0..3 {
+            a.round(&groups, &a_topics).await;
+            b.round(&groups, &b_topics).await;
+            c.round(&groups, &c_topics).await;
+        }
+        let c_slots = served(&c);
+        assert_eq!(
+            served(&a).len() + served(&b).len() + c_slots.len(),
+            GROUP_SLOTS as usize
+        );
+        assert!(!c_slots.is_empty());
+        c.release_all().await;
+        tokio::time::sleep(ttl / 4).await;
+        a.round(&groups, &a_topics).await;
+        b.round(&groups, &b_topics).await;
+        let (a_now, b_now) = (served(&a), served(&b));
+        for slot in &c_slots {
+            assert!(
+                a_now.contains(slot) != b_now.contains(slot),
+                "c's released slot {slot} was not taken over at the next round: a {a_now:?}, b {b_now:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_slots_of_a_dead_replica_move_once_their_leases_stood_unchanged_for_a_ttl() {
+        let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+        let groups = GroupCoordinator::new(Default::default());
+        let ttl = Duration::from_secs(10);
+        let (a, a_topics) = replica(&store, 1001, ttl);
+        let (b, b_topics) = replica(&store, 1002, ttl);
+        let start = Instant::now();
         a.round(&groups, &a_topics).await;
         b.round(&groups, &b_topics).await;
         assert!(a.owns("g"), "a took every slot first");
         assert!(!b.owns("g"));
-        // a dies (no more rounds); b, which has read a's leases, takes over once they have
-        // stood unchanged for a lease time.
-        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        // a dies (no more rounds): it stops serving 0.8 × TTL after its last renewal began.
+        tokio::time::sleep_until(start + ttl.mul_f64(0.8) - Duration::from_millis(1)).await;
+        assert!(
+            a.owns("g"),
+            "a still serves within 0.8 × TTL of its renewal"
+        );
+        tokio::time::sleep_until(start + ttl.mul_f64(0.8)).await;
         assert!(
             !a.owns("g"),
             "a stops serving once its lease may have expired"
         );
+        // b, which has read a's leases, takes over once they have stood unchanged for a lease
+        // time of its own clock, and not before.
+        tokio::time::sleep_until(start + ttl - Duration::from_millis(1)).await;
+        b.round(&groups, &b_topics).await;
+        assert!(
+            !b.owns("g"),
+            "a's lease has not stood unchanged for a TTL yet"
+        );
+        tokio::time::sleep_until(start + ttl + Duration::from_millis(100)).await;
         b.round(&groups, &b_topics).await;
         assert!(b.owns("g"));
+        assert!(
+            (0..GROUP_SLOTS).all(|s| lock(&b.held)[s as usize].is_some()),
+            "a's heartbeat has expired too: b, the only live coordinator, takes every slot"
+        );
         assert_eq!(a.coordinator("g").await, Some(b.me.clone()));
     }
 }

@@ -341,6 +341,42 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The wall clock a [`Catalog`] stamps lease and member expiries with (for display and for
+/// finding a live owner or counting live members; no takeover compares it with anything, see
+/// [`crate::lease_observations`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub enum WallClock {
+    /// The system's clock.
+    #[default]
+    System,
+    /// The system's clock when made, advanced by tokio's clock since: tests on paused time see
+    /// expiries pass as they advance it, as they would on a real clock.
+    FollowsTokio {
+        origin_ms: i64,
+        origin: tokio::time::Instant,
+    },
+}
+
+impl WallClock {
+    /// A wall clock that moves with tokio's (possibly paused) clock from now on.
+    pub fn follows_tokio() -> Self {
+        WallClock::FollowsTokio {
+            origin_ms: now_ms(),
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            WallClock::System => now_ms(),
+            WallClock::FollowsTokio { origin_ms, origin } => {
+                origin_ms + origin.elapsed().as_millis() as i64
+            }
+        }
+    }
+}
+
 /// How long a cached topic list is trusted before a lookup reloads it.
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -388,6 +424,7 @@ pub struct Catalog {
     topic_reload: std::sync::Mutex<Option<TopicReload>>,
     /// The lease versions this process has read and since when: what decides a takeover.
     lease_observations: LeaseObservations,
+    wall_clock: WallClock,
     /// Added to this process's wall clock where leases are written: always zero, except in
     /// tests that give one replica a clock running ahead of another's.
     wall_clock_skew_ms: i64,
@@ -410,13 +447,21 @@ impl Catalog {
             topics: Arc::new(RwLock::new(TopicCache::default())),
             topic_reload: std::sync::Mutex::new(None),
             lease_observations: LeaseObservations::default(),
+            wall_clock: WallClock::System,
             wall_clock_skew_ms: 0,
         }
     }
 
+    /// The same catalog reading `clock` where leases and member heartbeats are stamped and
+    /// judged live (tests on paused time use [`WallClock::follows_tokio`]).
+    pub fn with_wall_clock(mut self, clock: WallClock) -> Self {
+        self.wall_clock = clock;
+        self
+    }
+
     /// This process's wall clock, in milliseconds since the epoch, as leases record it.
-    fn wall_now_ms(&self) -> i64 {
-        now_ms() + self.wall_clock_skew_ms
+    pub fn wall_now_ms(&self) -> i64 {
+        self.wall_clock.now_ms() + self.wall_clock_skew_ms
     }
 
     pub fn store(&self) -> &Arc<dyn MetaStore> {

@@ -1,3 +1,12 @@
+//! Tests of the group coordinator's state machine, on tokio's paused clock.
+//!
+//! The deadlines are the realistic ones (30 s sessions, 60 s rebalance timeouts, Kafka's 3 s
+//! initial rebalance delay) and a ticker calls [`GroupCoordinator::tick`] every 100 ms as the
+//! lease loop does. A test waits by letting simulated time run (tokio advances the paused clock
+//! whenever every task is idle), so it never sleeps on the real clock, takes milliseconds of
+//! wall time, and does not depend on the machine's speed. Every wait is bounded on the paused
+//! clock: a request that never resolves fails the test instead of hanging it.
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,14 +17,22 @@ use kafka_protocol::error::ResponseError;
 
 use super::*;
 
+mod sim;
+
+const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+const REBALANCE_TIMEOUT: Duration = Duration::from_secs(60);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// How often the owner of the coordinator calls [`GroupCoordinator::tick`].
+const TICK: Duration = Duration::from_millis(100);
+
 fn join(member_id: &str, protocols: &[&str]) -> Join {
     Join {
         member_id: member_id.into(),
         group_instance_id: None,
         client_id: "c".into(),
         client_host: "/127.0.0.1".into(),
-        session_timeout: Duration::from_secs(10),
-        rebalance_timeout: Duration::from_secs(5),
+        session_timeout: SESSION_TIMEOUT,
+        rebalance_timeout: REBALANCE_TIMEOUT,
         protocol_type: "consumer".into(),
         protocols: protocols
             .iter()
@@ -25,21 +42,26 @@ fn join(member_id: &str, protocols: &[&str]) -> Join {
     }
 }
 
-/// A coordinator with a short initial rebalance delay and a ticker, as the handler runs it.
+/// A coordinator with Kafka's default settings and a ticker, as the lease loop runs it.
 fn coordinator() -> Arc<GroupCoordinator> {
-    let c = Arc::new(GroupCoordinator::new(GroupConfig {
-        initial_rebalance_delay: Duration::from_millis(100),
-        ..GroupConfig::default()
-    }));
+    let c = Arc::new(GroupCoordinator::new(GroupConfig::default()));
     let weak = Arc::downgrade(&c);
     tokio::spawn(async move {
         while let Some(c) = weak.upgrade() {
             c.tick(Instant::now());
             drop(c);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(TICK).await;
         }
     });
     c
+}
+
+/// `fut`, which must resolve within `bound` of simulated time.
+async fn within<T>(bound: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(bound, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what} did not resolve within {bound:?} of simulated time"),
+    }
 }
 
 /// Joins the way a v4+ client does: first without an id, then with the one handed out.
@@ -47,21 +69,26 @@ async fn join_new(c: &Arc<GroupCoordinator>, group: &str, protocols: &[&str]) ->
     let first = c.join(group, join("", protocols)).await;
     assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
     assert!(!first.member_id.is_empty());
-    c.join(group, join(&first.member_id, protocols)).await
+    within(
+        REBALANCE_TIMEOUT + TICK,
+        "a join",
+        c.join(group, join(&first.member_id, protocols)),
+    )
+    .await
 }
 
-/// Waits (bounded) until `g` has the given numbers of waiting joins and syncs.
+/// Waits (bounded, on the paused clock) until `g` has the given numbers of waiting joins and
+/// syncs.
 async fn until_waiting(c: &GroupCoordinator, joins: usize, syncs: usize) {
-    for _ in 0..1000 {
-        if c.waiters("g") == (joins, syncs) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while c.waiters("g") != (joins, syncs) {
+        assert!(
+            Instant::now() < deadline,
+            "expected {joins} waiting joins and {syncs} syncs, have {:?}",
+            c.waiters("g")
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    panic!(
-        "expected {joins} waiting joins and {syncs} syncs, have {:?}",
-        c.waiters("g")
-    );
 }
 
 fn m(id: &str) -> MemberRef<'_> {
@@ -74,10 +101,17 @@ fn spawn_join(c: &Arc<GroupCoordinator>, group: &str, j: Join) -> tokio::task::J
     tokio::spawn(async move { c.join(&group, j).await })
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
     let c = coordinator();
+    let started = Instant::now();
     let a = join_new(&c, "g", &["range"]).await;
+    let initial_delay = GroupConfig::default().initial_rebalance_delay;
+    assert!(
+        started.elapsed() >= initial_delay && started.elapsed() <= initial_delay + TICK,
+        "the first generation waits the initial rebalance delay for more members: {:?}",
+        started.elapsed()
+    );
     assert_eq!(a.error, None);
     assert_eq!(a.generation, 1);
     assert_eq!(a.leader, a.member_id, "the only member leads");
@@ -104,7 +138,9 @@ async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
         Some(ResponseError::RebalanceInProgress)
     );
     let a2 = c.join("g", join(&a.member_id, &["range"])).await;
-    let b = b.await.expect("join task");
+    let b = within(TICK, "b's join once everyone rejoined", b)
+        .await
+        .expect("join task");
     assert_eq!((a2.generation, b.generation), (2, 2));
     assert_eq!(a2.leader, a.member_id, "the leader stays the leader");
     assert_eq!(b.leader, a.member_id);
@@ -140,7 +176,9 @@ async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
         .await;
     assert_eq!(leader, Ok(Bytes::from_static(b"p0")));
     assert_eq!(
-        follower.await.expect("sync task"),
+        within(TICK, "the follower's sync", follower)
+            .await
+            .expect("sync task"),
         Ok(Bytes::from_static(b"p1"))
     );
     assert_eq!(c.check_commit("g", m(&b.member_id), 2), None);
@@ -154,7 +192,7 @@ async fn two_members_form_a_generation_and_get_the_leaders_assignment() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
     let c = coordinator();
     let a = join_new(&c, "g", &["range"]).await;
@@ -162,11 +200,30 @@ async fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
         .await
         .expect("sync");
     let b_id = c.join("g", join("", &["range"])).await.member_id;
-    let b = spawn_join(&c, "g", join(&b_id, &["range"]));
+    let rebalance_started = Instant::now();
+    let mut b = spawn_join(&c, "g", join(&b_id, &["range"]));
     until_waiting(&c, 1, 0).await;
-    // `a` never rejoins; past the rebalance timeout (5 s) the join completes without it.
-    c.tick(Instant::now() + Duration::from_secs(6));
-    let b = b.await.expect("join task");
+    // `a` keeps heartbeating (its session stays alive) but never rejoins, as a consumer stuck
+    // in processing does; past the rebalance timeout the join completes without it.
+    let b = loop {
+        assert_eq!(
+            c.heartbeat("g", m(&a.member_id), 1),
+            Some(ResponseError::RebalanceInProgress),
+            "a stays a member until the rebalance timeout"
+        );
+        if let Ok(b) = tokio::time::timeout(HEARTBEAT_INTERVAL, &mut b).await {
+            break b.expect("join task");
+        }
+        assert!(
+            rebalance_started.elapsed() <= REBALANCE_TIMEOUT + TICK,
+            "the join did not complete at the rebalance timeout"
+        );
+    };
+    let waited = rebalance_started.elapsed();
+    assert!(
+        waited >= REBALANCE_TIMEOUT && waited <= REBALANCE_TIMEOUT + TICK,
+        "the join completes at the rebalance timeout, not before: {waited:?}"
+    );
     assert_eq!(b.error, None);
     assert_eq!(b.generation, 2);
     assert_eq!(
@@ -179,7 +236,7 @@ async fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expired_sessions_and_leaves_start_a_rebalance() {
     let c = coordinator();
     let a_id = c.join("g", join("", &["range"])).await.member_id;
@@ -189,19 +246,52 @@ async fn expired_sessions_and_leaves_start_a_rebalance() {
         c.join("g", join(&b_id, &["range"]))
     );
     assert_eq!((a.generation, b.generation), (1, 1));
+    // Both were last seen when the generation formed (the follower's sync does not wait).
+    let formed = Instant::now();
     let leader = a.leader.clone();
     c.sync("g", m(&leader), 1, Vec::new()).await.expect("sync");
     assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
-    // The session timeout is 10 s: only `a` keeps heartbeating.
-    c.tick(Instant::now() + Duration::from_secs(5));
-    assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
-    let later = Instant::now() + Duration::from_secs(11);
-    {
-        // `a` heartbeats "at" `later - 1 s` by refreshing now; `b` stays silent.
+    // Only `a` keeps heartbeating; `b`'s session ends 30 s after it was last seen, not before.
+    let members = |c: &GroupCoordinator| {
+        let mut ids: Vec<String> = c
+            .describe("g")
+            .map(|d| d.members.into_iter().map(|m| m.member_id).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![a_id.clone(), b_id.clone()];
+    both.sort();
+    let mut beat = formed;
+    while beat + HEARTBEAT_INTERVAL < formed + SESSION_TIMEOUT {
+        beat += HEARTBEAT_INTERVAL;
+        tokio::time::sleep_until(beat).await;
+        assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
         assert_eq!(c.heartbeat("g", m(&a_id), 1), None);
     }
-    c.tick(later);
-    // Both were last seen about now; at +11 s both sessions are over.
+    tokio::time::sleep_until(formed + SESSION_TIMEOUT - TICK / 2).await;
+    assert_eq!(c.state("g"), Some((GroupState::Stable, 1)));
+    assert_eq!(members(&c), both, "b's session has not expired yet");
+    tokio::time::sleep_until(formed + SESSION_TIMEOUT + 2 * TICK + TICK / 2).await;
+    assert_eq!(members(&c), vec![a_id.clone()], "b's session expired");
+    assert_eq!(
+        c.heartbeat("g", m(&a_id), 1),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    assert_eq!(
+        c.heartbeat("g", m(&b_id), 1),
+        Some(ResponseError::UnknownMemberId)
+    );
+    // Now `a` stops too (it neither rejoins nor heartbeats): once its session is over the
+    // group is empty.
+    let last_beat = Instant::now();
+    within(SESSION_TIMEOUT + 2 * TICK, "a's session expiry", async {
+        while c.state("g").map(|s| s.0) != Some(GroupState::Empty) {
+            tokio::time::sleep(TICK).await;
+        }
+    })
+    .await;
+    assert!(last_beat.elapsed() > SESSION_TIMEOUT);
     assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
 
     // Leave: the remaining member's heartbeat reports the rebalance.
@@ -229,7 +319,7 @@ async fn expired_sessions_and_leaves_start_a_rebalance() {
     assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_protocol_all_members_support_wins_and_incompatible_members_are_refused() {
     let c = coordinator();
     let a_id = c
@@ -273,7 +363,7 @@ async fn the_protocol_all_members_support_wins_and_incompatible_members_are_refu
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
     let c = coordinator();
     let static_join = |instance: &str| {
@@ -357,7 +447,7 @@ async fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
     assert_eq!(c.state("g"), None);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_lost_coordinator_answers_waiting_members_not_coordinator() {
     let c = coordinator();
     let a = join_new(&c, "g", &["range"]).await;
@@ -377,7 +467,7 @@ async fn a_lost_coordinator_answers_waiting_members_not_coordinator() {
     assert!(c.list().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_group_empty_past_the_expiry_is_forgotten_unless_in_use() {
     let c = coordinator();
     let a = join_new(&c, "g", &["range"]).await;
@@ -387,16 +477,20 @@ async fn a_group_empty_past_the_expiry_is_forgotten_unless_in_use() {
     let start = Instant::now();
     let expiry = GroupConfig::default().empty_group_expiry;
     assert_eq!(c.leave("g", m(&a.member_id)), Ok(a.member_id.clone()));
-    c.tick(start);
-    c.tick(start + expiry / 2);
+    tokio::time::sleep_until(start + expiry / 2).await;
     assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Empty));
     assert_eq!(c.list().len(), 1);
     // A task holding the group (a join between lookup and lock) keeps it.
     let held = c.group("g");
-    c.tick(start + expiry + Duration::from_secs(1));
+    tokio::time::sleep_until(start + expiry + Duration::from_secs(1)).await;
     assert!(c.state("g").is_some());
     drop(held);
-    c.tick(start + expiry + Duration::from_secs(1));
+    within(2 * TICK, "the group to be forgotten", async {
+        while c.state("g").is_some() {
+            tokio::time::sleep(TICK / 10).await;
+        }
+    })
+    .await;
     assert_eq!(c.state("g"), None);
     assert!(c.list().is_empty());
     // A new member recreates it from scratch.
