@@ -44,6 +44,8 @@ def run_confluent(a) -> None:
             "partition.assignment.strategy": a.strategy}
     if a.instance_id:
         conf["group.instance.id"] = a.instance_id
+    if a.debug:
+        conf["debug"] = a.debug
     c = Consumer(conf)
     owned: set[int] = set()
 
@@ -136,6 +138,7 @@ def main() -> None:
     ap.add_argument("--heartbeat-ms", type=int, default=1000)
     ap.add_argument("--instance-id", default=None)
     ap.add_argument("--max-seconds", type=float, default=300)
+    ap.add_argument("--debug", default=None, help="librdkafka debug contexts (confluent only)")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, on_term)
     if a.client == "confluent":

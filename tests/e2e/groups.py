@@ -24,7 +24,7 @@ class GroupMember:
     def __init__(self, client: str, bootstrap: str, group: str, topic: str, name: str,
                  workdir: Path, strategy: str = "range", session_ms: int = 6000,
                  heartbeat_ms: int = 1000, instance_id: Optional[str] = None,
-                 max_seconds: float = 240):
+                 max_seconds: float = 240, debug: Optional[str] = None):
         self.name = name
         cmd = [sys.executable, str(MEMBER_SCRIPT), "--client", client, "--bootstrap", bootstrap,
                "--group", group, "--topic", topic, "--strategy", strategy,
@@ -32,6 +32,8 @@ class GroupMember:
                "--max-seconds", str(max_seconds)]
         if instance_id:
             cmd += ["--instance-id", instance_id]
+        if debug:
+            cmd += ["--debug", debug]
         self.stderr_path = Path(workdir) / f"{name}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -133,9 +135,11 @@ def wait_exclusive(members: Sequence[GroupMember], partitions: int, timeout: flo
         else:
             since = None
         time.sleep(0.05)
-    details = {m.name: sorted(m.owned()) for m in members}
+    details = {m.name: {"owned": sorted(m.owned()), "alive": m.alive(),
+                        "rebalances": m.rebalance_events()[-4:]} for m in members}
     stderr = {m.name: m.stderr_tail()[-800:] for m in members}
-    raise AssertionError(f"partitions not exclusively owned within {timeout}s: {details}\n{stderr}")
+    raise AssertionError(f"partitions not exclusively owned within {timeout}s: {details}\n{stderr}\n"
+                         f"(whole stderr of each member: {[str(m.stderr_path) for m in members]})")
 
 
 def assert_all_consumed(members: Sequence[GroupMember], expected: dict[int, int],

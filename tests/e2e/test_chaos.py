@@ -240,7 +240,7 @@ def test_no_acknowledged_record_is_lost_under_chaos(cluster, tmp_path):
     ]
     members = [g.GroupMember("confluent", c.fetches[i % 2].bootstrap, GROUP, topic,
                              f"member{i}", tmp_path, session_ms=10000, heartbeat_ms=1000,
-                             max_seconds=timeout + 120)
+                             max_seconds=timeout + 120, debug="cgrp")
                for i in range(3)]
     log = history.HistoryWriter(tmp_path / "history.jsonl")
     committed = CommittedOffsets(c.fetches[0].bootstrap, topic, log)
