@@ -20,6 +20,8 @@ mod handler;
 mod index_cache;
 mod list_offsets;
 mod range_cache;
+#[cfg(test)]
+mod sim_rng;
 mod watermark_feed;
 
 pub use config::FetchConfig;

@@ -37,6 +37,8 @@ use tokio::time::Instant;
 use super::tests::replica_with_clock;
 use super::*;
 
+use crate::sim_rng::SplitMix64;
+
 const REPLICAS: usize = 3;
 const TTL: Duration = Duration::from_secs(10);
 const STEP: Duration = Duration::from_millis(100);
@@ -45,27 +47,6 @@ const SEEDS: u64 = 50;
 /// Chance (per mille) that a step brings a pause, kill or clean stop.
 const CHAOS_PER_MILLE: u64 = 5;
 const ROUND_JITTER: Duration = Duration::from_millis(300);
-
-/// SplitMix64, as in the group simulation: the run depends on its seed only.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn up_to(&mut self, d: Duration) -> Duration {
-        Duration::from_millis(self.below(d.as_millis() as u64 + 1))
-    }
-}
 
 enum Life {
     Up {

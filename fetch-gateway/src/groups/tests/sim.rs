@@ -44,6 +44,8 @@ use tokio::time::Instant;
 use super::super::*;
 use super::{HEARTBEAT_INTERVAL, REBALANCE_TIMEOUT, SESSION_TIMEOUT, TICK};
 
+use crate::sim_rng::SplitMix64;
+
 const GROUP: &str = "g";
 const PARTITIONS: u32 = 12;
 const CONSUMERS: usize = 5;
@@ -58,31 +60,6 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(90);
 const SETTLE: Duration = Duration::from_secs(90 + 30 + 60 + 20);
 /// The longest a consumer takes to rejoin once it learned of a rebalance (its poll loop).
 const LONGEST_REJOIN_DELAY: Duration = Duration::from_secs(2);
-
-/// SplitMix64: a tiny PRNG with good output from any seed, so a run depends on its seed only.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn up_to(&mut self, d: Duration) -> Duration {
-        Duration::from_millis(self.below(d.as_millis() as u64 + 1))
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
-        (!items.is_empty()).then(|| items[self.below(items.len() as u64) as usize])
-    }
-}
 
 type Pending<T> = Pin<Box<dyn Future<Output = T>>>;
 
