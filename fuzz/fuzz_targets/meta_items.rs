@@ -26,14 +26,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafscale_fetch::{FetchConfig, FetchHandler, FetchService};
-use kafscale_fuzz::snapshot::{GROUP, Snapshot, indexer_config, snapshot};
+use kafscale_fuzz::snapshot::{GROUP, Snapshot, commit_batch, indexer_config, snapshot};
 use kafscale_fuzz::{COMPACTED_TOPIC, Started, TOPIC, check_sendable, context, runtime};
 use kafscale_indexer::Indexer;
 use kafscale_shared::catalog::{Catalog, now_ms};
 use kafscale_shared::keys::new_segment_key;
 use kafscale_shared::meta_store::{ItemKey, MemoryMetaStore};
 use kafscale_shared::object_store::ObjectStore;
-use kafscale_shared::sequencer::{CommitBatch, CommitRequest, DeleteRecordsRequest, Sequencer};
+use kafscale_shared::sequencer::{CommitRequest, DeleteRecordsRequest, Sequencer};
 use kafscale_shared::watermarks::Watermarks;
 use kafscale_shared::wire::KafkaHandler;
 use libfuzzer_sys::fuzz_target;
@@ -182,18 +182,8 @@ async fn serve_reads(catalog: Arc<Catalog>, snapshot: &Snapshot) {
 /// A new segment holding a plain batch for `t`/0 and the next batch of the snapshot's
 /// idempotent producer (producer 0, whose 15 records `fill` wrote to `t`/0).
 fn commit_request(topic_id: Uuid) -> CommitRequest {
-    let batch = |byte_start, producer_id, base_sequence| CommitBatch {
-        topic_id,
-        partition: 0,
-        byte_start,
-        byte_len: 100,
-        offset_count: 2,
-        record_count: 2,
-        first_timestamp: 1_700_000_000_000,
-        max_timestamp: 1_700_000_000_001,
-        producer_id,
-        producer_epoch: 0,
-        base_sequence,
+    let batch = |byte_start, producer_id, base_sequence| {
+        commit_batch(topic_id, 0, byte_start, producer_id, base_sequence)
     };
     CommitRequest {
         segment_key: new_segment_key(now_ms()),

@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafscale_fuzz::{
-    COMPACTED_TOPIC, Started, TOPIC, check_sendable, context, decode_op, parse_ops, runtime,
-    topic_settings,
+    Started, check_sendable, context, create_topics, decode_op, parse_ops, runtime, topic_settings,
 };
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::MemoryMetaStore;
@@ -42,19 +41,7 @@ fuzz_target!(|data: &[u8]| {
     }
     runtime().block_on(async {
         let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
-        for (name, partitions, configs) in [
-            (TOPIC, 3, vec![]),
-            (COMPACTED_TOPIC, 2, vec![("cleanup.policy", "compact")]),
-        ] {
-            let configs = configs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            catalog
-                .create_topic(name, partitions, configs)
-                .await
-                .expect("create topic");
-        }
+        create_topics(&catalog).await;
         let handler = TopicHandler::new(TopicApi::new(catalog.clone(), topic_settings()));
         let mut counts = partition_counts(&catalog).await;
         for (n, op) in ops.iter().enumerate() {

@@ -906,7 +906,7 @@ fn topics_seeds(root: &Path) -> usize {
 /// partition of `t`, the next batch of the snapshot's idempotent producer), a segment the
 /// snapshot already committed, DeleteRecords, and feed queries.
 fn commit_seeds(root: &Path) -> usize {
-    use kafscale_fuzz::snapshot::fixed_topic_id;
+    use kafscale_fuzz::snapshot::{commit_batch, fixed_topic_id};
     use kafscale_shared::sequencer::{CommitBatch, CommitRequest, DeleteRecordsRequest};
     let mut corpus = Corpus::new(root, "commit");
     let entry = |route: u8, advance: u8, body: &[u8]| {
@@ -915,18 +915,14 @@ fn commit_seeds(root: &Path) -> usize {
         out.extend_from_slice(body);
         out
     };
-    let batch = |partition, byte_start, producer_id, base_sequence| CommitBatch {
-        topic_id: fixed_topic_id(0),
-        partition,
-        byte_start,
-        byte_len: 100,
-        offset_count: 2,
-        record_count: 2,
-        first_timestamp: 1_700_000_000_000,
-        max_timestamp: 1_700_000_000_001,
-        producer_id,
-        producer_epoch: 0,
-        base_sequence,
+    let batch = |partition, byte_start, producer_id, base_sequence| {
+        commit_batch(
+            fixed_topic_id(0),
+            partition,
+            byte_start,
+            producer_id,
+            base_sequence,
+        )
     };
     let commit = |key: &str, batches: Vec<CommitBatch>| {
         let request = CommitRequest {

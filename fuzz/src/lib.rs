@@ -282,6 +282,27 @@ pub fn topic_settings() -> TopicSettings {
     }
 }
 
+/// Creates [`TOPIC`] (3 partitions) and [`COMPACTED_TOPIC`] (2, `cleanup.policy=compact`);
+/// returns their ids in that order.
+pub async fn create_topics(catalog: &Catalog) -> Vec<uuid::Uuid> {
+    let mut topic_ids = Vec::new();
+    for (name, partitions, configs) in [
+        (TOPIC, 3, vec![]),
+        (COMPACTED_TOPIC, 2, vec![("cleanup.policy", "compact")]),
+    ] {
+        let configs = configs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let topic = catalog
+            .create_topic(name, partitions, configs)
+            .await
+            .expect("create topic");
+        topic_ids.push(topic.topic_id);
+    }
+    topic_ids
+}
+
 /// Standalone mode's tiers on in-memory stores: catalog, indexer (the in-process sequencer),
 /// the ingest buffer with its flusher, the fetch service, and the ingest and fetch handlers.
 pub struct Cluster {
@@ -321,21 +342,7 @@ impl Cluster {
         .await
         .expect("indexer");
         let topics = TopicApi::new(catalog.clone(), topic_settings());
-        let mut topic_ids = Vec::new();
-        for (name, partitions, configs) in [
-            (TOPIC, 3, vec![]),
-            (COMPACTED_TOPIC, 2, vec![("cleanup.policy", "compact")]),
-        ] {
-            let configs = configs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let topic = catalog
-                .create_topic(name, partitions, configs)
-                .await
-                .expect("create topic");
-            topic_ids.push(topic.topic_id);
-        }
+        let topic_ids = create_topics(&catalog).await;
         let buffer = SegmentBuffer::new(IngestConfig::default());
         let sequencer: Arc<dyn Sequencer> = indexer.clone();
         let fetch = FetchService::new(

@@ -14,8 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafscale_indexer::IndexerConfig;
 use kafscale_shared::catalog::{CommittedOffset, ITEM_FORMAT};
+use kafscale_shared::keys::segment_created_ms;
 use kafscale_shared::meta_store::ItemKey;
 use kafscale_shared::object_store::{MemoryObjectStore, ObjectStore};
+use kafscale_shared::sequencer::CommitBatch;
 use uuid::Uuid;
 
 use crate::{COMPACTED_TOPIC, Cluster, TOPIC, fill, runtime};
@@ -38,9 +40,33 @@ pub fn fixed_topic_id(n: usize) -> Uuid {
     Uuid::from_u128(0x7fff_0000_0000_4000_8000_0000_0000_0000 + n as u128)
 }
 
-/// The fixed key of the `n`-th segment object (in key order, which is creation order).
+/// The fixed key of the `n`-th segment object created.
 fn fixed_segment_key(n: usize) -> String {
     format!("segments/00/0000000000001-{n:032x}.kseg")
+}
+
+/// A batch of 2 records (100 bytes at `byte_start`) for a commit request on the snapshot's
+/// items; `producer_id` -1: not idempotent.
+pub fn commit_batch(
+    topic_id: Uuid,
+    partition: i32,
+    byte_start: u64,
+    producer_id: i64,
+    base_sequence: i32,
+) -> CommitBatch {
+    CommitBatch {
+        topic_id,
+        partition,
+        byte_start,
+        byte_len: 100,
+        offset_count: 2,
+        record_count: 2,
+        first_timestamp: 1_700_000_000_000,
+        max_timestamp: 1_700_000_000_001,
+        producer_id,
+        producer_epoch: 0,
+        base_sequence,
+    }
 }
 
 /// The configuration of an indexer on the snapshot's items.
@@ -86,7 +112,8 @@ async fn take() -> Snapshot {
     let mut renames: Vec<(String, String)> = Vec::new();
     let objects = Arc::new(MemoryObjectStore::new());
     let mut listed = cluster.objects.list("").await.expect("list objects");
-    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    // Creation order (the time in the key), not key order: keys start with a random spread.
+    listed.sort_by_key(|o| (segment_created_ms(&o.key), o.key.clone()));
     for (n, object) in listed.iter().enumerate() {
         let fixed = fixed_segment_key(n);
         let data = cluster.objects.get(&object.key).await.expect("get object");
