@@ -226,7 +226,12 @@ def test_no_acknowledged_record_is_lost_under_chaos(cluster, tmp_path):
     dist.wait_coordinators_settled(c.fetches)
     topic = "chaos"
     kh.confluent_create_topic(c.ingests[0].bootstrap, topic, PARTITIONS)
-    kh.wait_confluent_metadata(c.ingests[1].bootstrap, topic, PARTITIONS)
+    # Every gateway the clients bootstrap from must list the topic before they start: a
+    # gateway's topic cache may lag a create on another one by up to 2 s, and a consumer whose
+    # first Metadata misses its subscribed topic waits in librdkafka for its next periodic
+    # refresh (5 min) before it joins (seen here: a member that never joined the group).
+    for s in c.ingests + c.fetches:
+        kh.wait_confluent_metadata(s.bootstrap, topic, PARTITIONS)
 
     count = int(RATE * (CHAOS_S + 10))
     timeout = CHAOS_S + 150

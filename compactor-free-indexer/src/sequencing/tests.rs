@@ -15,14 +15,20 @@ async fn setup(partitions: i32) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>,
         .await
         .expect("create");
     let watermarks = Arc::new(Watermarks::new());
+    let indexer = start_as_a(&catalog, &watermarks).await;
+    (catalog, watermarks, indexer, topic.topic_id)
+}
+
+/// An indexer owning every shard as owner "a" (a restart of the same replica retakes its
+/// leases at once).
+async fn start_as_a(catalog: &Arc<Catalog>, watermarks: &Arc<Watermarks>) -> Arc<Indexer> {
     let config = IndexerConfig {
         owner_id: "a".into(),
         ..IndexerConfig::default()
     };
-    let indexer = Indexer::start(catalog.clone(), watermarks.clone(), config)
+    Indexer::start(catalog.clone(), watermarks.clone(), config)
         .await
-        .expect("start");
-    (catalog, watermarks, indexer, topic.topic_id)
+        .expect("start")
 }
 
 fn batch(topic_id: Uuid, partition: i32, byte_start: u64, n: u32) -> CommitBatch {
@@ -135,13 +141,7 @@ async fn a_repeated_commit_returns_the_same_offsets_even_after_restart() {
         .expect("retry");
     assert_eq!(first, again);
     drop(indexer);
-    let config = IndexerConfig {
-        owner_id: "a".into(),
-        ..IndexerConfig::default()
-    };
-    let restarted = Indexer::start(catalog.clone(), watermarks, config)
-        .await
-        .expect("restart");
+    let restarted = start_as_a(&catalog, &watermarks).await;
     let after = restarted
         .commit(req("s1", vec![batch(id, 0, 16, 3)]))
         .await
@@ -171,13 +171,7 @@ async fn a_committed_segment_key_with_other_batches_is_refused() {
         "{refused:?}"
     );
     drop(indexer);
-    let config = IndexerConfig {
-        owner_id: "a".into(),
-        ..IndexerConfig::default()
-    };
-    let restarted = Indexer::start(catalog.clone(), watermarks, config)
-        .await
-        .expect("restart");
+    let restarted = start_as_a(&catalog, &watermarks).await;
     let refused = restarted.commit(other).await;
     assert!(
         matches!(refused, Err(SequencerError::InvalidRequest(_))),
@@ -548,13 +542,7 @@ async fn a_commit_larger_than_one_store_write_is_split_and_stays_idempotent() {
         .expect("create");
     let id = topic.topic_id;
     let watermarks = Arc::new(Watermarks::new());
-    let config = IndexerConfig {
-        owner_id: "a".into(),
-        ..IndexerConfig::default()
-    };
-    let indexer = Indexer::start(catalog.clone(), watermarks.clone(), config)
-        .await
-        .expect("start");
+    let indexer = start_as_a(&catalog, &watermarks).await;
     // 30 batches over 10 partitions, two of an idempotent producer: far more than 12 operations.
     let batches: Vec<CommitBatch> = (0..30)
         .map(|i| {
@@ -1096,13 +1084,7 @@ async fn a_retried_commit_whose_first_answer_was_lost_publishes_its_watermark() 
         .expect("create")
         .topic_id;
     let watermarks = Arc::new(Watermarks::new());
-    let config = IndexerConfig {
-        owner_id: "a".into(),
-        ..IndexerConfig::default()
-    };
-    let indexer = Indexer::start(catalog.clone(), watermarks.clone(), config)
-        .await
-        .expect("start");
+    let indexer = start_as_a(&catalog, &watermarks).await;
     indexer
         .commit(req("seg-0", vec![batch(id, 0, 0, 3)]))
         .await
