@@ -390,6 +390,8 @@ async fn load_topics(
     cache: &RwLock<TopicCache>,
 ) -> Result<Vec<TopicRecord>, CatalogError> {
     let generation = cache.read().unwrap_or_else(|e| e.into_inner()).generation;
+    // The list shows every create acknowledged before the read began: its age counts from there.
+    let started = Instant::now();
     let items = store.query(Query::all("topic")).await?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -399,7 +401,7 @@ async fn load_topics(
     if cache.generation == generation {
         cache.by_id = out.iter().map(|t| (t.topic_id, t.clone())).collect();
         cache.by_name = out.iter().map(|t| (t.name.clone(), t.clone())).collect();
-        cache.loaded_at = Some(Instant::now());
+        cache.loaded_at = Some(started);
     }
     Ok(out)
 }
@@ -693,6 +695,27 @@ impl Catalog {
         self.lookup_topic(|c| c.by_name.get(name).cloned()).await
     }
 
+    /// A topic by name, never missing when its create was acknowledged (by any process)
+    /// before this call: for answers a client acts on for minutes (librdkafka, told a
+    /// subscribed topic is missing, waits for its next periodic Metadata refresh before it
+    /// joins its group). A miss answered from a reload older than the call, which a create
+    /// elsewhere may postdate, is checked with one read of the topic's item.
+    pub async fn topic_strict(&self, name: &str) -> Result<Option<TopicRecord>, CatalogError> {
+        let asked = Instant::now();
+        if let Some(t) = self.topic(name).await? {
+            return Ok(Some(t));
+        }
+        if self.loaded_after(Some(asked)) {
+            return Ok(None);
+        }
+        let stored = self.topic_uncached(name).await?;
+        if stored.is_some() {
+            // The cached list misses it: the next lookup reloads.
+            self.invalidate_topics();
+        }
+        Ok(stored)
+    }
+
     /// A topic by id, from the cache when fresh (see [`Catalog::lookup_topic`]).
     pub async fn topic_by_id(&self, topic_id: Uuid) -> Result<Option<TopicRecord>, CatalogError> {
         self.lookup_topic(|c| c.by_id.get(&topic_id).cloned()).await
@@ -721,7 +744,7 @@ impl Catalog {
                     "reloading topics: {e}"
                 )))
             })?;
-            if self.loaded_after(Some(asked)) {
+            if self.loaded_after(asked.checked_sub(TOPIC_MISS_TTL)) {
                 break;
             }
         }

@@ -169,7 +169,7 @@ impl TopicApi {
         name: &str,
         allow_create: bool,
     ) -> Result<TopicRecord, CatalogError> {
-        if let Some(t) = self.catalog.topic(name).await? {
+        if let Some(t) = self.catalog.topic_strict(name).await? {
             return Ok(t);
         }
         if !(allow_create && self.settings.auto_create_topics) {
@@ -516,5 +516,59 @@ impl TopicApi {
             )),
             Some(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta_store::MemoryMetaStore;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+
+    fn gateway(store: &Arc<MemoryMetaStore>, node_id: i32) -> TopicApi {
+        let settings = TopicSettings {
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092 + node_id,
+            auto_create_topics: false,
+            default_partitions: 1,
+            cluster_id: "test".into(),
+            node_id,
+        };
+        TopicApi::new(Arc::new(Catalog::new(store.clone())), settings)
+    }
+
+    fn ask(topic: &str) -> MetadataRequest {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name_of(topic))),
+            ]))
+            .with_allow_auto_topic_creation(false)
+    }
+
+    /// A client that bootstraps from another gateway right after a create must see the topic:
+    /// librdkafka, told a subscribed topic is missing, postpones its group join until its next
+    /// periodic refresh (5 minutes by default).
+    #[tokio::test]
+    async fn metadata_sees_a_topic_created_on_another_gateway_at_once() {
+        let store = Arc::new(MemoryMetaStore::new());
+        let (ingest, fetch) = (gateway(&store, 1), gateway(&store, 2));
+        // The fetch gateway's cache has just been loaded without the topic.
+        let before = fetch.metadata(ask("fresh"), 12).await;
+        assert_eq!(
+            before.topics[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        let created = ingest
+            .catalog()
+            .create_topic("fresh", 3, BTreeMap::new())
+            .await
+            .expect("create");
+        let after = fetch.metadata(ask("fresh"), 12).await;
+        assert_eq!(after.topics[0].error_code, 0);
+        assert_eq!(after.topics[0].topic_id, created.topic_id);
+        assert_eq!(after.topics[0].partitions.len(), 3);
+        // What Metadata showed, the cache now knows: a Produce that follows finds it too.
+        let cached = fetch.catalog().topic("fresh").await.expect("lookup");
+        assert_eq!(cached.map(|t| t.topic_id), Some(created.topic_id));
     }
 }

@@ -126,6 +126,44 @@ def test_two_producers_two_ingest_two_fetch(cluster):
         assert dist.shards_acquired(idx), f"{idx.name} never owned a shard\n{idx.log_tail()}"
 
 
+def test_a_topic_created_on_one_gateway_is_known_at_once_on_the_others(cluster):
+    """A consumer that bootstraps from a fetch gateway right after the topic was
+    created through an ingest gateway sees it at once and joins its group. The
+    fetch gateway has just cached the topic list without it (a Metadata for the
+    name that came too early): answering "unknown" from that list would leave
+    librdkafka postponing the join until its next periodic refresh (5 minutes)."""
+    from confluent_kafka import Consumer, KafkaError
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    c = cluster(shards=2).start(indexers=1, ingests=1, fetches=1)
+    topic, partitions = "born-elsewhere", 3
+    fetch = c.fetches[0].bootstrap
+    creator = AdminClient({"bootstrap.servers": c.ingests[0].bootstrap})
+    creator.list_topics(timeout=10)  # connected before the clock starts
+    asker = Consumer({"bootstrap.servers": fetch, "group.id": "asker"})
+    try:
+        early = asker.list_topics(topic=topic, timeout=10).topics[topic]
+        assert early.error is not None and early.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        creator.create_topics([NewTopic(topic, partitions)])[topic].result(10)
+        late = asker.list_topics(topic=topic, timeout=10).topics[topic]
+        assert late.error is None, late.error
+        assert len(late.partitions) == partitions
+    finally:
+        asker.close()
+
+    member = Consumer({"bootstrap.servers": fetch, "group.id": "born-elsewhere-group",
+                       "auto.offset.reset": "earliest"})
+    try:
+        member.subscribe([topic])
+
+        def joined() -> bool:
+            member.poll(0.2)
+            return len(member.assignment()) == partitions
+        kh.wait_for(joined, timeout=60, what="the consumer to join its group")
+    finally:
+        member.close()
+
+
 def _failover_cluster(cluster, lease_ttl_ms=3000):
     c = cluster(shards=4, lease_ttl_ms=lease_ttl_ms)
     c.admin_init()
