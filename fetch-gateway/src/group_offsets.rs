@@ -259,9 +259,12 @@ impl GroupService {
             return Err(e);
         }
         let catalog = self.topics.catalog();
+        // COORDINATOR_LOAD_IN_PROGRESS, the one answer every client retries here: librdkafka
+        // does not retry an OffsetFetch answered COORDINATOR_NOT_AVAILABLE or NOT_COORDINATOR
+        // by the coordinator it knows, and the partitions waiting for it then never start.
         let unavailable = |e: kafscale_shared::catalog::CatalogError| {
             warn!(group, error = %e, "offset fetch failed");
-            ResponseError::CoordinatorNotAvailable
+            ResponseError::CoordinatorLoadInProgress
         };
         match wanted {
             Some(topics) => {
@@ -519,6 +522,41 @@ mod tests {
             committed_at_ms: 0,
         };
         vec![(Uuid::from_u128(1), 0, value)]
+    }
+
+    /// A store read that fails is answered with the code librdkafka retries: given
+    /// COORDINATOR_NOT_AVAILABLE it never asks again and its partitions never start.
+    #[tokio::test]
+    async fn an_offset_fetch_the_store_cannot_answer_is_retried_by_clients() {
+        use kafka_protocol::messages::GroupId;
+        use kafka_protocol::messages::offset_fetch_request::{
+            OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+        };
+        use kafscale_shared::fault_injection::{FaultSource, FaultyMetaStore};
+
+        let faults = FaultSource::fixed(Default::default());
+        let store = FaultyMetaStore::new(Arc::new(MemoryMetaStore::new()), faults.clone());
+        let catalog = Arc::new(Catalog::new(Arc::new(store)));
+        let a = replica(&catalog, 1001);
+        a.leases.maintain(16).await;
+        catalog
+            .create_topic("t", 1, Default::default())
+            .await
+            .expect("create");
+        faults.set("error=1,ops=meta-get".parse().expect("plan"));
+        let topics = OffsetFetchRequestTopics::default()
+            .with_name(TopicName(str_bytes("t")))
+            .with_partition_indexes(vec![0]);
+        let request = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(str_bytes("g")))
+                .with_topics(Some(vec![topics])),
+        ]);
+        let response = a.offset_fetch(request, 9).await;
+        assert_eq!(
+            response.groups[0].error_code,
+            ResponseError::CoordinatorLoadInProgress.code()
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@ it was told (`ack` with partition and offset, or `unacked` with the error), ever
 back (`consumed`), samples of a consumer group's committed offsets (`committed`), and which
 member owned which partitions once the group settled (`owned`). `check` verifies:
 
-- every acknowledged record is read back at exactly its acknowledged offset (else `lost`);
+- every acknowledged record is read back at exactly its acknowledged offset (else `lost`); a
+  record acknowledged without an offset (librdkafka acks an idempotent batch whose answer was
+  lost that way once a later batch of its partition succeeds) must be read back in its
+  partition (counted in `acked_without_offset`);
 - no offset holds two records, and each partition's offsets run from its first to its last
   without a gap;
 - a producer marked idempotent has no record stored twice (others may, after a lost answer,
@@ -69,6 +72,7 @@ class Report:
     unacknowledged: int = 0
     consumed: int = 0
     lost: list = field(default_factory=list)
+    acked_without_offset: int = 0
     offsets_twice: list = field(default_factory=list)
     gaps: dict = field(default_factory=dict)
     duplicated: dict = field(default_factory=dict)  # producer -> extra copies
@@ -95,6 +99,7 @@ class Report:
     def summary(self) -> dict:
         return {"acknowledged": self.acknowledged, "unacknowledged": self.unacknowledged,
                 "consumed": self.consumed, "lost": len(self.lost),
+                "acked_without_offset": self.acked_without_offset,
                 "offsets_twice": len(self.offsets_twice), "gaps": self.gaps,
                 "duplicated": self.duplicated,
                 "idempotent_duplicates": self.idempotent_duplicates,
@@ -131,6 +136,7 @@ def check(events: Iterable[dict]) -> Report:
             report.ownership.extend(_ownership_problems(e))
     _check_gaps(report, stored)
     copies = Counter((topic, value) for (topic, _, _), value in stored.items())
+    stored_in_partition = {(topic, p, value) for (topic, p, _), value in stored.items()}
     extra: Counter = Counter()
     for e in sent:
         if copies[(e["topic"], e["value"])] > 1:
@@ -139,7 +145,12 @@ def check(events: Iterable[dict]) -> Report:
             report.unacknowledged += 1
             continue
         report.acknowledged += 1
-        at = stored.get((e["topic"], e["p"], e["o"]))
+        if e["o"] is None:
+            report.acked_without_offset += 1
+            found = (e["topic"], e["p"], e["value"]) in stored_in_partition
+            at = e["value"] if found else None
+        else:
+            at = stored.get((e["topic"], e["p"], e["o"]))
         if at != e["value"]:
             report.lost.append({"producer": e["producer"], "seq": e["seq"], "p": e["p"],
                                 "o": e["o"], "found": at})

@@ -67,3 +67,18 @@ def test_duplicates_of_a_plain_producer_are_counted_not_violations():
     report = history.check(events)
     assert report.duplicated == {"plain": 1}
     assert report.violations() == []
+
+
+def test_an_ack_without_an_offset_needs_its_record_stored_in_its_partition():
+    """librdkafka acks an idempotent producer's batch whose answer was lost without an offset
+    once a later batch of the partition succeeds ("implicitly acked"): such a record must be
+    stored in its partition (the seed-3 chaos run had 4), and is lost if it is not."""
+    events = clean()
+    events[0]["o"] = None  # idem-0, stored at partition 0 offset 0
+    report = history.check(events)
+    assert report.violations() == []
+    assert report.acked_without_offset == 1
+    events[2]["o"] = None  # idem-1 ...
+    events[3]["value"] = "other"  # ... whose stored copy is gone
+    report = history.check(events)
+    assert [(x["producer"], x["seq"]) for x in report.lost] == [("idem", 1)]

@@ -110,3 +110,61 @@ def test_an_unreachable_metadata_store_makes_the_process_unready_until_it_answer
     records = kh.confluent_consume_all(server.bootstrap, topic, [0], expected=deliveries[0].offset + 1)
     assert [r.value for r in records].count(b"after") == 1
     assert records[-1].offset == deliveries[0].offset
+
+
+def test_a_group_member_whose_offset_fetch_meets_a_store_fault_still_consumes(
+        kafscale_factory, tmp_path):
+    """A new member's OffsetFetch fails on a store read: the answer must be one the clients
+    retry. librdkafka does not retry COORDINATOR_NOT_AVAILABLE there: the partitions would
+    stay waiting for their committed offsets for ever (found by the chaos test, seed 4)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    plan = tmp_path / "faults"
+    server = kafscale_factory(["--inject-faults-file", str(plan)], name="kafscale")
+    topic, partitions, n = "offset-fetch-fault", 2, 20
+    kh.confluent_create_topic(server.bootstrap, topic, partitions)
+    acked = kh.confluent_produce(server.bootstrap, topic,
+                                 [{"value": f"v{i}".encode(), "partition": i % partitions}
+                                  for i in range(n)])
+    assert all(d.error is None for d in acked), acked
+
+    plan.write_text("error=1,seed=3,ops=meta-get")
+    probe = Consumer({"bootstrap.servers": server.bootstrap, "group.id": "probe"})
+    try:
+        def reads_fail() -> bool:
+            try:
+                probe.committed([TopicPartition(topic, 0)], timeout=2)
+            except Exception:  # noqa: BLE001 - the fault we are waiting for
+                pass
+            return kh.metric_value(server, "kafscale_faults_injected_total") > 0
+        kh.wait_for(reads_fail, timeout=60, interval=0.2,
+                    what="the plan file read (every 500 ms) and a store read failed")
+    finally:
+        probe.close()
+
+    member = Consumer({"bootstrap.servers": server.bootstrap, "group.id": "fault-group",
+                       "auto.offset.reset": "earliest"})
+    got: list = []
+    try:
+        def failed_offset_fetches() -> int:
+            return server.log_path.read_text(errors="replace").count("offset fetch failed")
+        before = failed_offset_fetches()
+        member.subscribe([topic])
+
+        def offset_fetch_failed() -> bool:
+            member.poll(0.1)
+            return failed_offset_fetches() > before
+        kh.wait_for(offset_fetch_failed, timeout=60, interval=0,
+                    what="the member's OffsetFetch to meet the fault")
+        plan.write_text("")
+
+        def consumed_all() -> bool:
+            m = member.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append((m.partition(), m.offset()))
+            return len(got) >= n
+        kh.wait_for(consumed_all, timeout=60, interval=0,
+                    what="the member to consume every record once the store answers")
+    finally:
+        member.close()
+    assert sorted(got) == sorted((d.partition, d.offset) for d in acked)
