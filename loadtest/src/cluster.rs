@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::connection::KafkaConnection;
 use crate::error::LoadtestError;
@@ -92,7 +92,7 @@ pub(crate) async fn prepare_topic(
             Some(ResponseError::UnknownTopicOrPartition)
             | Some(ResponseError::LeaderNotAvailable)
             | None => {}
-            Some(e) => return Err(LoadtestError::Kafka(format!("metadata of {topic}: {e:?}"))),
+            Some(e) => return Err(LoadtestError::refused(e, format!("metadata of {topic}"))),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -118,7 +118,7 @@ async fn create_topic(
     let code = response.topics.first().map(|t| t.error_code).unwrap_or(0);
     match ResponseError::try_from_code(code) {
         None | Some(ResponseError::TopicAlreadyExists) => Ok(()),
-        Some(e) => Err(LoadtestError::Kafka(format!("creating {topic}: {e:?}"))),
+        Some(e) => Err(LoadtestError::refused(e, format!("creating {topic}"))),
     }
 }
 
@@ -171,11 +171,38 @@ pub(crate) async fn end_offsets(layout: &TopicLayout) -> Result<Vec<i64>, Loadte
             .and_then(|t| t.partitions.first())
             .ok_or_else(|| LoadtestError::Protocol("empty ListOffsets answer".into()))?;
         if let Some(e) = ResponseError::try_from_code(part.error_code) {
-            return Err(LoadtestError::Kafka(format!(
-                "ListOffsets of partition {p}: {e:?}"
-            )));
+            return Err(LoadtestError::refused(
+                e,
+                format!("ListOffsets of partition {p}"),
+            ));
         }
         out.push(part.offset);
     }
     Ok(out)
+}
+
+/// The topic's layout and where this run's records start, retrying transient failures (a
+/// gateway restarting, a store outage) until `give_up_after` has passed: a run started in
+/// the middle of a chaos test must not fail before it began.
+pub(crate) async fn prepare_run(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    give_up_after: Duration,
+) -> Result<(TopicLayout, Vec<i64>), LoadtestError> {
+    let deadline = tokio::time::Instant::now() + give_up_after;
+    loop {
+        let attempt = async {
+            let layout = prepare_topic(bootstrap, topic, partitions).await?;
+            let starts = end_offsets(&layout).await?;
+            Ok::<_, LoadtestError>((layout, starts))
+        };
+        match attempt.await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                warn!(error = %e, "setting the run up failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
 }

@@ -128,6 +128,10 @@ struct Args {
     /// everything produced as a catch-up read (consume MiB/s is then the catch-up rate).
     #[arg(long, requires = "consume")]
     catch_up: bool,
+    /// How long setting the run up (topic, end offsets) retries a lost connection or a
+    /// retriable refusal before giving up (seconds).
+    #[arg(long, default_value_t = 10)]
+    setup_timeout_s: u64,
     /// How long to wait for the last records after producing ends (seconds).
     #[arg(long, default_value_t = 60)]
     consume_timeout_s: u64,
@@ -284,14 +288,15 @@ struct Latencies {
 }
 
 async fn run(args: &Args) -> anyhow::Result<(Report, Latencies)> {
-    let layout = Arc::new(
-        cluster::prepare_topic(&args.bootstrap, &args.topic, args.partitions)
-            .await
-            .context("preparing the topic")?,
-    );
-    let start_offsets = cluster::end_offsets(&layout)
-        .await
-        .context("reading the partitions' end offsets")?;
+    let (layout, start_offsets) = cluster::prepare_run(
+        &args.bootstrap,
+        &args.topic,
+        args.partitions,
+        Duration::from_secs(args.setup_timeout_s),
+    )
+    .await
+    .context("preparing the topic")?;
+    let layout = Arc::new(layout);
     let run_id: u32 = uuid::Uuid::new_v4().as_u128() as u32;
 
     let consumed = Arc::new(AtomicU64::new(0));

@@ -194,9 +194,12 @@ def start_loadtest(bootstrap: str, out) -> subprocess.Popen:
     cmd = [str(kafscale_binary().with_name("kafscale-loadtest")), "--bootstrap", bootstrap,
            "--topic", "chaos-loadtest", "--partitions", "4", "--records", str(int(RATE * CHAOS_S)),
            "--rate", str(RATE), "--duration-s", str(int(CHAOS_S)), "--record-size", "100",
-           "--acks", "all", "--consume", "--consume-timeout-s", "120", "--json", str(out)]
+           "--acks", "all", "--consume", "--consume-timeout-s", "120", "--setup-timeout-s", "60",
+           "--json", str(out)]
+    # No backtrace: an error's message must fit in what a failure shows.
+    env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
     kh.register_child(proc)
     return proc
 

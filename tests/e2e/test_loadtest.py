@@ -71,6 +71,33 @@ def test_a_paced_run_with_keys_and_a_restart_in_between(kafscale, tmp_path):
     assert second["produce_seconds"] >= 0.9, second
 
 
+def test_a_run_started_while_its_gateway_is_down_waits_for_it(kafscale, tmp_path):
+    """The run's setup (topic, end offsets) retries a refused or lost connection for
+    --setup-timeout-s, so a run started while the gateway restarts (the chaos test starts
+    one while it kills gateways) runs once the gateway is back."""
+    kafscale.kill9(restart=False)
+    stderr = tmp_path / "stderr"
+    cmd = [str(loadtest_binary()), "--bootstrap", kafscale.bootstrap, "--topic", "lt-late",
+           "--records", "500", "--record-size", "100", "--partitions", "2", "--consume",
+           "--setup-timeout-s", "60", "--json", str(tmp_path / "r.json")]
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                stdin=subprocess.DEVNULL)
+    kh.register_child(proc)
+    try:
+        kh.wait_for(lambda: b"retrying" in stderr.read_bytes(), timeout=30,
+                    what="the loadtest to retry its setup")
+        kafscale.start()
+        assert proc.wait(timeout=120) == 0, stderr.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kh.unregister_child(proc)
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert (r["records_acked"], r["records_consumed"], r["lost"], r["duplicates"]) == \
+        (500, 500, 0, 0), r
+
+
 @pytest.mark.parametrize("block_cache", ["default", "tiny"])
 def test_a_catch_up_read_of_everything_produced(kafscale_factory, tmp_path, block_cache):
     """`--catch-up`: consumers start only after producing ended. With a block cache too small
