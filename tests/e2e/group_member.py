@@ -46,6 +46,8 @@ def run_confluent(a) -> None:
         conf["group.instance.id"] = a.instance_id
     if a.debug:
         conf["debug"] = a.debug
+    if a.metadata_refresh_ms:
+        conf["topic.metadata.refresh.interval.ms"] = a.metadata_refresh_ms
     c = Consumer(conf)
     owned: set[int] = set()
 
@@ -139,6 +141,8 @@ def main() -> None:
     ap.add_argument("--instance-id", default=None)
     ap.add_argument("--max-seconds", type=float, default=300)
     ap.add_argument("--debug", default=None, help="librdkafka debug contexts (confluent only)")
+    ap.add_argument("--metadata-refresh-ms", type=int, default=None,
+                    help="librdkafka topic.metadata.refresh.interval.ms (confluent only)")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, on_term)
     if a.client == "confluent":

@@ -24,7 +24,8 @@ class GroupMember:
     def __init__(self, client: str, bootstrap: str, group: str, topic: str, name: str,
                  workdir: Path, strategy: str = "range", session_ms: int = 6000,
                  heartbeat_ms: int = 1000, instance_id: Optional[str] = None,
-                 max_seconds: float = 240, debug: Optional[str] = None):
+                 max_seconds: float = 240, debug: Optional[str] = None,
+                 metadata_refresh_ms: Optional[int] = None):
         self.name = name
         cmd = [sys.executable, str(MEMBER_SCRIPT), "--client", client, "--bootstrap", bootstrap,
                "--group", group, "--topic", topic, "--strategy", strategy,
@@ -34,6 +35,8 @@ class GroupMember:
             cmd += ["--instance-id", instance_id]
         if debug:
             cmd += ["--debug", debug]
+        if metadata_refresh_ms:
+            cmd += ["--metadata-refresh-ms", str(metadata_refresh_ms)]
         self.stderr_path = Path(workdir) / f"{name}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr,
