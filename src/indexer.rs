@@ -20,8 +20,8 @@ use tracing::info;
 
 use crate::args::{LifecycleArgs, TopicDefaultsArgs, advertised_or_bound, split_host_port};
 use crate::http::{self, Readiness};
-use crate::tls::HttpTlsArgs;
 use crate::stores::StorageArgs;
+use crate::tls::HttpTlsArgs;
 
 /// Watermark changes kept for fetch gateways that fell behind the feed.
 const WATERMARK_JOURNAL_CHANGES: usize = 100_000;

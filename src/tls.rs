@@ -75,7 +75,11 @@ pub(crate) struct HttpTlsArgs {
     pub(crate) http_tls_client_ca: Option<PathBuf>,
     /// How often the certificate files of the TLS listeners are checked for changes
     /// (milliseconds); changed files are used for new connections.
-    #[arg(long, env = "KAFSCALE_TLS_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "KAFSCALE_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
     pub(crate) tls_reload_interval_ms: u64,
 }
 
@@ -257,7 +261,10 @@ mod tests {
         assert!(err.to_string().contains("--http-tls-cert"), "{err}");
         let err = files("kafka", &None, &None, &some("ca.pem")).expect_err("ca alone");
         assert!(err.to_string().contains("--kafka-tls-client-ca"), "{err}");
-        assert_eq!(files("kafka", &None, &None, &None).expect("plaintext"), None);
+        assert_eq!(
+            files("kafka", &None, &None, &None).expect("plaintext"),
+            None
+        );
         let both = files("kafka", &some("c.pem"), &some("k.pem"), &None).expect("tls");
         assert_eq!(both.map(|f| f.key), some("k.pem"));
     }
