@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests (tests/e2e) need:
 #   * kcat (Debian package; librdkafka 2.0.2 on Debian 12)
+#   * openssl (Debian package): the certificates of tests/e2e/test_tls.py
 #   * fonts-dejavu-core (Debian package): the TrueType font kafscale-loadtest --plot draws
 #     its text with (its unit tests and tests/e2e/test_loadtest.py draw plots)
 #   * prometheus (Debian package: the server and promtool), which tests/e2e/test_metrics.py
@@ -30,6 +31,16 @@ else
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat
     command -v kcat >/dev/null 2>&1 || { echo "install-test-deps: kcat still missing" >&2; exit 1; }
+fi
+
+# --- openssl (tests/e2e/test_tls.py makes its CA and certificates with it) -----
+if command -v openssl >/dev/null 2>&1; then
+    echo "openssl: present ($(openssl version 2>&1))"
+else
+    echo "openssl: installing the Debian package"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl
+    command -v openssl >/dev/null 2>&1 || { echo "install-test-deps: openssl still missing" >&2; exit 1; }
 fi
 
 # --- fonts-dejavu-core (for kafscale-loadtest --plot) -------------------------

@@ -22,7 +22,10 @@ use kafscale_shared::simulated_latency::{
 use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
 use kafscale_shared::topic_config::ClusterDefaults;
 use kafscale_shared::wire::{KafkaServer, WireConfig};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::tls::{HttpTlsArgs, KafkaTlsArgs};
 
 /// The Kafka listener of a gateway and how it describes itself to clients.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +68,10 @@ pub(crate) struct KafkaListenerArgs {
         default_value_t = 60_000
     )]
     pub(crate) client_write_timeout_ms: u64,
+    #[command(flatten)]
+    pub(crate) tls: KafkaTlsArgs,
+    #[command(flatten)]
+    pub(crate) http_tls: HttpTlsArgs,
 }
 
 /// A bound Kafka listener and the topic API that answers with its advertised address.
@@ -83,28 +90,43 @@ impl KafkaListenerArgs {
         if let Some(a) = &self.advertised_addr {
             split_host_port(a)?;
         }
+        self.tls.files()?;
+        self.http_tls.reload_interval()?;
         Ok(())
     }
 
     /// Binds the listener first, so the advertised address can default to the bound one
-    /// (port 0 allowed), then builds the topic API around it.
+    /// (port 0 allowed), then builds the topic API around it. With TLS, the certificate is
+    /// loaded first (a bad one fails the start) and checked for changes until `shutdown`.
     pub(crate) async fn bind(
         &self,
         catalog: Arc<Catalog>,
         cluster_id: &str,
+        shutdown: &CancellationToken,
     ) -> anyhow::Result<BoundListener> {
-        let server = KafkaServer::bind(
+        let tls = match self.tls.files()? {
+            Some(files) => Some(crate::tls::load("kafka", &files, Vec::new())?),
+            None => None,
+        };
+        let mut server = KafkaServer::bind(
             self.kafka_addr,
             WireConfig {
                 max_frame_bytes: self.max_frame_bytes,
                 max_connections: self.max_connections.max(1),
                 idle_timeout: Duration::from_millis(self.connections_max_idle_ms.max(1)),
                 write_timeout: Duration::from_millis(self.client_write_timeout_ms.max(1)),
+                tls_handshake_timeout: self.tls.handshake_timeout(),
                 ..WireConfig::default()
             },
         )
         .await
         .with_context(|| format!("binding kafka listener {}", self.kafka_addr))?;
+        if let Some(tls) = tls {
+            let interval = self.http_tls.reload_interval()?;
+            crate::tls::spawn_reload(&tls, "kafka", interval, shutdown);
+            info!(mutual = tls.is_mutual(), "kafka listener speaks tls");
+            server = server.with_tls(tls);
+        }
         let kafka_addr = server.local_addr()?;
         let advertised = advertised_or_bound(self.advertised_addr.as_deref(), kafka_addr);
         let (advertised_host, advertised_port) = split_host_port(&advertised)?;

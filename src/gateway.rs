@@ -111,6 +111,7 @@ pub(crate) async fn run(
         args.listener.http_addr,
         ready.clone(),
         admin_api::router(admin.clone(), args.admin.auth()?),
+        &args.listener.http_tls,
         shutdown.clone(),
     )
     .await?;
@@ -121,7 +122,7 @@ pub(crate) async fn run(
         topics,
     } = args
         .listener
-        .bind(stores.catalog.clone(), "kafscale")
+        .bind(stores.catalog.clone(), "kafscale", &shutdown)
         .await?;
     let running = KafkaTiers {
         buffer,

@@ -3,6 +3,9 @@
 //! `kafscale_shared::metrics`), plus the routes of the role (the indexer's commit API and
 //! watermark feed, the gateways' admin API).
 //!
+//! With `--http-tls-cert`/`--http-tls-key` the listener serves HTTPS only (see
+//! [`crate::tls::HttpsListener`]); the routes are the same.
+//!
 //! Every route passes the same tower stack ([`common_layers`]): a span per request that
 //! continues the caller's trace (`traceparent`), a panic turned into a 500, a concurrency
 //! limit, a deadline and a default body limit. Routes narrow what they need on top (the
@@ -27,6 +30,11 @@ use tower::limit::ConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+
+use crate::tls::{HttpTlsArgs, HttpsListener};
+
+/// The serving future of the HTTP listener (plain or TLS).
+pub(crate) type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// HTTP requests served at once by one process; more wait for a slot.
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
@@ -142,12 +150,13 @@ pub(crate) async fn serve(
     addr: SocketAddr,
     ready: Arc<Readiness>,
     extra: Router,
+    tls: &HttpTlsArgs,
     shutdown: CancellationToken,
-) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+) -> anyhow::Result<(SocketAddr, Serving)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding http listener {addr}"))?;
-    serve_on(listener, ready, extra, shutdown)
+    serve_on(listener, ready, extra, tls, shutdown)
 }
 
 /// [`serve`] on a listener that is already bound.
@@ -155,8 +164,9 @@ pub(crate) fn serve_on(
     listener: tokio::net::TcpListener,
     ready: Arc<Readiness>,
     extra: Router,
+    tls_args: &HttpTlsArgs,
     shutdown: CancellationToken,
-) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+) -> anyhow::Result<(SocketAddr, Serving)> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -165,15 +175,29 @@ pub(crate) fn serve_on(
         .merge(extra);
     let app = common_layers(app);
     let local = listener.local_addr()?;
+    let Some(tls) = tls_args.load()? else {
+        let fut = async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "http server failed");
+            }
+        };
+        return Ok((local, Box::pin(fut)));
+    };
+    crate::tls::spawn_reload(&tls, "http", tls_args.reload_interval()?, &shutdown);
+    tracing::info!(mutual = tls.is_mutual(), "http listener speaks tls");
+    let listener = HttpsListener::start(listener, tls, shutdown.clone())?;
     let fut = async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "http server failed");
+            tracing::error!(error = %e, "https server failed");
         }
     };
-    Ok((local, fut))
+    Ok((local, Box::pin(fut)))
 }
 
 /// The layers every HTTP route of the process passes (outermost first: trace, panic,

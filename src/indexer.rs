@@ -21,6 +21,7 @@ use tracing::info;
 use crate::args::{LifecycleArgs, TopicDefaultsArgs, advertised_or_bound, split_host_port};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
+use crate::tls::HttpTlsArgs;
 
 /// Watermark changes kept for fetch gateways that fell behind the feed.
 const WATERMARK_JOURNAL_CHANGES: usize = 100_000;
@@ -50,6 +51,8 @@ pub(crate) struct IndexerProcessArgs {
     lifecycle: LifecycleArgs,
     #[command(flatten)]
     topic_defaults: TopicDefaultsArgs,
+    #[command(flatten)]
+    http_tls: HttpTlsArgs,
 }
 
 pub(crate) async fn run(
@@ -96,6 +99,7 @@ pub(crate) async fn run(
         commit_routes(indexer.clone())
             .merge(watermark_routes(watermarks))
             .merge(status_routes(indexer.clone())),
+        &args.http_tls,
         shutdown.clone(),
     )?;
     let http_task = tokio::spawn(http_server);

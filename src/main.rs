@@ -12,6 +12,7 @@ mod standalone;
 mod stores;
 mod telemetry;
 mod tiers;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use gateway::GatewayRole;

@@ -109,6 +109,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         args.listener.http_addr,
         ready.clone(),
         admin_api::router(admin.clone(), args.admin.auth()?),
+        &args.listener.http_tls,
         shutdown.clone(),
     )
     .await?;
@@ -131,7 +132,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         topics,
     } = args
         .listener
-        .bind(catalog.clone(), "kafscale-standalone")
+        .bind(catalog.clone(), "kafscale-standalone", &shutdown)
         .await?;
     let running = KafkaTiers {
         buffer,

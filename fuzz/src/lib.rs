@@ -156,6 +156,7 @@ pub fn context(key: ApiKey, version: i16, correlation_id: i32) -> RequestContext
         client_id: Some("fuzz".into()),
         peer: SocketAddr::from(([127, 0, 0, 1], 40_000)),
         connection_id: 1,
+        principal: None,
     }
 }
 

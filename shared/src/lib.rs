@@ -24,6 +24,7 @@ pub mod segment;
 pub mod sequencer;
 pub mod shards;
 pub mod simulated_latency;
+pub mod tls_reload;
 pub mod topic_api;
 pub mod topic_config;
 pub mod topic_handler;

@@ -64,6 +64,9 @@ pub const BUILD_INFO: &str = "kafscale_build_info";
 pub const CONNECTIONS_ACCEPTED: &str = "kafscale_connections_accepted_total";
 pub const CONNECTIONS_CLOSED: &str = "kafscale_connections_closed_total";
 pub const CONNECTIONS_OPEN: &str = "kafscale_connections_open";
+pub const TLS_HANDSHAKE_FAILURES: &str = "kafscale_tls_handshake_failures_total";
+pub const TLS_CERTIFICATE_RELOADS: &str = "kafscale_tls_certificate_reloads_total";
+pub const TLS_CERTIFICATE_RELOAD_FAILURES: &str = "kafscale_tls_certificate_reload_failures_total";
 pub const REQUESTS: &str = "kafscale_requests_total";
 pub const REQUEST_DURATION: &str = "kafscale_request_duration_seconds";
 pub const RESPONSE_ERRORS: &str = "kafscale_response_errors_total";
@@ -147,6 +150,24 @@ pub const CATALOG: &[MetricDef] = &[
         Gauge,
         &["listener"],
         "Kafka connections open now.",
+    ),
+    def(
+        TLS_HANDSHAKE_FAILURES,
+        Counter,
+        &["listener", "protocol"],
+        "TLS handshakes that failed or timed out (the connection was closed).",
+    ),
+    def(
+        TLS_CERTIFICATE_RELOADS,
+        Counter,
+        &["listener", "protocol"],
+        "Server certificates loaded anew after their files changed.",
+    ),
+    def(
+        TLS_CERTIFICATE_RELOAD_FAILURES,
+        Counter,
+        &["listener", "protocol"],
+        "Changed certificate files that could not be loaded (the previous certificate stays).",
     ),
     def(
         REQUESTS,

@@ -24,6 +24,7 @@ mod router;
 mod server;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -62,6 +63,10 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     pub peer: SocketAddr,
     pub connection_id: u64,
+    /// The client's principal when its connection authenticated (TLS with a client
+    /// certificate: `User:CN=...`, Kafka's default form); `None` on plaintext and on TLS
+    /// without a client certificate. For authorization.
+    pub principal: Option<Arc<str>>,
 }
 
 /// Why a request could not be answered; the connection is closed after logging it.

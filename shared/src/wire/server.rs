@@ -6,6 +6,13 @@
 //! clients send one at a time anyway). Idle connections and clients that stop reading their
 //! answers are closed.
 //!
+//! TLS (optional, [`KafkaServer::with_tls`]): the handshake runs on the connection's own task,
+//! never in the accept loop, bounded by [`WireConfig::tls_handshake_timeout`]; a connection
+//! whose handshake fails or times out is closed and counted. After the handshake the TLS
+//! stream goes through exactly the same pipeline as a plaintext one (the pipeline is generic
+//! over the read and write halves), and the client certificate's principal, if any, is in
+//! every [`RequestContext`] of the connection.
+//!
 //! Cancellation: when the shutdown token fires, the listener stops accepting and every
 //! connection stops reading new requests, finishes the ones in flight (so acknowledged produce
 //! requests get their answers after the final flush) and closes.
@@ -25,8 +32,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::io::IoSlice;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use kafscale_tls::ServerTls;
+use metrics::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -55,6 +63,9 @@ pub struct WireConfig {
     /// A response not fully written within this time closes its connection: a client that
     /// stops reading must not hold its answers in memory for ever.
     pub write_timeout: Duration,
+    /// A TLS handshake not finished within this time closes its connection (a client that
+    /// connects and sends nothing, or plaintext to a TLS listener, must not hold a slot).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for WireConfig {
@@ -65,6 +76,7 @@ impl Default for WireConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -74,6 +86,7 @@ impl Default for WireConfig {
 pub struct KafkaServer {
     listener: TcpListener,
     config: WireConfig,
+    tls: Option<ServerTls>,
 }
 
 type Pending = BoxFuture<'static, Option<Outgoing>>;
@@ -93,13 +106,25 @@ struct Shared {
     all_apis: Vec<ApiSupport>,
     config: WireConfig,
     metrics: WireMetrics,
+    tls: Option<ServerTls>,
+    tls_handshake_failures: Counter,
 }
 
 impl KafkaServer {
     /// Binds the listener.
     pub async fn bind(addr: SocketAddr, config: WireConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(KafkaServer { listener, config })
+        Ok(KafkaServer {
+            listener,
+            config,
+            tls: None,
+        })
+    }
+
+    /// Serves TLS: every connection starts with a handshake (see the module doc).
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -117,6 +142,12 @@ impl KafkaServer {
             all_apis,
             config: self.config,
             metrics,
+            tls: self.tls,
+            tls_handshake_failures: ::metrics::counter!(
+                crate::metrics::TLS_HANDSHAKE_FAILURES,
+                "listener" => crate::metrics::role(),
+                "protocol" => "kafka"
+            ),
         });
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut connections = JoinSet::new();
@@ -148,7 +179,7 @@ impl KafkaServer {
             let span = info_span!("connection", id, %peer);
             connections.spawn(
                 async move {
-                    serve_connection(stream, peer, id, shared.clone(), shutdown).await;
+                    serve_stream(stream, peer, id, shared.clone(), shutdown).await;
                     shared.metrics.closed.increment(1);
                     shared.metrics.open.decrement(1.0);
                     drop(permit);
@@ -161,13 +192,74 @@ impl KafkaServer {
     }
 }
 
-async fn serve_connection(
+/// Serves one accepted connection: plaintext as it is, TLS once the handshake succeeded.
+async fn serve_stream(
     stream: TcpStream,
     peer: SocketAddr,
     connection_id: u64,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let Some(tls) = shared.tls.clone() else {
+        let (reader, writer) = stream.into_split();
+        let connection = Connection::new(peer, connection_id, None);
+        return serve_connection(reader, writer, connection, shared, shutdown).await;
+    };
+    let timeout = shared.config.tls_handshake_timeout;
+    let handshake = tokio::select! {
+        h = tokio::time::timeout(timeout, tls.accept(stream)) => h,
+        _ = shutdown.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok((stream, principal))) => {
+            debug!(principal = principal.as_deref(), "tls handshake done");
+            let (reader, writer) = tokio::io::split(stream);
+            let connection = Connection::new(peer, connection_id, principal.map(Arc::from));
+            serve_connection(reader, writer, connection, shared, shutdown).await;
+        }
+        Ok(Err(e)) => {
+            shared.tls_handshake_failures.increment(1);
+            debug!(error = %e, "closing connection: tls handshake failed");
+        }
+        Err(_) => {
+            shared.tls_handshake_failures.increment(1);
+            debug!(
+                timeout_ms = timeout.as_millis() as u64,
+                "closing connection: no tls handshake in time"
+            );
+        }
+    }
+}
+
+/// Who is at the other end of a connection (copied into every request's context).
+struct Connection {
+    peer: SocketAddr,
+    id: u64,
+    principal: Option<Arc<str>>,
+}
+
+impl Connection {
+    fn new(peer: SocketAddr, id: u64, principal: Option<Arc<str>>) -> Self {
+        Connection {
+            peer,
+            id,
+            principal,
+        }
+    }
+}
+
+/// The request pipeline of one connection, on its read and write halves (a TCP stream's
+/// own halves, or a TLS stream split in two).
+async fn serve_connection<R, W>(
+    reader: R,
+    mut writer: W,
+    connection: Connection,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let codec = LengthDelimitedCodec::builder()
         .length_field_length(4)
         .max_frame_length(shared.config.max_frame_bytes)
@@ -175,7 +267,6 @@ async fn serve_connection(
     // Requests are read through the codec; responses are written as encoded, length prefix
     // included (see `encode_response`), so a Fetch response is not copied once more into a
     // codec's write buffer.
-    let (reader, mut writer) = stream.into_split();
     let mut framed = FramedRead::new(reader, codec);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut reading = true;
@@ -210,7 +301,7 @@ async fn serve_connection(
                         drain_and_close(&mut writer, &mut pending, &shared).await;
                         return;
                     }
-                    Some(Ok(frame)) => match decode_request(frame.freeze(), peer, connection_id, &shared) {
+                    Some(Ok(frame)) => match decode_request(frame.freeze(), &connection, &shared) {
                         Ok(decoded) => {
                             if let Some(decoded) = fetches.admit(decoded) {
                                 pending.push_back(start_request(decoded, &shared, &mut fence).await);
@@ -236,7 +327,7 @@ async fn serve_connection(
 
 /// Writes one answer; false if the connection must close (a write that failed or took
 /// longer than the write timeout, or an answer that cannot be encoded).
-async fn write_out(writer: &mut OwnedWriteHalf, out: Outgoing, shared: &Shared) -> bool {
+async fn write_out(writer: &mut (impl AsyncWrite + Unpin), out: Outgoing, shared: &Shared) -> bool {
     if let Ok(response) = &out.result {
         shared.metrics.response(out.api_key, out.started, response);
     }
@@ -305,7 +396,7 @@ impl FetchGate {
 
 /// Answers the requests already in flight (they were valid), then lets the connection close.
 async fn drain_and_close(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut (impl AsyncWrite + Unpin),
     pending: &mut FuturesOrdered<Pending>,
     shared: &Shared,
 ) {
@@ -326,8 +417,7 @@ enum Decoded {
 /// Decodes one request frame; `Err` means the connection must be closed.
 fn decode_request(
     frame: Bytes,
-    peer: SocketAddr,
-    connection_id: u64,
+    connection: &Connection,
     shared: &Shared,
 ) -> Result<Decoded, String> {
     let started = std::time::Instant::now();
@@ -375,8 +465,9 @@ fn decode_request(
         api_version: version,
         correlation_id,
         client_id: header.client_id.map(|c| c.to_string()),
-        peer,
-        connection_id,
+        peer: connection.peer,
+        connection_id: connection.id,
+        principal: connection.principal.clone(),
     };
     Ok(Decoded::Request(ctx, request))
 }
@@ -543,7 +634,10 @@ fn encode_response(out: Outgoing) -> Result<Vec<Bytes>, String> {
 }
 
 /// Writes a frame's chunks with vectored writes (as many per call as the kernel takes).
-async fn write_frame(writer: &mut OwnedWriteHalf, chunks: &mut [Bytes]) -> std::io::Result<()> {
+async fn write_frame(
+    writer: &mut (impl AsyncWrite + Unpin),
+    chunks: &mut [Bytes],
+) -> std::io::Result<()> {
     /// Chunks handed to one writev (far below IOV_MAX).
     const SLICES_PER_WRITE: usize = 64;
     let mut first = 0;
@@ -571,7 +665,8 @@ async fn write_frame(writer: &mut OwnedWriteHalf, chunks: &mut [Bytes]) -> std::
             }
         }
     }
-    Ok(())
+    // TLS keeps records it could not send yet; a TCP stream has nothing to flush.
+    writer.flush().await
 }
 
 #[cfg(test)]
