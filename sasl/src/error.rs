@@ -42,8 +42,8 @@ pub enum SaslError {
     #[error("unacceptable SCRAM credential: {0}")]
     UnacceptableCredential(&'static str),
     /// The operating system's random number generator failed.
-    #[error("no randomness available: {0}")]
-    Random(getrandom::Error),
+    #[error("no randomness available")]
+    Random(#[source] getrandom::Error),
     /// Reading the credential failed (e.g. the metadata store is unavailable).
     #[error("credential lookup failed")]
     CredentialLookup {

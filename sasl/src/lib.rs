@@ -17,6 +17,7 @@
 //! exchange, fed with each SaslAuthenticate payload through [`Session::step`].
 
 mod authenticator;
+mod client;
 mod credential;
 mod crypto;
 mod error;
@@ -25,6 +26,7 @@ mod plain;
 mod scram;
 
 pub use authenticator::{Authenticator, NonceGenerator, Principal, SaslConfig, Session, Step};
+pub use client::ScramClient;
 pub use credential::{
     CredentialSource, MAX_ITERATIONS, MIN_ITERATIONS, MemoryCredentials, SALT_LEN, ScramCredential,
     random_salt,

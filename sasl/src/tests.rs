@@ -125,6 +125,24 @@ async fn scram_sha_512_round_trip_with_authzid_and_escaped_name() {
 }
 
 #[tokio::test]
+async fn the_public_client_completes_both_mechanisms() {
+    for mechanism in ScramMechanism::ALL {
+        let credentials = credentials_of("bob", "pw", &[mechanism]);
+        let mut session = authenticator(credentials).start(mechanism.name()).unwrap();
+        let mut client = ScramClient::new(mechanism, "bob", "pw", "fyko+d2lbbFgONRv9qkxdawL");
+        let first = session
+            .step(client.client_first().as_bytes())
+            .await
+            .unwrap();
+        let last = client.client_final(text(&first)).unwrap();
+        let done = session.step(last.as_bytes()).await.unwrap();
+        client.check_server_final(text(&done)).unwrap();
+        assert!(client.check_server_final("v=AAAA").is_err());
+        assert_eq!(done.done.unwrap().user(), "bob");
+    }
+}
+
+#[tokio::test]
 async fn wrong_password_fails_at_the_final_step() {
     let credentials = credentials_of("alice", "right", &[ScramMechanism::Sha256]);
     let mut session = authenticator(credentials).start("SCRAM-SHA-256").unwrap();
