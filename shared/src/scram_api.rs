@@ -408,9 +408,9 @@ mod tests {
             ("bob".to_string(), 0, vec![(2, 16384)]),
         ];
         assert_eq!(describe(&api, None).await, all);
-        assert_eq!(describe(&api, Some(&[])).await, all);
+        assert_eq!(describe(&api, Some(&[][..])).await, all);
         assert_eq!(
-            describe(&api, Some(&["bob", "carol", "alice", "alice"])).await,
+            describe(&api, Some(&["bob", "carol", "alice", "alice"][..])).await,
             [
                 ("bob".into(), 0, vec![(2, 16384)]),
                 (

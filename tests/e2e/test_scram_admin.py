@@ -2,7 +2,8 @@
 AlterUserScramCredentials (upsertions and deletions; librdkafka salts the password itself
 and sends only the SaltedPassword) and DescribeUserScramCredentials (all users, named
 users), Kafka's per-user error codes for refused alterations and unknown users, and the
-credentials surviving a restart (they live in the metadata store).
+credentials surviving a restart (they live in the metadata store); in a distributed
+cluster on DynamoDB, every gateway sees the same users.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from confluent_kafka.admin import (
     UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
+
+# The distributed suite's fixtures (DynamoDB Local, moto, a cluster factory).
+from test_distributed import cluster, ddb_endpoint, moto  # noqa: F401
 
 SHA256 = ScramMechanism.SCRAM_SHA_256
 SHA512 = ScramMechanism.SCRAM_SHA_512
@@ -104,3 +108,16 @@ def test_refused_alterations_change_nothing_for_their_user(kafscale):
         "dave": 0,
     }
     assert described(admin) == {"carol": [(SHA256, 4096)], "dave": [(SHA256, 4096)]}
+
+
+def test_credentials_are_shared_by_every_gateway_of_a_cluster(cluster):  # noqa: F811
+    """On DynamoDB: a user created through one ingest gateway is described by the other
+    gateways at once, and deleted through a fetch gateway."""
+    c = cluster(shards=1).start(indexers=1, ingests=2, fetches=1)
+    admins = [admin_for(g) for g in (*c.ingests, *c.fetches)]
+    assert alter(admins[0], [upsert("erin", SHA512, 4096)]) == {"erin": 0}
+    for admin in admins:
+        assert described(admin) == {"erin": [(SHA512, 4096)]}
+    assert alter(admins[2], [UserScramCredentialDeletion("erin", SHA512)]) == {"erin": 0}
+    for admin in admins:
+        assert described(admin) == {}
