@@ -295,7 +295,7 @@ mod tests {
         let json = String::from_utf8(encode(&record).to_vec()).unwrap();
         assert_eq!(
             json,
-            r#"{"format":1,"user":"user","mechanism":"SCRAM-SHA-256","salt":"c2FsdA==","iterations":4096,"stored_key":"8/SbfEG3lGwS0pqqoSg5Ul0KaJNXg8hUBHFzB/ylyQ0=","server_key":"RW6MK+Sq5FlwK2tY/G1a5ENrQc+LdRgVfCcIW2Sn3Uw="}"#
+            r#"{"format":1,"user":"user","mechanism":"SCRAM-SHA-256","salt":"c2FsdA==","iterations":4096,"stored_key":"u+iLs9qG4xpz8n4iBFJlze/fVOjP2jhqQIXx/NAiFSQ=","server_key":"elQh4wT48epeZpwXBxlihIdim+BEkjp3sUAFd/ICyyI="}"#
         );
         let key = scram_credential_key("user", "SCRAM-SHA-256");
         let decoded: ScramCredentialRecord = decode(&key, json.as_bytes()).unwrap();
