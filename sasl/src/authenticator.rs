@@ -231,12 +231,12 @@ impl Session {
                     message.user,
                     config.decoy_iterations,
                 );
-                let _ = hi(
+                std::hint::black_box(hi(
                     decoy.mechanism,
                     message.password.as_bytes(),
                     &decoy.salt,
                     decoy.iterations,
-                );
+                ));
                 false
             }
         };
