@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 CARGO_FUZZ_VERSION=0.13.2
-ALL_TARGETS=(request_frame produce fetch groups topics commit meta_items record_batch segment)
+ALL_TARGETS=(request_frame produce fetch groups topics commit meta_items record_batch segment sasl)
 
 seconds="${KAFSCALE_FUZZ_SECONDS:-30}"
 build_only=false

@@ -1395,11 +1395,14 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
             (42, 0, 2), // DeleteGroups
             (44, 0, 1), // IncrementalAlterConfigs
             (47, 0, 0), // OffsetDelete
+            (50, 0, 0), // DescribeUserScramCredentials
+            (51, 0, 0), // AlterUserScramCredentials
             (60, 0, 2), // DescribeCluster
         ]
     );
 
     config_api_sweep(&mut c).await;
+    scram_credentials_sweep(&mut c).await;
     delete_records_sweep(&mut c).await;
 
     // CreatePartitions at every version (a topic of 1 partition, one more per version).
@@ -1578,6 +1581,53 @@ async fn every_advertised_version_of_every_api_is_answered_and_decodes() {
         assert!(response.producer_id.0 >= 0, "InitProducerId v{v}");
     }
     pipeline.stop().await;
+}
+
+/// AlterUserScramCredentials and DescribeUserScramCredentials (v0 only): an upserted
+/// credential is described with its mechanism and iterations, a deleted one is gone.
+async fn scram_credentials_sweep(c: &mut Client) {
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use kafka_protocol::messages::{
+        AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+    };
+    let user = StrBytes::from_static_str("sweep-user");
+    let upsert = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        ScramCredentialUpsertion::default()
+            .with_name(user.clone())
+            .with_mechanism(2)
+            .with_iterations(8192)
+            .with_salt(Bytes::from_static(b"salt"))
+            .with_salted_password(Bytes::from(vec![1u8; 64])),
+    ]);
+    let altered = c.call(0, &upsert).await;
+    assert_eq!(altered.results.len(), 1);
+    assert_eq!(altered.results[0].error_code, 0);
+    let described = c
+        .call(0, &DescribeUserScramCredentialsRequest::default())
+        .await;
+    assert_eq!(described.error_code, 0);
+    assert_eq!(described.results.len(), 1);
+    assert_eq!(described.results[0].user, user);
+    let infos = &described.results[0].credential_infos;
+    assert_eq!(
+        infos
+            .iter()
+            .map(|i| (i.mechanism, i.iterations))
+            .collect::<Vec<_>>(),
+        [(2, 8192)]
+    );
+    let delete = AlterUserScramCredentialsRequest::default().with_deletions(vec![
+        ScramCredentialDeletion::default()
+            .with_name(user)
+            .with_mechanism(2),
+    ]);
+    assert_eq!(c.call(0, &delete).await.results[0].error_code, 0);
+    let described = c
+        .call(0, &DescribeUserScramCredentialsRequest::default())
+        .await;
+    assert!(described.results.is_empty());
 }
 
 /// DescribeConfigs, AlterConfigs, IncrementalAlterConfigs and DescribeCluster at every

@@ -748,10 +748,53 @@ fn main() {
         ("topics", topics_seeds),
         ("commit", commit_seeds),
         ("meta_items", meta_items_seeds),
+        ("sasl", sasl_seeds),
     ] {
         let n = write(&root);
         println!("{target}: {n} seeds");
     }
+}
+
+/// SASL exchanges against the `sasl` target's authenticator: PLAIN right and wrong, complete
+/// SCRAM exchanges of both mechanisms (made by the crate's client against the real server),
+/// an unknown user, and a message after the end.
+fn sasl_seeds(root: &Path) -> usize {
+    use kafscale_sasl::{ScramClient, ScramMechanism};
+    fn input(mechanism: u8, messages: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![mechanism];
+        for m in messages {
+            out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            out.extend_from_slice(m);
+        }
+        out
+    }
+    let mut corpus = Corpus::new(root, "sasl");
+    corpus.write("plain", &input(0, &[b"\0user\0pencil"]));
+    corpus.write("plain-authzid", &input(0, &[b"user\0user\0pencil"]));
+    corpus.write(
+        "plain-wrong",
+        &input(0, &[b"\0user\0pencil!", b"\0user\0pencil"]),
+    );
+    let auth = kafscale_fuzz::sasl_authenticator();
+    for (pick, mechanism) in [(1u8, ScramMechanism::Sha256), (2, ScramMechanism::Sha512)] {
+        for (name, user) in [("known", "user"), ("unknown", "nobody")] {
+            let mut client = ScramClient::new(mechanism, user, "pencil", "rOprNGfwEbeRWgbNEkqO");
+            let mut session = auth.start(mechanism.name()).expect("enabled");
+            let first = client.client_first();
+            let server_first = kafscale_fuzz::runtime()
+                .block_on(session.step(first.as_bytes()))
+                .expect("a server-first message");
+            let server_first = String::from_utf8(server_first.response.to_vec()).expect("text");
+            let last = client
+                .client_final(&server_first)
+                .expect("a client-final message");
+            corpus.write(
+                &format!("{}-{name}", mechanism.name()),
+                &input(pick, &[first.as_bytes(), last.as_bytes(), b"n,,n=user,r=x"]),
+            );
+        }
+    }
+    corpus.written
 }
 
 /// A topic's life through the topic APIs at each version: create (with configs), describe,

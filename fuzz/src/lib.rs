@@ -49,6 +49,32 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The fixed server part of every SCRAM nonce of the `sasl` target, so recorded exchanges
+/// replay.
+pub const SASL_SERVER_NONCE: &str = "fuzz-server-nonce";
+
+/// The `sasl` target's authenticator: every mechanism, user `user` with password `pencil`
+/// for both SCRAM mechanisms (salt `fuzz salt`, 4096 iterations), [`SASL_SERVER_NONCE`].
+pub fn sasl_authenticator() -> kafscale_sasl::Authenticator {
+    use kafscale_sasl::{
+        Authenticator, Mechanism, MemoryCredentials, SaslConfig, ScramCredential, ScramMechanism,
+    };
+    let credentials = MemoryCredentials::new();
+    for mechanism in ScramMechanism::ALL {
+        let credential =
+            ScramCredential::from_password(mechanism, "pencil", b"fuzz salt".to_vec(), 4096)
+                .expect("a valid credential");
+        credentials.insert("user", credential);
+    }
+    let config = SaslConfig {
+        mechanisms: Mechanism::ALL.to_vec(),
+        decoy_secret: b"fuzz decoy secret".to_vec(),
+        decoy_iterations: 4096,
+    };
+    Authenticator::new(config, Arc::new(credentials))
+        .with_nonce_generator(Arc::new(|| Ok(SASL_SERVER_NONCE.to_string())))
+}
+
 /// Ops read from one input at most (a longer input is cut).
 pub const MAX_OPS: usize = 32;
 

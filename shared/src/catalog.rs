@@ -18,6 +18,8 @@
 //!   collection has yet to remove
 //! - `meta` / `producer-id-next` → next free producer id
 //! - `lease` / lease name → [`LeaseRecord`]
+//! - `scram` / `{user}/{mechanism}` → a SCRAM credential
+//!   ([`crate::scram_credentials::ScramCredentialRecord`])
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -289,6 +291,13 @@ pub fn group_key(group: &str) -> ItemKey {
 }
 pub fn lease_key(name: &str) -> ItemKey {
     ItemKey::new("lease", name)
+}
+/// The partition key of every SCRAM credential (few items: users times mechanisms).
+pub const SCRAM_CREDENTIAL_PK: &str = "scram";
+/// A user's SCRAM credential for one mechanism (`SCRAM-SHA-256`, `SCRAM-SHA-512`). The
+/// mechanism name has no `/`, so the user is everything before the last `/`.
+pub fn scram_credential_key(user: &str, mechanism: &str) -> ItemKey {
+    ItemKey::new(SCRAM_CREDENTIAL_PK, format!("{user}/{mechanism}"))
 }
 fn producer_id_key() -> ItemKey {
     ItemKey::new("meta", "producer-id-next")

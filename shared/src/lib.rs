@@ -20,6 +20,8 @@ pub mod metered;
 pub mod metrics;
 pub mod object_store;
 pub mod periodic;
+pub mod scram_api;
+pub mod scram_credentials;
 pub mod segment;
 pub mod sequencer;
 pub mod shards;
