@@ -23,25 +23,25 @@ PY="${PYTHON:-python3}"
 REQ="tests/e2e/requirements.txt"
 
 
-# --- kcat ------------------------------------------------------------------
-if command -v kcat >/dev/null 2>&1; then
-    echo "kcat: present ($(kcat -V 2>&1 | grep -m1 -o 'Version [^ ]*' || echo 'unknown version'))"
-else
-    echo "kcat: installing the Debian package"
+# A command from the Debian package of the same name, installed if missing.
+#   $1: the command and package; $2: how to print its version
+ensure_debian_command() {
+    local cmd="$1" version="$2"
+    if command -v "$cmd" >/dev/null 2>&1; then
+        echo "$cmd: present ($(eval "$version"))"
+        return
+    fi
+    echo "$cmd: installing the Debian package"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat
-    command -v kcat >/dev/null 2>&1 || { echo "install-test-deps: kcat still missing" >&2; exit 1; }
-fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$cmd"
+    command -v "$cmd" >/dev/null 2>&1 || { echo "install-test-deps: $cmd still missing" >&2; exit 1; }
+}
+
+# --- kcat ------------------------------------------------------------------
+ensure_debian_command kcat "kcat -V 2>&1 | grep -m1 -o 'Version [^ ]*' || echo 'unknown version'"
 
 # --- openssl (tests/e2e/test_tls.py makes its CA and certificates with it) -----
-if command -v openssl >/dev/null 2>&1; then
-    echo "openssl: present ($(openssl version 2>&1))"
-else
-    echo "openssl: installing the Debian package"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl
-    command -v openssl >/dev/null 2>&1 || { echo "install-test-deps: openssl still missing" >&2; exit 1; }
-fi
+ensure_debian_command openssl "openssl version 2>&1"
 
 # --- fonts-dejavu-core (for kafscale-loadtest --plot) -------------------------
 dejavu=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
