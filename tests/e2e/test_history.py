@@ -82,3 +82,19 @@ def test_an_ack_without_an_offset_needs_its_record_stored_in_its_partition():
     events[3]["value"] = "other"  # ... whose stored copy is gone
     report = history.check(events)
     assert [(x["producer"], x["seq"]) for x in report.lost] == [("idem", 1)]
+
+
+def test_distributed_checker_takes_an_ack_without_an_offset_when_its_record_is_in_its_partition():
+    """The distributed tests' checker (distributed.assert_acks_consumed) follows the same rule
+    as the history checker for librdkafka's acks without an offset (seen in
+    test_store_outages_are_survived): stored in its partition passes, stored nowhere fails."""
+    import pytest as _pytest
+
+    import distributed as dist
+    import kafka_helpers as kh
+
+    consumed = [kh.Consumed(0, 0, None, b"t-0"), kh.Consumed(0, 1, None, b"t-1")]
+    dist.assert_acks_consumed({"t": [(0, 0), (0, None)]}, consumed, 1)
+    with _pytest.raises(AssertionError):
+        dist.assert_acks_consumed({"t": [(0, 0), (0, None)]},
+                                  [kh.Consumed(0, 0, None, b"t-0")], 1)
