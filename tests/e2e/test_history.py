@@ -98,3 +98,13 @@ def test_distributed_checker_takes_an_ack_without_an_offset_when_its_record_is_i
     with _pytest.raises(AssertionError):
         dist.assert_acks_consumed({"t": [(0, 0), (0, None)]},
                                   [kh.Consumed(0, 0, None, b"t-0")], 1)
+
+
+def test_the_crash_audit_takes_an_ack_without_an_offset_when_its_record_is_in_its_partition():
+    """test_distributed_chaos.audit follows the same rule."""
+    import kafka_helpers as kh
+    from test_distributed_chaos import audit
+
+    consumed = [kh.Consumed(0, 0, None, b"t-0"), kh.Consumed(0, 1, None, b"t-1")]
+    assert "misplaced_acks" not in {k for k, v in audit({"t": [(0, 0), (0, None)]}, consumed).items() if v}
+    assert audit({"t": [(0, 0), (1, None)]}, consumed)["misplaced_acks"][0]["record"] == "t-1"
