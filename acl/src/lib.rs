@@ -28,7 +28,9 @@ mod model;
 pub use error::AclError;
 pub use filter::{AclBindingFilter, PatternFilter};
 pub use index::{AclIndex, Session, SuperUsers};
-pub use model::{AclBinding, Operation, PatternType, Permission, ResourceType, parse_principal};
+pub use model::{
+    AclBinding, MAX_FIELD_BYTES, Operation, PatternType, Permission, ResourceType, parse_principal,
+};
 
 /// The principal of a request that did not authenticate.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
