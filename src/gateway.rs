@@ -27,6 +27,7 @@ use tracing::info;
 
 use crate::admin_api::{self, AdminApiArgs, AdminState};
 use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, TopicDefaultsArgs};
+use crate::authz::AuthorizerArgs;
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
 use crate::tiers::KafkaTiers;
@@ -61,6 +62,8 @@ pub(crate) struct GatewayArgs {
     #[command(flatten)]
     admin: AdminApiArgs,
     #[command(flatten)]
+    authorizer: AuthorizerArgs,
+    #[command(flatten)]
     storage: StorageArgs,
     /// How long one commit may keep looking for a live shard owner (milliseconds; cover the
     /// indexers' lease time, so a failover does not fail produce requests).
@@ -80,6 +83,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     args.listener.validate()?;
+    args.authorizer.validate()?;
     let cluster_defaults = args.ingest.cluster_defaults(&args.topic_defaults)?;
     let stores = args.storage.open().await?;
     let cluster = args.storage.cluster(&stores, &shutdown).await?;
@@ -115,6 +119,7 @@ pub(crate) async fn run(
         shutdown.clone(),
     )
     .await?;
+    let authorizer = args.authorizer.start(&stores.catalog, &shutdown).await?;
     let BoundListener {
         server,
         kafka_addr,
@@ -130,6 +135,7 @@ pub(crate) async fn run(
         objects: stores.objects.clone(),
         sequencer,
         groups: args.fetch.group_config(role == GatewayRole::Fetch, None)?,
+        authorizer: authorizer.as_ref().map(|(a, _)| a.clone()),
     }
     .start(
         server,
@@ -155,7 +161,9 @@ pub(crate) async fn run(
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
-    running.stop(vec![poller, feeds, http_task]).await;
+    let mut others = vec![poller, feeds, http_task];
+    others.extend(authorizer.map(|(_, refresh)| refresh));
+    running.stop(others).await;
     stores.simulated.log_summary();
     info!("stopped");
     Ok(())

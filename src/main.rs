@@ -5,6 +5,7 @@ mod admin;
 mod admin_api;
 mod admin_cli;
 mod args;
+mod authz;
 mod gateway;
 mod http;
 mod indexer;

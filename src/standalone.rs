@@ -24,6 +24,7 @@ use crate::args::{
     BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, LifecycleArgs, SimulationArgs,
     TopicDefaultsArgs,
 };
+use crate::authz::AuthorizerArgs;
 use crate::http::{self, Readiness};
 use crate::tiers::KafkaTiers;
 
@@ -43,6 +44,8 @@ pub(crate) struct StandaloneArgs {
     fetch: FetchArgs,
     #[command(flatten)]
     admin: AdminApiArgs,
+    #[command(flatten)]
+    authorizer: AuthorizerArgs,
     /// Indexer shards of a new data directory (an existing one keeps its own count).
     #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = 1)]
     shards: u32,
@@ -55,6 +58,7 @@ pub(crate) struct StandaloneArgs {
 /// Runs standalone mode until `shutdown` fires, then flushes and stops.
 pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     args.listener.validate()?;
+    args.authorizer.validate()?;
     let cluster_defaults = args.ingest.cluster_defaults(&args.topic_defaults)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
@@ -125,6 +129,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         args.fetch.config(None),
     );
 
+    let authorizer = args.authorizer.start(&catalog, &shutdown).await?;
     let BoundListener {
         server,
         kafka_addr,
@@ -140,6 +145,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         objects,
         sequencer: indexer.clone(),
         groups: args.fetch.group_config(true, Some("standalone".into()))?,
+        authorizer: authorizer.as_ref().map(|(a, _)| a.clone()),
     }
     .start(
         server,
@@ -185,9 +191,9 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
-    running
-        .stop(vec![gc_task, retention_task, renewer, http_task])
-        .await;
+    let mut others = vec![gc_task, retention_task, renewer, http_task];
+    others.extend(authorizer.map(|(_, refresh)| refresh));
+    running.stop(others).await;
     simulated.log_summary();
     info!("stopped");
     Ok(())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kafscale_fetch::{FetchHandler, FetchService, GroupHandler, GroupService, GroupServiceConfig};
 use kafscale_ingest::{IngestHandler, SegmentBuffer};
+use kafscale_shared::authz::{AclHandler, Authorizer, AuthorizingHandler};
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::sequencer::Sequencer;
 use kafscale_shared::topic_api::TopicApi;
@@ -22,6 +23,8 @@ pub(crate) struct KafkaTiers {
     pub(crate) objects: Arc<dyn ObjectStore>,
     pub(crate) sequencer: Arc<dyn Sequencer>,
     pub(crate) groups: GroupServiceConfig,
+    /// Set when ACLs are enforced (`--acl-enabled`).
+    pub(crate) authorizer: Option<Arc<Authorizer>>,
 }
 
 /// The running listener and flusher, stopped in order by [`RunningTiers::stop`].
@@ -45,16 +48,31 @@ impl KafkaTiers {
     ) -> RunningTiers {
         let (groups, groups_task) =
             GroupService::start(topics.clone(), self.groups, shutdown.clone()).await;
+        // With ACLs on, only Metadata creates topics (where CREATE is checked), as in Kafka.
+        let produce_topics = match self.authorizer {
+            Some(_) => topics.clone().without_auto_create(),
+            None => topics.clone(),
+        };
         let router: Arc<dyn KafkaHandler> = Arc::new(Router::new(vec![
             Arc::new(TopicHandler::new(topics.clone())),
             Arc::new(IngestHandler::new(
-                topics,
+                produce_topics,
                 self.buffer.clone(),
                 self.sequencer.clone(),
             )),
             Arc::new(FetchHandler::new(self.fetch.clone())),
             Arc::new(GroupHandler::new(groups.clone())),
+            Arc::new(AclHandler::new(self.authorizer.clone())),
         ]));
+        let router: Arc<dyn KafkaHandler> = match self.authorizer {
+            Some(authorizer) => Arc::new(AuthorizingHandler::new(
+                router,
+                authorizer,
+                topics.catalog().clone(),
+                topics.settings().auto_create_topics,
+            )),
+            None => router,
+        };
         // The flusher has its own token: it must outlive the listener's shutdown to answer
         // the produce requests still buffered.
         let flusher_shutdown = CancellationToken::new();

@@ -5,6 +5,7 @@
 //! Tier crates (`kafscale-ingest`, `kafscale-fetch`, `kafscale-indexer`) depend on this crate
 //! and never on each other; the `kafscale` binary wires them together.
 
+pub mod authz;
 pub mod batch;
 pub mod buffer_pool;
 pub mod catalog;

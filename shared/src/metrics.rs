@@ -68,6 +68,7 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "kafscale_tls_handshake_failures_total"
 pub const TLS_CERTIFICATE_RELOADS: &str = "kafscale_tls_certificate_reloads_total";
 pub const TLS_CERTIFICATE_RELOAD_FAILURES: &str = "kafscale_tls_certificate_reload_failures_total";
 pub const REQUESTS: &str = "kafscale_requests_total";
+pub const AUTHORIZATION_DENIALS: &str = "kafscale_authorization_denials_total";
 pub const REQUEST_DURATION: &str = "kafscale_request_duration_seconds";
 pub const RESPONSE_ERRORS: &str = "kafscale_response_errors_total";
 pub const PRODUCE_RECORDS: &str = "kafscale_produce_records_total";
@@ -174,6 +175,12 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &["listener", "api"],
         "Kafka requests received, by API.",
+    ),
+    def(
+        AUTHORIZATION_DENIALS,
+        Counter,
+        &["listener", "api"],
+        "Authorization checks that refused a resource of a request (ACLs on), by API.",
     ),
     def(
         REQUEST_DURATION,

@@ -134,6 +134,12 @@ impl TopicApi {
         self
     }
 
+    /// The same API, never creating a topic on first use (Produce when ACLs are enforced).
+    pub fn without_auto_create(mut self) -> Self {
+        self.settings.auto_create_topics = false;
+        self
+    }
+
     /// The cluster-level topic config defaults.
     pub fn cluster_defaults(&self) -> &ClusterDefaults {
         &self.cluster_defaults
