@@ -111,3 +111,27 @@ impl RunningTiers {
         crate::drain_within(tasks).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafscale_fetch::{FETCH_APIS, GROUP_APIS};
+    use kafscale_ingest::INGEST_APIS;
+    use kafscale_shared::authz::{ACL_APIS, AUTHORIZED_APIS};
+    use kafscale_shared::topic_handler::{SCRAM_APIS, TOPIC_APIS};
+
+    /// The authorizing layer refuses an API it has no rule for: every API the listener
+    /// serves must have one.
+    #[test]
+    fn every_served_api_has_an_authorization_rule() {
+        let served = TOPIC_APIS
+            .iter()
+            .chain(&SCRAM_APIS)
+            .chain(&INGEST_APIS)
+            .chain(&FETCH_APIS)
+            .chain(&GROUP_APIS)
+            .chain(&ACL_APIS);
+        for api in served {
+            assert!(AUTHORIZED_APIS.contains(&api.key), "{:?} has no rule", api.key);
+        }
+    }
+}

@@ -214,10 +214,10 @@ async fn create(
         .map(|c| {
             AclBinding::from_wire(
                 c.resource_type,
-                &c.resource_name,
+                c.resource_name.as_str(),
                 c.resource_pattern_type,
-                &c.principal,
-                &c.host,
+                c.principal.as_str(),
+                c.host.as_str(),
                 c.operation,
                 c.permission_type,
             )

@@ -246,6 +246,17 @@ pub(super) enum Resolved {
     Failed,
 }
 
+impl Resolved {
+    /// What `id` resolved to in `ids` (not looked up: unknown).
+    pub(super) fn of(ids: &HashMap<Uuid, Resolved>, id: Uuid) -> Resolved {
+        match ids.get(&id) {
+            Some(Resolved::Name(name)) => Resolved::Name(name.clone()),
+            Some(Resolved::Failed) => Resolved::Failed,
+            Some(Resolved::Unknown) | None => Resolved::Unknown,
+        }
+    }
+}
+
 /// Looks topic ids up in the catalog.
 pub(super) async fn resolve_ids(
     catalog: &Catalog,
@@ -265,3 +276,7 @@ pub(super) async fn resolve_ids(
     }
     out
 }
+
+#[cfg(test)]
+#[path = "enforce_tests.rs"]
+mod tests;

@@ -125,13 +125,13 @@ fn fetch_named(cx: &Context, mut r: FetchRequest, ids: &HashMap<Uuid, Resolved>)
     let had_topics = !r.topics.is_empty();
     r.topics.retain(|t| {
         let resolved = if by_id {
-            ids.get(&t.topic_id).unwrap_or(&Resolved::Unknown)
+            Resolved::of(ids, t.topic_id)
         } else {
-            &Resolved::Name(t.topic.0.to_string())
+            Resolved::Name(t.topic.0.to_string())
         };
         let code = match resolved {
             Resolved::Unknown => return true,
-            Resolved::Name(name) if may(cx, Operation::Read, name) => return true,
+            Resolved::Name(name) if may(cx, Operation::Read, &name) => return true,
             Resolved::Name(_) => TOPIC_DENIED,
             Resolved::Failed => ResponseError::KafkaStorageError,
         };
@@ -419,11 +419,7 @@ fn delete_topics_named(
     r.topics.retain(|t| {
         let resolved = match &t.name {
             Some(n) => Resolved::Name(n.0.to_string()),
-            None => match ids.get(&t.topic_id) {
-                Some(Resolved::Name(n)) => Resolved::Name(n.clone()),
-                Some(Resolved::Failed) => Resolved::Failed,
-                Some(Resolved::Unknown) | None => Resolved::Unknown,
-            },
+            None => Resolved::of(ids, t.topic_id),
         };
         let code = match resolved {
             Resolved::Unknown => return true,
