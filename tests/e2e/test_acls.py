@@ -7,6 +7,10 @@ The other principals get only what the ACLs grant: producing where they have WRI
 consuming with a group where they have READ on the group and the topic, Metadata listing only
 the topics they may describe; elsewhere the Kafka authorization errors. Waits are for
 conditions, bounded; every client closes.
+
+The distributed test (DynamoDB Local, skipped without it) checks that an ACL created through
+one gateway is enforced by another within the documented bound (`--acl-refresh-ms` plus one
+reload).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
                                    AdminClient, NewTopic, ResourcePatternType, ResourceType)
 
+import distributed as dist
 import kafka_helpers as kh
 from test_tls import Pki
 
@@ -193,3 +198,33 @@ def test_without_the_authorizer_nothing_changes(kafscale_factory, tmp_path):
     with pytest.raises(KafkaException) as info:
         cluster.admin().describe_acls(all_acls(), request_timeout=30).result(timeout=30)
     assert info.value.args[0].code() == KafkaError.SECURITY_DISABLED
+
+
+def test_an_acl_created_on_one_gateway_is_enforced_on_another(kafscale_factory, tmp_path):
+    ddb_endpoint = dist.require_dynamodb()
+    moto = dist.MotoServer(tmp_path).start()
+    try:
+        pki = Pki(tmp_path / "pki")
+        cert, key = pki.server("server")
+        flags = ("--kafka-tls-cert", str(cert), "--kafka-tls-key", str(key),
+                 "--kafka-tls-client-ca", str(pki.ca), "--acl-enabled",
+                 "--super-users", principal(SUPER), "--acl-refresh-ms", str(REFRESH_MS))
+        cluster = dist.Cluster(kafscale_factory, moto, ddb_endpoint, shards=2)
+        cluster.admin_init()
+        cluster.start_indexer()
+        gateways = [cluster.start_ingest(extra=flags) for _ in range(2)]
+        on = [AclCluster.__new__(AclCluster) for _ in gateways]
+        for view, gateway in zip(on, gateways):
+            view.pki, view.server, view.certs = pki, gateway, {}
+        on[0].create_topics("shared")
+        assert "TOPIC_AUTHORIZATION_FAILED" in (on[1].produce("dave", "shared", 1)[0].error or "")
+
+        on[0].allow("dave", ResourceType.TOPIC, "shared", AclOperation.WRITE)
+        # The other gateway applies it within --acl-refresh-ms plus a reload; allow for a
+        # loaded machine, but far less than a client's own retry horizon.
+        kh.wait_for(lambda: on[1].produce("dave", "shared", 1)[0].error is None,
+                    timeout=20 + REFRESH_MS / 1000, interval=0.2,
+                    what="the acl created on gateway 0 enforced on gateway 1")
+        cluster.close()
+    finally:
+        moto.close()

@@ -58,10 +58,10 @@ impl Plan {
 macro_rules! fixup {
     ($variant:ident, $f:expr) => {{
         let f = $f;
-        Box::new(move |r: ResponseKind| match r {
-            ResponseKind::$variant(mut response) => {
+        Box::new(move |r: ::kafka_protocol::messages::ResponseKind| match r {
+            ::kafka_protocol::messages::ResponseKind::$variant(mut response) => {
                 f(&mut response);
-                ResponseKind::$variant(response)
+                ::kafka_protocol::messages::ResponseKind::$variant(response)
             }
             other => other,
         }) as $crate::authz::enforce::Fixup

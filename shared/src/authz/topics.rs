@@ -113,7 +113,8 @@ pub(super) fn fetch(cx: Context, r: FetchRequest) -> Plan {
         return fetch_named(&cx, r, &HashMap::new());
     }
     Plan::Defer(Box::pin(async move {
-        let names = resolve_ids(&cx.catalog, r.topics.iter().map(|t| t.topic_id)).await;
+        let ids: Vec<Uuid> = r.topics.iter().map(|t| t.topic_id).collect();
+        let names = resolve_ids(&cx.catalog, ids).await;
         fetch_named(&cx, r, &names)
     }))
 }
