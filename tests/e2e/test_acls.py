@@ -46,6 +46,7 @@ class AclCluster:
                      "--acl-refresh-ms", REFRESH_MS]
         self.server = factory([str(a) for a in args])
         self.certs: dict[str, tuple] = {}
+        self.admins: dict[str, AdminClient] = {}
 
     def conf(self, user: str) -> dict:
         if user not in self.certs:
@@ -56,7 +57,10 @@ class AclCluster:
                 "ssl.key.location": str(key)}
 
     def admin(self, user: str = SUPER) -> AdminClient:
-        return AdminClient(self.conf(user))
+        """One client per user, kept (a dropped AdminClient cancels its futures)."""
+        if user not in self.admins:
+            self.admins[user] = AdminClient(self.conf(user))
+        return self.admins[user]
 
     def create_topics(self, *names: str) -> None:
         futures = self.admin().create_topics([NewTopic(n, 1, 1) for n in names],
@@ -71,8 +75,9 @@ class AclCluster:
         for f in self.admin().create_acls(bindings, request_timeout=30).values():
             f.result(timeout=30)
 
-    def produce(self, user: str, topic: str, count: int = 5, **extra) -> list[kh.Delivery]:
-        conf = {**self.conf(user), "message.timeout.ms": 15000, **extra}
+    def produce(self, user: str, topic: str, count: int = 5, idempotent: bool = False
+                ) -> list[kh.Delivery]:
+        conf = {**self.conf(user), "message.timeout.ms": 15000, "enable.idempotence": idempotent}
         items = [{"key": b"k%d" % i, "value": b"v%d" % i} for i in range(count)]
         return kh.confluent_produce(self.server.bootstrap, topic, items, conf=conf, timeout=30)
 
@@ -131,7 +136,7 @@ def test_a_principal_gets_exactly_what_its_acls_grant(cluster):
 
     # Produce where WRITE is granted (idempotent too: WRITE on a topic implies
     # IDEMPOTENT_WRITE), and nowhere else.
-    assert [d.error for d in cluster.produce("alice", "orders", enable_idempotence=True)] == [None] * 5
+    assert [d.error for d in cluster.produce("alice", "orders", idempotent=True)] == [None] * 5
     refused = cluster.produce("alice", "secret", count=1)
     assert "TOPIC_AUTHORIZATION_FAILED" in (refused[0].error or ""), refused
 
@@ -178,15 +183,15 @@ def test_prefixed_patterns_and_deny_overriding_allow(cluster):
     match = AclBindingFilter(ResourceType.TOPIC, "team-a.audit", ResourcePatternType.MATCH,
                              None, None, AclOperation.ANY, AclPermissionType.ANY)
     applying = cluster.admin().describe_acls(match, request_timeout=30).result(timeout=30)
-    assert sorted((b.name, b.permission) for b in applying) == [
+    assert sorted((b.name, b.permission_type) for b in applying) == [
         ("team-a.", AclPermissionType.ALLOW), ("team-a.audit", AclPermissionType.DENY)]
     deny = AclBindingFilter(ResourceType.TOPIC, "team-a.audit", ResourcePatternType.LITERAL,
                             None, None, AclOperation.ANY, AclPermissionType.DENY)
     deleted = cluster.admin().delete_acls([deny], request_timeout=30)[deny].result(timeout=30)
-    assert [(b.name, b.permission) for b in deleted] == [("team-a.audit", AclPermissionType.DENY)]
+    assert [(b.name, b.permission_type) for b in deleted] == [("team-a.audit", AclPermissionType.DENY)]
     assert [d.error for d in cluster.produce("carol", "team-a.audit", 1)] == [None]
     remaining = cluster.admin().describe_acls(all_acls(), request_timeout=30).result(timeout=30)
-    assert [(b.name, b.pattern_type) for b in remaining] == [("team-a.", ResourcePatternType.PREFIXED)]
+    assert [(b.name, b.resource_pattern_type) for b in remaining] == [("team-a.", ResourcePatternType.PREFIXED)]
 
 
 def test_without_the_authorizer_nothing_changes(kafscale_factory, tmp_path):
@@ -215,7 +220,7 @@ def test_an_acl_created_on_one_gateway_is_enforced_on_another(kafscale_factory, 
         gateways = [cluster.start_ingest(extra=flags) for _ in range(2)]
         on = [AclCluster.__new__(AclCluster) for _ in gateways]
         for view, gateway in zip(on, gateways):
-            view.pki, view.server, view.certs = pki, gateway, {}
+            view.pki, view.server, view.certs, view.admins = pki, gateway, {}, {}
         on[0].create_topics("shared")
         assert "TOPIC_AUTHORIZATION_FAILED" in (on[1].produce("dave", "shared", 1)[0].error or "")
 
