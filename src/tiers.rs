@@ -131,7 +131,11 @@ mod tests {
             .chain(&GROUP_APIS)
             .chain(&ACL_APIS);
         for api in served {
-            assert!(AUTHORIZED_APIS.contains(&api.key), "{:?} has no rule", api.key);
+            assert!(
+                AUTHORIZED_APIS.contains(&api.key),
+                "{:?} has no rule",
+                api.key
+            );
         }
     }
 }

@@ -76,7 +76,7 @@ pub(super) fn find_coordinator(cx: &Context, mut r: FindCoordinatorRequest) -> P
     }
     let (kept, denied): (Vec<StrBytes>, Vec<StrBytes>) = std::mem::take(&mut r.coordinator_keys)
         .into_iter()
-        .partition(|k| allowed(k));
+        .partition(allowed);
     let refused: Vec<Coordinator> = denied
         .into_iter()
         .map(|key| {
