@@ -189,10 +189,12 @@ async fn anonymous_gets_nothing_and_super_users_everything() {
 #[tokio::test]
 async fn metadata_lists_only_describable_topics() {
     let (handler, _) = layer(vec![acl(ResourceType::Topic, "orders", Operation::Read)]).await;
+    let mut every_topic = MetadataRequest::default();
+    every_topic.topics = None;
     let all = handler
         .start(
             ctx(ApiKey::Metadata, 12, Some("User:alice")),
-            MetadataRequest::default().into(),
+            every_topic.into(),
         )
         .await;
     let ResponseKind::Metadata(m) = answer(all).await else {
@@ -228,10 +230,11 @@ async fn metadata_lists_only_describable_topics() {
 async fn idempotent_producers_need_write_on_some_topic_and_groups_read() {
     let (handler, _) = layer(vec![acl(ResourceType::Topic, "orders", Operation::Write)]).await;
     let init = |who: &'static str| {
-        handler.start(
-            ctx(ApiKey::InitProducerId, 4, Some(who)),
-            InitProducerIdRequest::default().into(),
-        )
+        handler.start(ctx(ApiKey::InitProducerId, 4, Some(who)), {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = None;
+            r.into()
+        })
     };
     let ResponseKind::InitProducerId(ok) = answer(init("User:alice").await).await else {
         panic!()
