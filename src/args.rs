@@ -25,6 +25,7 @@ use kafscale_shared::wire::{KafkaServer, WireConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::sasl::KafkaSaslArgs;
 use crate::tls::{HttpTlsArgs, KafkaTlsArgs};
 
 /// The Kafka listener of a gateway and how it describes itself to clients.
@@ -71,6 +72,8 @@ pub(crate) struct KafkaListenerArgs {
     #[command(flatten)]
     pub(crate) tls: KafkaTlsArgs,
     #[command(flatten)]
+    pub(crate) sasl: KafkaSaslArgs,
+    #[command(flatten)]
     pub(crate) http_tls: HttpTlsArgs,
 }
 
@@ -90,7 +93,8 @@ impl KafkaListenerArgs {
         if let Some(a) = &self.advertised_addr {
             split_host_port(a)?;
         }
-        self.tls.files()?;
+        let tls = self.tls.files()?.is_some();
+        self.sasl.validate(tls)?;
         self.http_tls.reload_interval()?;
         Ok(())
     }
@@ -98,6 +102,7 @@ impl KafkaListenerArgs {
     /// Binds the listener first, so the advertised address can default to the bound one
     /// (port 0 allowed), then builds the topic API around it. With TLS, the certificate is
     /// loaded first (a bad one fails the start) and checked for changes until `shutdown`.
+    /// With SASL, the cluster's decoy secret is read (or created) in the catalog's store.
     pub(crate) async fn bind(
         &self,
         catalog: Arc<Catalog>,
@@ -126,6 +131,18 @@ impl KafkaListenerArgs {
             crate::tls::spawn_reload(&tls, "kafka", interval, shutdown);
             info!(mutual = tls.is_mutual(), "kafka listener speaks tls");
             server = server.with_tls(tls);
+        }
+        let sasl = self
+            .sasl
+            .settings(catalog.store().clone(), self.tls.files()?.is_some())
+            .await?;
+        if let Some(sasl) = sasl {
+            info!(
+                mechanisms = ?sasl.authenticator.mechanism_names(),
+                session_lifetime_ms = self.sasl.sasl_session_lifetime_ms,
+                "kafka listener requires sasl authentication"
+            );
+            server = server.with_sasl(sasl);
         }
         let kafka_addr = server.local_addr()?;
         let advertised = advertised_or_bound(self.advertised_addr.as_deref(), kafka_addr);

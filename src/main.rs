@@ -8,6 +8,7 @@ mod args;
 mod gateway;
 mod http;
 mod indexer;
+mod sasl;
 mod standalone;
 mod stores;
 mod telemetry;

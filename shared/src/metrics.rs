@@ -67,6 +67,7 @@ pub const CONNECTIONS_OPEN: &str = "kafscale_connections_open";
 pub const TLS_HANDSHAKE_FAILURES: &str = "kafscale_tls_handshake_failures_total";
 pub const TLS_CERTIFICATE_RELOADS: &str = "kafscale_tls_certificate_reloads_total";
 pub const TLS_CERTIFICATE_RELOAD_FAILURES: &str = "kafscale_tls_certificate_reload_failures_total";
+pub const SASL_AUTHENTICATIONS: &str = "kafscale_sasl_authentications_total";
 pub const REQUESTS: &str = "kafscale_requests_total";
 pub const REQUEST_DURATION: &str = "kafscale_request_duration_seconds";
 pub const RESPONSE_ERRORS: &str = "kafscale_response_errors_total";
@@ -168,6 +169,12 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &["listener", "protocol"],
         "Changed certificate files that could not be loaded (the previous certificate stays).",
+    ),
+    def(
+        SASL_AUTHENTICATIONS,
+        Counter,
+        &["listener", "mechanism", "outcome"],
+        "SASL authentications and re-authentications on the Kafka listener, by mechanism (unsupported: a handshake naming a mechanism that is not enabled) and outcome (success, failure).",
     ),
     def(
         REQUESTS,

@@ -22,6 +22,7 @@ mod error;
 pub(crate) mod groups;
 mod shard_status;
 pub(crate) mod topics;
+pub(crate) mod users;
 
 #[cfg(test)]
 mod tests;
@@ -200,6 +201,11 @@ pub(crate) fn router(state: AdminState, auth: AdminAuth) -> Router {
             get(groups::describe).delete(groups::delete),
         )
         .route("/groups/{group}/offsets", get(groups::offsets))
+        .route("/users", get(users::list))
+        .route(
+            "/users/{user}/credentials/{mechanism}",
+            axum::routing::put(users::set).delete(users::delete),
+        )
         .route(
             "/groups/{group}/offsets/reset",
             axum::routing::post(groups::reset),
@@ -245,8 +251,8 @@ async fn openapi_json() -> impl IntoResponse {
     info(
         title = "kafscale admin API",
         version = "1",
-        description = "Topics, consumer groups, segments and indexer shards of a kafscale cluster. \
-            Mutations (POST, DELETE) need `Authorization: Bearer <token>`; errors are \
+        description = "Topics, consumer groups, segments, indexer shards and SASL users of a kafscale cluster. \
+            Mutations (POST, PUT, DELETE) need `Authorization: Bearer <token>`; errors are \
             `{\"code\", \"message\"}` with a stable code."
     ),
     paths(
@@ -263,12 +269,16 @@ async fn openapi_json() -> impl IntoResponse {
         groups::delete,
         groups::offsets,
         groups::reset,
+        users::list,
+        users::set,
+        users::delete,
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "cluster", description = "Processes, indexer shards and coordinator slots"),
         (name = "topics", description = "Topics, partitions and their segments"),
         (name = "groups", description = "Consumer groups and their committed offsets"),
+        (name = "users", description = "SCRAM users of SASL authentication"),
     )
 )]
 pub(crate) struct ApiDoc;
