@@ -104,7 +104,7 @@ async fn requests_wait_for_authentication_and_then_carry_the_principal() {
         .map(|a| (a.api_key, a.min_version, a.max_version))
         .collect();
     assert!(
-        listed.contains(&(17, 1, 1)) && listed.contains(&(36, 0, 2)),
+        listed.contains(&(17, 0, 1)) && listed.contains(&(36, 0, 2)),
         "{listed:?}"
     );
     write_all(

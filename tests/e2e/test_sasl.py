@@ -271,7 +271,7 @@ def test_requests_before_authentication_close_the_connection(kafscale_factory):
 
     # ApiVersions is served, and lists the SASL APIs.
     apis = kh.api_versions_v0(server.bootstrap).api_keys
-    assert apis[17] == (1, 1) and apis[36] == (0, 2), apis
+    assert apis[17] == (0, 1) and apis[36] == (0, 2), apis
 
     with kh.RawConnection(server.bootstrap) as conn:
         conn.send_request(3, 1, kh.i32(0))
@@ -281,6 +281,12 @@ def test_requests_before_authentication_close_the_connection(kafscale_factory):
     # An unsupported mechanism: the enabled list, then the connection closes.
     with kh.RawConnection(server.bootstrap) as conn:
         assert handshake(conn, "PLAIN") == (UNSUPPORTED_SASL_MECHANISM, ["SCRAM-SHA-256"])
+        conn.wait_closed(timeout=5)
+
+    # SaslHandshake v0 (raw SASL tokens would follow) is refused: UNSUPPORTED_VERSION.
+    with kh.RawConnection(server.bootstrap) as conn:
+        r = conn.request(17, 0, kh.kstring("SCRAM-SHA-256"))
+        assert r.i16() == 35
         conn.wait_closed(timeout=5)
 
     # SaslAuthenticate before SaslHandshake.

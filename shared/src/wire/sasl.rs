@@ -42,9 +42,11 @@ use tracing::{debug, info, warn};
 use super::ApiSupport;
 use crate::metrics as names;
 
-/// SaslHandshake v1 only: v0 would make the client send raw, unframed SASL tokens next, and
-/// every current client (Java, librdkafka, kafka-python) uses v1 and SaslAuthenticate.
-pub(super) const SASL_HANDSHAKE_SUPPORT: ApiSupport = ApiSupport::new(ApiKey::SaslHandshake, 1, 1);
+/// SaslHandshake v0-1 advertised, as Kafka does: librdkafka before 2.x enables SASL only if v0
+/// is listed (then uses v1). A v0 handshake, which would make the client send raw, unframed
+/// SASL tokens next, is refused with UNSUPPORTED_VERSION; every current client (Java,
+/// librdkafka, kafka-python) sends v1 and then SaslAuthenticate.
+pub(super) const SASL_HANDSHAKE_SUPPORT: ApiSupport = ApiSupport::new(ApiKey::SaslHandshake, 0, 1);
 /// SaslAuthenticate v0-2 (v1 adds the session lifetime, v2 is flexible).
 pub(super) const SASL_AUTHENTICATE_SUPPORT: ApiSupport =
     ApiSupport::new(ApiKey::SaslAuthenticate, 0, 2);
@@ -190,8 +192,8 @@ impl SaslConnection {
         }
     }
 
-    /// Answers a SaslHandshake request.
-    pub(super) fn handshake(&mut self, request: &SaslHandshakeRequest) -> SaslAnswer {
+    /// Answers a SaslHandshake request of `version`.
+    pub(super) fn handshake(&mut self, request: &SaslHandshakeRequest, version: i16) -> SaslAnswer {
         let mechanisms: Vec<StrBytes> = self
             .listener
             .settings
@@ -208,6 +210,11 @@ impl SaslConnection {
             delay: None,
             close,
         };
+        if version < 1 {
+            self.state = State::Failed;
+            info!("closing connection: sasl handshake v0 (raw sasl tokens) is not supported");
+            return answer(Some(ResponseError::UnsupportedVersion), true);
+        }
         let previous = match std::mem::replace(&mut self.state, State::Failed) {
             State::Unauthenticated => None,
             State::Authenticated(a) => Some(a),
@@ -402,6 +409,7 @@ mod tests {
         c.handshake(
             &SaslHandshakeRequest::default()
                 .with_mechanism(StrBytes::from_string(mechanism.to_string())),
+            1,
         )
     }
 
@@ -533,6 +541,17 @@ mod tests {
             unreachable!()
         };
         assert_eq!(r.mechanisms.len(), 3);
+
+        let mut c = SaslConnection::new(listener(None));
+        let v0 = c.handshake(
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+            0,
+        );
+        assert!(v0.close);
+        assert_eq!(
+            handshake_error(&v0),
+            ResponseError::UnsupportedVersion.code()
+        );
 
         let mut c = SaslConnection::new(listener(None));
         assert_eq!(handshake_error(&handshake(&mut c, "PLAIN")), 0);

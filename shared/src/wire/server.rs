@@ -289,10 +289,14 @@ impl Connection {
 
     /// Answers a SaslHandshake or SaslAuthenticate request (`Err`: not a SASL listener, which
     /// does not happen: only a SASL listener serves these APIs).
-    async fn sasl(&mut self, request: &RequestKind) -> Result<SaslAnswer, String> {
+    async fn sasl(
+        &mut self,
+        ctx: &RequestContext,
+        request: &RequestKind,
+    ) -> Result<SaslAnswer, String> {
         let sasl = self.sasl.as_mut().ok_or("no SASL on this listener")?;
         match request {
-            RequestKind::SaslHandshake(r) => Ok(sasl.handshake(r)),
+            RequestKind::SaslHandshake(r) => Ok(sasl.handshake(r, ctx.api_version)),
             RequestKind::SaslAuthenticate(r) => {
                 Ok(sasl.authenticate(r, tokio::time::Instant::now()).await)
             }
@@ -355,7 +359,7 @@ async fn serve_connection<R, W>(
                         return;
                     }
                     Some(Ok(frame)) => match decode_request(frame.freeze(), &connection, &shared) {
-                        Ok(Decoded::Sasl(ctx, request)) => match connection.sasl(&request).await {
+                        Ok(Decoded::Sasl(ctx, request)) => match connection.sasl(&ctx, &request).await {
                             Ok(answer) => {
                                 reading &= !answer.close;
                                 pending.push_back(sasl_pending(&ctx, answer));
