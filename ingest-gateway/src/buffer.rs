@@ -92,14 +92,30 @@ struct Sealed {
 /// segment holds thousands; a trace viewer needs a sample, not all).
 const MAX_SEGMENT_LINKS: usize = 32;
 
-/// Idle segment buffers kept for reuse: enough for the uploads in flight and the segments the
-/// fetch tier's block cache lets go of between two flushes.
-const SEGMENT_BUFFERS_IDLE: usize = 16;
+/// Idle segment buffers kept for reuse: one per upload that may run at once, plus the one being
+/// filled. In steady state a buffer comes back (an upload finished, or the block cache let go
+/// of a segment) about as often as a flush needs one; more idle buffers would only be memory
+/// outside every budget (docs/operations.md, "Memory bounds").
+fn segment_buffers_idle(config: &IngestConfig) -> usize {
+    config.max_concurrent_uploads.max(1) + 1
+}
+
+/// One produce partition's batches on their way into the open segment, with what answers them
+/// (`tx`) and the budget they hold (`permit`, returned when their segment is done).
+struct Joining<'a> {
+    topic_id: Uuid,
+    partition: i32,
+    batches: &'a [ValidatedBatch],
+    tx: oneshot::Sender<FlushOutcome>,
+    permit: OwnedSemaphorePermit,
+}
 
 /// The produce buffer shared by every connection of an ingest gateway.
 pub struct SegmentBuffer {
     open: Mutex<Open>,
     wake: Notify,
+    /// Notified whenever the open segment is sealed (appends waiting for room).
+    sealed: Notify,
     budget: Arc<Semaphore>,
     config: IngestConfig,
     /// Memory of sealed segments, reused once nothing refers to a segment any more.
@@ -122,8 +138,9 @@ impl SegmentBuffer {
         let buffer = Arc::new(SegmentBuffer {
             open: Mutex::new(Open::new()),
             wake: Notify::new(),
+            sealed: Notify::new(),
             budget,
-            segment_buffers: BufferPool::new(SEGMENT_BUFFERS_IDLE),
+            segment_buffers: BufferPool::new(segment_buffers_idle(&config)),
             config,
         });
         names::add_source(Arc::new(BufferGauge(Arc::downgrade(&buffer))));
@@ -153,9 +170,10 @@ impl SegmentBuffer {
         &self.config
     }
 
-    /// Waits for buffer space for `bytes` (backpressure), then appends the batches of one
-    /// produce partition; the receiver yields their outcomes after the flush. `origin` is the
-    /// produce request's span, which the segment's span continues or links to.
+    /// Waits for buffer space for `bytes` and for room in the open segment (backpressure),
+    /// then appends the batches of one produce partition; the receiver yields their outcomes
+    /// after the flush. `origin` is the produce request's span, which the segment's span
+    /// continues or links to.
     pub async fn append(
         &self,
         topic_id: Uuid,
@@ -172,59 +190,97 @@ impl SegmentBuffer {
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         let (tx, rx) = oneshot::channel();
-        let full = {
-            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.closed {
-                return Err(IngestError::ShuttingDown);
+        let joining = Joining {
+            topic_id,
+            partition,
+            batches: &batches,
+            tx,
+            permit,
+        };
+        let full = loop {
+            // Registered before the check, so a seal between the check and the wait is seen.
+            let sealed = self.sealed.notified();
+            tokio::pin!(sealed);
+            sealed.as_mut().enable();
+            {
+                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                if open.closed {
+                    return Err(IngestError::ShuttingDown);
+                }
+                if self.has_room(&open) {
+                    break self.append_to(&mut open, joining, origin);
+                }
             }
-            let first = open.batches.len();
-            for b in &batches {
-                let h = &b.header;
-                let len = b.bytes.len() as u64;
-                open.builder.append(
-                    topic_id,
-                    partition,
-                    b.bytes.clone(),
-                    BatchMeta {
-                        record_count: h.record_count.max(0) as u32,
-                        first_timestamp: h.base_timestamp,
-                        max_timestamp: h.max_timestamp,
-                    },
-                );
-                open.batches.push(CommitBatch {
-                    topic_id,
-                    partition,
-                    byte_start: 0,
-                    byte_len: len,
-                    offset_count: h.offset_count(),
-                    record_count: h.record_count.max(0) as u32,
-                    first_timestamp: h.base_timestamp,
-                    max_timestamp: h.max_timestamp,
-                    producer_id: h.producer_id,
-                    producer_epoch: h.producer_epoch,
-                    base_sequence: h.base_sequence,
-                });
-            }
-            open.waiters.push(Waiter {
-                first,
-                count: batches.len(),
-                tx,
-            });
-            open.permits.push(permit);
-            let was_empty = open.opened_at.is_none();
-            if was_empty {
-                open.opened_at = Some(Instant::now());
-                open.span = info_span!(parent: origin, "segment");
-            } else if open.links < MAX_SEGMENT_LINKS {
-                open.links += 1;
-                trace_context::link(&open.span, origin);
-            }
-            was_empty || open.builder.data_bytes() >= self.config.flush_bytes
+            // The open segment is full and every upload slot is taken: wait for the flusher
+            // to seal it rather than grow it (and the copy made when it is sealed) towards the
+            // whole byte budget.
+            self.wake.notify_one();
+            sealed.await;
         };
         if full {
             self.wake.notify_one();
         }
         Ok(rx)
+    }
+
+    /// Whether a request may join the open segment: it is empty, or below the flush size.
+    /// So a segment holds at most `flush_bytes` plus one produce partition's batches.
+    fn has_room(&self, open: &Open) -> bool {
+        open.opened_at.is_none() || open.builder.data_bytes() < self.config.flush_bytes
+    }
+
+    /// Appends to the open segment; true if the flusher should look at it now.
+    fn append_to(&self, open: &mut Open, joining: Joining<'_>, origin: &Span) -> bool {
+        let Joining {
+            topic_id,
+            partition,
+            batches,
+            tx,
+            permit,
+        } = joining;
+        let first = open.batches.len();
+        for b in batches {
+            let h = &b.header;
+            let len = b.bytes.len() as u64;
+            open.builder.append(
+                topic_id,
+                partition,
+                b.bytes.clone(),
+                BatchMeta {
+                    record_count: h.record_count.max(0) as u32,
+                    first_timestamp: h.base_timestamp,
+                    max_timestamp: h.max_timestamp,
+                },
+            );
+            open.batches.push(CommitBatch {
+                topic_id,
+                partition,
+                byte_start: 0,
+                byte_len: len,
+                offset_count: h.offset_count(),
+                record_count: h.record_count.max(0) as u32,
+                first_timestamp: h.base_timestamp,
+                max_timestamp: h.max_timestamp,
+                producer_id: h.producer_id,
+                producer_epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+            });
+        }
+        open.waiters.push(Waiter {
+            first,
+            count: batches.len(),
+            tx,
+        });
+        open.permits.push(permit);
+        let was_empty = open.opened_at.is_none();
+        if was_empty {
+            open.opened_at = Some(Instant::now());
+            open.span = info_span!(parent: origin, "segment");
+        } else if open.links < MAX_SEGMENT_LINKS {
+            open.links += 1;
+            trace_context::link(&open.span, origin);
+        }
+        was_empty || open.builder.data_bytes() >= self.config.flush_bytes
     }
 
     /// Seals the open buffer if it is due (or `force`). When forced and empty, closes the
@@ -244,6 +300,7 @@ impl SegmentBuffer {
             return None;
         }
         let open = std::mem::replace(&mut *open, Open::new());
+        self.sealed.notify_waiters();
         let built = open.builder.finish_in(&self.segment_buffers);
         metrics::counter!(names::SEGMENT_FLUSHES).increment(1);
         metrics::histogram!(names::SEGMENT_SIZE).record(built.data.len() as f64);
@@ -792,6 +849,169 @@ mod tests {
         }
     }
 
+    /// One produce partition's batches: one record with `value`.
+    fn one_record_batch(value: &[u8]) -> Vec<ValidatedBatch> {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut bytes = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut bytes, &[record], &options).unwrap();
+        let batch = kafscale_shared::batch::validate_produce_batch(&bytes.freeze(), usize::MAX);
+        vec![batch.unwrap()]
+    }
+
+    /// A store whose puts wait for a permit of `open` each.
+    #[derive(Debug)]
+    struct GatedPuts {
+        inner: MemoryObjectStore,
+        open: tokio::sync::Semaphore,
+        puts_started: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ObjectStore for GatedPuts {
+        async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
+            self.puts_started.fetch_add(1, Ordering::SeqCst);
+            self.open.acquire().await.expect("gate open").forget();
+            self.inner.put(key, data).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, r: Range<u64>) -> Result<Bytes, ObjectStoreError> {
+            self.inner.get_range(key, r).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    /// Every commit succeeds at once.
+    struct AcceptAll;
+
+    #[async_trait]
+    impl Sequencer for AcceptAll {
+        async fn commit(
+            &self,
+            request: CommitRequest,
+        ) -> Result<
+            kafscale_shared::sequencer::CommitResponse,
+            kafscale_shared::sequencer::SequencerError,
+        > {
+            let outcomes = request
+                .batches
+                .iter()
+                .map(|_| BatchOutcome::Appended {
+                    base_offset: 0,
+                    log_start_offset: 0,
+                })
+                .collect();
+            Ok(kafscale_shared::sequencer::CommitResponse { outcomes })
+        }
+
+        async fn delete_records(
+            &self,
+            _: kafscale_shared::sequencer::DeleteRecordsRequest,
+        ) -> Result<
+            kafscale_shared::sequencer::DeleteRecordsResponse,
+            kafscale_shared::sequencer::SequencerError,
+        > {
+            unreachable!("not asked")
+        }
+    }
+
+    /// The flood test's finding: with every upload slot taken, the open segment grew towards
+    /// the whole byte budget, and sealing it copied all of it once more. A full open segment
+    /// now makes further appends wait for the next seal.
+    #[tokio::test]
+    async fn a_full_segment_waits_for_an_upload_slot_instead_of_growing() {
+        let one = one_record_batch(&[7u8; 1000]);
+        let batch_bytes = one[0].bytes.len();
+        let buffer = SegmentBuffer::new(IngestConfig {
+            flush_bytes: 2 * batch_bytes,
+            flush_interval: Duration::from_secs(3600),
+            max_concurrent_uploads: 1,
+            max_buffered_bytes: 1 << 20,
+            ..IngestConfig::default()
+        });
+        let store = Arc::new(GatedPuts {
+            inner: MemoryObjectStore::new(),
+            open: tokio::sync::Semaphore::new(0),
+            puts_started: AtomicUsize::new(0),
+        });
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(buffer.clone().run_flusher(
+            store.clone(),
+            Arc::new(AcceptAll),
+            shutdown.clone(),
+        ));
+        let topic = Uuid::new_v4();
+        let append = |buffer: Arc<SegmentBuffer>| async move {
+            buffer
+                .append(topic, 0, one_record_batch(&[7u8; 1000]), &Span::none())
+                .await
+        };
+        // Two batches fill a segment; it is sealed and its upload takes the only slot.
+        let mut answers = vec![append(buffer.clone()).await.unwrap()];
+        answers.push(append(buffer.clone()).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.puts_started.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the full segment was never sealed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Two more fill the next segment, which cannot be sealed while the upload runs.
+        answers.push(append(buffer.clone()).await.unwrap());
+        answers.push(append(buffer.clone()).await.unwrap());
+        let waiting = tokio::spawn(append(buffer.clone()));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "a fifth batch joined a full segment"
+        );
+        assert_eq!(
+            buffer.open.lock().unwrap().builder.data_bytes(),
+            2 * batch_bytes
+        );
+        // Uploads finish: the waiting batch goes into the next segment and everyone is answered.
+        store.open.add_permits(usize::MAX >> 4);
+        answers.push(waiting.await.unwrap().unwrap());
+        shutdown.cancel();
+        for answer in answers {
+            assert!(answer.await.expect("answered").is_ok());
+        }
+        flusher.await.unwrap();
+    }
+
     /// A partition of `topic` on `shard` (of 2).
     fn partition_on(topic: Uuid, shard: u32) -> i32 {
         (0..64)
@@ -819,34 +1039,7 @@ mod tests {
             shutdown.clone(),
         ));
         let topic = Uuid::new_v4();
-        let batch = || {
-            use kafka_protocol::records::{
-                Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-            };
-            let record = Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: 0,
-                timestamp: 1_700_000_000_000,
-                key: None,
-                value: Some(Bytes::from_static(b"v")),
-                headers: Default::default(),
-                delete_horizon: false,
-            };
-            let mut bytes = bytes::BytesMut::new();
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            };
-            RecordBatchEncoder::encode(&mut bytes, &[record], &options).unwrap();
-            let batch = kafscale_shared::batch::validate_produce_batch(&bytes.freeze(), usize::MAX);
-            vec![batch.unwrap()]
-        };
+        let batch = || one_record_batch(b"v");
         let (stuck, free) = (partition_on(topic, 0), partition_on(topic, 1));
         // Sealed first: a segment holding only the stuck shard's partition.
         let held = buffer
