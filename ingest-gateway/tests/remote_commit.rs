@@ -195,7 +195,15 @@ async fn a_refused_token_fails_at_once_and_the_right_one_commits() {
         .topic_id;
     let ttl = Duration::from_secs(30);
     let (indexer, _server) = guarded_replica(&catalog, "a", ttl, Some(token("right"))).await;
-    indexer.maintain_leases(1).await.expect("leases");
+    assert_eq!(
+        indexer
+            .maintain_leases(4)
+            .await
+            .expect("leases")
+            .owned
+            .len(),
+        4
+    );
     for presented in [None, Some(token("wrong-secret"))] {
         let remote = RemoteSequencer::new(
             catalog.clone(),
