@@ -9,6 +9,7 @@ use anyhow::Context;
 use kafscale_fetch::{FetchConfig, GroupConfig, GroupLeaseConfig, GroupServiceConfig};
 use kafscale_indexer::gc::{GarbageCollector, GcConfig};
 use kafscale_ingest::IngestConfig;
+use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::fault_injection::{
     FaultPlan, FaultSource, FaultyMetaStore, FaultyObjectStore,
@@ -694,6 +695,31 @@ pub(crate) fn split_host_port(s: &str) -> anyhow::Result<(String, i32)> {
         anyhow::bail!("{s:?} has no host");
     }
     Ok((host.to_string(), port as i32))
+}
+
+/// The cluster-internal token (indexers and both gateways): gateways send it on every call to
+/// an indexer, indexers require it on commits, DeleteRecords and the watermark feed.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct InternalTokenArgs {
+    /// File holding the cluster-internal shared secret (wins over KAFSCALE_INTERNAL_TOKEN;
+    /// surrounding whitespace ignored; an empty token is an error). Without a token the
+    /// indexers' commit, DeleteRecords and watermark-feed endpoints are open to anyone who
+    /// can reach their HTTP port.
+    #[arg(long, env = "KAFSCALE_INTERNAL_TOKEN_FILE")]
+    internal_token_file: Option<std::path::PathBuf>,
+    /// The cluster-internal token itself (prefer the file or the environment variable: a flag
+    /// is visible in the process list).
+    #[arg(long, env = "KAFSCALE_INTERNAL_TOKEN", hide_env_values = true)]
+    internal_token: Option<String>,
+}
+
+impl InternalTokenArgs {
+    pub(crate) fn token(&self) -> anyhow::Result<Option<InternalToken>> {
+        InternalToken::configured(
+            self.internal_token_file.as_deref(),
+            self.internal_token.as_deref(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! and never on each other; the `kafscale` binary wires them together.
 
 pub mod batch;
+pub mod bearer;
 pub mod buffer_pool;
 pub mod catalog;
 pub mod config_api;

@@ -89,6 +89,7 @@ pub const INDEXER_SHARDS_OWNED: &str = "kafscale_indexer_shards_owned";
 pub const INDEXER_LEASES_ACQUIRED: &str = "kafscale_indexer_lease_acquisitions_total";
 pub const INDEXER_LEASES_LOST: &str = "kafscale_indexer_lease_losses_total";
 pub const INDEXER_FENCED: &str = "kafscale_indexer_fenced_writes_total";
+pub const INDEXER_INTERNAL_REFUSED: &str = "kafscale_indexer_internal_requests_refused_total";
 pub const INDEXER_RETENTION_ENTRIES: &str = "kafscale_indexer_retention_entries_removed_total";
 pub const INDEXER_RETENTION_BYTES: &str = "kafscale_indexer_retention_bytes_removed_total";
 pub const INDEXER_RETENTION_LAST_PASS: &str =
@@ -291,6 +292,12 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &[],
         "Commit writes refused because the shard lease had moved on.",
+    ),
+    def(
+        INDEXER_INTERNAL_REFUSED,
+        Counter,
+        &[],
+        "Internal calls (commit, DeleteRecords, watermark feed) refused for a missing or wrong internal token.",
     ),
     def(
         INDEXER_RETENTION_ENTRIES,

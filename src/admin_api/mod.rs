@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -74,13 +73,11 @@ pub(crate) struct AdminApiArgs {
 impl AdminApiArgs {
     /// The authentication settings: the token from the file, else from the flag/variable.
     pub(crate) fn auth(&self) -> anyhow::Result<AdminAuth> {
-        let token = match &self.admin_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading --admin-token-file {}", path.display()))?,
-            ),
-            None => self.admin_token.clone(),
-        };
+        let token = kafscale_shared::bearer::read_token(
+            self.admin_token_file.as_deref(),
+            self.admin_token.as_deref(),
+            "--admin-token-file",
+        )?;
         let auth = AdminAuth::new(token.as_deref(), self.admin_auth_reads);
         if self.admin_auth_reads && !auth.has_token() {
             anyhow::bail!(
