@@ -9,7 +9,6 @@ process ever logs a token.
 from __future__ import annotations
 
 import json
-import signal
 import urllib.error
 import urllib.request
 import uuid
@@ -24,37 +23,8 @@ pytestmark = pytest.mark.deadline(300)
 REFUSED_METRIC = "kafscale_indexer_internal_requests_refused_total"
 
 
-@pytest.fixture(scope="module")
-def ddb_endpoint():
-    return dist.require_dynamodb()
-
-
-@pytest.fixture(scope="module")
-def moto(ddb_endpoint, tmp_path_factory):
-    server = dist.MotoServer(tmp_path_factory.mktemp("moto")).start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def cluster(kafscale_factory, moto, ddb_endpoint):
-    clusters = []
-
-    def make(**kwargs) -> dist.Cluster:
-        c = dist.Cluster(kafscale_factory, moto, ddb_endpoint, **kwargs)
-        clusters.append(c)
-        return c
-
-    yield make
-    for s in kafscale_factory.servers:
-        if s.running and s.proc is not None:
-            try:
-                s.proc.send_signal(signal.SIGCONT)
-            except OSError:
-                pass
-    kafscale_factory.close()
-    for c in clusters:
-        c.close()
+# The distributed suite's fixtures (DynamoDB Local, moto, `cluster`), shared rather than copied.
+from test_distributed import cluster, ddb_endpoint, moto  # noqa: E402,F401  (pytest fixtures)
 
 
 def http(server, method: str, path: str, body: bytes = b"", token: str | None = None):
