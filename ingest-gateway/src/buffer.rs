@@ -690,20 +690,25 @@ mod tests {
 
     use super::*;
 
-    /// A store whose first `put` takes `first_put` and every later one is immediate.
+    /// A store whose first `put` takes `first_put` and, if `gate` is set, every `put` waits
+    /// for a permit of it.
     #[derive(Debug)]
-    struct SlowFirstPut {
+    struct SlowPuts {
         inner: MemoryObjectStore,
         puts: AtomicUsize,
         puts_done: AtomicUsize,
         first_put: Duration,
+        gate: Option<tokio::sync::Semaphore>,
     }
 
     #[async_trait]
-    impl ObjectStore for SlowFirstPut {
+    impl ObjectStore for SlowPuts {
         async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
             if self.puts.fetch_add(1, Ordering::SeqCst) == 0 {
                 tokio::time::sleep(self.first_put).await;
+            }
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
             }
             let result = self.inner.put(key, data).await;
             self.puts_done.fetch_add(1, Ordering::SeqCst);
@@ -726,12 +731,21 @@ mod tests {
         }
     }
 
-    fn slow_store(first_put: Duration) -> Arc<SlowFirstPut> {
-        Arc::new(SlowFirstPut {
+    fn slow_store(first_put: Duration) -> Arc<SlowPuts> {
+        Arc::new(SlowPuts {
             inner: MemoryObjectStore::new(),
             puts: AtomicUsize::new(0),
             puts_done: AtomicUsize::new(0),
             first_put,
+            gate: None,
+        })
+    }
+
+    /// Every `put` waits for a permit of the store's gate (none at first).
+    fn gated_store() -> Arc<SlowPuts> {
+        Arc::new(SlowPuts {
+            gate: Some(tokio::sync::Semaphore::new(0)),
+            ..Arc::into_inner(slow_store(Duration::ZERO)).expect("unshared")
         })
     }
 
@@ -879,38 +893,6 @@ mod tests {
         vec![batch.unwrap()]
     }
 
-    /// A store whose puts wait for a permit of `open` each.
-    #[derive(Debug)]
-    struct GatedPuts {
-        inner: MemoryObjectStore,
-        open: tokio::sync::Semaphore,
-        puts_started: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ObjectStore for GatedPuts {
-        async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
-            self.puts_started.fetch_add(1, Ordering::SeqCst);
-            self.open.acquire().await.expect("gate open").forget();
-            self.inner.put(key, data).await
-        }
-        async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError> {
-            self.inner.get(key).await
-        }
-        async fn get_range(&self, key: &str, r: Range<u64>) -> Result<Bytes, ObjectStoreError> {
-            self.inner.get_range(key, r).await
-        }
-        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
-            self.inner.delete(key).await
-        }
-    }
-
     /// Every commit succeeds at once.
     struct AcceptAll;
 
@@ -959,11 +941,7 @@ mod tests {
             max_buffered_bytes: 1 << 20,
             ..IngestConfig::default()
         });
-        let store = Arc::new(GatedPuts {
-            inner: MemoryObjectStore::new(),
-            open: tokio::sync::Semaphore::new(0),
-            puts_started: AtomicUsize::new(0),
-        });
+        let store = gated_store();
         let shutdown = CancellationToken::new();
         let flusher = tokio::spawn(buffer.clone().run_flusher(
             store.clone(),
@@ -980,7 +958,7 @@ mod tests {
         let mut answers = vec![append(buffer.clone()).await.unwrap()];
         answers.push(append(buffer.clone()).await.unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while store.puts_started.load(Ordering::SeqCst) == 0 {
+        while store.puts.load(Ordering::SeqCst) == 0 {
             assert!(
                 Instant::now() < deadline,
                 "the full segment was never sealed"
@@ -1003,7 +981,11 @@ mod tests {
             2 * batch_bytes
         );
         // Uploads finish: the waiting batch goes into the next segment and everyone is answered.
-        store.open.add_permits(usize::MAX >> 4);
+        store
+            .gate
+            .as_ref()
+            .expect("gated")
+            .add_permits(usize::MAX >> 4);
         answers.push(waiting.await.unwrap().unwrap());
         shutdown.cancel();
         for answer in answers {
