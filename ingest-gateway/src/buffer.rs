@@ -822,6 +822,18 @@ mod tests {
         next_offset: Mutex<BTreeMap<(Uuid, i32), i64>>,
     }
 
+    impl OneShardStuck {
+        /// A sequencer with no stuck shard: every commit succeeds at once.
+        fn none() -> Self {
+            OneShardStuck {
+                stuck: u32::MAX,
+                release: tokio::sync::Semaphore::new(0),
+                started: AtomicUsize::new(0),
+                next_offset: Mutex::new(BTreeMap::new()),
+            }
+        }
+    }
+
     #[async_trait]
     impl Sequencer for OneShardStuck {
         async fn commit(
@@ -893,40 +905,6 @@ mod tests {
         vec![batch.unwrap()]
     }
 
-    /// Every commit succeeds at once.
-    struct AcceptAll;
-
-    #[async_trait]
-    impl Sequencer for AcceptAll {
-        async fn commit(
-            &self,
-            request: CommitRequest,
-        ) -> Result<
-            kafscale_shared::sequencer::CommitResponse,
-            kafscale_shared::sequencer::SequencerError,
-        > {
-            let outcomes = request
-                .batches
-                .iter()
-                .map(|_| BatchOutcome::Appended {
-                    base_offset: 0,
-                    log_start_offset: 0,
-                })
-                .collect();
-            Ok(kafscale_shared::sequencer::CommitResponse { outcomes })
-        }
-
-        async fn delete_records(
-            &self,
-            _: kafscale_shared::sequencer::DeleteRecordsRequest,
-        ) -> Result<
-            kafscale_shared::sequencer::DeleteRecordsResponse,
-            kafscale_shared::sequencer::SequencerError,
-        > {
-            unreachable!("not asked")
-        }
-    }
-
     /// The flood test's finding: with every upload slot taken, the open segment grew towards
     /// the whole byte budget, and sealing it copied all of it once more. A full open segment
     /// now makes further appends wait for the next seal.
@@ -945,7 +923,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let flusher = tokio::spawn(buffer.clone().run_flusher(
             store.clone(),
-            Arc::new(AcceptAll),
+            Arc::new(OneShardStuck::none()),
             shutdown.clone(),
         ));
         let topic = Uuid::new_v4();

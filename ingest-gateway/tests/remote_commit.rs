@@ -156,12 +156,7 @@ async fn commits_follow_the_shard_owner_across_a_failover() {
 
 #[tokio::test]
 async fn a_shard_nobody_owns_fails_after_the_failover_timeout() {
-    let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
-    let topic = catalog
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .expect("create")
-        .topic_id;
+    let (catalog, topic) = catalog_with_topic().await;
     let remote = RemoteSequencer::new(
         catalog,
         RemoteSequencerConfig {
@@ -178,6 +173,17 @@ async fn a_shard_nobody_owns_fails_after_the_failover_timeout() {
     assert!(err.is_retryable());
 }
 
+/// An in-memory catalog holding one topic "t" of one partition.
+async fn catalog_with_topic() -> (Arc<Catalog>, Uuid) {
+    let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+    let topic = catalog
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
+    (catalog, topic)
+}
+
 fn token(t: &str) -> InternalToken {
     InternalToken::new(t).expect("valid token")
 }
@@ -187,12 +193,7 @@ fn token(t: &str) -> InternalToken {
 /// right token commits.
 #[tokio::test]
 async fn a_refused_token_fails_at_once_and_the_right_one_commits() {
-    let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
-    let topic = catalog
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .expect("create")
-        .topic_id;
+    let (catalog, topic) = catalog_with_topic().await;
     let ttl = Duration::from_secs(30);
     let (indexer, _server) = guarded_replica(&catalog, "a", ttl, Some(token("right"))).await;
     assert_eq!(
