@@ -198,11 +198,7 @@ impl SegmentBuffer {
             permit,
         };
         let full = loop {
-            // Registered before the check, so a seal between the check and the wait is seen.
-            let sealed = self.sealed.notified();
-            tokio::pin!(sealed);
-            sealed.as_mut().enable();
-            {
+            let sealed = {
                 let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
                 if open.closed {
                     return Err(IngestError::ShuttingDown);
@@ -210,7 +206,10 @@ impl SegmentBuffer {
                 if self.has_room(&open) {
                     break self.append_to(&mut open, joining, origin);
                 }
-            }
+                // Created under the lock that `seal` notifies under, so the next seal wakes
+                // it even before it is first polled (tokio's `notify_waiters` guarantee).
+                self.sealed.notified()
+            };
             // The open segment is full and every upload slot is taken: wait for the flusher
             // to seal it rather than grow it (and the copy made when it is sealed) towards the
             // whole byte budget.
