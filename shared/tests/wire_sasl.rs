@@ -24,7 +24,6 @@ use kafscale_sasl::{
 use kafscale_shared::wire::{
     ApiSupport, Dispatch, KafkaHandler, KafkaServer, RequestContext, SaslSettings, WireConfig,
 };
-use tokio_util::sync::CancellationToken;
 
 const FAILURE_DELAY: Duration = Duration::from_millis(200);
 
@@ -67,14 +66,7 @@ async fn sasl_server(handler: Arc<PrincipalHandler>) -> TestServer {
             session_lifetime: None,
             failure_delay: FAILURE_DELAY,
         });
-    let addr = server.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server.run(handler, shutdown.clone()));
-    TestServer {
-        addr,
-        shutdown,
-        task,
-    }
+    TestServer::serve(server, handler)
 }
 
 fn handshake(mechanism: &'static str) -> SaslHandshakeRequest {
