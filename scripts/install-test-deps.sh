@@ -37,6 +37,9 @@ ensure_debian_command() {
     command -v "$cmd" >/dev/null 2>&1 || { echo "install-test-deps: $cmd still missing" >&2; exit 1; }
 }
 
+# --- make (the jemalloc allocator linked into kafscale is built with it; src/main.rs) ------
+ensure_debian_command make "make --version 2>&1 | head -1"
+
 # --- kcat ------------------------------------------------------------------
 ensure_debian_command kcat "kcat -V 2>&1 | grep -m1 -o 'Version [^ ]*' || echo 'unknown version'"
 

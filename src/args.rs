@@ -9,6 +9,7 @@ use anyhow::Context;
 use kafscale_fetch::{FetchConfig, GroupConfig, GroupLeaseConfig, GroupServiceConfig};
 use kafscale_indexer::gc::{GarbageCollector, GcConfig};
 use kafscale_ingest::IngestConfig;
+use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::fault_injection::{
     FaultPlan, FaultSource, FaultyMetaStore, FaultyObjectStore,
@@ -25,6 +26,7 @@ use kafscale_shared::wire::{KafkaServer, WireConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::sasl::KafkaSaslArgs;
 use crate::tls::{HttpTlsArgs, KafkaTlsArgs};
 
 /// The Kafka listener of a gateway and how it describes itself to clients.
@@ -71,6 +73,8 @@ pub(crate) struct KafkaListenerArgs {
     #[command(flatten)]
     pub(crate) tls: KafkaTlsArgs,
     #[command(flatten)]
+    pub(crate) sasl: KafkaSaslArgs,
+    #[command(flatten)]
     pub(crate) http_tls: HttpTlsArgs,
 }
 
@@ -90,7 +94,8 @@ impl KafkaListenerArgs {
         if let Some(a) = &self.advertised_addr {
             split_host_port(a)?;
         }
-        self.tls.files()?;
+        let tls = self.tls.files()?.is_some();
+        self.sasl.validate(tls)?;
         self.http_tls.reload_interval()?;
         Ok(())
     }
@@ -98,6 +103,7 @@ impl KafkaListenerArgs {
     /// Binds the listener first, so the advertised address can default to the bound one
     /// (port 0 allowed), then builds the topic API around it. With TLS, the certificate is
     /// loaded first (a bad one fails the start) and checked for changes until `shutdown`.
+    /// With SASL, the cluster's decoy secret is read (or created) in the catalog's store.
     pub(crate) async fn bind(
         &self,
         catalog: Arc<Catalog>,
@@ -126,6 +132,18 @@ impl KafkaListenerArgs {
             crate::tls::spawn_reload(&tls, "kafka", interval, shutdown);
             info!(mutual = tls.is_mutual(), "kafka listener speaks tls");
             server = server.with_tls(tls);
+        }
+        let sasl = self
+            .sasl
+            .settings(catalog.store().clone(), self.tls.files()?.is_some())
+            .await?;
+        if let Some(sasl) = sasl {
+            info!(
+                mechanisms = ?sasl.authenticator.mechanism_names(),
+                session_lifetime_ms = self.sasl.sasl_session_lifetime_ms,
+                "kafka listener requires sasl authentication"
+            );
+            server = server.with_sasl(sasl);
         }
         let kafka_addr = server.local_addr()?;
         let advertised = advertised_or_bound(self.advertised_addr.as_deref(), kafka_addr);
@@ -677,6 +695,31 @@ pub(crate) fn split_host_port(s: &str) -> anyhow::Result<(String, i32)> {
         anyhow::bail!("{s:?} has no host");
     }
     Ok((host.to_string(), port as i32))
+}
+
+/// The cluster-internal token (indexers and both gateways): gateways send it on every call to
+/// an indexer, indexers require it on commits, DeleteRecords and the watermark feed.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct InternalTokenArgs {
+    /// File holding the cluster-internal shared secret (wins over KAFSCALE_INTERNAL_TOKEN;
+    /// surrounding whitespace ignored; an empty token is an error). Without a token the
+    /// indexers' commit, DeleteRecords and watermark-feed endpoints are open to anyone who
+    /// can reach their HTTP port.
+    #[arg(long, env = "KAFSCALE_INTERNAL_TOKEN_FILE")]
+    internal_token_file: Option<std::path::PathBuf>,
+    /// The cluster-internal token itself (prefer the file or the environment variable: a flag
+    /// is visible in the process list).
+    #[arg(long, env = "KAFSCALE_INTERNAL_TOKEN", hide_env_values = true)]
+    internal_token: Option<String>,
+}
+
+impl InternalTokenArgs {
+    pub(crate) fn token(&self) -> anyhow::Result<Option<InternalToken>> {
+        InternalToken::configured(
+            self.internal_token_file.as_deref(),
+            self.internal_token.as_deref(),
+        )
+    }
 }
 
 #[cfg(test)]

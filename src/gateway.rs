@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::admin_api::{self, AdminApiArgs, AdminState};
-use crate::args::{BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, TopicDefaultsArgs};
+use crate::args::{
+    BoundListener, FetchArgs, IngestArgs, InternalTokenArgs, KafkaListenerArgs, TopicDefaultsArgs,
+};
 use crate::authz::AuthorizerArgs;
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
@@ -65,6 +67,8 @@ pub(crate) struct GatewayArgs {
     authorizer: AuthorizerArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    internal_token: InternalTokenArgs,
     /// How long one commit may keep looking for a live shard owner (milliseconds; cover the
     /// indexers' lease time, so a failover does not fail produce requests).
     #[arg(long, env = "KAFSCALE_COMMIT_FAILOVER_MS", default_value_t = 30_000)]
@@ -85,6 +89,7 @@ pub(crate) async fn run(
     args.listener.validate()?;
     args.authorizer.validate()?;
     let cluster_defaults = args.ingest.cluster_defaults(&args.topic_defaults)?;
+    let internal_token = args.internal_token.token()?;
     let stores = args.storage.open().await?;
     let cluster = args.storage.cluster(&stores, &shutdown).await?;
     let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count, true)?);
@@ -92,6 +97,7 @@ pub(crate) async fn run(
         stores.catalog.clone(),
         RemoteSequencerConfig {
             failover_timeout: Duration::from_millis(args.commit_failover_ms),
+            internal_token: internal_token.clone(),
             ..RemoteSequencerConfig::default()
         },
     ));
@@ -149,7 +155,10 @@ pub(crate) async fn run(
     let feeds = tokio::spawn(follow_indexer_feeds(
         stores.catalog.clone(),
         watermarks,
-        FeedFollowerConfig::default(),
+        FeedFollowerConfig {
+            internal_token,
+            ..FeedFollowerConfig::default()
+        },
         shutdown.clone(),
     ));
     let http_task = tokio::spawn(http_server);

@@ -5,20 +5,25 @@
 //! write again; it answers "fenced" and the gateway re-resolves the owner. `GET /v1/shards`
 //! tells the gateways' admin API each shard's queue depth and recent commit latency here.
 //! Replicas also apply retention to the partitions of their shards and, one at a time,
-//! collect garbage (segment objects no partition references, orphans).
+//! collect garbage (segment objects no partition references, orphans). With
+//! `--internal-token-file`, commits, DeleteRecords and the watermark feed need the cluster's
+//! internal token (see `kafscale_indexer::internal_auth`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use kafscale_indexer::http::{commit_routes, watermark_routes};
+use kafscale_indexer::internal_auth::require_internal_token;
 use kafscale_indexer::status::status_routes;
 use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::args::{LifecycleArgs, TopicDefaultsArgs, advertised_or_bound, split_host_port};
+use crate::args::{
+    InternalTokenArgs, LifecycleArgs, TopicDefaultsArgs, advertised_or_bound, split_host_port,
+};
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
 use crate::tls::HttpTlsArgs;
@@ -53,6 +58,8 @@ pub(crate) struct IndexerProcessArgs {
     topic_defaults: TopicDefaultsArgs,
     #[command(flatten)]
     http_tls: HttpTlsArgs,
+    #[command(flatten)]
+    internal_token: InternalTokenArgs,
 }
 
 pub(crate) async fn run(
@@ -63,6 +70,13 @@ pub(crate) async fn run(
         split_host_port(a)?;
     }
     let cluster_defaults = args.topic_defaults.cluster_defaults()?;
+    let internal_token = args.internal_token.token()?;
+    if internal_token.is_none() {
+        warn!(
+            "no internal token configured (--internal-token-file or KAFSCALE_INTERNAL_TOKEN): \
+             commit, DeleteRecords and watermark-feed endpoints are unauthenticated"
+        );
+    }
     if args.lease_ttl_ms < 300 {
         anyhow::bail!("--lease-ttl-ms must be at least 300");
     }
@@ -96,9 +110,11 @@ pub(crate) async fn run(
     let (http_addr, http_server) = http::serve_on(
         listener,
         ready.clone(),
-        commit_routes(indexer.clone())
-            .merge(watermark_routes(watermarks))
-            .merge(status_routes(indexer.clone())),
+        require_internal_token(
+            commit_routes(indexer.clone()).merge(watermark_routes(watermarks)),
+            internal_token,
+        )
+        .merge(status_routes(indexer.clone())),
         &args.http_tls,
         shutdown.clone(),
     )?;

@@ -9,6 +9,7 @@ mod authz;
 mod gateway;
 mod http;
 mod indexer;
+mod sasl;
 mod standalone;
 mod stores;
 mod telemetry;
@@ -17,6 +18,16 @@ mod tls;
 
 use clap::{Parser, Subcommand};
 use gateway::GatewayRole;
+
+/// jemalloc instead of glibc's malloc: the request path allocates and frees many buffers of
+/// 128 KiB to a few MiB (request frames, fetch ranges, object-store blocks). glibc raises its
+/// mmap threshold after the first such buffer is freed, so later ones come from per-thread
+/// heaps that are seldom trimmed: in tests/e2e/test_flood.py the resident memory of a server
+/// whose live buffers were bounded near 250 MiB reached 450-560 MiB and stayed there after the
+/// flood. jemalloc returns freed pages to the kernel within `dirty_decay_ms` (1 s, from a
+/// background thread; `.cargo/config.toml`), so resident memory follows what is in use.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -58,6 +58,7 @@ fn status_of(e: &SequencerError) -> StatusCode {
         SequencerError::UnknownPartition => StatusCode::NOT_FOUND,
         SequencerError::OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         SequencerError::SegmentExpired(_) => StatusCode::GONE,
+        SequencerError::Unauthorized => StatusCode::UNAUTHORIZED,
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod gc;
 pub mod http;
+pub mod internal_auth;
 mod sequencing;
 pub mod status;
 

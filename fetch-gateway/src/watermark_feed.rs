@@ -10,17 +10,23 @@
 //! a reader that fell behind the journal only means waiting for the next store poll. Every
 //! value it carries was committed before it was published, and watermarks only move forward,
 //! so applying a stale or repeated change is harmless.
+//!
+//! Requests carry the cluster-internal token when one is configured. A refused token (401)
+//! is warned about once per indexer followed (never with the token) and retried with the
+//! usual growing backoff, so a misconfigured gateway still serves fetches from the store
+//! polls and never spins on the feed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::{Catalog, now_ms};
 use kafscale_shared::http_client::HttpClient;
 use kafscale_shared::shards::SHARD_LEASE_PREFIX;
 use kafscale_shared::watermarks::{WatermarkFeed, Watermarks};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Path of the indexer's feed (see `kafscale_indexer::http`).
 const WATERMARKS_PATH: &str = "/v1/watermarks";
@@ -32,6 +38,8 @@ pub struct FeedFollowerConfig {
     pub discovery_interval: Duration,
     /// How long one feed request waits for a change.
     pub wait: Duration,
+    /// Sent as `Authorization: Bearer` on every feed request (redacted in `Debug`).
+    pub internal_token: Option<InternalToken>,
 }
 
 impl Default for FeedFollowerConfig {
@@ -39,6 +47,7 @@ impl Default for FeedFollowerConfig {
         FeedFollowerConfig {
             discovery_interval: Duration::from_secs(2),
             wait: Duration::from_secs(10),
+            internal_token: None,
         }
     }
 }
@@ -50,7 +59,7 @@ pub async fn follow_indexer_feeds(
     config: FeedFollowerConfig,
     shutdown: CancellationToken,
 ) {
-    let client = HttpClient::new(Duration::from_secs(2));
+    let client = HttpClient::new(Duration::from_secs(2)).with_bearer(config.internal_token.clone());
     let mut followed: HashMap<String, CancellationToken> = HashMap::new();
     let mut tick = tokio::time::interval(config.discovery_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,6 +113,13 @@ pub async fn follow_indexer_feeds(
     }
 }
 
+/// Why one feed request failed.
+enum FeedError {
+    /// 401: the indexer refused the internal token.
+    Refused,
+    Other(String),
+}
+
 /// Long-polls one indexer's feed until `stop`.
 async fn follow_one(
     client: HttpClient,
@@ -114,6 +130,7 @@ async fn follow_one(
 ) {
     let mut after: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
+    let mut refusal_warned = false;
     loop {
         let uri = match after {
             Some(seq) => format!(
@@ -126,11 +143,15 @@ async fn follow_one(
             let answer = client
                 .get(&uri, wait + Duration::from_secs(5))
                 .await
-                .map_err(|e| e.to_string())?;
-            if !answer.status().is_success() {
-                return Err(format!("answered {}", answer.status()));
+                .map_err(|e| FeedError::Other(e.to_string()))?;
+            if answer.status().as_u16() == 401 {
+                return Err(FeedError::Refused);
             }
-            serde_json::from_slice::<WatermarkFeed>(answer.body()).map_err(|e| e.to_string())
+            if !answer.status().is_success() {
+                return Err(FeedError::Other(format!("answered {}", answer.status())));
+            }
+            serde_json::from_slice::<WatermarkFeed>(answer.body())
+                .map_err(|e| FeedError::Other(e.to_string()))
         };
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
@@ -144,7 +165,13 @@ async fn follow_one(
                 after = Some(feed.seq);
                 backoff = Duration::from_millis(100);
             }
-            Err(e) => {
+            Err(FeedError::Refused) => {
+                if !std::mem::replace(&mut refusal_warned, true) {
+                    warn!(indexer = %addr, "indexer refused the internal token on its watermark feed; check --internal-token-file (fetches still see new data through store polls)");
+                }
+                after = None;
+            }
+            Err(FeedError::Other(e)) => {
                 debug!(indexer = %addr, error = %e, "watermark feed request failed");
                 after = None;
             }

@@ -92,14 +92,30 @@ struct Sealed {
 /// segment holds thousands; a trace viewer needs a sample, not all).
 const MAX_SEGMENT_LINKS: usize = 32;
 
-/// Idle segment buffers kept for reuse: enough for the uploads in flight and the segments the
-/// fetch tier's block cache lets go of between two flushes.
-const SEGMENT_BUFFERS_IDLE: usize = 16;
+/// Idle segment buffers kept for reuse: one per upload that may run at once, plus the one being
+/// filled. In steady state a buffer comes back (an upload finished, or the block cache let go
+/// of a segment) about as often as a flush needs one; more idle buffers would only be memory
+/// outside every budget (docs/operations.md, "Memory bounds").
+fn segment_buffers_idle(config: &IngestConfig) -> usize {
+    config.max_concurrent_uploads.max(1) + 1
+}
+
+/// One produce partition's batches on their way into the open segment, with what answers them
+/// (`tx`) and the budget they hold (`permit`, returned when their segment is done).
+struct Joining<'a> {
+    topic_id: Uuid,
+    partition: i32,
+    batches: &'a [ValidatedBatch],
+    tx: oneshot::Sender<FlushOutcome>,
+    permit: OwnedSemaphorePermit,
+}
 
 /// The produce buffer shared by every connection of an ingest gateway.
 pub struct SegmentBuffer {
     open: Mutex<Open>,
     wake: Notify,
+    /// Notified whenever the open segment is sealed (appends waiting for room).
+    sealed: Notify,
     budget: Arc<Semaphore>,
     config: IngestConfig,
     /// Memory of sealed segments, reused once nothing refers to a segment any more.
@@ -122,8 +138,9 @@ impl SegmentBuffer {
         let buffer = Arc::new(SegmentBuffer {
             open: Mutex::new(Open::new()),
             wake: Notify::new(),
+            sealed: Notify::new(),
             budget,
-            segment_buffers: BufferPool::new(SEGMENT_BUFFERS_IDLE),
+            segment_buffers: BufferPool::new(segment_buffers_idle(&config)),
             config,
         });
         names::add_source(Arc::new(BufferGauge(Arc::downgrade(&buffer))));
@@ -153,9 +170,10 @@ impl SegmentBuffer {
         &self.config
     }
 
-    /// Waits for buffer space for `bytes` (backpressure), then appends the batches of one
-    /// produce partition; the receiver yields their outcomes after the flush. `origin` is the
-    /// produce request's span, which the segment's span continues or links to.
+    /// Waits for buffer space for `bytes` and for room in the open segment (backpressure),
+    /// then appends the batches of one produce partition; the receiver yields their outcomes
+    /// after the flush. `origin` is the produce request's span, which the segment's span
+    /// continues or links to.
     pub async fn append(
         &self,
         topic_id: Uuid,
@@ -172,59 +190,96 @@ impl SegmentBuffer {
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         let (tx, rx) = oneshot::channel();
-        let full = {
-            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.closed {
-                return Err(IngestError::ShuttingDown);
-            }
-            let first = open.batches.len();
-            for b in &batches {
-                let h = &b.header;
-                let len = b.bytes.len() as u64;
-                open.builder.append(
-                    topic_id,
-                    partition,
-                    b.bytes.clone(),
-                    BatchMeta {
-                        record_count: h.record_count.max(0) as u32,
-                        first_timestamp: h.base_timestamp,
-                        max_timestamp: h.max_timestamp,
-                    },
-                );
-                open.batches.push(CommitBatch {
-                    topic_id,
-                    partition,
-                    byte_start: 0,
-                    byte_len: len,
-                    offset_count: h.offset_count(),
-                    record_count: h.record_count.max(0) as u32,
-                    first_timestamp: h.base_timestamp,
-                    max_timestamp: h.max_timestamp,
-                    producer_id: h.producer_id,
-                    producer_epoch: h.producer_epoch,
-                    base_sequence: h.base_sequence,
-                });
-            }
-            open.waiters.push(Waiter {
-                first,
-                count: batches.len(),
-                tx,
-            });
-            open.permits.push(permit);
-            let was_empty = open.opened_at.is_none();
-            if was_empty {
-                open.opened_at = Some(Instant::now());
-                open.span = info_span!(parent: origin, "segment");
-            } else if open.links < MAX_SEGMENT_LINKS {
-                open.links += 1;
-                trace_context::link(&open.span, origin);
-            }
-            was_empty || open.builder.data_bytes() >= self.config.flush_bytes
+        let joining = Joining {
+            topic_id,
+            partition,
+            batches: &batches,
+            tx,
+            permit,
+        };
+        let full = loop {
+            let sealed = {
+                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                if open.closed {
+                    return Err(IngestError::ShuttingDown);
+                }
+                if self.has_room(&open) {
+                    break self.append_to(&mut open, joining, origin);
+                }
+                // Created under the lock that `seal` notifies under, so the next seal wakes
+                // it even before it is first polled (tokio's `notify_waiters` guarantee).
+                self.sealed.notified()
+            };
+            // The open segment is full and every upload slot is taken: wait for the flusher
+            // to seal it rather than grow it (and the copy made when it is sealed) towards the
+            // whole byte budget.
+            self.wake.notify_one();
+            sealed.await;
         };
         if full {
             self.wake.notify_one();
         }
         Ok(rx)
+    }
+
+    /// Whether a request may join the open segment: it is empty, or below the flush size.
+    /// So a segment holds at most `flush_bytes` plus one produce partition's batches.
+    fn has_room(&self, open: &Open) -> bool {
+        open.opened_at.is_none() || open.builder.data_bytes() < self.config.flush_bytes
+    }
+
+    /// Appends to the open segment; true if the flusher should look at it now.
+    fn append_to(&self, open: &mut Open, joining: Joining<'_>, origin: &Span) -> bool {
+        let Joining {
+            topic_id,
+            partition,
+            batches,
+            tx,
+            permit,
+        } = joining;
+        let first = open.batches.len();
+        for b in batches {
+            let h = &b.header;
+            let len = b.bytes.len() as u64;
+            open.builder.append(
+                topic_id,
+                partition,
+                b.bytes.clone(),
+                BatchMeta {
+                    record_count: h.record_count.max(0) as u32,
+                    first_timestamp: h.base_timestamp,
+                    max_timestamp: h.max_timestamp,
+                },
+            );
+            open.batches.push(CommitBatch {
+                topic_id,
+                partition,
+                byte_start: 0,
+                byte_len: len,
+                offset_count: h.offset_count(),
+                record_count: h.record_count.max(0) as u32,
+                first_timestamp: h.base_timestamp,
+                max_timestamp: h.max_timestamp,
+                producer_id: h.producer_id,
+                producer_epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+            });
+        }
+        open.waiters.push(Waiter {
+            first,
+            count: batches.len(),
+            tx,
+        });
+        open.permits.push(permit);
+        let was_empty = open.opened_at.is_none();
+        if was_empty {
+            open.opened_at = Some(Instant::now());
+            open.span = info_span!(parent: origin, "segment");
+        } else if open.links < MAX_SEGMENT_LINKS {
+            open.links += 1;
+            trace_context::link(&open.span, origin);
+        }
+        was_empty || open.builder.data_bytes() >= self.config.flush_bytes
     }
 
     /// Seals the open buffer if it is due (or `force`). When forced and empty, closes the
@@ -244,6 +299,7 @@ impl SegmentBuffer {
             return None;
         }
         let open = std::mem::replace(&mut *open, Open::new());
+        self.sealed.notify_waiters();
         let built = open.builder.finish_in(&self.segment_buffers);
         metrics::counter!(names::SEGMENT_FLUSHES).increment(1);
         metrics::histogram!(names::SEGMENT_SIZE).record(built.data.len() as f64);
@@ -633,20 +689,25 @@ mod tests {
 
     use super::*;
 
-    /// A store whose first `put` takes `first_put` and every later one is immediate.
+    /// A store whose first `put` takes `first_put` and, if `gate` is set, every `put` waits
+    /// for a permit of it.
     #[derive(Debug)]
-    struct SlowFirstPut {
+    struct SlowPuts {
         inner: MemoryObjectStore,
         puts: AtomicUsize,
         puts_done: AtomicUsize,
         first_put: Duration,
+        gate: Option<tokio::sync::Semaphore>,
     }
 
     #[async_trait]
-    impl ObjectStore for SlowFirstPut {
+    impl ObjectStore for SlowPuts {
         async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
             if self.puts.fetch_add(1, Ordering::SeqCst) == 0 {
                 tokio::time::sleep(self.first_put).await;
+            }
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
             }
             let result = self.inner.put(key, data).await;
             self.puts_done.fetch_add(1, Ordering::SeqCst);
@@ -669,12 +730,21 @@ mod tests {
         }
     }
 
-    fn slow_store(first_put: Duration) -> Arc<SlowFirstPut> {
-        Arc::new(SlowFirstPut {
+    fn slow_store(first_put: Duration) -> Arc<SlowPuts> {
+        Arc::new(SlowPuts {
             inner: MemoryObjectStore::new(),
             puts: AtomicUsize::new(0),
             puts_done: AtomicUsize::new(0),
             first_put,
+            gate: None,
+        })
+    }
+
+    /// Every `put` waits for a permit of the store's gate (none at first).
+    fn gated_store() -> Arc<SlowPuts> {
+        Arc::new(SlowPuts {
+            gate: Some(tokio::sync::Semaphore::new(0)),
+            ..Arc::into_inner(slow_store(Duration::ZERO)).expect("unshared")
         })
     }
 
@@ -751,6 +821,18 @@ mod tests {
         next_offset: Mutex<BTreeMap<(Uuid, i32), i64>>,
     }
 
+    impl OneShardStuck {
+        /// A sequencer with no stuck shard: every commit succeeds at once.
+        fn none() -> Self {
+            OneShardStuck {
+                stuck: u32::MAX,
+                release: tokio::sync::Semaphore::new(0),
+                started: AtomicUsize::new(0),
+                next_offset: Mutex::new(BTreeMap::new()),
+            }
+        }
+    }
+
     #[async_trait]
     impl Sequencer for OneShardStuck {
         async fn commit(
@@ -792,6 +874,103 @@ mod tests {
         }
     }
 
+    /// One produce partition's batches: one record with `value`.
+    fn one_record_batch(value: &[u8]) -> Vec<ValidatedBatch> {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut bytes = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut bytes, &[record], &options).unwrap();
+        let batch = kafscale_shared::batch::validate_produce_batch(&bytes.freeze(), usize::MAX);
+        vec![batch.unwrap()]
+    }
+
+    /// The flood test's finding: with every upload slot taken, the open segment grew towards
+    /// the whole byte budget, and sealing it copied all of it once more. A full open segment
+    /// now makes further appends wait for the next seal.
+    #[tokio::test]
+    async fn a_full_segment_waits_for_an_upload_slot_instead_of_growing() {
+        let one = one_record_batch(&[7u8; 1000]);
+        let batch_bytes = one[0].bytes.len();
+        let buffer = SegmentBuffer::new(IngestConfig {
+            flush_bytes: 2 * batch_bytes,
+            flush_interval: Duration::from_secs(3600),
+            max_concurrent_uploads: 1,
+            max_buffered_bytes: 1 << 20,
+            ..IngestConfig::default()
+        });
+        let store = gated_store();
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(buffer.clone().run_flusher(
+            store.clone(),
+            Arc::new(OneShardStuck::none()),
+            shutdown.clone(),
+        ));
+        let topic = Uuid::new_v4();
+        let append = |buffer: Arc<SegmentBuffer>| async move {
+            buffer
+                .append(topic, 0, one_record_batch(&[7u8; 1000]), &Span::none())
+                .await
+        };
+        // Two batches fill a segment; it is sealed and its upload takes the only slot.
+        let mut answers = vec![append(buffer.clone()).await.unwrap()];
+        answers.push(append(buffer.clone()).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.puts.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the full segment was never sealed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Two more fill the next segment, which cannot be sealed while the upload runs.
+        answers.push(append(buffer.clone()).await.unwrap());
+        answers.push(append(buffer.clone()).await.unwrap());
+        let waiting = tokio::spawn(append(buffer.clone()));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "a fifth batch joined a full segment"
+        );
+        assert_eq!(
+            buffer.open.lock().unwrap().builder.data_bytes(),
+            2 * batch_bytes
+        );
+        // Uploads finish: the waiting batch goes into the next segment and everyone is answered.
+        store
+            .gate
+            .as_ref()
+            .expect("gated")
+            .add_permits(usize::MAX >> 4);
+        answers.push(waiting.await.unwrap().unwrap());
+        shutdown.cancel();
+        for answer in answers {
+            assert!(answer.await.expect("answered").is_ok());
+        }
+        flusher.await.unwrap();
+    }
+
     /// A partition of `topic` on `shard` (of 2).
     fn partition_on(topic: Uuid, shard: u32) -> i32 {
         (0..64)
@@ -819,34 +998,7 @@ mod tests {
             shutdown.clone(),
         ));
         let topic = Uuid::new_v4();
-        let batch = || {
-            use kafka_protocol::records::{
-                Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-            };
-            let record = Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: 0,
-                timestamp: 1_700_000_000_000,
-                key: None,
-                value: Some(Bytes::from_static(b"v")),
-                headers: Default::default(),
-                delete_horizon: false,
-            };
-            let mut bytes = bytes::BytesMut::new();
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            };
-            RecordBatchEncoder::encode(&mut bytes, &[record], &options).unwrap();
-            let batch = kafscale_shared::batch::validate_produce_batch(&bytes.freeze(), usize::MAX);
-            vec![batch.unwrap()]
-        };
+        let batch = || one_record_batch(b"v");
         let (stuck, free) = (partition_on(topic, 0), partition_on(topic, 1));
         // Sealed first: a segment holding only the stuck shard's partition.
         let held = buffer

@@ -25,7 +25,9 @@ fn error_of(e: &SequencerError) -> ResponseError {
         | SequencerError::Fenced(_)
         | SequencerError::Unreachable(_)
         | SequencerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
-        SequencerError::StoreUnavailable(_) => ResponseError::KafkaStorageError,
+        SequencerError::StoreUnavailable(_) | SequencerError::Unauthorized => {
+            ResponseError::KafkaStorageError
+        }
         SequencerError::InvalidRequest(_) | SequencerError::SegmentExpired(_) => {
             ResponseError::InvalidRequest
         }

@@ -45,6 +45,7 @@ impl IngestError {
             }
             SequencerError::ShuttingDown => IngestError::ShuttingDown,
             SequencerError::StoreUnavailable(_)
+            | SequencerError::Unauthorized
             | SequencerError::InvalidRequest(_)
             | SequencerError::UnknownPartition
             | SequencerError::OffsetOutOfRange { .. }

@@ -5,6 +5,12 @@
 //! owner answers "not mine"/"fenced" or cannot be reached, the directory is re-read and the
 //! commit re-sent — safe, because commits are idempotent per segment and shard — until a new
 //! owner takes the shard over or `failover_timeout` passes.
+//!
+//! Every call carries the cluster-internal token when one is configured. An indexer that
+//! refuses it (401) is not asked again for this request: a wrong token is a configuration
+//! error that no retry mends, so the produce fails at once with a retriable error (the
+//! client's own backoff paces the next attempt) and a warning, at most every
+//! [`REFUSAL_LOG_INTERVAL`], says so — without the token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::{Catalog, now_ms};
 use kafscale_shared::http_client::HttpClient;
 use kafscale_shared::sequencer::{
@@ -28,6 +35,8 @@ use tracing::{debug, warn};
 const COMMIT_PATH: &str = "/v1/commit";
 const DELETE_RECORDS_PATH: &str = "/v1/delete-records";
 const DIRECTORY_TTL: Duration = Duration::from_secs(1);
+/// Shortest time between two warnings about a refused internal token.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of the network sequencer.
 #[derive(Debug, Clone)]
@@ -36,6 +45,8 @@ pub struct RemoteSequencerConfig {
     pub request_timeout: Duration,
     /// How long to keep re-resolving an owner that is gone (cover the lease time).
     pub failover_timeout: Duration,
+    /// Sent as `Authorization: Bearer` on every call (redacted in `Debug`).
+    pub internal_token: Option<InternalToken>,
 }
 
 impl Default for RemoteSequencerConfig {
@@ -43,6 +54,7 @@ impl Default for RemoteSequencerConfig {
         RemoteSequencerConfig {
             request_timeout: Duration::from_secs(10),
             failover_timeout: Duration::from_secs(30),
+            internal_token: None,
         }
     }
 }
@@ -53,6 +65,8 @@ pub struct RemoteSequencer {
     client: HttpClient,
     config: RemoteSequencerConfig,
     owners: Mutex<(Option<Instant>, HashMap<u32, String>)>,
+    /// When a refused token was last warned about.
+    last_refusal_log: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for RemoteSequencer {
@@ -65,13 +79,33 @@ impl std::fmt::Debug for RemoteSequencer {
 
 impl RemoteSequencer {
     pub fn new(catalog: Arc<Catalog>, config: RemoteSequencerConfig) -> Self {
-        let client = HttpClient::new(Duration::from_secs(2));
+        let client =
+            HttpClient::new(Duration::from_secs(2)).with_bearer(config.internal_token.clone());
         RemoteSequencer {
             catalog,
             client,
             config,
             owners: Mutex::new((None, HashMap::new())),
+            last_refusal_log: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Warns that `addr` refused the token, unless that was said less than
+    /// [`REFUSAL_LOG_INTERVAL`] ago.
+    fn warn_refused(&self, addr: &str) {
+        let Ok(mut last) = self.last_refusal_log.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        warn!(
+            indexer = %addr,
+            configured = self.config.internal_token.is_some(),
+            "indexer refused the internal token: produce and DeleteRecords fail until the \
+             gateway and indexers share the same --internal-token-file"
+        );
     }
 
     /// The address of `shard`'s live owner, from the cached directory or the store.
@@ -112,6 +146,10 @@ impl RemoteSequencer {
             .await
             .map_err(|e| SequencerError::Unreachable(e.to_string()))?;
         let status = answer.status();
+        if status.as_u16() == 401 {
+            self.warn_refused(addr);
+            return Err(SequencerError::Unauthorized);
+        }
         if status.is_success() {
             serde_json::from_slice::<T>(answer.body())
                 .map_err(|e| SequencerError::Unreachable(format!("bad indexer answer: {e}")))
@@ -156,6 +194,8 @@ impl RemoteSequencer {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
+                // Already warned about, at a bounded rate (see `warn_refused`).
+                Err(e @ SequencerError::Unauthorized) => return Err(e),
                 Err(e) => {
                     warn!(shard, path, error = %e, "indexer request failed");
                     return Err(e);

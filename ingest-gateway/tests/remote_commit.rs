@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafscale_indexer::http::commit_routes;
+use kafscale_indexer::internal_auth::require_internal_token;
 use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_ingest::{RemoteSequencer, RemoteSequencerConfig};
+use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::MemoryMetaStore;
 use kafscale_shared::sequencer::{
@@ -26,6 +28,16 @@ async fn replica(
     name: &str,
     ttl: Duration,
 ) -> (Arc<Indexer>, JoinHandle<()>) {
+    guarded_replica(catalog, name, ttl, None).await
+}
+
+/// A replica whose commit API needs `token` (if any).
+async fn guarded_replica(
+    catalog: &Arc<Catalog>,
+    name: &str,
+    ttl: Duration,
+    token: Option<InternalToken>,
+) -> (Arc<Indexer>, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -41,7 +53,7 @@ async fn replica(
             ..IndexerConfig::default()
         },
     );
-    let app = commit_routes(indexer.clone());
+    let app = require_internal_token(commit_routes(indexer.clone()), token);
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -95,6 +107,7 @@ async fn commits_follow_the_shard_owner_across_a_failover() {
         RemoteSequencerConfig {
             request_timeout: Duration::from_secs(2),
             failover_timeout: Duration::from_secs(10),
+            internal_token: None,
         },
     );
     for p in 0..8 {
@@ -143,17 +156,13 @@ async fn commits_follow_the_shard_owner_across_a_failover() {
 
 #[tokio::test]
 async fn a_shard_nobody_owns_fails_after_the_failover_timeout() {
-    let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
-    let topic = catalog
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .expect("create")
-        .topic_id;
+    let (catalog, topic) = catalog_with_topic().await;
     let remote = RemoteSequencer::new(
         catalog,
         RemoteSequencerConfig {
             request_timeout: Duration::from_secs(1),
             failover_timeout: Duration::from_millis(300),
+            internal_token: None,
         },
     );
     let err = remote
@@ -162,4 +171,71 @@ async fn a_shard_nobody_owns_fails_after_the_failover_timeout() {
         .expect_err("no owner");
     assert!(matches!(err, SequencerError::NotOwner { .. }), "{err:?}");
     assert!(err.is_retryable());
+}
+
+/// An in-memory catalog holding one topic "t" of one partition.
+async fn catalog_with_topic() -> (Arc<Catalog>, Uuid) {
+    let catalog = Arc::new(Catalog::new(Arc::new(MemoryMetaStore::new())));
+    let topic = catalog
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
+    (catalog, topic)
+}
+
+fn token(t: &str) -> InternalToken {
+    InternalToken::new(t).expect("valid token")
+}
+
+/// A gateway whose token the indexer refuses fails at once (no failover retries: a wrong token
+/// is not mended by waiting), with an error that names the problem and not the token; the
+/// right token commits.
+#[tokio::test]
+async fn a_refused_token_fails_at_once_and_the_right_one_commits() {
+    let (catalog, topic) = catalog_with_topic().await;
+    let ttl = Duration::from_secs(30);
+    let (indexer, _server) = guarded_replica(&catalog, "a", ttl, Some(token("right"))).await;
+    assert_eq!(
+        indexer
+            .maintain_leases(4)
+            .await
+            .expect("leases")
+            .owned
+            .len(),
+        4
+    );
+    for presented in [None, Some(token("wrong-secret"))] {
+        let remote = RemoteSequencer::new(
+            catalog.clone(),
+            RemoteSequencerConfig {
+                request_timeout: Duration::from_secs(2),
+                failover_timeout: Duration::from_secs(20),
+                internal_token: presented,
+            },
+        );
+        let started = Instant::now();
+        let err = remote
+            .commit(request(topic, 0, "s"))
+            .await
+            .expect_err("refused");
+        assert_eq!(err, SequencerError::Unauthorized);
+        assert!(started.elapsed() < Duration::from_secs(5), "retried a 401");
+        assert!(err.to_string().contains("refused the internal token"));
+        assert!(!err.to_string().contains("wrong-secret"));
+        assert!(!format!("{remote:?}").contains("wrong-secret"));
+    }
+    let remote = RemoteSequencer::new(
+        catalog.clone(),
+        RemoteSequencerConfig {
+            internal_token: Some(token("right")),
+            ..RemoteSequencerConfig::default()
+        },
+    );
+    let r = remote.commit(request(topic, 0, "s")).await.expect("commit");
+    assert_eq!(
+        base_offset(&r.outcomes[0]),
+        0,
+        "nothing was committed before"
+    );
 }

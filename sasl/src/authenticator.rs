@@ -182,6 +182,8 @@ impl State {
 struct PendingScram {
     username: String,
     gs2_header: String,
+    /// The client's part of `combined_nonce` (its first bytes).
+    client_nonce_len: usize,
     combined_nonce: String,
     /// `client-first-message-bare "," server-first-message`: the AuthMessage's first part.
     auth_prefix: String,
@@ -298,6 +300,7 @@ impl Session {
         let pending = PendingScram {
             username,
             gs2_header,
+            client_nonce_len: client_nonce.len(),
             combined_nonce,
             auth_prefix: format!("{bare},{first}"),
             credential,
@@ -316,6 +319,10 @@ fn client_final(pending: &PendingScram, client: &[u8]) -> Result<Step, SaslError
         client,
         pending.credential.mechanism,
         &pending.gs2_header,
+        pending
+            .combined_nonce
+            .get(..pending.client_nonce_len)
+            .unwrap_or_default(),
         &pending.combined_nonce,
     )?;
     let auth_message = format!("{},{}", pending.auth_prefix, message.without_proof);

@@ -166,10 +166,16 @@ pub(crate) struct ClientFinal {
 
 /// Parses a client-final message and checks its channel binding and nonce against the
 /// exchange so far.
+///
+/// The nonce must be the server-first's (`combined_nonce`), or the client nonce followed by
+/// it: librdkafka before 2.6.1 (kcat on Debian 12, many distributions) prepends its own nonce
+/// once more, and Kafka brokers up to 3.9 accept that. Both forms contain the whole
+/// server-first nonce, fresh server part included, so a replayed client-final still fails.
 pub(crate) fn parse_client_final(
     message: &[u8],
     mechanism: ScramMechanism,
     gs2_header: &str,
+    client_nonce: &str,
     combined_nonce: &str,
 ) -> Result<ClientFinal, SaslError> {
     let text = message_text(message)?;
@@ -198,7 +204,10 @@ pub(crate) fn parse_client_final(
         .next()
         .and_then(|r| r.strip_prefix("r="))
         .ok_or(malformed("no nonce"))?;
-    if nonce != combined_nonce {
+    let librdkafka_form = nonce
+        .strip_prefix(client_nonce)
+        .is_some_and(|rest| rest == combined_nonce);
+    if nonce != combined_nonce && !librdkafka_form {
         return Err(SaslError::NonceMismatch);
     }
     check_extensions(attributes)?;
@@ -324,13 +333,25 @@ mod tests {
     #[test]
     fn client_final_refusals() {
         let parse = |m: &str| {
-            parse_client_final(m.as_bytes(), ScramMechanism::Sha256, "n,,", "abcdef").unwrap_err()
+            parse_client_final(m.as_bytes(), ScramMechanism::Sha256, "n,,", "abc", "abcdef")
+                .unwrap_err()
         };
         let proof = BASE64.encode([0u8; 32]);
-        assert!(matches!(
-            parse(&format!("c=biws,r=abcxxx,p={proof}")),
-            SaslError::NonceMismatch
-        ));
+        for nonce in [
+            "abcxxx",
+            "abcabcdefx",
+            "xabcdef",
+            "abcdefabcdef",
+            "ababcdef",
+        ] {
+            assert!(
+                matches!(
+                    parse(&format!("c=biws,r={nonce},p={proof}")),
+                    SaslError::NonceMismatch
+                ),
+                "{nonce}"
+            );
+        }
         // "y,," instead of "n,,"
         assert!(matches!(
             parse(&format!("c=eSws,r=abcdef,p={proof}")),
@@ -357,9 +378,20 @@ mod tests {
             format!("c=biws,r=abcdef,p={proof}").as_bytes(),
             ScramMechanism::Sha256,
             "n,,",
+            "abc",
             "abcdef",
         )
         .unwrap();
         assert_eq!(ok.without_proof, "c=biws,r=abcdef");
+        // librdkafka before 2.6.1: the client nonce once more in front.
+        let old_librdkafka = parse_client_final(
+            format!("c=biws,r=abcabcdef,p={proof}").as_bytes(),
+            ScramMechanism::Sha256,
+            "n,,",
+            "abc",
+            "abcdef",
+        )
+        .unwrap();
+        assert_eq!(old_librdkafka.without_proof, "c=biws,r=abcabcdef");
     }
 }

@@ -17,6 +17,8 @@
 //! - `deleted-topic` / topic id → the [`TopicRecord`] of a deleted topic whose rows garbage
 //!   collection has yet to remove
 //! - `meta` / `producer-id-next` → next free producer id
+//! - `meta` / `sasl-decoy-secret` → the key of the salts answered for unknown SASL users
+//!   ([`crate::scram_credentials::load_or_init_decoy_secret`])
 //! - `lease` / lease name → [`LeaseRecord`]
 //! - `scram` / `{user}/{mechanism}` → a SCRAM credential
 //!   ([`crate::scram_credentials::ScramCredentialRecord`])

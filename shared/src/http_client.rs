@@ -4,7 +4,12 @@
 //! Plain HTTP/1.1 over hyper-util's pooled client (the calls go to other kafscale processes
 //! inside the cluster network), `TCP_NODELAY` on, a bounded connect time, a deadline for each
 //! exchange including reading the body, a cap on the body read, and the caller's trace context
-//! in `traceparent` (see [`crate::trace_context`]).
+//! in `traceparent` (see [`crate::trace_context`]). A client built [`HttpClient::with_bearer`]
+//! sends the cluster-internal token as `Authorization: Bearer` on every request (the header
+//! is marked sensitive, and the token appears in no error: errors name only the URI).
+//!
+//! Plain HTTP only: there is no TLS connector, so the gateways cannot call an indexer that
+//! serves HTTPS (`--http-tls-*`).
 
 use std::time::Duration;
 
@@ -14,6 +19,8 @@ use hyper::http::{Method, Request, Response, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::bearer::InternalToken;
 
 /// Why an HTTP exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,8 @@ pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
     max_answer_bytes: usize,
+    /// Sent on every request that has no `Authorization` of its own (redacted in `Debug`).
+    bearer: Option<InternalToken>,
 }
 
 impl HttpClient {
@@ -55,7 +64,14 @@ impl HttpClient {
         HttpClient {
             inner: Client::builder(TokioExecutor::new()).build(connector),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            bearer: None,
         }
+    }
+
+    /// This client, sending `token` (if any) as `Authorization: Bearer` on every request.
+    pub fn with_bearer(mut self, token: Option<InternalToken>) -> Self {
+        self.bearer = token;
+        self
     }
 
     /// `GET uri`.
@@ -109,6 +125,12 @@ impl HttpClient {
         let uri = request.uri().to_string();
         let (mut parts, body) = request.into_parts();
         crate::trace_context::inject(&mut parts.headers);
+        if let Some(token) = &self.bearer {
+            parts
+                .headers
+                .entry(header::AUTHORIZATION)
+                .or_insert_with(|| token.header_value());
+        }
         let request = Request::from_parts(parts, Full::new(body));
         let exchange = async {
             let response = self.inner.request(request).await.map_err(|source| {

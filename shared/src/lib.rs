@@ -7,6 +7,7 @@
 
 pub mod authz;
 pub mod batch;
+pub mod bearer;
 pub mod buffer_pool;
 pub mod catalog;
 pub mod config_api;

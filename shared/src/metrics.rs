@@ -67,6 +67,7 @@ pub const CONNECTIONS_OPEN: &str = "kafscale_connections_open";
 pub const TLS_HANDSHAKE_FAILURES: &str = "kafscale_tls_handshake_failures_total";
 pub const TLS_CERTIFICATE_RELOADS: &str = "kafscale_tls_certificate_reloads_total";
 pub const TLS_CERTIFICATE_RELOAD_FAILURES: &str = "kafscale_tls_certificate_reload_failures_total";
+pub const SASL_AUTHENTICATIONS: &str = "kafscale_sasl_authentications_total";
 pub const REQUESTS: &str = "kafscale_requests_total";
 pub const AUTHORIZATION_DENIALS: &str = "kafscale_authorization_denials_total";
 pub const REQUEST_DURATION: &str = "kafscale_request_duration_seconds";
@@ -89,6 +90,7 @@ pub const INDEXER_SHARDS_OWNED: &str = "kafscale_indexer_shards_owned";
 pub const INDEXER_LEASES_ACQUIRED: &str = "kafscale_indexer_lease_acquisitions_total";
 pub const INDEXER_LEASES_LOST: &str = "kafscale_indexer_lease_losses_total";
 pub const INDEXER_FENCED: &str = "kafscale_indexer_fenced_writes_total";
+pub const INDEXER_INTERNAL_REFUSED: &str = "kafscale_indexer_internal_requests_refused_total";
 pub const INDEXER_RETENTION_ENTRIES: &str = "kafscale_indexer_retention_entries_removed_total";
 pub const INDEXER_RETENTION_BYTES: &str = "kafscale_indexer_retention_bytes_removed_total";
 pub const INDEXER_RETENTION_LAST_PASS: &str =
@@ -169,6 +171,12 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &["listener", "protocol"],
         "Changed certificate files that could not be loaded (the previous certificate stays).",
+    ),
+    def(
+        SASL_AUTHENTICATIONS,
+        Counter,
+        &["listener", "mechanism", "outcome"],
+        "SASL authentications and re-authentications on the Kafka listener, by mechanism (unsupported: a handshake naming a mechanism that is not enabled) and outcome (success, failure).",
     ),
     def(
         REQUESTS,
@@ -291,6 +299,12 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &[],
         "Commit writes refused because the shard lease had moved on.",
+    ),
+    def(
+        INDEXER_INTERNAL_REFUSED,
+        Counter,
+        &[],
+        "Internal calls (commit, DeleteRecords, watermark feed) refused for a missing or wrong internal token.",
     ),
     def(
         INDEXER_RETENTION_ENTRIES,

@@ -6,6 +6,11 @@
 //! [`CredentialStore`] is the [`CredentialSource`] the SASL exchanges read from. It has no
 //! cache: a login costs one or two strongly consistent reads, and a changed or deleted
 //! credential counts from the next login on.
+//!
+//! The cluster's decoy secret lives here too (`meta` / `sasl-decoy-secret`): the key of the
+//! fake salts answered for unknown SCRAM users. It is drawn at random by the first process that
+//! needs it and read by all others, so every gateway answers the same salt for the same
+//! unknown user and asking several of them reveals nothing.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -14,7 +19,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kafscale_sasl::{CredentialSource, SaslError, ScramCredential, ScramMechanism};
+use kafscale_sasl::{
+    Authenticator, CredentialSource, MIN_ITERATIONS, Mechanism, SaslConfig, SaslError,
+    ScramCredential, ScramMechanism, random_salt,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ITEM_FORMAT, SCRAM_CREDENTIAL_PK, decode, encode, scram_credential_key};
@@ -214,6 +222,67 @@ fn upsert_op(user: &str, credential: &ScramCredential) -> WriteOp {
     }
 }
 
+/// The stored decoy secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DecoySecretRecord {
+    format: u32,
+    /// Base64 of 32 random bytes.
+    secret: String,
+}
+
+fn decoy_secret_key() -> ItemKey {
+    ItemKey::new("meta", "sasl-decoy-secret")
+}
+
+/// The cluster's decoy secret, created (at random, once: a put-if-absent) if it is missing.
+pub async fn load_or_init_decoy_secret(store: &dyn MetaStore) -> Result<Vec<u8>, MetaStoreError> {
+    let key = decoy_secret_key();
+    loop {
+        if let Some(item) = store.get(&key).await? {
+            let record: DecoySecretRecord = decode(&key, &item.value)?;
+            return BASE64
+                .decode(&record.secret)
+                .map_err(|e| MetaStoreError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("secret: {e}"),
+                });
+        }
+        let secret = random_salt()
+            .map_err(|e| MetaStoreError::Unavailable(format!("no randomness for a secret: {e}")))?;
+        let op = WriteOp::Put {
+            key: key.clone(),
+            value: encode(&DecoySecretRecord {
+                format: ITEM_FORMAT,
+                secret: BASE64.encode(&secret),
+            }),
+            condition: Condition::Absent,
+        };
+        match store.write(vec![op]).await {
+            Ok(()) => return Ok(secret),
+            // Another process created it first: use theirs.
+            Err(MetaStoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The SASL authenticator of a listener: `mechanisms` (in the order SaslHandshake lists
+/// them) over the credentials in `store`, with the cluster's decoy secret.
+pub async fn cluster_authenticator(
+    store: Arc<dyn MetaStore>,
+    mechanisms: Vec<Mechanism>,
+) -> Result<Authenticator, MetaStoreError> {
+    let config = SaslConfig {
+        mechanisms,
+        decoy_secret: load_or_init_decoy_secret(store.as_ref()).await?,
+        decoy_iterations: MIN_ITERATIONS,
+    };
+    Ok(Authenticator::new(
+        config,
+        Arc::new(CredentialStore::new(store)),
+    ))
+}
+
 #[async_trait]
 impl CredentialSource for CredentialStore {
     async fn scram_credential(
@@ -286,6 +355,20 @@ mod tests {
             })
         ));
         assert!(store.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_first_process_draws_the_decoy_secret_and_the_others_read_it() {
+        let store = MemoryMetaStore::new();
+        let first = load_or_init_decoy_secret(&store).await.unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(load_or_init_decoy_secret(&store).await.unwrap(), first);
+        assert_ne!(
+            load_or_init_decoy_secret(&MemoryMetaStore::new())
+                .await
+                .unwrap(),
+            first
+        );
     }
 
     #[test]

@@ -99,6 +99,13 @@ pub enum SequencerError {
     /// treat it as an orphan); it was not committed, and the producer's retry writes anew.
     #[error("segment {0} is too old to be committed")]
     SegmentExpired(String),
+    /// The indexer refused the gateway's internal token (HTTP 401): the gateway and the
+    /// indexers are configured with different `--internal-token-file`s. Never re-sent at
+    /// once: only a configuration change helps.
+    #[error(
+        "indexer refused the internal token (check --internal-token-file on gateways and indexers)"
+    )]
+    Unauthorized,
 }
 
 impl SequencerError {

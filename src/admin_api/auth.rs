@@ -10,10 +10,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 
@@ -75,26 +74,7 @@ impl AdminAuth {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// Compares in time that depends only on the expected token's length: the presented token is
-/// padded or cut to that length and compared byte for byte without an early exit, and the
-/// lengths are compared the same way.
-pub(crate) fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
-    let mut padded = vec![0u8; expected.len()];
-    let n = presented.len().min(expected.len());
-    padded[..n].copy_from_slice(&presented[..n]);
-    let same_len = (presented.len() as u64).ct_eq(&(expected.len() as u64));
-    bool::from(padded.as_slice().ct_eq(expected) & same_len)
-}
+pub(crate) use kafscale_shared::bearer::{bearer_token as bearer, token_matches};
 
 /// The middleware: answers 401/403 itself, or passes the request on.
 pub(crate) async fn require_token(
@@ -113,7 +93,7 @@ pub(crate) async fn require_token(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, header};
 
     use super::*;
 
@@ -126,17 +106,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn tokens_match_only_exactly() {
-        assert!(token_matches(b"s3cret", b"s3cret"));
-        assert!(!token_matches(b"s3cre", b"s3cret"));
-        assert!(!token_matches(b"s3cret!", b"s3cret"));
-        assert!(!token_matches(b"s3creT", b"s3cret"));
-        assert!(!token_matches(b"", b"s3cret"));
-        // A prefix padded with the padding byte is still not the token.
-        assert!(!token_matches(b"ab\0", b"ab"));
     }
 
     #[test]

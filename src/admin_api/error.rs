@@ -47,6 +47,11 @@ pub(crate) enum ApiError {
     TopicExists(String),
     #[error("group {0} not found")]
     GroupNotFound(String),
+    #[error("user {user:?} has no {mechanism} credential")]
+    CredentialNotFound {
+        user: String,
+        mechanism: &'static str,
+    },
     #[error(
         "assignments can only be reset if the group {group} is inactive, but its state is {state}"
     )]
@@ -75,6 +80,7 @@ impl ApiError {
             ApiError::UnknownTopic(_)
             | ApiError::UnknownPartition { .. }
             | ApiError::GroupNotFound(_)
+            | ApiError::CredentialNotFound { .. }
             | ApiError::NoSuchEndpoint => StatusCode::NOT_FOUND,
             ApiError::TopicExists(_)
             | ApiError::GroupNotEmpty { .. }
@@ -95,6 +101,7 @@ impl ApiError {
             ApiError::UnknownPartition { .. } => "unknown_partition",
             ApiError::TopicExists(_) => "topic_exists",
             ApiError::GroupNotFound(_) => "group_not_found",
+            ApiError::CredentialNotFound { .. } => "credential_not_found",
             ApiError::GroupNotEmpty { .. } => "group_not_empty",
             ApiError::NotCoordinator { .. } => "not_coordinator",
             ApiError::NoGroups => "unavailable",

@@ -22,6 +22,7 @@ mod error;
 pub(crate) mod groups;
 mod shard_status;
 pub(crate) mod topics;
+pub(crate) mod users;
 
 #[cfg(test)]
 mod tests;
@@ -30,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -73,13 +73,11 @@ pub(crate) struct AdminApiArgs {
 impl AdminApiArgs {
     /// The authentication settings: the token from the file, else from the flag/variable.
     pub(crate) fn auth(&self) -> anyhow::Result<AdminAuth> {
-        let token = match &self.admin_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading --admin-token-file {}", path.display()))?,
-            ),
-            None => self.admin_token.clone(),
-        };
+        let token = kafscale_shared::bearer::read_token(
+            self.admin_token_file.as_deref(),
+            self.admin_token.as_deref(),
+            "--admin-token-file",
+        )?;
         let auth = AdminAuth::new(token.as_deref(), self.admin_auth_reads);
         if self.admin_auth_reads && !auth.has_token() {
             anyhow::bail!(
@@ -200,6 +198,11 @@ pub(crate) fn router(state: AdminState, auth: AdminAuth) -> Router {
             get(groups::describe).delete(groups::delete),
         )
         .route("/groups/{group}/offsets", get(groups::offsets))
+        .route("/users", get(users::list))
+        .route(
+            "/users/{user}/credentials/{mechanism}",
+            axum::routing::put(users::set).delete(users::delete),
+        )
         .route(
             "/groups/{group}/offsets/reset",
             axum::routing::post(groups::reset),
@@ -245,8 +248,8 @@ async fn openapi_json() -> impl IntoResponse {
     info(
         title = "kafscale admin API",
         version = "1",
-        description = "Topics, consumer groups, segments and indexer shards of a kafscale cluster. \
-            Mutations (POST, DELETE) need `Authorization: Bearer <token>`; errors are \
+        description = "Topics, consumer groups, segments, indexer shards and SASL users of a kafscale cluster. \
+            Mutations (POST, PUT, DELETE) need `Authorization: Bearer <token>`; errors are \
             `{\"code\", \"message\"}` with a stable code."
     ),
     paths(
@@ -263,12 +266,16 @@ async fn openapi_json() -> impl IntoResponse {
         groups::delete,
         groups::offsets,
         groups::reset,
+        users::list,
+        users::set,
+        users::delete,
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "cluster", description = "Processes, indexer shards and coordinator slots"),
         (name = "topics", description = "Topics, partitions and their segments"),
         (name = "groups", description = "Consumer groups and their committed offsets"),
+        (name = "users", description = "SCRAM users of SASL authentication"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -668,3 +668,77 @@ async fn groups_with_committed_offsets_are_listed_by_every_process() {
         assert_eq!(list["groups"], json!([]));
     }
 }
+
+#[tokio::test]
+async fn users_are_set_listed_and_deleted_and_the_password_is_not_kept() {
+    use kafscale_sasl::ScramMechanism;
+    use kafscale_shared::catalog::scram_credential_key;
+    use kafscale_shared::scram_credentials::CredentialStore;
+
+    let f = Fixture::new().await;
+    let app = f.app();
+    let path = "/v1/users/alice/credentials/SCRAM-SHA-512";
+    let body = json!({"password": "alice-secret", "iterations": 8192});
+    let (status, _) = call(&app, "PUT", path, None, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, answer) = call(&app, "PUT", path, Some(TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"mechanism": "SCRAM-SHA-512", "iterations": 8192})
+    );
+    let stored = CredentialStore::new(f.catalog.store().clone())
+        .get("alice", ScramMechanism::Sha512)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(stored.verifies_password("alice-secret"));
+    assert!(!stored.verifies_password("alice-secreT"));
+    let item = f
+        .catalog
+        .store()
+        .get(&scram_credential_key("alice", "SCRAM-SHA-512"))
+        .await
+        .unwrap()
+        .expect("item");
+    assert!(!String::from_utf8_lossy(&item.value).contains("alice-secret"));
+
+    let (status, _) = call(
+        &app,
+        "PUT",
+        "/v1/users/alice/credentials/SCRAM-SHA-256",
+        Some(TOKEN),
+        Some(json!({"password": "alice-secret"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, list) = call(&app, "GET", "/v1/users", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        list,
+        json!({"users": [{"name": "alice", "credentials": [
+            {"mechanism": "SCRAM-SHA-256", "iterations": 4096},
+            {"mechanism": "SCRAM-SHA-512", "iterations": 8192},
+        ]}]})
+    );
+
+    for (path, body) in [
+        (
+            "/v1/users/alice/credentials/SCRAM-MD5",
+            json!({"password": "x"}),
+        ),
+        (path, json!({"password": "x", "iterations": 100})),
+        (path, json!({"password": ""})),
+        (path, json!({"password": "x", "salt": "y"})),
+    ] {
+        let (status, answer) = call(&app, "PUT", path, Some(TOKEN), Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(answer["code"], "bad_request");
+    }
+
+    let (status, _) = call(&app, "DELETE", path, Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, answer) = call(&app, "DELETE", path, Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer["code"], "credential_not_found");
+}

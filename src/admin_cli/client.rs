@@ -69,6 +69,11 @@ impl AdminClient {
         self.send(Method::DELETE, path, None).await
     }
 
+    pub(crate) async fn put<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Answer> {
+        let json = serde_json::to_vec(body).context("encoding the request")?;
+        self.send(Method::PUT, path, Some(Bytes::from(json))).await
+    }
+
     pub(crate) async fn post<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<Answer> {
         let json = serde_json::to_vec(body).context("encoding the request")?;
         self.send(Method::POST, path, Some(Bytes::from(json))).await

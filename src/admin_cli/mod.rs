@@ -1,4 +1,5 @@
-//! `kafscale admin cluster|shards|topics|groups|segments`: the admin HTTP API from a terminal.
+//! `kafscale admin cluster|shards|topics|groups|segments|users`: the admin HTTP API from a
+//! terminal.
 //!
 //! Every command is one or two requests to the API of a running process
 //! (`KAFSCALE_ADMIN_URL`, default http://localhost:9093: standalone, or any gateway) and prints
@@ -9,6 +10,7 @@
 
 mod client;
 mod table;
+mod users;
 
 use std::collections::BTreeMap;
 
@@ -75,6 +77,13 @@ pub(crate) enum ClientCommand {
         conn: Conn,
         #[command(subcommand)]
         command: GroupsCommand,
+    },
+    /// SCRAM users for SASL: list them, set a password, delete.
+    Users {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: users::UsersCommand,
     },
     /// A partition's offset-index entries: offsets, segment object and byte range.
     Segments {
@@ -174,6 +183,7 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Shards(conn) => shards(&conn).await,
         ClientCommand::Topics { conn, command } => topics(&conn, command).await,
         ClientCommand::Groups { conn, command } => groups(&conn, command).await,
+        ClientCommand::Users { conn, command } => users::users(&conn, command).await,
         ClientCommand::Segments {
             conn,
             topic,

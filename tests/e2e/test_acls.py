@@ -8,6 +8,9 @@ consuming with a group where they have READ on the group and the topic, Metadata
 the topics they may describe; elsewhere the Kafka authorization errors. Waits are for
 conditions, bounded; every client closes.
 
+With SASL (SCRAM over SASL_PLAINTEXT) the principal is `User:<name>`: the same grants apply,
+and the SCRAM credential APIs need ALTER / DESCRIBE on the cluster.
+
 The distributed test (DynamoDB Local, skipped without it) checks that an ACL created through
 one gateway is enforced by another within the documented bound (`--acl-refresh-ms` plus one
 reload).
@@ -18,10 +21,12 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
-                                   AdminClient, NewTopic, ResourcePatternType, ResourceType)
+                                   AdminClient, NewTopic, ResourcePatternType, ResourceType,
+                                   ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion)
 
 import distributed as dist
 import kafka_helpers as kh
+from test_sasl import librdkafka_sasl, set_user, start_sasl
 from test_tls import Pki
 
 SUPER = "admin"
@@ -207,6 +212,43 @@ def test_without_the_authorizer_nothing_changes(kafscale_factory, tmp_path):
         cluster.admin().create_acls([binding], request_timeout=30)[binding].result(timeout=30)
     assert info.value.args[0].code() == KafkaError.SECURITY_DISABLED
     assert cluster.admin().describe_acls(all_acls(), request_timeout=30).result(timeout=30) == []
+
+
+def test_a_sasl_principal_is_authorized_by_its_user_name(kafscale_factory):
+    server = start_sasl(kafscale_factory, "SCRAM-SHA-512", extra=(
+        "--acl-enabled", "--super-users", "User:root", "--acl-refresh-ms", REFRESH_MS,
+        "--auto-create-topics", "true"))
+    for user in ("root", "erin"):
+        set_user(server, user, f"{user}-password")
+
+    def conf(user: str) -> dict:
+        return {"bootstrap.servers": server.bootstrap,
+                **librdkafka_sasl("SCRAM-SHA-512", user, f"{user}-password", None)}
+
+    root, erin = AdminClient(conf("root")), AdminClient(conf("erin"))
+    for f in root.create_topics([NewTopic(t, 1, 1) for t in ("erins", "others")],
+                                operation_timeout=30, request_timeout=30).values():
+        f.result(timeout=30)
+    grant = AclBinding(ResourceType.TOPIC, "erins", ResourcePatternType.LITERAL, "User:erin", "*",
+                       AclOperation.WRITE, AclPermissionType.ALLOW)
+    root.create_acls([grant], request_timeout=30)[grant].result(timeout=30)
+
+    def produce(topic: str) -> list:
+        items = [{"key": b"k", "value": b"v"}]
+        return [d.error for d in kh.confluent_produce(
+            server.bootstrap, topic, items, conf={**conf("erin"), "message.timeout.ms": 15000},
+            timeout=30)]
+
+    assert produce("erins") == [None]
+    assert "TOPIC_AUTHORIZATION_FAILED" in (produce("others")[0] or "")
+
+    # Changing credentials takes ALTER on the cluster: erin may not reset root's password.
+    upsert = UserScramCredentialUpsertion(
+        "root", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"taken-over")
+    with pytest.raises(KafkaException) as info:
+        erin.alter_user_scram_credentials([upsert], request_timeout=30)["root"].result(timeout=30)
+    assert info.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    root.alter_user_scram_credentials([upsert], request_timeout=30)["root"].result(timeout=30)
 
 
 def test_an_acl_created_on_one_gateway_is_enforced_on_another(kafscale_factory, tmp_path):

@@ -125,6 +125,8 @@ fn for_each_error_code(response: &ResponseKind, mut f: impl FnMut(i16)) {
         ResponseKind::LeaveGroup(r) => f(r.error_code),
         ResponseKind::InitProducerId(r) => f(r.error_code),
         ResponseKind::ApiVersions(r) => f(r.error_code),
+        ResponseKind::SaslHandshake(r) => f(r.error_code),
+        ResponseKind::SaslAuthenticate(r) => f(r.error_code),
         ResponseKind::Metadata(r) => r.topics.iter().for_each(|t| f(t.error_code)),
         ResponseKind::CreateTopics(r) => r.topics.iter().for_each(|t| f(t.error_code)),
         ResponseKind::DeleteTopics(r) => r.responses.iter().for_each(|t| f(t.error_code)),

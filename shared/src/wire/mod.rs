@@ -11,6 +11,10 @@
 //! when they pipeline. ApiVersions is answered here from the handler's [`ApiSupport`] table, so
 //! a tier advertises exactly the APIs it serves.
 //!
+//! On a SASL listener the core also serves SaslHandshake and SaslAuthenticate, and refuses
+//! every other request (except ApiVersions) until the connection has authenticated (see
+//! [`sasl`]); handlers only ever see authenticated requests, with their principal.
+//!
 //! Malformed input never panics: an unparsable frame, an unknown API key or an unsupported
 //! version of a non-ApiVersions request closes that one connection (as a Kafka broker does);
 //! an unsupported ApiVersions version gets `UNSUPPORTED_VERSION` with the supported list so the
@@ -21,6 +25,7 @@ pub mod fetch_frame;
 mod metrics;
 mod ordering;
 mod router;
+mod sasl;
 mod server;
 
 use std::net::SocketAddr;
@@ -31,6 +36,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 pub use api_versions::api_versions_response;
 pub use router::Router;
+pub use sasl::SaslSettings;
 pub use server::{KafkaServer, RequestFrame, WireConfig, decode_request_frame};
 
 /// One API a handler serves, with the version range it advertises.
@@ -63,9 +69,9 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     pub peer: SocketAddr,
     pub connection_id: u64,
-    /// The client's principal when its connection authenticated (TLS with a client
-    /// certificate: `User:CN=...`, Kafka's default form); `None` on plaintext and on TLS
-    /// without a client certificate. For authorization.
+    /// The client's principal when its connection authenticated: with SASL `User:<name>`;
+    /// else, with a TLS client certificate, `User:CN=...` (Kafka's default form); `None` on
+    /// a listener without either. For authorization.
     pub principal: Option<Arc<str>>,
 }
 

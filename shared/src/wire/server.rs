@@ -13,6 +13,12 @@
 //! over the read and write halves), and the client certificate's principal, if any, is in
 //! every [`RequestContext`] of the connection.
 //!
+//! SASL (optional, [`KafkaServer::with_sasl`]): SaslHandshake and SaslAuthenticate are answered
+//! here, on the connection task, in request order (see [`super::sasl`]); every other request is
+//! admitted or refused by the connection's SASL state when it is decoded, so a request read
+//! after a successful authentication carries its principal and one read before it closes the
+//! connection.
+//!
 //! Cancellation: when the shutdown token fires, the listener stops accepting and every
 //! connection stops reading new requests, finishes the ones in flight (so acknowledged produce
 //! requests get their answers after the final flush) and closes.
@@ -46,6 +52,10 @@ use super::api_versions::{API_VERSIONS_SUPPORT, api_versions_response};
 use super::fetch_frame::encode_fetch_frame;
 use super::metrics::WireMetrics;
 use super::ordering::{Effect, WriteFence, effect_of};
+use super::sasl::{
+    Admission, SASL_AUTHENTICATE_SUPPORT, SASL_HANDSHAKE_SUPPORT, SaslAnswer, SaslConnection,
+    SaslListener, SaslSettings,
+};
 use super::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
 
 /// Limits of the wire server.
@@ -87,6 +97,7 @@ pub struct KafkaServer {
     listener: TcpListener,
     config: WireConfig,
     tls: Option<ServerTls>,
+    sasl: Option<SaslSettings>,
 }
 
 type Pending = BoxFuture<'static, Option<Outgoing>>;
@@ -108,6 +119,7 @@ struct Shared {
     metrics: WireMetrics,
     tls: Option<ServerTls>,
     tls_handshake_failures: Counter,
+    sasl: Option<Arc<SaslListener>>,
 }
 
 impl KafkaServer {
@@ -118,6 +130,7 @@ impl KafkaServer {
             listener,
             config,
             tls: None,
+            sasl: None,
         })
     }
 
@@ -127,13 +140,22 @@ impl KafkaServer {
         self
     }
 
+    /// Requires SASL authentication on every connection (see [`super::sasl`]).
+    pub fn with_sasl(mut self, sasl: SaslSettings) -> Self {
+        self.sasl = Some(sasl);
+        self
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Serves until `shutdown` fires, then waits for open connections to drain.
     pub async fn run(self, handler: Arc<dyn KafkaHandler>, shutdown: CancellationToken) {
-        let all_apis = handler.supported_apis();
+        let mut all_apis = handler.supported_apis();
+        if self.sasl.is_some() {
+            all_apis.extend([SASL_HANDSHAKE_SUPPORT, SASL_AUTHENTICATE_SUPPORT]);
+        }
         let support = all_apis.iter().map(|a| (a.key as i16, *a)).collect();
         let metrics = WireMetrics::new(all_apis.iter().map(|a| a.key).chain([ApiKey::ApiVersions]));
         let shared = Arc::new(Shared {
@@ -148,6 +170,7 @@ impl KafkaServer {
                 "listener" => crate::metrics::role(),
                 "protocol" => "kafka"
             ),
+            sasl: self.sasl.map(|s| Arc::new(SaslListener::new(s))),
         });
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut connections = JoinSet::new();
@@ -202,7 +225,7 @@ async fn serve_stream(
 ) {
     let Some(tls) = shared.tls.clone() else {
         let (reader, writer) = stream.into_split();
-        let connection = Connection::new(peer, connection_id, None);
+        let connection = Connection::new(peer, connection_id, None, &shared);
         return serve_connection(reader, writer, connection, shared, shutdown).await;
     };
     let timeout = shared.config.tls_handshake_timeout;
@@ -214,7 +237,8 @@ async fn serve_stream(
         Ok(Ok((stream, principal))) => {
             debug!(principal = principal.as_deref(), "tls handshake done");
             let (reader, writer) = tokio::io::split(stream);
-            let connection = Connection::new(peer, connection_id, principal.map(Arc::from));
+            let connection =
+                Connection::new(peer, connection_id, principal.map(Arc::from), &shared);
             serve_connection(reader, writer, connection, shared, shutdown).await;
         }
         Ok(Err(e)) => {
@@ -235,15 +259,48 @@ async fn serve_stream(
 struct Connection {
     peer: SocketAddr,
     id: u64,
+    /// The client certificate's principal.
     principal: Option<Arc<str>>,
+    /// The SASL state, on a SASL listener; its principal wins over the certificate's.
+    sasl: Option<SaslConnection>,
 }
 
 impl Connection {
-    fn new(peer: SocketAddr, id: u64, principal: Option<Arc<str>>) -> Self {
+    fn new(peer: SocketAddr, id: u64, principal: Option<Arc<str>>, shared: &Shared) -> Self {
         Connection {
             peer,
             id,
             principal,
+            sasl: shared.sasl.clone().map(SaslConnection::new),
+        }
+    }
+
+    /// The principal a request other than ApiVersions and the SASL APIs runs as, or why the
+    /// connection must close instead.
+    fn admit(&self) -> Result<Option<Arc<str>>, &'static str> {
+        match &self.sasl {
+            None => Ok(self.principal.clone()),
+            Some(sasl) => match sasl.admit(tokio::time::Instant::now()) {
+                Admission::Serve(principal) => Ok(Some(principal)),
+                Admission::Refuse(reason) => Err(reason),
+            },
+        }
+    }
+
+    /// Answers a SaslHandshake or SaslAuthenticate request (`Err`: not a SASL listener, which
+    /// does not happen: only a SASL listener serves these APIs).
+    async fn sasl(
+        &mut self,
+        ctx: &RequestContext,
+        request: &RequestKind,
+    ) -> Result<SaslAnswer, String> {
+        let sasl = self.sasl.as_mut().ok_or("no SASL on this listener")?;
+        match request {
+            RequestKind::SaslHandshake(r) => Ok(sasl.handshake(r, ctx.api_version)),
+            RequestKind::SaslAuthenticate(r) => {
+                Ok(sasl.authenticate(r, tokio::time::Instant::now()).await)
+            }
+            _ => Err("not a SASL request".to_string()),
         }
     }
 }
@@ -253,7 +310,7 @@ impl Connection {
 async fn serve_connection<R, W>(
     reader: R,
     mut writer: W,
-    connection: Connection,
+    mut connection: Connection,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) where
@@ -302,6 +359,22 @@ async fn serve_connection<R, W>(
                         return;
                     }
                     Some(Ok(frame)) => match decode_request(frame.freeze(), &connection, &shared) {
+                        Ok(Decoded::Sasl(ctx, request)) => match connection.sasl(&ctx, &request).await {
+                            Ok(answer) => {
+                                reading &= !answer.close;
+                                pending.push_back(sasl_pending(&ctx, answer));
+                            }
+                            Err(reason) => {
+                                warn!(%reason, "closing connection: bad request");
+                                drain_and_close(&mut writer, &mut pending, &shared).await;
+                                return;
+                            }
+                        },
+                        Ok(Decoded::Unauthenticated(reason)) => {
+                            info!(reason, "closing connection: not authenticated");
+                            drain_and_close(&mut writer, &mut pending, &shared).await;
+                            return;
+                        }
                         Ok(decoded) => {
                             if let Some(decoded) = fetches.admit(decoded) {
                                 pending.push_back(start_request(decoded, &shared, &mut fence).await);
@@ -412,6 +485,28 @@ async fn drain_and_close(
 enum Decoded {
     Answer(Outgoing),
     Request(RequestContext, RequestKind),
+    /// SaslHandshake or SaslAuthenticate, answered by the connection's SASL state.
+    Sasl(RequestContext, RequestKind),
+    /// A request the connection's SASL state refuses (not or no longer authenticated): the
+    /// connection closes.
+    Unauthenticated(&'static str),
+}
+
+/// A SASL answer as the connection's next pending response (after its delay, if any).
+fn sasl_pending(ctx: &RequestContext, answer: SaslAnswer) -> Pending {
+    let reply = Reply::of(ctx);
+    Box::pin(async move {
+        if let Some(delay) = answer.delay {
+            tokio::time::sleep(delay).await;
+        }
+        Some(Outgoing {
+            api_key: reply.api_key,
+            version: reply.version,
+            correlation_id: reply.correlation_id,
+            started: reply.started,
+            result: Ok(answer.response),
+        })
+    })
 }
 
 /// Decodes one request frame; `Err` means the connection must be closed.
@@ -460,6 +555,15 @@ fn decode_request(
             result: Ok(response.into()),
         }));
     }
+    let sasl_api = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+    let principal = if sasl_api {
+        connection.principal.clone()
+    } else {
+        match connection.admit() {
+            Ok(principal) => principal,
+            Err(reason) => return Ok(Decoded::Unauthenticated(reason)),
+        }
+    };
     let ctx = RequestContext {
         api_key,
         api_version: version,
@@ -467,8 +571,11 @@ fn decode_request(
         client_id: header.client_id.map(|c| c.to_string()),
         peer: connection.peer,
         connection_id: connection.id,
-        principal: connection.principal.clone(),
+        principal,
     };
+    if sasl_api {
+        return Ok(Decoded::Sasl(ctx, request));
+    }
     Ok(Decoded::Request(ctx, request))
 }
 
@@ -530,7 +637,8 @@ pub fn decode_request_frame(
 async fn start_request(decoded: Decoded, shared: &Arc<Shared>, fence: &mut WriteFence) -> Pending {
     let (ctx, request) = match decoded {
         Decoded::Answer(out) => return Box::pin(async move { Some(out) }),
-        Decoded::Request(ctx, request) => (ctx, request),
+        Decoded::Request(ctx, request) | Decoded::Sasl(ctx, request) => (ctx, request),
+        Decoded::Unauthenticated(_) => return Box::pin(async { None }),
     };
     let effect = effect_of(ctx.api_key);
     let wait = fence.pending();

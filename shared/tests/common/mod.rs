@@ -39,6 +39,11 @@ impl TestServer {
         let server = KafkaServer::bind("127.0.0.1:0".parse().expect("addr"), config)
             .await
             .expect("bind");
+        Self::serve(server, handler)
+    }
+
+    /// Runs an already configured `server` (TLS, SASL, ...) with `handler`.
+    pub(crate) fn serve(server: KafkaServer, handler: Arc<dyn KafkaHandler>) -> Self {
         let addr = server.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(handler, shutdown.clone()));

@@ -157,6 +157,34 @@ indexers enforce them). */}}
 {{- end }}
 {{- end }}
 
+{{/* The cluster-internal token of indexers and gateways (distributed mode). */}}
+{{- define "kafscale.internalTokenEnv" -}}
+{{- if .Values.internalToken.secretName }}
+- name: KAFSCALE_INTERNAL_TOKEN_FILE
+  value: /var/run/kafscale/internal/token
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.internalTokenVolume" -}}
+{{- if .Values.internalToken.secretName }}
+- name: internal-token
+  secret:
+    secretName: {{ .Values.internalToken.secretName }}
+    defaultMode: 0400
+    items:
+      - key: {{ .Values.internalToken.secretKey }}
+        path: token
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.internalTokenMount" -}}
+{{- if .Values.internalToken.secretName }}
+- name: internal-token
+  mountPath: /var/run/kafscale/internal
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{- define "kafscale.podSecurityContext" -}}
 {{ toYaml .Values.podSecurityContext }}
 {{- end }}
