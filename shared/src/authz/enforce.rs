@@ -69,6 +69,28 @@ macro_rules! fixup {
 }
 pub(super) use fixup;
 
+/// The plan for a request narrowed to what its principal may touch, with `$refused` the
+/// answers for what was taken out: answered at once when `$nothing_left` (every item was
+/// refused), else forwarded with the refusals added to the answer's `$field`.
+macro_rules! narrowed {
+    ($request:expr, $nothing_left:expr, $variant:ident, $response:ty, $field:ident, $refused:expr) => {{
+        let refused = $refused;
+        if $nothing_left {
+            let mut response = <$response>::default();
+            response.$field = refused;
+            $crate::authz::enforce::Plan::Answer(response.into())
+        } else {
+            $crate::authz::enforce::Plan::Forward(
+                $request.into(),
+                $crate::authz::enforce::fixup!($variant, move |a: &mut $response| a
+                    .$field
+                    .extend(refused)),
+            )
+        }
+    }};
+}
+pub(super) use narrowed;
+
 /// What the per-API rules need besides the request.
 #[derive(Clone)]
 pub(super) struct Context {

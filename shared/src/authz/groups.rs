@@ -34,7 +34,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafscale_acl::{CLUSTER_NAME, Operation, ResourceType};
 
-use super::enforce::{Context, Plan, fixup};
+use super::enforce::{Context, Plan, fixup, narrowed};
 
 const GROUP_DENIED: ResponseError = ResponseError::GroupAuthorizationFailed;
 const TOPIC_DENIED: ResponseError = ResponseError::TopicAuthorizationFailed;
@@ -169,16 +169,13 @@ pub(super) fn offset_commit(cx: &Context, mut r: OffsetCommitRequest) -> Plan {
         refused.push(out);
         false
     });
-    if !group_ok || (had_topics && r.topics.is_empty()) {
-        let mut response = OffsetCommitResponse::default();
-        response.topics = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(OffsetCommit, move |o: &mut OffsetCommitResponse| o
-            .topics
-            .extend(refused)),
+    narrowed!(
+        r,
+        !group_ok || (had_topics && r.topics.is_empty()),
+        OffsetCommit,
+        OffsetCommitResponse,
+        topics,
+        refused
     )
 }
 
@@ -314,16 +311,13 @@ pub(super) fn describe_groups(cx: &Context, mut r: DescribeGroupsRequest) -> Pla
         refused.push(out);
         false
     });
-    if had && r.groups.is_empty() {
-        let mut response = DescribeGroupsResponse::default();
-        response.groups = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(DescribeGroups, move |d: &mut DescribeGroupsResponse| d
-            .groups
-            .extend(refused)),
+    narrowed!(
+        r,
+        had && r.groups.is_empty(),
+        DescribeGroups,
+        DescribeGroupsResponse,
+        groups,
+        refused
     )
 }
 
@@ -360,16 +354,13 @@ pub(super) fn delete_groups(cx: &Context, mut r: DeleteGroupsRequest) -> Plan {
         refused.push(out);
         false
     });
-    if had && r.groups_names.is_empty() {
-        let mut response = DeleteGroupsResponse::default();
-        response.results = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(DeleteGroups, move |d: &mut DeleteGroupsResponse| d
-            .results
-            .extend(refused)),
+    narrowed!(
+        r,
+        had && r.groups_names.is_empty(),
+        DeleteGroups,
+        DeleteGroupsResponse,
+        results,
+        refused
     )
 }
 

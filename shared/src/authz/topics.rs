@@ -34,7 +34,7 @@ use kafscale_acl::{CLUSTER_NAME, Operation, ResourceType};
 use uuid::Uuid;
 
 use super::authorizer::RequestAuthz;
-use super::enforce::{Context, Plan, Resolved, fixup, resolve_ids};
+use super::enforce::{Context, Plan, Resolved, fixup, narrowed, resolve_ids};
 use crate::topic_api::catalog_error_code;
 
 const TOPIC_DENIED: ResponseError = ResponseError::TopicAuthorizationFailed;
@@ -139,16 +139,13 @@ fn fetch_named(cx: &Context, mut r: FetchRequest, ids: &HashMap<Uuid, Resolved>)
         refused.push(fetch_refusal(t, code));
         false
     });
-    if had_topics && r.topics.is_empty() {
-        let mut response = FetchResponse::default();
-        response.responses = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(Fetch, move |f: &mut FetchResponse| f
-            .responses
-            .extend(refused)),
+    narrowed!(
+        r,
+        had_topics && r.topics.is_empty(),
+        Fetch,
+        FetchResponse,
+        responses,
+        refused
     )
 }
 
@@ -197,16 +194,13 @@ pub(super) fn list_offsets(cx: &Context, mut r: ListOffsetsRequest) -> Plan {
         refused.push(out);
         false
     });
-    if had_topics && r.topics.is_empty() {
-        let mut response = ListOffsetsResponse::default();
-        response.topics = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(ListOffsets, move |l: &mut ListOffsetsResponse| l
-            .topics
-            .extend(refused)),
+    narrowed!(
+        r,
+        had_topics && r.topics.is_empty(),
+        ListOffsets,
+        ListOffsetsResponse,
+        topics,
+        refused
     )
 }
 
@@ -431,16 +425,13 @@ fn delete_topics_named(
         refused.push(deletable_refusal(t.name.clone(), t.topic_id, code));
         false
     });
-    if had_topics && r.topics.is_empty() && r.topic_names.is_empty() {
-        let mut response = DeleteTopicsResponse::default();
-        response.responses = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(DeleteTopics, move |d: &mut DeleteTopicsResponse| d
-            .responses
-            .extend(refused)),
+    narrowed!(
+        r,
+        had_topics && r.topics.is_empty() && r.topic_names.is_empty(),
+        DeleteTopics,
+        DeleteTopicsResponse,
+        responses,
+        refused
     )
 }
 
@@ -458,16 +449,13 @@ pub(super) fn create_partitions(cx: &Context, mut r: CreatePartitionsRequest) ->
         refused.push(out);
         false
     });
-    if had_topics && r.topics.is_empty() {
-        let mut response = CreatePartitionsResponse::default();
-        response.results = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(CreatePartitions, move |c: &mut CreatePartitionsResponse| c
-            .results
-            .extend(refused)),
+    narrowed!(
+        r,
+        had_topics && r.topics.is_empty(),
+        CreatePartitions,
+        CreatePartitionsResponse,
+        results,
+        refused
     )
 }
 
@@ -494,16 +482,13 @@ pub(super) fn delete_records(cx: &Context, mut r: DeleteRecordsRequest) -> Plan 
         refused.push(out);
         false
     });
-    if had_topics && r.topics.is_empty() {
-        let mut response = DeleteRecordsResponse::default();
-        response.topics = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(DeleteRecords, move |d: &mut DeleteRecordsResponse| d
-            .topics
-            .extend(refused)),
+    narrowed!(
+        r,
+        had_topics && r.topics.is_empty(),
+        DeleteRecords,
+        DeleteRecordsResponse,
+        topics,
+        refused
     )
 }
 
@@ -526,98 +511,71 @@ fn config_refusal(
     (!cx.authz.allowed(operation, target.0, target.1)).then_some(code)
 }
 
-pub(super) fn describe_configs(cx: &Context, mut r: DescribeConfigsRequest) -> Plan {
-    let mut refused = Vec::new();
-    let had = !r.resources.is_empty();
-    r.resources.retain(|res| {
-        let name = res.resource_name.as_str();
-        let Some(code) = config_refusal(cx, Operation::DescribeConfigs, res.resource_type, name)
-        else {
-            return true;
-        };
-        let mut out = DescribeConfigsResult::default();
-        out.error_code = code.code();
-        out.error_message = message(code);
-        out.resource_type = res.resource_type;
-        out.resource_name = res.resource_name.clone();
-        refused.push(out);
-        false
-    });
-    if had && r.resources.is_empty() {
-        let mut response = DescribeConfigsResponse::default();
-        response.results = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(DescribeConfigs, move |d: &mut DescribeConfigsResponse| d
-            .results
-            .extend(refused)),
+/// The rule of the three config APIs, alike but for their types: each resource the principal
+/// may not `$operation` is answered with its refusal in `$field`.
+macro_rules! config_rule {
+    ($cx:expr, $request:expr, $operation:expr, $result:ty, $variant:ident, $response:ty, $field:ident) => {{
+        let mut r = $request;
+        let mut refused = Vec::new();
+        let had = !r.resources.is_empty();
+        r.resources.retain(|res| {
+            let name = res.resource_name.as_str();
+            let Some(code) = config_refusal($cx, $operation, res.resource_type, name) else {
+                return true;
+            };
+            let mut out = <$result>::default();
+            out.error_code = code.code();
+            out.error_message = message(code);
+            out.resource_type = res.resource_type;
+            out.resource_name = res.resource_name.clone();
+            refused.push(out);
+            false
+        });
+        narrowed!(
+            r,
+            had && r.resources.is_empty(),
+            $variant,
+            $response,
+            $field,
+            refused
+        )
+    }};
+}
+
+pub(super) fn describe_configs(cx: &Context, r: DescribeConfigsRequest) -> Plan {
+    config_rule!(
+        cx,
+        r,
+        Operation::DescribeConfigs,
+        DescribeConfigsResult,
+        DescribeConfigs,
+        DescribeConfigsResponse,
+        results
     )
 }
 
-pub(super) fn alter_configs(cx: &Context, mut r: AlterConfigsRequest) -> Plan {
+pub(super) fn alter_configs(cx: &Context, r: AlterConfigsRequest) -> Plan {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-    let mut refused = Vec::new();
-    let had = !r.resources.is_empty();
-    r.resources.retain(|res| {
-        let name = res.resource_name.as_str();
-        let Some(code) = config_refusal(cx, Operation::AlterConfigs, res.resource_type, name)
-        else {
-            return true;
-        };
-        let mut out = AlterConfigsResourceResponse::default();
-        out.error_code = code.code();
-        out.error_message = message(code);
-        out.resource_type = res.resource_type;
-        out.resource_name = res.resource_name.clone();
-        refused.push(out);
-        false
-    });
-    if had && r.resources.is_empty() {
-        let mut response = AlterConfigsResponse::default();
-        response.responses = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(AlterConfigs, move |a: &mut AlterConfigsResponse| a
-            .responses
-            .extend(refused)),
+    config_rule!(
+        cx,
+        r,
+        Operation::AlterConfigs,
+        AlterConfigsResourceResponse,
+        AlterConfigs,
+        AlterConfigsResponse,
+        responses
     )
 }
 
-pub(super) fn incremental_alter_configs(
-    cx: &Context,
-    mut r: IncrementalAlterConfigsRequest,
-) -> Plan {
+pub(super) fn incremental_alter_configs(cx: &Context, r: IncrementalAlterConfigsRequest) -> Plan {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-    let mut refused = Vec::new();
-    let had = !r.resources.is_empty();
-    r.resources.retain(|res| {
-        let name = res.resource_name.as_str();
-        let Some(code) = config_refusal(cx, Operation::AlterConfigs, res.resource_type, name)
-        else {
-            return true;
-        };
-        let mut out = AlterConfigsResourceResponse::default();
-        out.error_code = code.code();
-        out.error_message = message(code);
-        out.resource_type = res.resource_type;
-        out.resource_name = res.resource_name.clone();
-        refused.push(out);
-        false
-    });
-    if had && r.resources.is_empty() {
-        let mut response = IncrementalAlterConfigsResponse::default();
-        response.responses = refused;
-        return Plan::Answer(response.into());
-    }
-    Plan::Forward(
-        r.into(),
-        fixup!(
-            IncrementalAlterConfigs,
-            move |a: &mut IncrementalAlterConfigsResponse| a.responses.extend(refused)
-        ),
+    config_rule!(
+        cx,
+        r,
+        Operation::AlterConfigs,
+        AlterConfigsResourceResponse,
+        IncrementalAlterConfigs,
+        IncrementalAlterConfigsResponse,
+        responses
     )
 }
