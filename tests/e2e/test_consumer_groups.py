@@ -69,8 +69,11 @@ def test_a_group_of_three_shares_partitions_survives_a_sigkill_and_a_clean_leave
     moved_at = wait_exclusive([a, b], PARTITIONS, timeout=SESSION_MS / 1000 + 30)
     took = moved_at - killed_at
     print(f"{client}: SIGKILL -> partitions reassigned in {took:.2f}s (session timeout {SESSION_MS} ms)")
-    # The session timeout, one heartbeat to learn of the rebalance and the rejoin.
-    assert took < SESSION_MS / 1000 + 5, f"reassignment took {took:.2f}s"
+    # The session timeout, one heartbeat to learn of the rebalance and the rejoin: what this
+    # checks is that the coordinator expires the member by its session timeout rather than by
+    # the rebalance (max.poll.interval) timeout of minutes; the slack covers a loaded CI
+    # machine (11.2 s seen under a parallel build with kafka-python).
+    assert took < SESSION_MS / 1000 + 10, f"reassignment took {took:.2f}s"
     _produce(server.bootstrap, topic, 20, "b")
     wait_consumed([a, b, c], {p: 70 for p in range(PARTITIONS)}, timeout=60)
 
