@@ -309,10 +309,6 @@ certificate unless tls.http.serverName says otherwise. */}}
 {{- end -}}
 {{- end }}
 
-{{- define "kafscale.adminUrl" -}}
-http://{{ include "kafscale.gatewayHost" . }}:9093
-{{- end }}
-
 {{/* Where the users Job's admin CLI connects, with the admin token from its Secret. */}}
 {{- define "kafscale.usersJobEnv" -}}
 - name: KAFSCALE_ADMIN_URL
