@@ -12,7 +12,7 @@ from pathlib import Path
 
 # A member line, 4 spaces in: `"name"?: Type;`, or `"name"?: {` opening a map type.
 PROP = re.compile(r'^    "([^"]+)"\??: (.+?);?$')
-INTERFACE = re.compile(r"^export interface (\w+)(?: extends [^{]+)? \{\n(.*?)^\}", re.M | re.S)
+INTERFACE = re.compile(r"^export interface (\w+)(?: extends ([^{]+))? \{\n(.*?)^\}", re.M | re.S)
 ALIASES = re.compile(r"^export type \{([^}]*)\}", re.M)
 
 TOP = {"ScaledObject": "IComGithubKedacoreKedaV2ApisKedaV1alpha1ScaledObject",
@@ -22,17 +22,20 @@ TOP = {"ScaledObject": "IComGithubKedacoreKedaV2ApisKedaV1alpha1ScaledObject",
 
 @lru_cache(maxsize=None)
 def declarations(node_modules: str) -> dict[str, dict[str, str]]:
-    """Interface name (short and fully qualified) -> {field: type}."""
+    """Interface name (short and fully qualified) -> {field: type}, with the fields of the
+    interfaces it extends (a ServiceMonitor endpoint's tlsConfig is declared on its base)."""
     types: dict[str, dict[str, str]] = {}
+    bases: dict[str, list[str]] = {}
     root = Path(node_modules)
     for pkg in ("@kubernetes-models/keda", "@kubernetes-models/prometheus-operator",
                 "@kubernetes-models/apimachinery", "kubernetes-models"):
         for path in (root / pkg).rglob("*.d.ts"):
             text = path.read_text()
             local = {}
-            for name, body in INTERFACE.findall(text):
+            for name, extends, body in INTERFACE.findall(text):
                 local[name] = {m.group(1): m.group(2) for line in body.splitlines()
                                if (m := PROP.match(line))}
+                bases[name] = [b.strip() for b in extends.split(",") if b.strip()]
             types.update(local)
             for group in ALIASES.findall(text):
                 for part in group.split(","):
@@ -40,7 +43,17 @@ def declarations(node_modules: str) -> dict[str, dict[str, str]]:
                         short, long = (s.strip() for s in part.split(" as "))
                         if short in local:
                             types[long] = local[short]
-    return types
+                            bases[long] = bases[short]
+
+    def inherited(name: str, seen: frozenset = frozenset()) -> dict[str, str]:
+        fields: dict[str, str] = {}
+        for base in bases.get(name, []):
+            if base in types and base not in seen:
+                fields.update(inherited(base, seen | {name}))
+        fields.update(types.get(name, {}))
+        return fields
+
+    return {name: inherited(name) for name in types}
 
 
 def unknown_fields(obj: dict, node_modules: str) -> list[str]:

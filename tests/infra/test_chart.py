@@ -241,25 +241,33 @@ def test_addresses_and_probes():
         assert "@sha256:" in c["image"]
 
 
+# The admin CLI's connection flags, whose variables do not follow the KAFSCALE_FLAG rule.
+ADMIN_CLI_FLAGS = {"KAFSCALE_ADMIN_URL": "--url", "KAFSCALE_ADMIN_TOKEN": "--token"}
+
+
 def test_flags_exist_in_the_binary():
-    """Every KAFSCALE_* variable the chart sets is a flag of that mode (`kafscale <mode> --help`
-    lists `--flag` for KAFSCALE_FLAG); skipped without a built binary."""
+    """Every KAFSCALE_* variable the chart sets, with every values file, is a flag of that
+    command (`kafscale <mode> --help` lists `--flag` for KAFSCALE_FLAG; the admin CLI's
+    connection variables are --url and --token); skipped without a built binary."""
     import os
 
     binary = os.environ.get("KAFSCALE_BIN")
     if not binary or not os.path.exists(binary):
         pytest.skip("KAFSCALE_BIN not set")
-    objs = tools.render(tools.CHART / "ci" / "hpa-values.yaml") + \
-        tools.render(tools.CHART / "ci" / "standalone-values.yaml")
-    for o in objs:
-        if o["kind"] not in ("Deployment", "StatefulSet", "Job"):
-            continue
-        c = o["spec"]["template"]["spec"]["containers"][0]
-        helptext = tools.run([binary, *c["args"][:2 if c["args"][0] == "admin" else 1], "--help"]).stdout
-        for name in env_of(c):
-            if name.startswith("KAFSCALE_"):
-                flag = "--" + name.removeprefix("KAFSCALE_").lower().replace("_", "-")
-                assert flag in helptext, f"{o['metadata']['name']}: {name} is not a flag ({flag})"
+    for values in tools.CI_VALUES:
+        for o in tools.render(values):
+            if o["kind"] not in ("Deployment", "StatefulSet", "Job"):
+                continue
+            spec = o["spec"]["template"]["spec"]
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                args = c["args"]
+                command = args[:1] if args[0] != "admin" else args[:3] if args[1] == "users" else args[:2]
+                helptext = tools.run([binary, *command, "--help"]).stdout
+                for name in env_of(c):
+                    if name.startswith("KAFSCALE_"):
+                        flag = ADMIN_CLI_FLAGS.get(name) if args[0] == "admin" else None
+                        flag = flag or "--" + name.removeprefix("KAFSCALE_").lower().replace("_", "-")
+                        assert flag in helptext, f"{o['metadata']['name']}: {name} is not a flag ({flag})"
 
 
 def test_topic_defaults_reach_every_process_alike():

@@ -185,6 +185,144 @@ indexers enforce them). */}}
 {{- end }}
 {{- end }}
 
+{{/*
+TLS and SASL of the listeners of the gateways and of standalone (docs/security.md), from
+Secrets the user creates. Each Secret is mounted as a directory (never subPath, which is not
+updated), with its keys mapped to fixed file names: when cert-manager renews a certificate,
+the kubelet swaps the files and kafscale picks them up on its next reload check. The
+indexers get none of it: the gateways call them over plain HTTP only.
+*/}}
+{{- define "kafscale.tlsDir" -}}/var/run/kafscale/tls{{- end }}
+
+{{/* "true" when the gateways' (or standalone's) HTTP listener serves HTTPS, else "". */}}
+{{- define "kafscale.httpsOn" -}}
+{{- if .Values.tls.http.secretName }}true{{ end }}
+{{- end }}
+
+{{- define "kafscale.securityEnv" -}}
+{{- $k := .Values.tls.kafka }}
+{{- $h := .Values.tls.http }}
+{{- $s := .Values.sasl }}
+{{- $dir := include "kafscale.tlsDir" . }}
+{{- if and $k.clientCa.secretName (not $k.secretName) }}
+{{- fail "tls.kafka.clientCa.secretName needs tls.kafka.secretName: client certificates are only asked for on a TLS listener" }}
+{{- end }}
+{{- if and (has "PLAIN" $s.mechanisms) (not $k.secretName) (not $s.allowPlainWithoutTls) }}
+{{- fail "sasl.mechanisms includes PLAIN, which sends passwords in clear, but the Kafka listener has no TLS: set tls.kafka.secretName, drop PLAIN, or set sasl.allowPlainWithoutTls" }}
+{{- end }}
+{{- if $k.secretName }}
+- name: KAFSCALE_KAFKA_TLS_CERT
+  value: {{ $dir }}/kafka/tls.crt
+- name: KAFSCALE_KAFKA_TLS_KEY
+  value: {{ $dir }}/kafka/tls.key
+{{- end }}
+{{- if $k.clientCa.secretName }}
+- name: KAFSCALE_KAFKA_TLS_CLIENT_CA
+  value: {{ $dir }}/kafka-client-ca/ca.crt
+{{- end }}
+{{- if $h.secretName }}
+- name: KAFSCALE_HTTP_TLS_CERT
+  value: {{ $dir }}/http/tls.crt
+- name: KAFSCALE_HTTP_TLS_KEY
+  value: {{ $dir }}/http/tls.key
+{{- end }}
+{{- if and (or $k.secretName $h.secretName) (not (kindIs "invalid" .Values.tls.reloadIntervalMs)) }}
+- name: KAFSCALE_TLS_RELOAD_INTERVAL_MS
+  value: {{ .Values.tls.reloadIntervalMs | int64 | quote }}
+{{- end }}
+{{- with $s.mechanisms }}
+- name: KAFSCALE_SASL_MECHANISMS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- if $s.allowPlainWithoutTls }}
+- name: KAFSCALE_SASL_ALLOW_PLAIN_WITHOUT_TLS
+  value: "true"
+{{- end }}
+{{- if $s.sessionLifetimeMs }}
+- name: KAFSCALE_SASL_SESSION_LIFETIME_MS
+  value: {{ $s.sessionLifetimeMs | int64 | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $s.failureDelayMs) }}
+- name: KAFSCALE_SASL_FAILURE_DELAY_MS
+  value: {{ $s.failureDelayMs | int64 | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.securityVolumes" -}}
+{{- $k := .Values.tls.kafka }}
+{{- $h := .Values.tls.http }}
+{{- if $k.secretName }}
+- name: kafka-tls
+  secret:
+    secretName: {{ $k.secretName }}
+    defaultMode: 0400
+    items:
+      - {key: {{ $k.certKey | quote }}, path: tls.crt}
+      - {key: {{ $k.keyKey | quote }}, path: tls.key}
+{{- end }}
+{{- if $k.clientCa.secretName }}
+- name: kafka-client-ca
+  secret:
+    secretName: {{ $k.clientCa.secretName }}
+    defaultMode: 0400
+    items:
+      - {key: {{ $k.clientCa.key | quote }}, path: ca.crt}
+{{- end }}
+{{- if $h.secretName }}
+- name: http-tls
+  secret:
+    secretName: {{ $h.secretName }}
+    defaultMode: 0400
+    items:
+      - {key: {{ $h.certKey | quote }}, path: tls.crt}
+      - {key: {{ $h.keyKey | quote }}, path: tls.key}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.securityMounts" -}}
+{{- $dir := include "kafscale.tlsDir" . }}
+{{- if .Values.tls.kafka.secretName }}
+- {name: kafka-tls, mountPath: {{ $dir }}/kafka, readOnly: true}
+{{- end }}
+{{- if .Values.tls.kafka.clientCa.secretName }}
+- {name: kafka-client-ca, mountPath: {{ $dir }}/kafka-client-ca, readOnly: true}
+{{- end }}
+{{- if .Values.tls.http.secretName }}
+- {name: http-tls, mountPath: {{ $dir }}/http, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{/* The name of the gateways' HTTP port in their Services: "https" when it serves TLS, so
+the ServiceMonitor scrapes it with its own endpoint (the indexers' stays plain "http"). */}}
+{{- define "kafscale.httpPortName" -}}
+{{- ternary "https" "http" (eq (include "kafscale.httpsOn" .) "true") }}
+{{- end }}
+
+{{/* The in-cluster name of the gateways' Service: the ingest Service's, or standalone's. The
+admin API of the users Job, and the name Prometheus checks in the gateways' HTTPS
+certificate unless tls.http.serverName says otherwise. */}}
+{{- define "kafscale.gatewayHost" -}}
+{{- if eq .Values.mode "standalone" -}}
+{{ include "kafscale.fullname" . }}.{{ .Release.Namespace }}.svc
+{{- else -}}
+{{ include "kafscale.fullname" . }}-ingest.{{ .Release.Namespace }}.svc
+{{- end -}}
+{{- end }}
+
+{{/* Where the users Job's admin CLI connects, with the admin token from its Secret. */}}
+{{- define "kafscale.usersJobEnv" -}}
+- name: KAFSCALE_ADMIN_URL
+  value: {{ printf "http://%s:9093" (include "kafscale.gatewayHost" .) | quote }}
+- name: KAFSCALE_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.adminToken.secretName }}
+      key: {{ .Values.adminToken.secretKey }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "kafscale.podSecurityContext" -}}
 {{ toYaml .Values.podSecurityContext }}
 {{- end }}
@@ -193,19 +331,21 @@ indexers enforce them). */}}
 {{ toYaml .Values.securityContext }}
 {{- end }}
 
-{{/* Liveness on /healthz, readiness on /readyz, on the named HTTP port. */}}
+{{/* Liveness on /healthz, readiness on /readyz, on the named HTTP port; over HTTPS when
+that listener serves TLS (kubelet does not verify the certificate): (dict "https" bool) */}}
 {{- define "kafscale.probes" -}}
+{{- $scheme := ternary ", scheme: HTTPS" "" .https -}}
 startupProbe:
-  httpGet: {path: /healthz, port: http}
+  httpGet: {path: /healthz, port: http{{ $scheme }}}
   periodSeconds: 2
   failureThreshold: 60
 livenessProbe:
-  httpGet: {path: /healthz, port: http}
+  httpGet: {path: /healthz, port: http{{ $scheme }}}
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
-  httpGet: {path: /readyz, port: http}
+  httpGet: {path: /readyz, port: http{{ $scheme }}}
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2
