@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use kafscale_fetch::{FeedFollowerConfig, FetchService, follow_indexer_feeds};
 use kafscale_ingest::{RemoteSequencer, RemoteSequencerConfig, SegmentBuffer};
+use kafscale_shared::http_client::InternalCalls;
 use kafscale_shared::sequencer::Sequencer;
 use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,7 @@ use crate::authz::AuthorizerArgs;
 use crate::http::{self, Readiness};
 use crate::stores::StorageArgs;
 use crate::tiers::KafkaTiers;
+use crate::tls::InternalTlsArgs;
 
 /// Which tier a gateway process is deployed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub(crate) struct GatewayArgs {
     storage: StorageArgs,
     #[command(flatten)]
     internal_token: InternalTokenArgs,
+    #[command(flatten)]
+    internal_tls: InternalTlsArgs,
     /// How long one commit may keep looking for a live shard owner (milliseconds; cover the
     /// indexers' lease time, so a failover does not fail produce requests).
     #[arg(long, env = "KAFSCALE_COMMIT_FAILOVER_MS", default_value_t = 30_000)]
@@ -89,7 +93,10 @@ pub(crate) async fn run(
     args.listener.validate()?;
     args.authorizer.validate()?;
     let cluster_defaults = args.ingest.cluster_defaults(&args.topic_defaults)?;
-    let internal_token = args.internal_token.token()?;
+    let internal = InternalCalls {
+        token: args.internal_token.token()?,
+        tls: args.internal_tls.client_tls()?,
+    };
     let stores = args.storage.open().await?;
     let cluster = args.storage.cluster(&stores, &shutdown).await?;
     let buffer = SegmentBuffer::new(args.ingest.config(cluster.shard_count, true)?);
@@ -97,7 +104,7 @@ pub(crate) async fn run(
         stores.catalog.clone(),
         RemoteSequencerConfig {
             failover_timeout: Duration::from_millis(args.commit_failover_ms),
-            internal_token: internal_token.clone(),
+            internal: internal.clone(),
             ..RemoteSequencerConfig::default()
         },
     ));
@@ -151,12 +158,13 @@ pub(crate) async fn run(
     .await;
     let (fetch_service, group_service) = running.services();
     admin.set_tiers(fetch_service, group_service);
+    admin.set_internal_calls(internal.clone());
     let poller = tokio::spawn(fetch.clone().run_store_poller(shutdown.clone()));
     let feeds = tokio::spawn(follow_indexer_feeds(
         stores.catalog.clone(),
         watermarks,
         FeedFollowerConfig {
-            internal_token,
+            internal,
             ..FeedFollowerConfig::default()
         },
         shutdown.clone(),

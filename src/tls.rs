@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kafscale_shared::metrics as names;
 use kafscale_shared::tls_reload::reload_certificates;
-use kafscale_tls::{ServerTls, TlsFiles, TlsStream};
+use kafscale_tls::{ClientTls, ServerTls, TlsFiles, TlsStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,37 @@ impl KafkaTlsArgs {
 
     pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_tls_handshake_timeout_ms.max(1))
+    }
+}
+
+/// HTTPS from a gateway to the indexers (commits, DeleteRecords, the watermark feed, shard
+/// figures): the indexers serve it with `--http-tls-cert`/`--http-tls-key`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct InternalTlsArgs {
+    /// PEM bundle of the CA that signs the indexers' HTTP certificates: with it, this gateway
+    /// calls the indexers over HTTPS and trusts only this CA. Read once at start.
+    #[arg(long, env = "KAFSCALE_INTERNAL_TLS_CA")]
+    internal_tls_ca: Option<PathBuf>,
+    /// The name the indexers' certificates must carry (e.g. their Service's DNS name), when it
+    /// is not the address they advertise (a pod IP). Default: the advertised host.
+    #[arg(
+        long,
+        env = "KAFSCALE_INTERNAL_TLS_SERVER_NAME",
+        requires = "internal_tls_ca"
+    )]
+    internal_tls_server_name: Option<String>,
+}
+
+impl InternalTlsArgs {
+    /// The client TLS settings; `None` without `--internal-tls-ca` (plain HTTP).
+    pub(crate) fn client_tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        self.internal_tls_ca
+            .as_deref()
+            .map(|ca| {
+                ClientTls::load(ca, self.internal_tls_server_name.clone())
+                    .context("--internal-tls-ca")
+            })
+            .transpose()
     }
 }
 

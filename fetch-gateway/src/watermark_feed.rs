@@ -20,9 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::{Catalog, now_ms};
-use kafscale_shared::http_client::HttpClient;
+use kafscale_shared::http_client::{HttpClient, InternalCalls};
 use kafscale_shared::shards::SHARD_LEASE_PREFIX;
 use kafscale_shared::watermarks::{WatermarkFeed, Watermarks};
 use tokio_util::sync::CancellationToken;
@@ -38,8 +37,8 @@ pub struct FeedFollowerConfig {
     pub discovery_interval: Duration,
     /// How long one feed request waits for a change.
     pub wait: Duration,
-    /// Sent as `Authorization: Bearer` on every feed request (redacted in `Debug`).
-    pub internal_token: Option<InternalToken>,
+    /// The token sent on every feed request (redacted in `Debug`) and HTTPS to the indexers.
+    pub internal: InternalCalls,
 }
 
 impl Default for FeedFollowerConfig {
@@ -47,7 +46,7 @@ impl Default for FeedFollowerConfig {
         FeedFollowerConfig {
             discovery_interval: Duration::from_secs(2),
             wait: Duration::from_secs(10),
-            internal_token: None,
+            internal: InternalCalls::default(),
         }
     }
 }
@@ -59,7 +58,7 @@ pub async fn follow_indexer_feeds(
     config: FeedFollowerConfig,
     shutdown: CancellationToken,
 ) {
-    let client = HttpClient::new(Duration::from_secs(2)).with_bearer(config.internal_token.clone());
+    let client = config.internal.client(Duration::from_secs(2));
     let mut followed: HashMap<String, CancellationToken> = HashMap::new();
     let mut tick = tokio::time::interval(config.discovery_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,11 +132,11 @@ async fn follow_one(
     let mut refusal_warned = false;
     loop {
         let uri = match after {
-            Some(seq) => format!(
-                "http://{addr}{WATERMARKS_PATH}?after={seq}&wait_ms={}",
-                wait.as_millis()
+            Some(seq) => client.url(
+                &addr,
+                &format!("{WATERMARKS_PATH}?after={seq}&wait_ms={}", wait.as_millis()),
             ),
-            None => format!("http://{addr}{WATERMARKS_PATH}"),
+            None => client.url(&addr, WATERMARKS_PATH),
         };
         let request = async {
             let answer = client

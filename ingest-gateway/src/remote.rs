@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::{Catalog, now_ms};
-use kafscale_shared::http_client::HttpClient;
+use kafscale_shared::http_client::{HttpClient, InternalCalls};
 use kafscale_shared::sequencer::{
     CommitRequest, CommitResponse, DeleteRecordsRequest, DeleteRecordsResponse, Sequencer,
     SequencerError,
@@ -45,8 +44,8 @@ pub struct RemoteSequencerConfig {
     pub request_timeout: Duration,
     /// How long to keep re-resolving an owner that is gone (cover the lease time).
     pub failover_timeout: Duration,
-    /// Sent as `Authorization: Bearer` on every call (redacted in `Debug`).
-    pub internal_token: Option<InternalToken>,
+    /// The token sent on every call (redacted in `Debug`) and HTTPS to the indexers.
+    pub internal: InternalCalls,
 }
 
 impl Default for RemoteSequencerConfig {
@@ -54,7 +53,7 @@ impl Default for RemoteSequencerConfig {
         RemoteSequencerConfig {
             request_timeout: Duration::from_secs(10),
             failover_timeout: Duration::from_secs(30),
-            internal_token: None,
+            internal: InternalCalls::default(),
         }
     }
 }
@@ -79,8 +78,7 @@ impl std::fmt::Debug for RemoteSequencer {
 
 impl RemoteSequencer {
     pub fn new(catalog: Arc<Catalog>, config: RemoteSequencerConfig) -> Self {
-        let client =
-            HttpClient::new(Duration::from_secs(2)).with_bearer(config.internal_token.clone());
+        let client = config.internal.client(Duration::from_secs(2));
         RemoteSequencer {
             catalog,
             client,
@@ -102,7 +100,7 @@ impl RemoteSequencer {
         *last = Some(Instant::now());
         warn!(
             indexer = %addr,
-            configured = self.config.internal_token.is_some(),
+            configured = self.config.internal.token.is_some(),
             "indexer refused the internal token: produce and DeleteRecords fail until the \
              gateway and indexers share the same --internal-token-file"
         );
@@ -139,7 +137,7 @@ impl RemoteSequencer {
         path: &str,
         body: Bytes,
     ) -> Result<T, SequencerError> {
-        let uri = format!("http://{addr}{path}");
+        let uri = self.client.url(addr, path);
         let answer = self
             .client
             .post_json(&uri, body, self.config.request_timeout)

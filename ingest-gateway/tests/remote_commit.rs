@@ -11,6 +11,7 @@ use kafscale_indexer::{Indexer, IndexerConfig};
 use kafscale_ingest::{RemoteSequencer, RemoteSequencerConfig};
 use kafscale_shared::bearer::InternalToken;
 use kafscale_shared::catalog::Catalog;
+use kafscale_shared::http_client::InternalCalls;
 use kafscale_shared::meta_store::MemoryMetaStore;
 use kafscale_shared::sequencer::{
     BatchOutcome, CommitBatch, CommitRequest, Sequencer, SequencerError,
@@ -107,7 +108,7 @@ async fn commits_follow_the_shard_owner_across_a_failover() {
         RemoteSequencerConfig {
             request_timeout: Duration::from_secs(2),
             failover_timeout: Duration::from_secs(10),
-            internal_token: None,
+            internal: InternalCalls::default(),
         },
     );
     for p in 0..8 {
@@ -162,7 +163,7 @@ async fn a_shard_nobody_owns_fails_after_the_failover_timeout() {
         RemoteSequencerConfig {
             request_timeout: Duration::from_secs(1),
             failover_timeout: Duration::from_millis(300),
-            internal_token: None,
+            internal: InternalCalls::default(),
         },
     );
     let err = remote
@@ -211,7 +212,10 @@ async fn a_refused_token_fails_at_once_and_the_right_one_commits() {
             RemoteSequencerConfig {
                 request_timeout: Duration::from_secs(2),
                 failover_timeout: Duration::from_secs(20),
-                internal_token: presented,
+                internal: InternalCalls {
+                    token: presented,
+                    tls: None,
+                },
             },
         );
         let started = Instant::now();
@@ -228,7 +232,10 @@ async fn a_refused_token_fails_at_once_and_the_right_one_commits() {
     let remote = RemoteSequencer::new(
         catalog.clone(),
         RemoteSequencerConfig {
-            internal_token: Some(token("right")),
+            internal: InternalCalls {
+                token: Some(token("right")),
+                tls: None,
+            },
             ..RemoteSequencerConfig::default()
         },
     );

@@ -8,17 +8,22 @@
 //! sends the cluster-internal token as `Authorization: Bearer` on every request (the header
 //! is marked sensitive, and the token appears in no error: errors name only the URI).
 //!
-//! Plain HTTP only: there is no TLS connector, so the gateways cannot call an indexer that
-//! serves HTTPS (`--http-tls-*`).
+//! HTTPS when built with a [`ClientTls`] ([`HttpClient::with_tls`]): the peer's certificate
+//! is checked against the configured CA bundle (and server name), never the system's roots, and
+//! [`HttpClient::url`] names `https://` peers. Without one, `https://` URIs fail with an
+//! unknown-issuer error. [`InternalCalls`] bundles what a gateway needs to call indexers:
+//! the token and the TLS settings.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::http::{Method, Request, Response, header};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use kafscale_tls::ClientTls;
 
 use crate::bearer::InternalToken;
 
@@ -46,26 +51,71 @@ pub enum HttpClientError {
 /// Largest answer body read, unless a call says otherwise.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
+/// How a gateway calls the indexers (commits, DeleteRecords, the watermark feed, shard status):
+/// with the cluster-internal token and over HTTPS, each when configured.
+#[derive(Debug, Clone, Default)]
+pub struct InternalCalls {
+    pub token: Option<InternalToken>,
+    pub tls: Option<ClientTls>,
+}
+
+impl InternalCalls {
+    /// A client for these calls, connecting within `connect_timeout`.
+    pub fn client(&self, connect_timeout: Duration) -> HttpClient {
+        HttpClient::with_tls(connect_timeout, self.tls.as_ref()).with_bearer(self.token.clone())
+    }
+}
+
 /// A pooled HTTP/1.1 client; cheap to clone (clones share the pool).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     max_answer_bytes: usize,
     /// Sent on every request that has no `Authorization` of its own (redacted in `Debug`).
     bearer: Option<InternalToken>,
+    /// Whether peers are reached over HTTPS ([`HttpClient::url`]).
+    https: bool,
 }
 
 impl HttpClient {
-    /// A client whose connections are set up within `connect_timeout`.
+    /// A plain HTTP client whose connections are set up within `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
+        Self::with_tls(connect_timeout, None)
+    }
+
+    /// A client that reaches peers over HTTPS with `tls` (plain HTTP without).
+    pub fn with_tls(connect_timeout: Duration, tls: Option<&ClientTls>) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.enforce_http(false);
+        let config = match tls {
+            Some(tls) => tls.config().clone(),
+            None => untrusting_config(),
+        };
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http();
+        let builder = match tls.and_then(ClientTls::server_name) {
+            Some(name) => {
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
+            }
+            None => builder,
+        };
         HttpClient {
-            inner: Client::builder(TokioExecutor::new()).build(connector),
+            inner: Client::builder(TokioExecutor::new())
+                .build(builder.enable_http1().wrap_connector(tcp)),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             bearer: None,
+            https: tls.is_some(),
         }
+    }
+
+    /// The URL of `path` (with its query, if any) on the peer at `addr` (`host:port`), over
+    /// HTTPS when this client has TLS settings.
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{addr}{path}")
     }
 
     /// This client, sending `token` (if any) as `Authorization: Bearer` on every request.
@@ -155,4 +205,15 @@ impl HttpClient {
             Err(_) => Err(HttpClientError::Timeout { uri, timeout }),
         }
     }
+}
+
+/// The TLS configuration of a client without TLS settings: it trusts nothing, so an
+/// `https://` URI fails its handshake (unknown issuer) instead of trusting anything.
+fn untrusting_config() -> rustls::ClientConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }

@@ -39,6 +39,7 @@ use axum::routing::get;
 use kafscale_fetch::{FetchService, GroupService};
 use kafscale_indexer::Indexer;
 use kafscale_shared::catalog::Catalog;
+use kafscale_shared::http_client::InternalCalls;
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
@@ -106,6 +107,8 @@ struct Inner {
     tiers: OnceLock<Tiers>,
     /// Standalone's in-process indexer (gateways ask the indexers over HTTP instead).
     local_indexer: OnceLock<Arc<Indexer>>,
+    /// How a gateway reaches the indexers (token, HTTPS).
+    internal_calls: OnceLock<InternalCalls>,
 }
 
 /// The services of the running Kafka tiers the API reads group state and offsets through.
@@ -130,6 +133,7 @@ impl AdminState {
                 default_partitions,
                 tiers: OnceLock::new(),
                 local_indexer: OnceLock::new(),
+                internal_calls: OnceLock::new(),
             }),
         }
     }
@@ -148,10 +152,19 @@ impl AdminState {
         }
     }
 
+    /// Hands over how a gateway calls the indexers (for their shard figures).
+    pub(crate) fn set_internal_calls(&self, calls: InternalCalls) {
+        if self.inner.internal_calls.set(calls).is_err() {
+            tracing::warn!("admin API: internal calls set twice; keeping the first");
+        }
+    }
+
     fn shard_figures(&self) -> ShardFigures {
         match self.inner.local_indexer.get() {
             Some(indexer) => ShardFigures::Local(indexer.clone()),
-            None => ShardFigures::Remote,
+            None => {
+                ShardFigures::Remote(self.inner.internal_calls.get().cloned().unwrap_or_default())
+            }
         }
     }
 

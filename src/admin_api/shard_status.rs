@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kafscale_indexer::Indexer;
 use kafscale_indexer::status::{SHARDS_PATH, ShardStatus, ShardStatusList};
-use kafscale_shared::http_client::HttpClient;
+use kafscale_shared::http_client::{HttpClient, InternalCalls};
 use tokio::task::JoinSet;
 
 use super::cluster::LeaseInfo;
@@ -26,8 +26,8 @@ pub(crate) const OWNER_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) enum ShardFigures {
     /// Standalone: the indexer runs in this process.
     Local(Arc<Indexer>),
-    /// Gateways: ask the owners over HTTP.
-    Remote,
+    /// Gateways: ask the owners over HTTP(S), as the gateway calls indexers.
+    Remote(InternalCalls),
 }
 
 /// The figures of every live, owned shard whose owner answered as the lease's holder, by
@@ -38,7 +38,7 @@ pub(crate) async fn collect(
 ) -> HashMap<u32, ShardStatus> {
     let answers = match source {
         ShardFigures::Local(indexer) => vec![indexer.shard_status()],
-        ShardFigures::Remote => ask_owners(leases).await,
+        ShardFigures::Remote(calls) => ask_owners(calls, leases).await,
     };
     matching(leases, answers)
 }
@@ -62,7 +62,7 @@ fn matching(leases: &[LeaseInfo], answers: Vec<ShardStatusList>) -> HashMap<u32,
 }
 
 /// Asks every distinct live owner at once; the ones that fail are left out.
-async fn ask_owners(leases: &[LeaseInfo]) -> Vec<ShardStatusList> {
+async fn ask_owners(calls: &InternalCalls, leases: &[LeaseInfo]) -> Vec<ShardStatusList> {
     let mut addrs: Vec<String> = leases
         .iter()
         .filter(|l| l.live)
@@ -70,7 +70,7 @@ async fn ask_owners(leases: &[LeaseInfo]) -> Vec<ShardStatusList> {
         .collect();
     addrs.sort();
     addrs.dedup();
-    let client = HttpClient::new(OWNER_TIMEOUT);
+    let client = calls.client(OWNER_TIMEOUT);
     let mut asks = JoinSet::new();
     for addr in addrs {
         let client = client.clone();
@@ -95,7 +95,7 @@ async fn ask_owners(leases: &[LeaseInfo]) -> Vec<ShardStatusList> {
 
 async fn ask(client: &HttpClient, addr: &str) -> Result<ShardStatusList, String> {
     let answer = client
-        .get(&format!("http://{addr}{SHARDS_PATH}"), OWNER_TIMEOUT)
+        .get(&client.url(addr, SHARDS_PATH), OWNER_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     if !answer.status().is_success() {

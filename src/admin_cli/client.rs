@@ -1,7 +1,6 @@
 //! The admin API's HTTP client: the process-wide client setup
-//! (`kafscale_shared::http_client`; plain HTTP/1.1, no TLS: put a TLS-terminating proxy in
-//! front of a remote API), JSON in and out, and the API's error bodies turned into readable
-//! errors.
+//! (`kafscale_shared::http_client`; HTTP/1.1, HTTPS with `--tls-ca`), JSON in and out, and the
+//! API's error bodies turned into readable errors.
 
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use kafscale_shared::http_client::HttpClient;
+use kafscale_tls::ClientTls;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -44,14 +44,21 @@ impl Answer {
 }
 
 impl AdminClient {
-    pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client of the API at `base`; an `https://` base needs `tls` (the CA to trust).
+    pub(crate) fn new(
+        base: &str,
+        token: Option<String>,
+        tls: Option<ClientTls>,
+    ) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            anyhow::bail!(
-                "admin URL {base:?} must start with http:// (for HTTPS put a TLS-terminating proxy in front and reach it over http on localhost)"
-            );
+        match (base.split_once("://").map(|(scheme, _)| scheme), &tls) {
+            (Some("http"), _) | (Some("https"), Some(_)) => {}
+            (Some("https"), None) => anyhow::bail!(
+                "admin URL {base:?} is HTTPS: give the CA that signs its certificate with --tls-ca (KAFSCALE_ADMIN_TLS_CA)"
+            ),
+            _ => anyhow::bail!("admin URL {base:?} must start with http:// or https://"),
         }
-        let client = HttpClient::new(Duration::from_secs(5));
+        let client = HttpClient::with_tls(Duration::from_secs(5), tls.as_ref());
         Ok(AdminClient {
             base,
             token: token
@@ -172,6 +179,16 @@ mod tests {
         assert_eq!(e.to_string(), "403 forbidden: wrong bearer token");
         let e = api_error(StatusCode::BAD_GATEWAY, b"<html>");
         assert!(e.to_string().starts_with("502 Bad Gateway"));
-        assert!(AdminClient::new("https://x", None).is_err());
+    }
+
+    #[test]
+    fn an_https_url_needs_a_ca_and_other_schemes_are_refused() {
+        let err = AdminClient::new("https://x", None, None)
+            .err()
+            .expect("no ca");
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
+        assert!(AdminClient::new("ftp://x", None, None).is_err());
+        assert!(AdminClient::new("localhost:9093", None, None).is_err());
+        assert!(AdminClient::new("http://localhost:9093/", None, None).is_ok());
     }
 }

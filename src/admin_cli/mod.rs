@@ -53,6 +53,10 @@ pub(crate) struct Conn {
         global = true
     )]
     token: Option<String>,
+    /// PEM bundle of the CA that signs the API's certificate, for an `https://` URL (the
+    /// server's `--http-tls-cert`); only this CA is trusted.
+    #[arg(long, env = "KAFSCALE_ADMIN_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
     /// table (aligned columns, for people) or json (the API's answer, for scripts).
     #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
     output: Output,
@@ -195,7 +199,12 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
 }
 
 fn connect(conn: &Conn) -> anyhow::Result<AdminClient> {
-    AdminClient::new(&conn.url, conn.token.clone())
+    let tls = conn
+        .tls_ca
+        .as_deref()
+        .map(|ca| kafscale_tls::ClientTls::load(ca, None).context("--tls-ca"))
+        .transpose()?;
+    AdminClient::new(&conn.url, conn.token.clone(), tls)
 }
 
 /// Prints the JSON answer, or the table `render` makes of it.

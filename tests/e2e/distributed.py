@@ -244,11 +244,12 @@ class Cluster:
         assert out.returncode == 0, f"admin init failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
         return out.stdout
 
-    def start_indexer(self, name: Optional[str] = None, log: Optional[str] = None):
+    def start_indexer(self, name: Optional[str] = None, log: Optional[str] = None,
+                      extra: tuple = ()):
         env = self.env()
         if log:
             env["KAFSCALE_LOG"] = log
-        srv = self.factory(["--lease-ttl-ms", str(self.lease_ttl_ms)], env=env,
+        srv = self.factory(["--lease-ttl-ms", str(self.lease_ttl_ms), *extra], env=env,
                            name=name or f"indexer{len(self.indexers)}", mode="indexer")
         self.indexers.append(srv)
         return srv
@@ -262,11 +263,11 @@ class Cluster:
         self.ingests.append(srv)
         return srv
 
-    def start_fetch(self, name: Optional[str] = None):
+    def start_fetch(self, name: Optional[str] = None, extra: tuple = ()):
         # Group coordinator leases as short as the indexers' (a dead coordinator's groups
         # move within that time) and a short initial rebalance delay, to keep tests quick.
         args = ["--watermark-poll-ms", "50", "--group-lease-ms", str(self.lease_ttl_ms),
-                "--group-initial-rebalance-delay-ms", "1000"]
+                "--group-initial-rebalance-delay-ms", "1000", *extra]
         srv = self.factory(args, env=self.env(),
                            name=name or f"fetch{len(self.fetches)}", mode="fetch")
         self.fetches.append(srv)

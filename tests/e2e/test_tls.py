@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import kafka_helpers as kh
-from conftest import ServerStartError
+from conftest import ServerStartError, kafscale_binary
 
 # Short enough that a test waiting for it stays quick, long enough for a loaded machine.
 HANDSHAKE_TIMEOUT_MS = 3000
@@ -289,6 +289,27 @@ def test_http_listener_serves_metrics_over_https_only(kafscale_factory, pki):
     # Plain HTTP to the HTTPS listener gets no answer.
     with pytest.raises(Exception):
         urllib.request.urlopen(f"http://{server.http}/healthz", timeout=5).read()
+
+
+def test_admin_cli_reaches_an_https_api_with_its_ca(kafscale_factory, pki, tmp_path):
+    server = start_tls(kafscale_factory, pki)
+    # The certificate names 127.0.0.1 and localhost.
+    url = f"https://localhost:{server.http.rsplit(':', 1)[1]}"
+
+    def admin(*args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KAFSCALE_ADMIN")}
+        return subprocess.run([str(kafscale_binary()), "admin", "cluster", "--url", url, *args],
+                              capture_output=True, text=True, timeout=60, env=env,
+                              stdin=subprocess.DEVNULL)
+
+    ok = admin("--tls-ca", str(pki.ca), "-o", "json")
+    assert ok.returncode == 0, ok.stderr
+    assert '"mode": "standalone"' in ok.stdout
+    no_ca = admin()
+    assert no_ca.returncode != 0 and "--tls-ca" in no_ca.stderr, no_ca.stderr
+    other = Pki(tmp_path / "other-pki")
+    untrusted = admin("--tls-ca", str(other.ca))
+    assert untrusted.returncode != 0 and "certificate" in untrusted.stderr, untrusted.stderr
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -1,4 +1,5 @@
-//! TLS for kafscale's listeners (the Kafka wire listener and the HTTP listeners).
+//! TLS for kafscale's listeners (the Kafka wire listener and the HTTP listeners) and for its
+//! HTTPS calls between processes.
 //!
 //! Why a crate of its own: the TLS stack (rustls on ring, the same rustls the AWS client
 //! already brings) and certificate parsing stay out of the wire core, which only sees a stream
@@ -13,8 +14,11 @@
 //!   names the client by its subject, as Kafka's default principal builder does
 //!   ([`principal`]).
 //!
+//! - gives HTTPS clients a trust configuration of their own ([`ClientTls`]).
+//!
 //! Key material is never logged: errors name files, never their contents.
 
+mod client;
 pub mod pem;
 pub mod principal;
 mod resolver;
@@ -22,6 +26,7 @@ mod server;
 
 use std::path::PathBuf;
 
+pub use client::ClientTls;
 pub use resolver::{ReloadOutcome, ReloadingCertResolver};
 pub use server::{ServerTls, TlsFiles, TlsStream};
 
@@ -58,6 +63,10 @@ pub enum TlsError {
     },
     #[error("the client CA bundle {path} is not usable: {message}")]
     ClientCa { path: PathBuf, message: String },
+    #[error("the trusted CA bundle {path} is not usable: {message}")]
+    TrustedCa { path: PathBuf, message: String },
+    #[error("{0:?} is not a valid server name for certificate checks")]
+    ServerName(String),
     #[error("building the TLS configuration: {0}")]
     Config(#[source] rustls::Error),
     #[error("TLS handshake failed: {0}")]
