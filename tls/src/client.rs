@@ -11,7 +11,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 
 use crate::{TlsError, pem};
@@ -35,14 +34,7 @@ impl ClientTls {
     /// Trusts the CA certificates in the PEM bundle at `ca`; `server_name`, if set, is the
     /// name every server's certificate must carry.
     pub fn load(ca: &Path, server_name: Option<String>) -> Result<Self, TlsError> {
-        let ca_error = |message: String| TlsError::TrustedCa {
-            path: ca.to_path_buf(),
-            message,
-        };
-        let mut roots = RootCertStore::empty();
-        for cert in pem::certificates(ca, &pem::read(ca)?)? {
-            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
-        }
+        let roots = pem::root_store(ca, |path, message| TlsError::TrustedCa { path, message })?;
         let server_name = server_name
             .map(|name| ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name)))
             .transpose()?;
@@ -71,15 +63,8 @@ impl ClientTls {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    fn testdata(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata")
-            .join(name)
-    }
+    use crate::testdata;
 
     #[test]
     fn a_ca_bundle_loads_and_bad_inputs_are_named() {

@@ -27,6 +27,14 @@ mod server;
 use std::path::PathBuf;
 
 pub use client::ClientTls;
+
+/// A file of the crate's test data (certificates and keys made by `testdata/README.md`).
+#[cfg(test)]
+pub(crate) fn testdata(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
+}
 pub use resolver::{ReloadOutcome, ReloadingCertResolver};
 pub use server::{ServerTls, TlsFiles, TlsStream};
 

@@ -1,7 +1,9 @@
 //! PEM files: a certificate chain (leaf first), one private key (PKCS#8, PKCS#1 or SEC1), and
 //! a bundle of CA certificates. Parsed with rustls-pki-types' own PEM reader.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use rustls::RootCertStore;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -32,6 +34,21 @@ pub fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'stati
         });
     }
     Ok(certs)
+}
+
+/// The certificates of a PEM bundle as trust anchors; a certificate rustls cannot use as one
+/// is the error `unusable` makes of the path and the reason.
+pub fn root_store(
+    path: &Path,
+    unusable: impl Fn(PathBuf, String) -> TlsError,
+) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path, &read(path)?)? {
+        roots
+            .add(cert)
+            .map_err(|e| unusable(path.to_path_buf(), e.to_string()))?;
+    }
+    Ok(roots)
 }
 
 /// The first private key of a PEM file.

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -101,17 +100,13 @@ fn client_verifier(
     path: &Path,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let ca_error = |message: String| TlsError::ClientCa {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in pem::certificates(path, &pem::read(path)?)? {
-        roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
-    }
+    let roots = pem::root_store(path, |path, message| TlsError::ClientCa { path, message })?;
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
-        .map_err(|e| ca_error(e.to_string()))
+        .map_err(|e| TlsError::ClientCa {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -120,12 +115,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-
-    fn testdata(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata")
-            .join(name)
-    }
+    use crate::testdata;
 
     fn server(client_ca: bool) -> ServerTls {
         ServerTls::load(
@@ -141,10 +131,8 @@ mod tests {
 
     fn client(with_cert: bool) -> tokio_rustls::TlsConnector {
         let ca = testdata("ca.pem");
-        let mut roots = RootCertStore::empty();
-        for cert in pem::certificates(&ca, &pem::read(&ca).expect("ca")).expect("ca") {
-            roots.add(cert).expect("root");
-        }
+        let roots = pem::root_store(&ca, |path, message| TlsError::TrustedCa { path, message })
+            .expect("ca");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
