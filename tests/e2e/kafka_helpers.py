@@ -61,6 +61,19 @@ def kill_all_children() -> None:
 # ---------------------------------------------------------------------------
 
 
+# Passwords and tokens the tests of this run gave to servers and clients: no server log may
+# carry one (checked at the end of the run by test_zz_secrets_never_logged.py).
+SECRETS: set[str] = set()
+
+
+def secret(value: str) -> str:
+    """Registers `value` as a secret of this run and returns it (at least 8 characters, so
+    that finding it in a log means a leak, not a common word)."""
+    assert len(value) >= 8, "a test secret must be distinctive"
+    SECRETS.add(value)
+    return value
+
+
 def metric_value(server, name: str) -> float:
     """The sum of a metric's series (every label set) on `server`'s /metrics."""
     text = server.http_get("/metrics")[1].decode()

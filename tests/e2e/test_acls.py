@@ -244,7 +244,7 @@ def test_a_sasl_principal_is_authorized_by_its_user_name(kafscale_factory):
 
     # Changing credentials takes ALTER on the cluster: erin may not reset root's password.
     upsert = UserScramCredentialUpsertion(
-        "root", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"taken-over")
+        "root", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), kh.secret("taken-over").encode())
     with pytest.raises(KafkaException) as info:
         erin.alter_user_scram_credentials([upsert], request_timeout=30)["root"].result(timeout=30)
     assert info.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED

@@ -24,7 +24,7 @@ from conftest import kafscale_binary
 
 pytestmark = pytest.mark.deadline(240)
 
-TOKEN = "e2e-admin-token"
+TOKEN = kh.secret("e2e-admin-token")
 RECORDS = 30
 PARTITIONS = 3
 SERVER_ARGS = ["--group-initial-rebalance-delay-ms", "500"]
@@ -225,7 +225,7 @@ def test_mutations_without_or_with_a_wrong_token_change_nothing(server, kafscale
 
     # The token from --admin-token-file (its trailing newline ignored), and reads that need it.
     token_file = read_only.workdir / "admin-token"
-    token_file.write_text("from-a-file\n")
+    token_file.write_text(kh.secret("from-a-file") + "\n")
     strict = kafscale_factory(["--admin-token-file", str(token_file), "--admin-auth-reads", "true"],
                               env=env, name="strict")
     assert http(strict, "GET", "/v1/topics")[0] == 401

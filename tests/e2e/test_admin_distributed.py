@@ -22,7 +22,7 @@ from test_distributed import cluster, ddb_endpoint, moto  # noqa: F401
 
 pytestmark = pytest.mark.deadline(300)
 
-TOKEN = "dist-admin-token"
+TOKEN = kh.secret("dist-admin-token")
 
 
 def admin_json(server, *args: str) -> dict:

@@ -22,7 +22,7 @@ import kafka_helpers as kh
 
 pytestmark = pytest.mark.deadline(600)
 
-TOKEN = "schemathesis-token"
+TOKEN = kh.secret("schemathesis-token")
 CHECKS = ",".join([
     "not_a_server_error",
     "status_code_conformance",

@@ -71,8 +71,8 @@ def assert_no_token_logged(servers, *tokens: str) -> None:
 
 
 def test_internal_token_guards_the_indexer(cluster, tmp_path):
-    token = f"internal-{uuid.uuid4().hex}"
-    wrong = f"wrong-{uuid.uuid4().hex}"
+    token = kh.secret(f"internal-{uuid.uuid4().hex}")
+    wrong = kh.secret(f"wrong-{uuid.uuid4().hex}")
     c = cluster(shards=1)
     c.extra_env["KAFSCALE_INTERNAL_TOKEN"] = token
     c.start(indexers=1, ingests=1, fetches=1)

@@ -29,8 +29,9 @@ from test_distributed import cluster, ddb_endpoint, moto  # noqa: F401
 
 pytestmark = pytest.mark.deadline(240)
 
-TOKEN = "e2e-sasl-admin-token"
-ALICE, ALICE_PW = "alice", "alice-secret"
+TOKEN = kh.secret("e2e-sasl-admin-token")
+ALICE, ALICE_PW = "alice", kh.secret("alice-secret")
+WRONG_PW = kh.secret("not-what-alice-set")
 RECORDS = 20
 # Kafka error codes.
 ILLEGAL_SASL_STATE = 34
@@ -55,7 +56,7 @@ def start_sasl(factory, mechanisms: str, pki: Pki | None = None, extra: tuple = 
 
 
 def set_user(server, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> None:
-    body = json.dumps({"password": password}).encode()
+    body = json.dumps({"password": kh.secret(password)}).encode()
     request = urllib.request.Request(
         f"http://{server.http}/v1/users/{user}/credentials/{mechanism}", data=body, method="PUT",
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
@@ -70,7 +71,8 @@ def set_user_everywhere(server, user: str, password: str) -> None:
 
 def librdkafka_sasl(mechanism: str, user: str, password: str, pki: Pki | None) -> dict:
     conf = {"security.protocol": "SASL_SSL" if pki else "SASL_PLAINTEXT",
-            "sasl.mechanisms": mechanism, "sasl.username": user, "sasl.password": password}
+            "sasl.mechanisms": mechanism, "sasl.username": user,
+            "sasl.password": kh.secret(password)}
     if pki is not None:
         conf["ssl.ca.location"] = str(pki.ca)
     return conf
@@ -239,7 +241,7 @@ def test_a_wrong_password_and_an_unknown_user_fail_fast_and_alike(kafscale_facto
     server = start_sasl(kafscale_factory, "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
                         extra=("--sasl-allow-plain-without-tls",))
     set_user_everywhere(server, ALICE, ALICE_PW)
-    for user, password in ((ALICE, "wrong"), ("mallory", ALICE_PW)):
+    for user, password in ((ALICE, WRONG_PW), ("mallory", ALICE_PW)):
         started = time.monotonic()
         error = confluent_auth_error(server, librdkafka_sasl("SCRAM-SHA-512", user, password, None))
         assert time.monotonic() - started < 5, "the refusal was not quick"
@@ -247,7 +249,7 @@ def test_a_wrong_password_and_an_unknown_user_fail_fast_and_alike(kafscale_facto
 
     # Raw frames: the same answer for both, after the failure delay, then the connection closes.
     answers = []
-    for user, password in ((ALICE, "wrong"), ("mallory", ALICE_PW)):
+    for user, password in ((ALICE, WRONG_PW), ("mallory", ALICE_PW)):
         for exchange in ("scram", "plain"):
             with kh.RawConnection(server.bootstrap) as conn:
                 started = time.monotonic()
@@ -366,7 +368,7 @@ def test_re_authentication_keeps_a_producer_going_and_a_silent_session_expires(k
 
 def test_a_user_made_with_the_admin_cli_authenticates(kafscale_factory):
     server = start_sasl(kafscale_factory, "SCRAM-SHA-512,SCRAM-SHA-256")
-    password = "carol-" + secrets.token_hex(8)
+    password = kh.secret("carol-" + secrets.token_hex(8))
     env = dict(os.environ, KAFSCALE_ADMIN_URL=f"http://{server.http}",
                KAFSCALE_ADMIN_TOKEN=TOKEN, CAROL_PASSWORD=password)
     result = subprocess.run([str(kafscale_binary()), "admin", "users", "set", "carol",
