@@ -1,5 +1,6 @@
 //! SASL flags of the Kafka listener (docs/security.md): which mechanisms clients must
-//! authenticate with, KIP-368 session lifetime, the delay of a failed authentication.
+//! authenticate with, KIP-368 session lifetime, the delay of a failed authentication, how long
+//! a connection may take to authenticate.
 //!
 //! No mechanism (the default) means no SASL: the listener behaves as it always did. PLAIN
 //! sends the password itself, so it is refused at startup on a listener without TLS unless
@@ -42,6 +43,14 @@ pub(crate) struct KafkaSaslArgs {
     /// (milliseconds; Kafka's `connection.failed.authentication.delay.ms`).
     #[arg(long, env = "KAFSCALE_SASL_FAILURE_DELAY_MS", default_value_t = 100)]
     pub(crate) sasl_failure_delay_ms: u64,
+    /// How long a new connection may take to authenticate (milliseconds): one that has not
+    /// completed SASL by then is closed, so stalled handshakes cannot hold connection slots.
+    #[arg(
+        long,
+        env = "KAFSCALE_SASL_AUTHENTICATION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub(crate) sasl_authentication_timeout_ms: u64,
 }
 
 /// Shortest session lifetime accepted: clients re-authenticate at about 90 % of it.
@@ -86,6 +95,9 @@ impl KafkaSaslArgs {
                 "--sasl-session-lifetime-ms must be 0 (no limit) or at least {MIN_SESSION_LIFETIME_MS}"
             );
         }
+        if self.sasl_authentication_timeout_ms == 0 {
+            anyhow::bail!("--sasl-authentication-timeout-ms must be above 0");
+        }
         Ok(mechanisms)
     }
 
@@ -108,6 +120,7 @@ impl KafkaSaslArgs {
             session_lifetime: (self.sasl_session_lifetime_ms > 0)
                 .then(|| Duration::from_millis(self.sasl_session_lifetime_ms)),
             failure_delay: Duration::from_millis(self.sasl_failure_delay_ms),
+            authentication_timeout: Duration::from_millis(self.sasl_authentication_timeout_ms),
         }))
     }
 }
@@ -122,6 +135,7 @@ mod tests {
             sasl_allow_plain_without_tls: allow_plain,
             sasl_session_lifetime_ms: lifetime_ms,
             sasl_failure_delay_ms: 100,
+            sasl_authentication_timeout_ms: 10_000,
         }
     }
 

@@ -41,6 +41,9 @@ pub enum SaslError {
     /// A SCRAM credential with an unusable part (empty salt, wrong key length, ...).
     #[error("unacceptable SCRAM credential: {0}")]
     UnacceptableCredential(&'static str),
+    /// The blocking task checking a password panicked or was cancelled (runtime shutdown).
+    #[error("the password check did not finish")]
+    VerificationAborted(#[source] tokio::task::JoinError),
     /// The operating system's random number generator failed.
     #[error("no randomness available")]
     Random(#[source] getrandom::Error),
@@ -58,7 +61,7 @@ impl SaslError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SaslError::CredentialLookup { retryable, .. } => *retryable,
-            SaslError::Random(_) => true,
+            SaslError::Random(_) | SaslError::VerificationAborted(_) => true,
             SaslError::UnsupportedMechanism(_)
             | SaslError::Malformed { .. }
             | SaslError::ChannelBindingNotSupported
@@ -84,7 +87,9 @@ impl SaslError {
             SaslError::ExtensionNotSupported(_) => "extensions-not-supported",
             SaslError::AuthenticationFailed | SaslError::NonceMismatch => "invalid-proof",
             SaslError::AuthzidMismatch => "invalid-username-encoding",
-            SaslError::Random(_) | SaslError::CredentialLookup { .. } => "no-resources",
+            SaslError::Random(_)
+            | SaslError::VerificationAborted(_)
+            | SaslError::CredentialLookup { .. } => "no-resources",
             SaslError::UnsupportedMechanism(_)
             | SaslError::ExchangeOver(_)
             | SaslError::InvalidIterations(_)

@@ -14,7 +14,8 @@ fn malformed(reason: &'static str) -> SaslError {
     }
 }
 
-/// The user and password of a PLAIN message (borrowed: the password is never copied).
+/// The user and password of a PLAIN message (borrowed; the one copy of the password, made for
+/// the check on the blocking pool, is wiped after it).
 #[derive(PartialEq, Eq)]
 pub(crate) struct PlainMessage<'a> {
     pub(crate) user: &'a str,

@@ -259,6 +259,26 @@ async fn plain_checks_the_password_against_the_scram_credential() {
     assert!(session.step(b"\0alice\0pw").await.is_err());
 }
 
+/// The task running a PLAIN exchange yields while the password is salted, so the other tasks
+/// of its runtime thread (other connections) go on; with the hash computed inline, the first
+/// poll of `step` would finish the whole check before anything else ran.
+#[tokio::test(flavor = "current_thread")]
+async fn plain_salts_the_password_off_the_runtime_thread() {
+    for message in [&b"\0alice\0pw"[..], b"\0alice\0wrong", b"\0nobody\0pw"] {
+        let auth = authenticator(credentials_of("alice", "pw", &[ScramMechanism::Sha512]));
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        let (_, other_task_ran_meanwhile) = tokio::join!(
+            async {
+                let outcome = auth.start("PLAIN").unwrap().step(message).await;
+                finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                outcome
+            },
+            async { !finished.load(std::sync::atomic::Ordering::SeqCst) },
+        );
+        assert!(other_task_ran_meanwhile, "{message:?}");
+    }
+}
+
 #[test]
 fn credentials_refuse_bad_parameters_and_hide_their_keys() {
     let m = ScramMechanism::Sha256;

@@ -176,7 +176,7 @@ pub const CATALOG: &[MetricDef] = &[
         SASL_AUTHENTICATIONS,
         Counter,
         &["listener", "mechanism", "outcome"],
-        "SASL authentications and re-authentications on the Kafka listener, by mechanism (unsupported: a handshake naming a mechanism that is not enabled) and outcome (success, failure).",
+        "SASL authentications and re-authentications on the Kafka listener, by mechanism (unsupported: a handshake naming a mechanism that is not enabled; none: a connection that did not authenticate in time) and outcome (success, failure, timeout).",
     ),
     def(
         REQUESTS,

@@ -1,8 +1,8 @@
-//! The periodic check that picks up rotated TLS certificates (see
-//! `kafscale_tls::ReloadingCertResolver`): every `interval` the files are re-read, a changed
-//! pair is swapped in for new handshakes, and a pair that cannot be loaded is reported (a
-//! warning and `kafscale_tls_certificate_reload_failures_total`) while the old certificate
-//! stays in use. Stops at the next round once `shutdown` fires.
+//! The periodic check that picks up rotated TLS certificates and client CA bundles (see
+//! `kafscale_tls::ServerTls::reload_if_changed`): every `interval` the files are re-read,
+//! changed ones are swapped in for new handshakes, and files that cannot be loaded are
+//! reported (a warning and `kafscale_tls_certificate_reload_failures_total`) while the previous
+//! ones stay in use. Stops at the next round once `shutdown` fires.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub async fn reload_certificates(
     let reloads = metrics::counter!(names::TLS_CERTIFICATE_RELOADS, "listener" => names::role(), "protocol" => protocol);
     let failures = metrics::counter!(names::TLS_CERTIFICATE_RELOAD_FAILURES, "listener" => names::role(), "protocol" => protocol);
     crate::periodic::run_every(interval, &shutdown, || {
-        let outcome = tls.resolver().reload_if_changed();
+        let outcome = tls.reload_if_changed();
         async {
             match outcome {
                 Ok(ReloadOutcome::Unchanged) => {}
@@ -33,7 +33,7 @@ pub async fn reload_certificates(
                 }
                 Err(e) => {
                     failures.increment(1);
-                    warn!(protocol, error = %e, "tls certificate files changed but cannot be loaded; keeping the previous certificate");
+                    warn!(protocol, error = %e, "tls certificate or client CA files changed but cannot be loaded; keeping the previous ones");
                 }
             }
         }

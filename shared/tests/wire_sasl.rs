@@ -1,7 +1,8 @@
 //! SASL on the wire server against real sockets: ApiVersions lists SaslHandshake and
 //! SaslAuthenticate, a request before authentication closes the connection unanswered, a
 //! pipelined request right behind a successful SaslAuthenticate runs as the new principal, a
-//! failed exchange is answered after the failure delay and closes the connection. The state
+//! failed exchange is answered after the failure delay and closes the connection, and a
+//! connection that has not authenticated by the authentication timeout is closed. The state
 //! machine's finer rules (re-authentication, expiry) are unit-tested in `wire/sasl.rs`.
 
 mod common;
@@ -26,6 +27,7 @@ use kafscale_shared::wire::{
 };
 
 const FAILURE_DELAY: Duration = Duration::from_millis(200);
+const AUTHENTICATION_TIMEOUT: Duration = Duration::from_millis(1_500);
 
 /// Serves Metadata and remembers the principal of every request it saw.
 #[derive(Default)]
@@ -65,6 +67,7 @@ async fn sasl_server(handler: Arc<PrincipalHandler>) -> TestServer {
             authenticator,
             session_lifetime: None,
             failure_delay: FAILURE_DELAY,
+            authentication_timeout: AUTHENTICATION_TIMEOUT,
         });
     TestServer::serve(server, handler)
 }
@@ -155,5 +158,39 @@ async fn a_failed_authentication_is_answered_after_the_delay_then_closed() {
         .unwrap_or_default();
     assert!(message.contains("invalid credentials"), "{message}");
     expect_closed(&mut stream, "after a failed authentication").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_authenticate_in_time_is_closed() {
+    let server = sasl_server(Arc::new(PrincipalHandler::default())).await;
+
+    // Silent from the start, and stalled after the handshake: both closed at the deadline.
+    let mut silent = server.connect().await;
+    let mut stalled = server.connect().await;
+    let opened = Instant::now();
+    assert_eq!(
+        call(&mut stalled, 1, 1, &handshake("PLAIN"))
+            .await
+            .error_code,
+        0
+    );
+    expect_closed(&mut silent, "a connection that never authenticated").await;
+    expect_closed(&mut stalled, "a connection stalled after its handshake").await;
+    assert!(opened.elapsed() >= AUTHENTICATION_TIMEOUT);
+
+    // One that authenticated in time stays open past the deadline and is served.
+    let mut authenticated = server.connect().await;
+    let opened = Instant::now();
+    assert_eq!(
+        call(&mut authenticated, 1, 1, &handshake("PLAIN"))
+            .await
+            .error_code,
+        0
+    );
+    let auth = call(&mut authenticated, 1, 2, &plain("alice", "alice-pw")).await;
+    assert_eq!(auth.error_code, 0);
+    tokio::time::sleep((AUTHENTICATION_TIMEOUT * 2).saturating_sub(opened.elapsed())).await;
+    call(&mut authenticated, 1, 3, &MetadataRequest::default()).await;
     server.stop().await;
 }

@@ -1,11 +1,13 @@
 //! Bearer-token authentication of the admin API, as one middleware in front of every `/v1`
 //! route.
 //!
-//! Mutations (every method but GET and HEAD) always need the token; reads need it when
-//! `--admin-auth-reads` is set. No token presented: 401 with `WWW-Authenticate: Bearer`; a
-//! wrong one: 403. With no token configured at all, mutations are refused (403
-//! `mutations_disabled`): an admin API is never open by default. The comparison takes the
-//! same time whatever the presented token shares with the real one (see [`token_matches`]).
+//! Mutations (every method but GET and HEAD) always need the admin token; reads need a token
+//! when `--admin-auth-reads` is set, the admin token or the read-only one (a token that may
+//! read but never mutate: 403 `read_only_token`). No token presented: 401 with
+//! `WWW-Authenticate: Bearer`; a wrong one: 403. With no admin token configured at all,
+//! mutations are refused (403 `mutations_disabled`): an admin API is never open by default.
+//! Both tokens are always compared, each in time that does not depend on what the presented
+//! token shares with it (see [`token_matches`]).
 
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ use super::error::ApiError;
 #[derive(Clone, Default)]
 pub(crate) struct AdminAuth {
     token: Option<Arc<[u8]>>,
+    /// May read, never mutate.
+    read_token: Option<Arc<[u8]>>,
     protect_reads: bool,
 }
 
@@ -27,6 +31,7 @@ impl std::fmt::Debug for AdminAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminAuth")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("read_token", &self.read_token.as_ref().map(|_| "<set>"))
             .field("protect_reads", &self.protect_reads)
             .finish()
     }
@@ -36,18 +41,28 @@ impl AdminAuth {
     /// `token`: the configured token (surrounding whitespace, e.g. a file's newline, is
     /// ignored; an empty one counts as none). `protect_reads`: reads need it too.
     pub(crate) fn new(token: Option<&str>, protect_reads: bool) -> Self {
-        let token = token
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(|t| Arc::from(t.as_bytes()));
         AdminAuth {
-            token,
+            token: configured(token),
+            read_token: None,
             protect_reads,
         }
     }
 
+    /// Adds a read-only token (same rules as the admin token; it must differ from it).
+    pub(crate) fn with_read_token(mut self, read_token: Option<&str>) -> anyhow::Result<Self> {
+        self.read_token = configured(read_token);
+        if self.read_token.is_some() && self.read_token == self.token {
+            anyhow::bail!("the read-only admin token must differ from the admin token");
+        }
+        Ok(self)
+    }
+
     pub(crate) fn has_token(&self) -> bool {
         self.token.is_some()
+    }
+
+    pub(crate) fn has_read_token(&self) -> bool {
+        self.read_token.is_some()
     }
 
     /// Whether a request with `method` and `headers` may proceed.
@@ -56,22 +71,37 @@ impl AdminAuth {
         if read && !self.protect_reads {
             return Ok(());
         }
-        let Some(expected) = &self.token else {
+        if self.token.is_none() && (!read || self.read_token.is_none()) {
             return Err(if read {
                 ApiError::Unauthorized
             } else {
                 ApiError::MutationsDisabled
             });
-        };
+        }
         let Some(presented) = bearer(headers) else {
             return Err(ApiError::Unauthorized);
         };
-        if token_matches(presented.as_bytes(), expected) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden)
+        let matches = |t: &Option<Arc<[u8]>>| {
+            t.as_deref()
+                .is_some_and(|t| token_matches(presented.as_bytes(), t))
+        };
+        // Both compared, always: which one matched must not show in the time taken.
+        let (admin, read_only) = (matches(&self.token), matches(&self.read_token));
+        match (admin, read_only) {
+            (true, _) => Ok(()),
+            (false, true) if read => Ok(()),
+            (false, true) => Err(ApiError::ReadOnlyToken),
+            (false, false) => Err(ApiError::Forbidden),
         }
     }
+}
+
+/// A configured token: surrounding whitespace (a file's newline) ignored, empty counts as none.
+fn configured(token: Option<&str>) -> Option<Arc<[u8]>> {
+    token
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| Arc::from(t.as_bytes()))
 }
 
 pub(crate) use kafscale_shared::bearer::{bearer_token as bearer, token_matches};
@@ -141,6 +171,47 @@ mod tests {
                 .check(&Method::GET, &headers(Some("Bearer s3cret")))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_read_only_token_reads_and_never_mutates() {
+        let auth = AdminAuth::new(Some("admin-token"), true)
+            .with_read_token(Some("read-token\n"))
+            .unwrap();
+        let read = headers(Some("Bearer read-token"));
+        assert!(auth.check(&Method::GET, &read).is_ok());
+        assert!(auth.check(&Method::HEAD, &read).is_ok());
+        for mutation in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert!(matches!(
+                auth.check(&mutation, &read),
+                Err(ApiError::ReadOnlyToken)
+            ));
+            assert!(
+                auth.check(&mutation, &headers(Some("Bearer admin-token")))
+                    .is_ok()
+            );
+        }
+        assert!(matches!(
+            auth.check(&Method::GET, &headers(Some("Bearer read-tokenX"))),
+            Err(ApiError::Forbidden)
+        ));
+
+        // Without an admin token the read-only one still reads; mutations stay disabled.
+        let reads_only = AdminAuth::new(None, true)
+            .with_read_token(Some("read-token"))
+            .unwrap();
+        assert!(reads_only.check(&Method::GET, &read).is_ok());
+        assert!(matches!(
+            reads_only.check(&Method::GET, &headers(None)),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            reads_only.check(&Method::POST, &read),
+            Err(ApiError::MutationsDisabled)
+        ));
+
+        let same = AdminAuth::new(Some("one-token"), true).with_read_token(Some(" one-token "));
+        assert!(same.is_err());
     }
 
     #[test]

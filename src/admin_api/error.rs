@@ -35,6 +35,8 @@ pub(crate) enum ApiError {
     Unauthorized,
     #[error("wrong bearer token")]
     Forbidden,
+    #[error("this token is read-only: mutations need the admin token")]
+    ReadOnlyToken,
     #[error(
         "mutations are disabled: no admin token is configured (--admin-token-file or KAFSCALE_ADMIN_TOKEN)"
     )]
@@ -76,7 +78,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::MutationsDisabled => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::ReadOnlyToken | ApiError::MutationsDisabled => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::UnknownTopic(_)
             | ApiError::UnknownPartition { .. }
             | ApiError::GroupNotFound(_)
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
+            ApiError::ReadOnlyToken => "read_only_token",
             ApiError::MutationsDisabled => "mutations_disabled",
             ApiError::UnknownTopic(_) => "unknown_topic",
             ApiError::UnknownPartition { .. } => "unknown_partition",

@@ -66,9 +66,16 @@ pub(crate) struct AdminApiArgs {
     /// flag is visible in the process list).
     #[arg(long, env = "KAFSCALE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Reads of the admin API need the token too.
+    /// Reads of the admin API need a token too (the admin token or the read-only one).
     #[arg(long, env = "KAFSCALE_ADMIN_AUTH_READS", default_value_t = false, action = clap::ArgAction::Set)]
     admin_auth_reads: bool,
+    /// File holding a read-only bearer token: it may read (with --admin-auth-reads true) but
+    /// never mutate, for dashboards and on-call tools that should not hold the admin token.
+    #[arg(long, env = "KAFSCALE_ADMIN_READ_TOKEN_FILE")]
+    admin_read_token_file: Option<PathBuf>,
+    /// The read-only token itself (prefer the file or the environment variable).
+    #[arg(long, env = "KAFSCALE_ADMIN_READ_TOKEN", hide_env_values = true)]
+    admin_read_token: Option<String>,
 }
 
 impl AdminApiArgs {
@@ -79,10 +86,23 @@ impl AdminApiArgs {
             self.admin_token.as_deref(),
             "--admin-token-file",
         )?;
-        let auth = AdminAuth::new(token.as_deref(), self.admin_auth_reads);
-        if self.admin_auth_reads && !auth.has_token() {
+        let read_token = kafscale_shared::bearer::read_token(
+            self.admin_read_token_file.as_deref(),
+            self.admin_read_token.as_deref(),
+            "--admin-read-token-file",
+        )?;
+        let auth = AdminAuth::new(token.as_deref(), self.admin_auth_reads)
+            .with_read_token(read_token.as_deref())?;
+        if self.admin_auth_reads && !auth.has_token() && !auth.has_read_token() {
             anyhow::bail!(
-                "--admin-auth-reads needs a token (--admin-token-file or KAFSCALE_ADMIN_TOKEN)"
+                "--admin-auth-reads needs a token (--admin-token-file or KAFSCALE_ADMIN_TOKEN, \
+                 or a read-only one)"
+            );
+        }
+        if auth.has_read_token() && !self.admin_auth_reads {
+            anyhow::bail!(
+                "a read-only admin token (--admin-read-token-file or KAFSCALE_ADMIN_READ_TOKEN) \
+                 only means something when reads need a token: set --admin-auth-reads true"
             );
         }
         if !auth.has_token() {

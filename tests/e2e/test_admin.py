@@ -234,6 +234,49 @@ def test_mutations_without_or_with_a_wrong_token_change_nothing(server, kafscale
     assert http(strict, "GET", "/v1/topics/y", token="from-a-file")[1]["name"] == "y"
 
 
+
+def test_a_read_only_token_reads_everything_and_changes_nothing(kafscale_factory, tmp_path):
+    """A dashboard's token: with --admin-auth-reads, the read-only token (from its file) is
+    accepted for every read, the API and the CLI alike, and every mutation presenting it gets
+    403 read_only_token and changes nothing; the admin token still mutates."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFSCALE_ADMIN")}
+    env["KAFSCALE_ADMIN_TOKEN"] = TOKEN
+    read_token = kh.secret("dashboard-read-token")
+    token_file = tmp_path / "read-token"
+    token_file.write_text(read_token + "\n")
+    srv = kafscale_factory(["--admin-auth-reads", "true", "--admin-read-token-file", str(token_file)],
+                           env=env, name="read-token")
+    assert http(srv, "POST", "/v1/topics", {"name": "kept", "partitions": 2}, token=TOKEN)[0] == 201
+    assert http(srv, "GET", "/v1/topics")[0] == 401
+    assert http(srv, "GET", "/v1/topics", token="not-the-read-token")[0] == 403
+    status, body = http(srv, "GET", "/v1/topics/kept", token=read_token)
+    assert (status, body["name"]) == (200, "kept")
+    assert admin_json(srv, "cluster", token=read_token)["mode"] == "standalone"
+    attempts = [
+        ("POST", "/v1/topics", {"name": "sneaky", "partitions": 1}),
+        ("DELETE", "/v1/topics/kept", None),
+        ("DELETE", "/v1/groups/g", None),
+    ]
+    for method, path, body in attempts:
+        status, err = http(srv, method, path, body, token=read_token)
+        assert (status, err["code"]) == (403, "read_only_token"), (method, path, err)
+    res = admin(srv, "topics", "delete", "kept", token=read_token, check=False)
+    assert res.returncode != 0 and b"read_only_token" in res.stderr, res.stderr
+    names = {t["name"] for t in http(srv, "GET", "/v1/topics", token=read_token)[1]["topics"]}
+    assert names == {"kept"}
+
+    # Refused at startup: a read-only token while reads are open, or one equal to the admin token.
+    for args, extra_env in [([], {}), (["--admin-auth-reads", "true"], {"KAFSCALE_ADMIN_READ_TOKEN": TOKEN})]:
+        bad_env = dict(env, **extra_env)
+        if not extra_env:
+            bad_env["KAFSCALE_ADMIN_READ_TOKEN"] = read_token
+        res = subprocess.run([str(kafscale_binary()), "standalone", "--kafka-addr", "127.0.0.1:0",
+                              "--http-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "refused"),
+                              *args], env=bad_env, capture_output=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+        assert res.returncode != 0, res.stderr
+        assert b"read-only admin token" in res.stderr, res.stderr
+
 def test_every_cli_command_prints_a_table_for_people(server, tmp_path):
     """Each command of the issue's list, in table form: its header, and the value a person
     looks for, in aligned columns (each header starts where its values start)."""

@@ -10,15 +10,16 @@
 //! - serves them through a resolver that swaps to new files when their content changes
 //!   ([`ReloadingCertResolver`]), because cert-manager and similar tools rotate certificates
 //!   in place; a bad new file keeps the old certificate;
-//! - optionally requires a client certificate signed by a configured CA bundle (mTLS) and
-//!   names the client by its subject, as Kafka's default principal builder does
-//!   ([`principal`]).
+//! - optionally requires a client certificate signed by a configured CA bundle (mTLS), reloaded
+//!   like the certificate ([`ReloadingClientVerifier`]), and names the client by its subject,
+//!   as Kafka's default principal builder does ([`principal`]).
 //!
 //! - gives HTTPS clients a trust configuration of their own ([`ClientTls`]).
 //!
 //! Key material is never logged: errors name files, never their contents.
 
 mod client;
+mod client_ca;
 pub mod pem;
 pub mod principal;
 mod resolver;
@@ -27,6 +28,7 @@ mod server;
 use std::path::PathBuf;
 
 pub use client::ClientTls;
+pub use client_ca::ReloadingClientVerifier;
 
 /// A file of the crate's test data (certificates and keys made by `testdata/README.md`).
 #[cfg(test)]

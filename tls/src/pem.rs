@@ -36,14 +36,23 @@ pub fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'stati
     Ok(certs)
 }
 
-/// The certificates of a PEM bundle as trust anchors; a certificate rustls cannot use as one
-/// is the error `unusable` makes of the path and the reason.
+/// The certificates of a PEM bundle file as trust anchors; a certificate rustls cannot use as
+/// one is the error `unusable` makes of the path and the reason.
 pub fn root_store(
     path: &Path,
     unusable: impl Fn(PathBuf, String) -> TlsError,
 ) -> Result<RootCertStore, TlsError> {
+    root_store_of(path, &read(path)?, unusable)
+}
+
+/// [`root_store`] of a bundle already read from `path`.
+pub fn root_store_of(
+    path: &Path,
+    bundle: &[u8],
+    unusable: impl Fn(PathBuf, String) -> TlsError,
+) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(path, &read(path)?)? {
+    for cert in certificates(path, bundle)? {
         roots
             .add(cert)
             .map_err(|e| unusable(path.to_path_buf(), e.to_string()))?;

@@ -45,7 +45,7 @@ impl ReloadingCertResolver {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
             current: RwLock::new(Arc::new(key)),
-            last_seen: Mutex::new(fingerprint(&cert_pem, &key_pem)),
+            last_seen: Mutex::new(fingerprint(&[&cert_pem, &key_pem])),
         })
     }
 
@@ -61,7 +61,7 @@ impl ReloadingCertResolver {
     /// not usable and the old certificate stays (reported once per distinct content).
     pub fn reload_if_changed(&self) -> Result<ReloadOutcome, TlsError> {
         let (cert_pem, key_pem) = (pem::read(&self.cert_path)?, pem::read(&self.key_path)?);
-        let seen = fingerprint(&cert_pem, &key_pem);
+        let seen = fingerprint(&[&cert_pem, &key_pem]);
         {
             let mut last = self
                 .last_seen
@@ -87,10 +87,10 @@ impl ResolvesServerCert for ReloadingCertResolver {
     }
 }
 
-fn fingerprint(cert_pem: &[u8], key_pem: &[u8]) -> u64 {
+/// A hash of file contents, to tell whether they changed since last looked at.
+pub(crate) fn fingerprint(contents: &[&[u8]]) -> u64 {
     let mut h = DefaultHasher::new();
-    cert_pem.hash(&mut h);
-    key_pem.hash(&mut h);
+    contents.hash(&mut h);
     h.finish()
 }
 

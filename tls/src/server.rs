@@ -1,15 +1,13 @@
 //! The server side of a listener's TLS: configuration built once, then one handshake per
 //! accepted connection (run by the caller on the connection's own task, under its timeout).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
-use crate::{ReloadingCertResolver, TlsError, pem, principal};
+use crate::{ReloadOutcome, ReloadingCertResolver, ReloadingClientVerifier, TlsError, principal};
 
 /// An established server-side TLS stream.
 pub type TlsStream<S> = tokio_rustls::server::TlsStream<S>;
@@ -25,18 +23,18 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// A listener's TLS: the certificate (reloadable) and the client verification.
+/// A listener's TLS: the certificate and the client CA bundle, both reloadable.
 #[derive(Clone)]
 pub struct ServerTls {
     acceptor: TlsAcceptor,
     resolver: Arc<ReloadingCertResolver>,
-    mutual: bool,
+    client_ca: Option<Arc<ReloadingClientVerifier>>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("mutual", &self.mutual)
+            .field("mutual", &self.is_mutual())
             .finish_non_exhaustive()
     }
 }
@@ -49,8 +47,12 @@ impl ServerTls {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?;
-        let builder = match &files.client_ca {
-            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        let client_ca = match &files.client_ca {
+            Some(ca) => Some(Arc::new(ReloadingClientVerifier::load(ca, provider)?)),
+            None => None,
+        };
+        let builder = match &client_ca {
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(resolver.clone());
@@ -58,18 +60,28 @@ impl ServerTls {
         Ok(ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,
-            mutual: files.client_ca.is_some(),
+            client_ca,
         })
     }
 
-    /// The certificate resolver (for the periodic reload).
-    pub fn resolver(&self) -> &Arc<ReloadingCertResolver> {
-        &self.resolver
+    /// Re-reads the certificate, its key and the client CA bundle, and swaps in whatever
+    /// changed, for new handshakes. Both are checked even if one fails; `Err` (the first
+    /// failure): changed files that cannot be loaded, whose predecessors stay in use.
+    pub fn reload_if_changed(&self) -> Result<ReloadOutcome, TlsError> {
+        let certificate = self.resolver.reload_if_changed();
+        let client_ca = self
+            .client_ca
+            .as_ref()
+            .map_or(Ok(ReloadOutcome::Unchanged), |ca| ca.reload_if_changed());
+        match (certificate?, client_ca?) {
+            (ReloadOutcome::Unchanged, ReloadOutcome::Unchanged) => Ok(ReloadOutcome::Unchanged),
+            _ => Ok(ReloadOutcome::Reloaded),
+        }
     }
 
     /// Whether clients must present a certificate.
     pub fn is_mutual(&self) -> bool {
-        self.mutual
+        self.client_ca.is_some()
     }
 
     /// Runs the handshake on `stream`; the principal is the client certificate's subject
@@ -94,28 +106,13 @@ impl ServerTls {
     }
 }
 
-/// Verifies client certificates against the CA bundle at `path`; a client without one is
-/// refused.
-fn client_verifier(
-    path: &Path,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let roots = pem::root_store(path, |path, message| TlsError::ClientCa { path, message })?;
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| TlsError::ClientCa {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::testdata;
+    use crate::{pem, testdata};
 
     fn server(client_ca: bool) -> ServerTls {
         ServerTls::load(
@@ -130,6 +127,11 @@ mod tests {
     }
 
     fn client(with_cert: bool) -> tokio_rustls::TlsConnector {
+        client_with(with_cert.then_some(("client.pem", "client.key")))
+    }
+
+    /// A client trusting the test CA, presenting the certificate and key of `identity`.
+    fn client_with(identity: Option<(&str, &str)>) -> tokio_rustls::TlsConnector {
         let ca = testdata("ca.pem");
         let roots = pem::root_store(&ca, |path, message| TlsError::TrustedCa { path, message })
             .expect("ca");
@@ -138,14 +140,15 @@ mod tests {
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(roots);
-        let config = if with_cert {
-            let path = testdata("client.pem");
-            let chain = pem::certificates(&path, &pem::read(&path).expect("r")).expect("c");
-            let path = testdata("client.key");
-            let key = pem::private_key(&path, &pem::read(&path).expect("r")).expect("k");
-            builder.with_client_auth_cert(chain, key).expect("client")
-        } else {
-            builder.with_no_client_auth()
+        let config = match identity {
+            Some((cert, key)) => {
+                let path = testdata(cert);
+                let chain = pem::certificates(&path, &pem::read(&path).expect("r")).expect("c");
+                let path = testdata(key);
+                let key = pem::private_key(&path, &pem::read(&path).expect("r")).expect("k");
+                builder.with_client_auth_cert(chain, key).expect("client")
+            }
+            None => builder.with_no_client_auth(),
         };
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
@@ -197,5 +200,53 @@ mod tests {
         let (server_result, client_result) = handshake(&tls, client(false)).await;
         assert!(matches!(server_result, Err(TlsError::Handshake(_))));
         assert!(client_result.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_rotated_client_ca_bundle_applies_to_new_handshakes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path().join("client-ca.pem");
+        std::fs::copy(testdata("ca.pem"), &bundle).expect("copy");
+        let tls = ServerTls::load(
+            &TlsFiles {
+                cert: testdata("server-a.pem"),
+                key: testdata("server-a.key"),
+                client_ca: Some(bundle.clone()),
+            },
+            Vec::new(),
+        )
+        .expect("server tls");
+        let first = || client_with(Some(("client.pem", "client.key")));
+        let second = || client_with(Some(("client2.pem", "client2.key")));
+        let accepted = |outcome: (Result<Option<String>, TlsError>, std::io::Result<()>)| {
+            outcome.0.is_ok() && outcome.1.is_ok()
+        };
+        assert!(accepted(handshake(&tls, first()).await));
+        assert!(!accepted(handshake(&tls, second()).await));
+        assert_eq!(
+            tls.reload_if_changed().expect("check"),
+            ReloadOutcome::Unchanged
+        );
+
+        // Half-written: the bundle in use stays.
+        std::fs::write(&bundle, b"-----BEGIN CERTIFICATE-----\nMIIB").expect("write");
+        assert!(tls.reload_if_changed().is_err());
+        assert!(accepted(handshake(&tls, first()).await));
+
+        // Rotated to the second CA: its clients are accepted, the first CA's refused.
+        std::fs::copy(testdata("ca2.pem"), &bundle).expect("copy");
+        assert_eq!(
+            tls.reload_if_changed().expect("reload"),
+            ReloadOutcome::Reloaded
+        );
+        let (principal, client) = handshake(&tls, second()).await;
+        client.expect("client");
+        assert!(
+            principal
+                .expect("server")
+                .expect("principal")
+                .contains("CN=app2")
+        );
+        assert!(!accepted(handshake(&tls, first()).await));
     }
 }

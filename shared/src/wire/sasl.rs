@@ -61,6 +61,11 @@ pub struct SaslSettings {
     /// How long a failed authentication waits before its answer and the close (Kafka's
     /// `connection.failed.authentication.delay.ms`): slows down password guessing.
     pub failure_delay: Duration,
+    /// How long a new connection may take to authenticate (Kafka has no such setting; its
+    /// idle timeout closes such connections after minutes). A connection that has not
+    /// authenticated by then is closed, so half-open or stalled handshakes cannot hold
+    /// connection slots.
+    pub authentication_timeout: Duration,
 }
 
 /// A listener's settings and its authentication counters.
@@ -84,6 +89,8 @@ struct SaslMetrics {
     by_mechanism: Vec<(Mechanism, Counter, Counter)>,
     /// Handshakes naming a mechanism that is not enabled.
     unsupported: Counter,
+    /// Connections closed before they authenticated, at the authentication timeout.
+    timeouts: Counter,
 }
 
 impl SaslMetrics {
@@ -102,6 +109,7 @@ impl SaslMetrics {
                 })
                 .collect(),
             unsupported: counter("unsupported", "failure"),
+            timeouts: counter("none", "timeout"),
         }
     }
 
@@ -190,6 +198,25 @@ impl SaslConnection {
                 Admission::Refuse("request before SASL authentication")
             }
         }
+    }
+
+    /// Whether the connection has not authenticated yet (a re-authentication does not count:
+    /// the connection is served under its current session meanwhile).
+    pub(super) fn awaiting_first_authentication(&self) -> bool {
+        matches!(
+            self.state,
+            State::Unauthenticated | State::Exchange { previous: None, .. }
+        )
+    }
+
+    /// How long the connection may take to authenticate.
+    pub(super) fn authentication_timeout(&self) -> Duration {
+        self.listener.settings.authentication_timeout
+    }
+
+    /// Counts a connection closed because it did not authenticate in time.
+    pub(super) fn timed_out(&self) {
+        self.listener.metrics.timeouts.increment(1);
     }
 
     /// Answers a SaslHandshake request of `version`.
@@ -343,7 +370,9 @@ impl SaslConnection {
         self.state = State::Failed;
         self.listener.metrics.count(mechanism, false);
         match e {
-            SaslError::CredentialLookup { .. } | SaslError::Random(_) => {
+            SaslError::CredentialLookup { .. }
+            | SaslError::Random(_)
+            | SaslError::VerificationAborted(_) => {
                 warn!(mechanism = mechanism.name(), error = %e, "sasl authentication could not be checked")
             }
             _ => info!(mechanism = mechanism.name(), error = %e, "sasl authentication failed"),
@@ -360,7 +389,9 @@ impl SaslConnection {
 /// credentials" for a wrong password and an unknown user alike.
 fn client_message(mechanism: Mechanism, e: &SaslError) -> String {
     match e {
-        SaslError::CredentialLookup { .. } | SaslError::Random(_) => format!(
+        SaslError::CredentialLookup { .. }
+        | SaslError::Random(_)
+        | SaslError::VerificationAborted(_) => format!(
             "authentication with {mechanism} could not be checked now (credential store unavailable); try again"
         ),
         other => format!("authentication with {mechanism} failed: {other}"),
@@ -402,6 +433,7 @@ mod tests {
             authenticator: Authenticator::new(config, credentials),
             session_lifetime: lifetime,
             failure_delay: Duration::from_millis(100),
+            authentication_timeout: Duration::from_secs(10),
         }))
     }
 

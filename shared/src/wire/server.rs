@@ -287,6 +287,26 @@ impl Connection {
         }
     }
 
+    /// How long the connection may take to authenticate (without SASL: never reached).
+    fn authentication_timeout(&self) -> Duration {
+        self.sasl
+            .as_ref()
+            .map_or(Duration::MAX / 4, |s| s.authentication_timeout())
+    }
+
+    /// Whether the connection is on a SASL listener and has not authenticated yet.
+    fn awaiting_first_authentication(&self) -> bool {
+        self.sasl
+            .as_ref()
+            .is_some_and(|s| s.awaiting_first_authentication())
+    }
+
+    fn authentication_timed_out(&self) {
+        if let Some(sasl) = &self.sasl {
+            sasl.timed_out();
+        }
+    }
+
     /// Answers a SaslHandshake or SaslAuthenticate request (`Err`: not a SASL listener, which
     /// does not happen: only a SASL listener serves these APIs).
     async fn sasl(
@@ -331,6 +351,8 @@ async fn serve_connection<R, W>(
     let mut fetches = FetchGate::default();
     let idle = tokio::time::sleep(shared.config.idle_timeout);
     tokio::pin!(idle);
+    let authentication_deadline = tokio::time::sleep(connection.authentication_timeout());
+    tokio::pin!(authentication_deadline);
     debug!("connection opened");
     loop {
         if !reading && pending.is_empty() {
@@ -387,6 +409,11 @@ async fn serve_connection<R, W>(
                         }
                     },
                 }
+            }
+            _ = &mut authentication_deadline, if connection.awaiting_first_authentication() => {
+                info!("closing connection: not authenticated in time");
+                connection.authentication_timed_out();
+                return;
             }
             _ = &mut idle, if pending.is_empty() => {
                 debug!(idle_ms = shared.config.idle_timeout.as_millis() as u64, "closing idle connection");
