@@ -14,6 +14,7 @@ use kafscale_shared::catalog::Catalog;
 use kafscale_shared::fault_injection::{
     FaultPlan, FaultSource, FaultyMetaStore, FaultyObjectStore,
 };
+use kafscale_shared::listener_addresses::ListenerMap;
 use kafscale_shared::meta_store::{MetaStore, MetaStoreMetrics};
 use kafscale_shared::object_store::block_cache::DEFAULT_BLOCK_BYTES;
 use kafscale_shared::object_store::{BlockCache, ObjectStore, ObjectStoreMetrics};
@@ -26,6 +27,7 @@ use kafscale_shared::wire::{KafkaServer, WireConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::listeners::{ListenerSpec, SecurityProtocol, check_security, parse_listeners};
 use crate::sasl::KafkaSaslArgs;
 use crate::tls::{HttpTlsArgs, KafkaTlsArgs};
 
@@ -35,6 +37,34 @@ pub(crate) struct KafkaListenerArgs {
     /// Address of the Kafka listener.
     #[arg(long, env = "KAFSCALE_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
     pub(crate) kafka_addr: SocketAddr,
+    /// Named Kafka listeners instead of --kafka-addr, `NAME://IP:PORT` comma-separated
+    /// (Kafka's `listeners`), e.g. `INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9094`; the
+    /// first is the primary one. See docs/security.md, "Listeners".
+    #[arg(
+        long,
+        env = "KAFSCALE_LISTENERS",
+        value_delimiter = ',',
+        conflicts_with_all = ["kafka_addr", "advertised_addr"]
+    )]
+    pub(crate) listeners: Vec<String>,
+    /// `NAME://HOST:PORT` per listener clients reach under another address than the bound
+    /// one (Kafka's `advertised.listeners`).
+    #[arg(
+        long,
+        env = "KAFSCALE_ADVERTISED_LISTENERS",
+        value_delimiter = ',',
+        requires = "listeners"
+    )]
+    pub(crate) advertised_listeners: Vec<String>,
+    /// `NAME:PROTOCOL` for listeners not named after their protocol (PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT, SASL_SSL; Kafka's `listener.security.protocol.map`).
+    #[arg(
+        long,
+        env = "KAFSCALE_LISTENER_SECURITY_PROTOCOL_MAP",
+        value_delimiter = ',',
+        requires = "listeners"
+    )]
+    pub(crate) listener_security_protocol_map: Vec<String>,
     /// Address of the HTTP listener (/healthz, /readyz).
     #[arg(long, env = "KAFSCALE_HTTP_ADDR", default_value = "127.0.0.1:9093")]
     pub(crate) http_addr: SocketAddr,
@@ -78,9 +108,12 @@ pub(crate) struct KafkaListenerArgs {
     pub(crate) http_tls: HttpTlsArgs,
 }
 
-/// A bound Kafka listener and the topic API that answers with its advertised address.
+/// The bound Kafka listeners (the primary one first) and the topic API that answers with the
+/// primary one's advertised address (the others rewrite it, see
+/// `kafscale_shared::listener_addresses`).
 pub(crate) struct BoundListener {
-    pub(crate) server: KafkaServer,
+    pub(crate) servers: Vec<KafkaServer>,
+    /// The primary listener's bound and advertised addresses.
     pub(crate) kafka_addr: SocketAddr,
     pub(crate) advertised: String,
     pub(crate) topics: TopicApi,
@@ -94,15 +127,49 @@ impl KafkaListenerArgs {
         if let Some(a) = &self.advertised_addr {
             split_host_port(a)?;
         }
-        let tls = self.tls.files()?.is_some();
-        self.sasl.validate(tls)?;
+        let specs = self.specs()?;
+        self.sasl.validate(sasl_listeners_have_tls(&specs))?;
         self.http_tls.reload_interval()?;
         Ok(())
     }
 
-    /// Binds the listener first, so the advertised address can default to the bound one
-    /// (port 0 allowed), then builds the topic API around it. With TLS, the certificate is
-    /// loaded first (a bad one fails the start) and checked for changes until `shutdown`.
+    /// The listeners to bind: the named ones, or the one of --kafka-addr whose protocol
+    /// follows from the TLS and SASL flags.
+    fn specs(&self) -> anyhow::Result<Vec<ListenerSpec>> {
+        let tls = self.tls.files()?.is_some();
+        let sasl = !self.sasl.mechanisms()?.is_empty();
+        if self.listeners.is_empty() {
+            let protocol = SecurityProtocol::of(tls, sasl);
+            return Ok(vec![ListenerSpec {
+                name: protocol.name().to_string(),
+                bind: self.kafka_addr,
+                advertised: self.advertised_addr.clone(),
+                protocol,
+            }]);
+        }
+        let specs = parse_listeners(
+            &self.listeners,
+            &self.advertised_listeners,
+            &self.listener_security_protocol_map,
+        )?;
+        check_security(&specs, tls, sasl)?;
+        Ok(specs)
+    }
+
+    fn wire_config(&self) -> WireConfig {
+        WireConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            max_connections: self.max_connections.max(1),
+            idle_timeout: Duration::from_millis(self.connections_max_idle_ms.max(1)),
+            write_timeout: Duration::from_millis(self.client_write_timeout_ms.max(1)),
+            tls_handshake_timeout: self.tls.handshake_timeout(),
+            ..WireConfig::default()
+        }
+    }
+
+    /// Binds the listeners first, so advertised addresses can default to the bound ones (port
+    /// 0 allowed), then builds the topic API around the primary one. With TLS, the certificate
+    /// is loaded first (a bad one fails the start) and checked for changes until `shutdown`.
     /// With SASL, the cluster's decoy secret is read (or created) in the catalog's store.
     pub(crate) async fn bind(
         &self,
@@ -110,45 +177,48 @@ impl KafkaListenerArgs {
         cluster_id: &str,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<BoundListener> {
+        let specs = self.specs()?;
         let tls = match self.tls.files()? {
-            Some(files) => Some(crate::tls::load("kafka", &files, Vec::new())?),
+            Some(files) => {
+                let tls = crate::tls::load("kafka", &files, Vec::new())?;
+                crate::tls::spawn_reload(&tls, "kafka", self.http_tls.reload_interval()?, shutdown);
+                Some(tls)
+            }
             None => None,
         };
-        let mut server = KafkaServer::bind(
-            self.kafka_addr,
-            WireConfig {
-                max_frame_bytes: self.max_frame_bytes,
-                max_connections: self.max_connections.max(1),
-                idle_timeout: Duration::from_millis(self.connections_max_idle_ms.max(1)),
-                write_timeout: Duration::from_millis(self.client_write_timeout_ms.max(1)),
-                tls_handshake_timeout: self.tls.handshake_timeout(),
-                ..WireConfig::default()
-            },
-        )
-        .await
-        .with_context(|| format!("binding kafka listener {}", self.kafka_addr))?;
-        if let Some(tls) = tls {
-            let interval = self.http_tls.reload_interval()?;
-            crate::tls::spawn_reload(&tls, "kafka", interval, shutdown);
-            info!(mutual = tls.is_mutual(), "kafka listener speaks tls");
-            server = server.with_tls(tls);
-        }
         let sasl = self
             .sasl
-            .settings(catalog.store().clone(), self.tls.files()?.is_some())
+            .settings(catalog.store().clone(), sasl_listeners_have_tls(&specs))
             .await?;
-        if let Some(sasl) = sasl {
+        let mut servers = Vec::with_capacity(specs.len());
+        let mut listeners = ListenerMap::new();
+        for spec in &specs {
+            let mut server = KafkaServer::bind(spec.bind, self.wire_config())
+                .await
+                .with_context(|| format!("binding kafka listener {} {}", spec.name, spec.bind))?;
+            if let (true, Some(tls)) = (spec.protocol.tls(), &tls) {
+                server = server.with_tls(tls.clone());
+            }
+            if let (true, Some(sasl)) = (spec.protocol.sasl(), &sasl) {
+                server = server.with_sasl(sasl.clone());
+            }
+            let bound = server.local_addr()?;
+            let advertised = advertised_or_bound(spec.advertised.as_deref(), bound);
+            info!(listener = %spec.name, protocol = spec.protocol.name(), %bound, %advertised, mutual_tls = tls.as_ref().is_some_and(|t| t.is_mutual()) && spec.protocol.tls(), "kafka listener bound");
+            listeners.insert(spec.name.clone(), advertised);
+            servers.push((server, bound));
+        }
+        if let Some(sasl) = &sasl {
             info!(
                 mechanisms = ?sasl.authenticator.mechanism_names(),
                 session_lifetime_ms = self.sasl.sasl_session_lifetime_ms,
-                "kafka listener requires sasl authentication"
+                "sasl listeners require authentication"
             );
-            server = server.with_sasl(sasl);
         }
-        let kafka_addr = server.local_addr()?;
-        let advertised = advertised_or_bound(self.advertised_addr.as_deref(), kafka_addr);
+        let kafka_addr = servers[0].1;
+        let advertised = listeners[&specs[0].name].clone();
         let (advertised_host, advertised_port) = split_host_port(&advertised)?;
-        let topics = TopicApi::new(
+        let mut topics = TopicApi::new(
             catalog,
             TopicSettings {
                 advertised_host,
@@ -159,13 +229,36 @@ impl KafkaListenerArgs {
                 node_id: node_id_for_addr(&advertised),
             },
         );
+        if !self.listeners.is_empty() {
+            topics = topics.with_listeners(listeners);
+        }
+        let servers = servers
+            .into_iter()
+            .zip(&specs)
+            .enumerate()
+            .map(|(i, ((server, _), spec))| match i {
+                0 => server,
+                _ => {
+                    server.with_listener_addresses(&spec.name, topics.listener_addresses().clone())
+                }
+            })
+            .collect();
         Ok(BoundListener {
-            server,
+            servers,
             kafka_addr,
             advertised,
             topics,
         })
     }
+}
+
+/// Whether every SASL listener speaks TLS (PLAIN is refused on one that does not, unless
+/// allowed).
+fn sasl_listeners_have_tls(specs: &[ListenerSpec]) -> bool {
+    specs
+        .iter()
+        .filter(|s| s.protocol.sasl())
+        .all(|s| s.protocol.tls())
 }
 
 /// How the produce tier buffers and flushes.

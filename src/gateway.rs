@@ -134,7 +134,7 @@ pub(crate) async fn run(
     .await?;
     let authorizer = args.authorizer.start(&stores.catalog, &shutdown).await?;
     let BoundListener {
-        server,
+        servers,
         kafka_addr,
         advertised,
         topics,
@@ -151,7 +151,7 @@ pub(crate) async fn run(
         authorizer: authorizer.as_ref().map(|(a, _)| a.clone()),
     }
     .start(
-        server,
+        servers,
         topics.with_cluster_defaults(cluster_defaults.clone()),
         &shutdown,
     )

@@ -9,6 +9,7 @@ mod authz;
 mod gateway;
 mod http;
 mod indexer;
+mod listeners;
 mod sasl;
 mod standalone;
 mod stores;

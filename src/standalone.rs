@@ -131,7 +131,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
 
     let authorizer = args.authorizer.start(&catalog, &shutdown).await?;
     let BoundListener {
-        server,
+        servers,
         kafka_addr,
         advertised,
         topics,
@@ -148,7 +148,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
         authorizer: authorizer.as_ref().map(|(a, _)| a.clone()),
     }
     .start(
-        server,
+        servers,
         topics.with_cluster_defaults(cluster_defaults.clone()),
         &shutdown,
     )

@@ -42,7 +42,7 @@ impl KafkaTiers {
     /// flusher and the listener; the listener stops accepting at `shutdown`.
     pub(crate) async fn start(
         self,
-        server: KafkaServer,
+        servers: Vec<KafkaServer>,
         topics: TopicApi,
         shutdown: &CancellationToken,
     ) -> RunningTiers {
@@ -81,7 +81,16 @@ impl KafkaTiers {
             self.sequencer,
             flusher_shutdown.clone(),
         ));
-        let kafka = tokio::spawn(server.run(router, shutdown.clone()));
+        // One task per listener, all on the same handlers; `kafka` ends when they all have.
+        let listeners: Vec<JoinHandle<()>> = servers
+            .into_iter()
+            .map(|server| tokio::spawn(server.run(router.clone(), shutdown.clone())))
+            .collect();
+        let kafka = tokio::spawn(async move {
+            for listener in listeners {
+                let _ = listener.await;
+            }
+        });
         RunningTiers {
             flusher_shutdown,
             flusher,

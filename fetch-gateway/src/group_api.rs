@@ -65,11 +65,17 @@ impl GroupService {
         shutdown: CancellationToken,
     ) -> (Arc<GroupService>, JoinHandle<()>) {
         let groups = Arc::new(GroupCoordinator::new(config.groups));
-        let leases = Arc::new(GroupLeases::new(
-            topics.catalog().clone(),
-            topics.settings().broker(),
-            config.leases,
-        ));
+        let leases = Arc::new(
+            GroupLeases::new(
+                topics.catalog().clone(),
+                topics.settings().broker(),
+                config.leases,
+            )
+            .with_listeners(
+                topics.listeners().clone(),
+                topics.listener_addresses().clone(),
+            ),
+        );
         leases.round(&groups, &topics).await;
         let task = tokio::spawn(leases.clone().run(groups.clone(), topics.clone(), shutdown));
         let service = Arc::new(GroupService {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafscale_shared::catalog::{Catalog, CatalogError, LeaseFence, LeaseRecord};
+use kafscale_shared::listener_addresses::{ListenerAddressBook, ListenerMap};
 use kafscale_shared::topic_api::{BrokerAddr, TopicApi};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +96,10 @@ pub(crate) struct GroupLeases {
     me: BrokerAddr,
     pub(crate) owner_id: String,
     owner_addr: String,
+    /// This replica's named listeners, published in its leases (empty with one listener).
+    listeners: ListenerMap,
+    /// Where the owners' listener addresses read from their leases are recorded.
+    listener_addresses: Arc<ListenerAddressBook>,
     held: Mutex<Vec<Option<Held>>>,
     owners: Mutex<Vec<Option<LeaseRecord>>>,
     round: tokio::sync::Mutex<()>,
@@ -144,10 +149,24 @@ impl GroupLeases {
             me,
             owner_id,
             owner_addr,
+            listeners: ListenerMap::new(),
+            listener_addresses: Arc::default(),
             held: Mutex::new(vec![None; GROUP_SLOTS as usize]),
             owners: Mutex::new(vec![None; GROUP_SLOTS as usize]),
             round: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Publishes `listeners` (this replica's, name → advertised address) in its leases, and
+    /// records the other owners' listeners in `book` whenever their leases are read.
+    pub(crate) fn with_listeners(
+        mut self,
+        listeners: ListenerMap,
+        book: Arc<ListenerAddressBook>,
+    ) -> Self {
+        self.listeners = listeners;
+        self.listener_addresses = book;
+        self
     }
 
     /// The fence for writes of `group`'s coordinator, if this replica is it right now.
@@ -272,6 +291,8 @@ impl GroupLeases {
         }
         let mut owners = vec![None; GROUP_SLOTS as usize];
         for (name, lease, _) in leases {
+            self.listener_addresses
+                .record(&lease.owner_addr, &lease.listeners);
             if let Some(slot) = name
                 .strip_prefix(LEASE_PREFIX)
                 .and_then(|s| s.parse::<usize>().ok())
@@ -286,10 +307,11 @@ impl GroupLeases {
 
     async fn take(&self, slot: u32) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
         self.catalog
-            .acquire_lease(
+            .acquire_lease_advertising(
                 &slot_lease_name(slot),
                 &self.owner_id,
                 &self.owner_addr,
+                &self.listeners,
                 self.config.ttl,
             )
             .await

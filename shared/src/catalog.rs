@@ -210,6 +210,10 @@ pub struct LeaseRecord {
     /// Given up by its owner (clean shutdown, balancing): another replica may take it at once.
     #[serde(default)]
     pub released: bool,
+    /// The holder's named listeners (name → advertised `host:port`), for clients of a
+    /// listener other than the primary one (`owner_addr`); empty with one unnamed listener.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, String>,
 }
 
 impl LeaseRecord {
@@ -1071,6 +1075,7 @@ impl Catalog {
             expires_at_ms: self.wall_now_ms() + ttl.as_millis() as i64,
             ttl_ms: ttl.as_millis() as u64,
             released: false,
+            listeners: BTreeMap::new(),
         };
         let op = WriteOp::Put {
             key: ItemKey::new(format!("member/{kind}"), id),
@@ -1264,6 +1269,19 @@ impl Catalog {
         owner_addr: &str,
         ttl: Duration,
     ) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
+        self.acquire_lease_advertising(name, owner, owner_addr, &BTreeMap::new(), ttl)
+            .await
+    }
+
+    /// [`Catalog::acquire_lease`], publishing the holder's named listeners in the lease.
+    pub async fn acquire_lease_advertising(
+        &self,
+        name: &str,
+        owner: &str,
+        owner_addr: &str,
+        listeners: &BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> Result<Option<(LeaseRecord, u64)>, CatalogError> {
         let key = lease_key(name);
         let now = self.wall_now_ms();
         let current = self.store.get(&key).await?;
@@ -1294,6 +1312,7 @@ impl Catalog {
             expires_at_ms: now + ttl.as_millis() as i64,
             ttl_ms: ttl.as_millis() as u64,
             released: false,
+            listeners: listeners.clone(),
         };
         let version = current.map(|i| i.version + 1).unwrap_or(1);
         match self

@@ -16,6 +16,7 @@ pub mod http_client;
 pub mod keyed_records;
 pub mod keys;
 pub mod lease_observations;
+pub mod listener_addresses;
 pub mod loading_cache;
 pub mod meta_store;
 pub mod metered;

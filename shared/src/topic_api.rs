@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, CatalogError, TopicRecord, validate_topic_name};
+use crate::listener_addresses::{ListenerAddressBook, ListenerMap};
 use crate::topic_config::{ClusterDefaults, effective_configs, validate_configs};
 
 /// The node id of the process advertised at `addr` ("host:port").
@@ -100,6 +101,12 @@ pub struct TopicApi {
     peers: Arc<RwLock<Vec<BrokerAddr>>>,
     /// The cluster-level value of every topic config not set on the topic.
     cluster_defaults: ClusterDefaults,
+    /// This broker's named listeners (name → advertised `host:port`; empty with one unnamed
+    /// listener), published in its leases.
+    listeners: ListenerMap,
+    /// Every known broker's addresses per listener, this one's included (see
+    /// [`crate::listener_addresses`]).
+    listener_addresses: Arc<ListenerAddressBook>,
 }
 
 fn name_of(s: &str) -> TopicName {
@@ -125,7 +132,28 @@ impl TopicApi {
             settings,
             peers: Arc::default(),
             cluster_defaults: ClusterDefaults::default(),
+            listeners: ListenerMap::new(),
+            listener_addresses: Arc::default(),
         }
+    }
+
+    /// Names this broker's listeners (name → advertised `host:port`, the primary one
+    /// included) and records them in the address book.
+    pub fn with_listeners(mut self, listeners: ListenerMap) -> Self {
+        self.listener_addresses
+            .record_node(self.settings.node_id, &listeners);
+        self.listeners = listeners;
+        self
+    }
+
+    /// This broker's named listeners (empty with one unnamed listener).
+    pub fn listeners(&self) -> &ListenerMap {
+        &self.listeners
+    }
+
+    /// Every known broker's addresses per listener.
+    pub fn listener_addresses(&self) -> &Arc<ListenerAddressBook> {
+        &self.listener_addresses
     }
 
     /// Sets the cluster-level topic config defaults (from flags).

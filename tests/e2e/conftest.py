@@ -98,7 +98,9 @@ class KafscaleServer:
         config = {"http-addr": "127.0.0.1:0"}
         if self.mode == "standalone":
             config["data-dir"] = str(self.data_dir)
-        if self.mode != "indexer":
+        # Named listeners (--listeners) replace --kafka-addr; the ready line's kafka= is then
+        # the first listener's address.
+        if self.mode != "indexer" and "--listeners" not in self.extra_args:
             config["kafka-addr"] = f"127.0.0.1:{self.kafka_port}"
         return config
 

@@ -242,7 +242,7 @@ def test_a_read_only_token_reads_everything_and_changes_nothing(kafscale_factory
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFSCALE_ADMIN")}
     env["KAFSCALE_ADMIN_TOKEN"] = TOKEN
     read_token = kh.secret("dashboard-read-token")
-    token_file = tmp_path / "read-token"
+    token_file = tmp_path / "dashboard.token"
     token_file.write_text(read_token + "\n")
     srv = kafscale_factory(["--admin-auth-reads", "true", "--admin-read-token-file", str(token_file)],
                            env=env, name="read-token")

@@ -57,6 +57,7 @@ use super::sasl::{
     SaslListener, SaslSettings,
 };
 use super::{ApiSupport, Dispatch, HandlerError, KafkaHandler, RequestContext};
+use crate::listener_addresses::{ListenerAddressBook, readdress};
 
 /// Limits of the wire server.
 #[derive(Debug, Clone)]
@@ -98,6 +99,15 @@ pub struct KafkaServer {
     config: WireConfig,
     tls: Option<ServerTls>,
     sasl: Option<SaslSettings>,
+    readdressing: Option<Readdressing>,
+}
+
+/// A secondary named listener: its name, and the book of every broker's address on it (see
+/// [`crate::listener_addresses`]).
+#[derive(Clone)]
+struct Readdressing {
+    listener: Arc<str>,
+    book: Arc<ListenerAddressBook>,
 }
 
 type Pending = BoxFuture<'static, Option<Outgoing>>;
@@ -120,6 +130,7 @@ struct Shared {
     tls: Option<ServerTls>,
     tls_handshake_failures: Counter,
     sasl: Option<Arc<SaslListener>>,
+    readdressing: Option<Readdressing>,
 }
 
 impl KafkaServer {
@@ -131,7 +142,22 @@ impl KafkaServer {
             config,
             tls: None,
             sasl: None,
+            readdressing: None,
         })
+    }
+
+    /// Makes this a secondary listener named `listener`: brokers in Metadata, FindCoordinator
+    /// and DescribeCluster answers are named by their addresses on it, as found in `book`.
+    pub fn with_listener_addresses(
+        mut self,
+        listener: &str,
+        book: Arc<ListenerAddressBook>,
+    ) -> Self {
+        self.readdressing = Some(Readdressing {
+            listener: Arc::from(listener),
+            book,
+        });
+        self
     }
 
     /// Serves TLS: every connection starts with a handshake (see the module doc).
@@ -171,6 +197,7 @@ impl KafkaServer {
                 "protocol" => "kafka"
             ),
             sasl: self.sasl.map(|s| Arc::new(SaslListener::new(s))),
+            readdressing: self.readdressing,
         });
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut connections = JoinSet::new();
@@ -427,9 +454,16 @@ async fn serve_connection<R, W>(
 
 /// Writes one answer; false if the connection must close (a write that failed or took
 /// longer than the write timeout, or an answer that cannot be encoded).
-async fn write_out(writer: &mut (impl AsyncWrite + Unpin), out: Outgoing, shared: &Shared) -> bool {
-    if let Ok(response) = &out.result {
+async fn write_out(
+    writer: &mut (impl AsyncWrite + Unpin),
+    mut out: Outgoing,
+    shared: &Shared,
+) -> bool {
+    if let Ok(response) = &mut out.result {
         shared.metrics.response(out.api_key, out.started, response);
+        if let Some(r) = &shared.readdressing {
+            readdress(response, &r.listener, &r.book);
+        }
     }
     match encode_response(out) {
         Ok(mut chunks) => {
