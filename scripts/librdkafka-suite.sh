@@ -8,10 +8,14 @@
 #      127.0.0.1 ports), runs every broker test of the suite except those in
 #      tests/librdkafka/skip.txt, and checks the outcome against tests/librdkafka/allowlist.txt:
 #      an allowed test that does not pass fails the run, and so does a passing test that is not
-#      on the list.
+#      on the list (the plain pass);
+#   3. it then does the same against a kafscale standalone with TLS and SASL (SASL_SSL,
+#      SCRAM-SHA-512, certificates made with openssl for the run) for the tests of
+#      tests/librdkafka/security-tests.txt, checked against
+#      tests/librdkafka/security-allowlist.txt (the security pass; --passes chooses).
 # The binary is $KAFSCALE_BIN, else $CARGO_TARGET_DIR/release/kafscale, else
 # target/release/kafscale. Logs go to $LIBRDKAFKA_SUITE_WORKDIR (default: a fresh temp dir),
-# whose path is printed. Each test number has a wall-clock limit and the whole run another
+# whose path is printed. Each test number has a wall-clock limit and each pass another
 # (see run_suite.py --help).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -10,8 +10,10 @@
 #      IAM policies against the code, promtool rule tests; tools from
 #      scripts/install-infra-tools.sh, cached outside the clone)
 #   6. librdkafka's own integration test suite against target/release/kafscale standalone,
-#      checked against tests/librdkafka/allowlist.txt (scripts/librdkafka-suite.sh; the build
-#      of librdkafka and its test-runner is cached outside the clone)
+#      checked against tests/librdkafka/allowlist.txt, then its security pass over SASL_SSL
+#      (tests/librdkafka/security-tests.txt, checked against security-allowlist.txt; about two
+#      minutes) (scripts/librdkafka-suite.sh; the build of librdkafka and its test-runner is
+#      cached outside the clone)
 #   7. python3 -m pytest -q tests/e2e  against target/release/kafscale, also in a private
 #      network namespace with DynamoDB Local (distributed mode runs on it and on moto's S3)
 # Respects CARGO_TARGET_DIR.  Exits non-zero on the first failing step.

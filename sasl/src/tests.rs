@@ -281,8 +281,7 @@ fn plain_salts_the_password_off_the_runtime_thread() {
             let mut session = auth.start("PLAIN").unwrap();
             let mut exchange = std::pin::pin!(session.step(message));
             let first_poll =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(exchange.as_mut().poll(cx)))
-                    .await;
+                std::future::poll_fn(|cx| std::task::Poll::Ready(exchange.as_mut().poll(cx))).await;
             assert!(first_poll.is_pending(), "{message:?}");
             release.send(()).unwrap();
             blocker.await.unwrap().unwrap();
