@@ -242,13 +242,14 @@ def test_addresses_and_probes():
 
 
 # The admin CLI's connection flags, whose variables do not follow the KAFSCALE_FLAG rule.
-ADMIN_CLI_FLAGS = {"KAFSCALE_ADMIN_URL": "--url", "KAFSCALE_ADMIN_TOKEN": "--token"}
+ADMIN_CLI_FLAGS = {"KAFSCALE_ADMIN_URL": "--url", "KAFSCALE_ADMIN_TOKEN": "--token",
+                   "KAFSCALE_ADMIN_TLS_CA": "--tls-ca"}
 
 
 def test_flags_exist_in_the_binary():
     """Every KAFSCALE_* variable the chart sets, with every values file, is a flag of that
     command (`kafscale <mode> --help` lists `--flag` for KAFSCALE_FLAG; the admin CLI's
-    connection variables are --url and --token); skipped without a built binary."""
+    connection variables are --url, --token and --tls-ca); skipped without a built binary."""
     import os
 
     binary = os.environ.get("KAFSCALE_BIN")

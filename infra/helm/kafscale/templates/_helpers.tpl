@@ -190,7 +190,8 @@ TLS and SASL of the listeners of the gateways and of standalone (docs/security.m
 Secrets the user creates. Each Secret is mounted as a directory (never subPath, which is not
 updated), with its keys mapped to fixed file names: when cert-manager renews a certificate,
 the kubelet swaps the files and kafscale picks them up on its next reload check. The
-indexers get none of it: the gateways call them over plain HTTP only.
+indexers get none of it: their HTTP port is the gateways' internal API, with a certificate
+of its own (tls.internal, below).
 */}}
 {{- define "kafscale.tlsDir" -}}/var/run/kafscale/tls{{- end }}
 
@@ -246,6 +247,10 @@ indexers get none of it: the gateways call them over plain HTTP only.
 - name: KAFSCALE_SASL_FAILURE_DELAY_MS
   value: {{ $s.failureDelayMs | int64 | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" $s.authenticationTimeoutMs) }}
+- name: KAFSCALE_SASL_AUTHENTICATION_TIMEOUT_MS
+  value: {{ $s.authenticationTimeoutMs | int64 | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "kafscale.securityVolumes" -}}
@@ -293,9 +298,107 @@ indexers get none of it: the gateways call them over plain HTTP only.
 {{- end }}
 
 {{/* The name of the gateways' HTTP port in their Services: "https" when it serves TLS, so
-the ServiceMonitor scrapes it with its own endpoint (the indexers' stays plain "http"). */}}
+the ServiceMonitor scrapes it with its own endpoint (the indexers' port is named by
+kafscale.indexerPortName). */}}
 {{- define "kafscale.httpPortName" -}}
 {{- ternary "https" "http" (eq (include "kafscale.httpsOn" .) "true") }}
+{{- end }}
+
+{{/*
+HTTPS between tiers (tls.internal, distributed mode only: standalone makes no internal
+calls). The indexers serve their HTTP port (commits, DeleteRecords, the watermark feed, shard
+figures, probes, /metrics) with the certificate of tls.internal.secretName, mounted as a
+directory so that renewals reach them. The gateways mount only the CA of that Secret, never
+the indexers' key, trust nothing else, and check every indexer's certificate against one
+name: the indexers advertise their pod IPs, which no certificate shared by all of them can
+name. The gateways read the CA once at start: a new CA needs a rollout of the gateways.
+*/}}
+{{- define "kafscale.internalTlsDir" -}}{{ include "kafscale.tlsDir" . }}/internal{{- end }}
+{{- define "kafscale.internalCaDir" -}}{{ include "kafscale.tlsDir" . }}/internal-ca{{- end }}
+
+{{/* "true" when the indexers serve HTTPS to the gateways, else "". Refuses a Secret without
+a CA key: the gateways verify the indexers with that CA alone (kafscale never falls back to
+system roots), so without it they could not reach HTTPS indexers at all. */}}
+{{- define "kafscale.internalTlsOn" -}}
+{{- $t := .Values.tls.internal }}
+{{- if and $t.secretName (eq .Values.mode "distributed") }}
+{{- if not $t.caKey }}
+{{- fail "tls.internal.caKey must name the key of tls.internal.secretName holding the CA: the gateways verify the indexers' certificates with that CA only, never system roots" }}
+{{- end }}true
+{{- end }}
+{{- end }}
+
+{{/* The one name every indexer certificate must carry: tls.internal.serverName, else the
+DNS name of the indexers' (headless) Service. */}}
+{{- define "kafscale.internalTlsServerName" -}}
+{{ default (printf "%s-indexer.%s.svc" (include "kafscale.fullname" .) .Release.Namespace) .Values.tls.internal.serverName }}
+{{- end }}
+
+{{/* The indexers' port name in their Service: "indexer-https" with tls.internal, so the
+ServiceMonitor scrapes it with its own endpoint, whose CA and name differ from the gateways'. */}}
+{{- define "kafscale.indexerPortName" -}}
+{{- ternary "indexer-https" "http" (eq (include "kafscale.internalTlsOn" .) "true") }}
+{{- end }}
+
+{{/* The indexers' HTTPS listener; the reload period covers its certificate too. */}}
+{{- define "kafscale.internalTlsServerEnv" -}}
+{{- if eq (include "kafscale.internalTlsOn" .) "true" }}
+{{- $dir := include "kafscale.internalTlsDir" . }}
+- name: KAFSCALE_HTTP_TLS_CERT
+  value: {{ $dir }}/tls.crt
+- name: KAFSCALE_HTTP_TLS_KEY
+  value: {{ $dir }}/tls.key
+{{- if not (kindIs "invalid" .Values.tls.reloadIntervalMs) }}
+- name: KAFSCALE_TLS_RELOAD_INTERVAL_MS
+  value: {{ .Values.tls.reloadIntervalMs | int64 | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.internalTlsServerVolume" -}}
+{{- if eq (include "kafscale.internalTlsOn" .) "true" }}
+{{- $t := .Values.tls.internal }}
+- name: internal-tls
+  secret:
+    secretName: {{ $t.secretName }}
+    defaultMode: 0400
+    items:
+      - {key: {{ $t.certKey | quote }}, path: tls.crt}
+      - {key: {{ $t.keyKey | quote }}, path: tls.key}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.internalTlsServerMount" -}}
+{{- if eq (include "kafscale.internalTlsOn" .) "true" }}
+- {name: internal-tls, mountPath: {{ include "kafscale.internalTlsDir" . }}, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{/* The gateways' side: HTTPS to the indexers, trusting only the CA, checking one name. */}}
+{{- define "kafscale.internalTlsClientEnv" -}}
+{{- if eq (include "kafscale.internalTlsOn" .) "true" }}
+- name: KAFSCALE_INTERNAL_TLS_CA
+  value: {{ include "kafscale.internalCaDir" . }}/ca.crt
+- name: KAFSCALE_INTERNAL_TLS_SERVER_NAME
+  value: {{ include "kafscale.internalTlsServerName" . | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.internalTlsClientVolume" -}}
+{{- if eq (include "kafscale.internalTlsOn" .) "true" }}
+- name: internal-tls-ca
+  secret:
+    secretName: {{ .Values.tls.internal.secretName }}
+    defaultMode: 0400
+    items:
+      - {key: {{ .Values.tls.internal.caKey | quote }}, path: ca.crt}
+{{- end }}
+{{- end }}
+
+{{- define "kafscale.internalTlsClientMount" -}}
+{{- if eq (include "kafscale.internalTlsOn" .) "true" }}
+- {name: internal-tls-ca, mountPath: {{ include "kafscale.internalCaDir" . }}, readOnly: true}
+{{- end }}
 {{- end }}
 
 {{/* The in-cluster name of the gateways' Service: the ingest Service's, or standalone's. The
@@ -309,10 +412,22 @@ certificate unless tls.http.serverName says otherwise. */}}
 {{- end -}}
 {{- end }}
 
-{{/* Where the users Job's admin CLI connects, with the admin token from its Secret. */}}
+{{/* Where the users Job's admin CLI connects, with the admin token from its Secret. With
+tls.http it speaks HTTPS and trusts only the CA of tls.http.caKey (kafscale.usersJobCaDir,
+mounted by the Job); the URL's host is the name the certificate must carry, so it is
+tls.http.serverName when that is set. */}}
+{{- define "kafscale.usersJobCaDir" -}}{{ include "kafscale.tlsDir" . }}/http-ca{{- end }}
+
 {{- define "kafscale.usersJobEnv" -}}
+{{- $h := .Values.tls.http -}}
 - name: KAFSCALE_ADMIN_URL
+{{- if $h.secretName }}
+  value: {{ printf "https://%s:9093" (default (include "kafscale.gatewayHost" .) $h.serverName) | quote }}
+- name: KAFSCALE_ADMIN_TLS_CA
+  value: {{ include "kafscale.usersJobCaDir" . }}/ca.crt
+{{- else }}
   value: {{ printf "http://%s:9093" (include "kafscale.gatewayHost" .) | quote }}
+{{- end }}
 - name: KAFSCALE_ADMIN_TOKEN
   valueFrom:
     secretKeyRef:
