@@ -6,6 +6,7 @@ mod admin_api;
 mod admin_cli;
 mod args;
 mod authz;
+mod cost;
 mod gateway;
 mod http;
 mod indexer;
@@ -56,6 +57,8 @@ enum Command {
     /// Cluster administration: storage setup (init) and the admin API's commands.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// What the cluster's traffic costs per GiB produced, from its request counters.
+    Cost(cost::CostArgs),
 }
 
 impl Command {
@@ -66,7 +69,7 @@ impl Command {
             Command::Ingest(_) => Some("ingest"),
             Command::Fetch(_) => Some("fetch"),
             Command::Indexer(_) => Some("indexer"),
-            Command::Admin(_) => None,
+            Command::Admin(_) | Command::Cost(_) => None,
         }
     }
 }
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             Command::Fetch(args) => gateway::run(GatewayRole::Fetch, args, shutdown).await,
             Command::Indexer(args) => indexer::run(args, shutdown).await,
             Command::Admin(command) => admin::run(command, shutdown).await,
+            Command::Cost(args) => cost::run(args).await,
         }
     });
     // The runtime still runs here: the last exports are spawned onto it.

@@ -13,6 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::meta_store::capacity;
 use crate::meta_store::metrics::{MetaStoreOp, Outcome};
 use crate::meta_store::{
     Item, ItemKey, MetaStore, MetaStoreError, MetaStoreMetrics, Query, WriteOp,
@@ -159,15 +160,6 @@ impl MeteredMetaStore {
     }
 }
 
-/// The DynamoDB request a write batch is.
-fn write_op(ops: &[WriteOp]) -> MetaStoreOp {
-    match ops {
-        [WriteOp::Put { .. }] => MetaStoreOp::UpdateItem,
-        [WriteOp::Delete { .. }] => MetaStoreOp::DeleteItem,
-        _ => MetaStoreOp::TransactWriteItems,
-    }
-}
-
 #[async_trait]
 impl MetaStore for MeteredMetaStore {
     async fn get(&self, key: &ItemKey) -> Result<Option<Item>, MetaStoreError> {
@@ -175,6 +167,10 @@ impl MetaStore for MeteredMetaStore {
         let r = self.inner.get(key).await;
         let read = r.as_ref().map_or(0, |i| u64::from(i.is_some()));
         self.count(MetaStoreOp::GetItem, started, &r, read, 0);
+        if let Ok(item) = &r {
+            let units = capacity::get_units(item.as_ref());
+            self.metrics.charge(MetaStoreOp::GetItem, units, 0);
+        }
         r
     }
 
@@ -183,17 +179,29 @@ impl MetaStore for MeteredMetaStore {
         let r = self.inner.query(query).await;
         let read = r.as_ref().map_or(0, |items| items.len() as u64);
         self.count(MetaStoreOp::Query, started, &r, read, 0);
+        if let Ok(items) = &r {
+            // Counted as one page: the embedded stores do not page.
+            let units = capacity::query_page_units(items);
+            self.metrics.charge(MetaStoreOp::Query, units, 0);
+        }
         r
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
-        let (started, op) = (Instant::now(), write_op(&ops));
+        let (started, op) = (
+            Instant::now(),
+            MetaStoreOp::of_write(&ops.iter().collect::<Vec<_>>()),
+        );
         let written = ops
             .iter()
             .filter(|o| !matches!(o, WriteOp::Check { .. }))
             .count() as u64;
+        let units = capacity::write_units(&ops);
         let r = self.inner.write(ops).await;
         self.count(op, started, &r, 0, written);
+        if r.is_ok() {
+            self.metrics.charge(op, 0, units);
+        }
         r
     }
 

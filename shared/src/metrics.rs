@@ -124,6 +124,8 @@ pub const OBJECT_STORE_DURATION: &str = "kafscale_object_store_request_duration_
 pub const META_STORE_REQUESTS: &str = "kafscale_meta_store_requests_total";
 pub const META_STORE_ERRORS: &str = "kafscale_meta_store_errors_total";
 pub const META_STORE_CONDITION_FAILURES: &str = "kafscale_meta_store_condition_failures_total";
+pub const META_STORE_READ_UNITS: &str = "kafscale_meta_store_read_units_total";
+pub const META_STORE_WRITE_UNITS: &str = "kafscale_meta_store_write_units_total";
 pub const META_STORE_DURATION: &str = "kafscale_meta_store_request_duration_seconds";
 
 use Kind::{Counter, Gauge, Histogram};
@@ -489,6 +491,18 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &["op"],
         "Metadata-store writes refused by their condition (contention, fencing), by operation.",
+    ),
+    def(
+        META_STORE_READ_UNITS,
+        Counter,
+        &["op"],
+        "DynamoDB read units the metadata-store reads would consume (strongly consistent: 4 KB each; counted the same way on every backend), by operation.",
+    ),
+    def(
+        META_STORE_WRITE_UNITS,
+        Counter,
+        &["op"],
+        "DynamoDB write units the metadata-store writes would consume (1 KB each, twice per item in a transaction; counted the same way on every backend), by operation.",
     ),
     def(
         META_STORE_DURATION,

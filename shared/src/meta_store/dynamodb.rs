@@ -86,6 +86,7 @@ use aws_smithy_http_client::tls;
 use bytes::Bytes;
 
 use super::batch::{is_empty_range, validate_batch};
+use super::capacity;
 use super::metrics::{MetaStoreMetrics, MetaStoreOp, Outcome};
 use super::{Condition, Direction, Item, ItemKey, MetaStore, MetaStoreError, Query, WriteOp};
 
@@ -599,6 +600,8 @@ impl MetaStore for DynamoMetaStore {
             u64::from(item.is_some()),
             0,
         );
+        self.metrics
+            .charge(MetaStoreOp::GetItem, capacity::get_units(item.as_ref()), 0);
         Ok(item)
     }
 
@@ -643,8 +646,10 @@ impl MetaStore for DynamoMetaStore {
             let page = out.items.unwrap_or_default();
             self.metrics
                 .record(MetaStoreOp::Query, Outcome::Ok, page.len() as u64, 0);
-            for attributes in &page {
-                let item = parse_item(attributes)?;
+            let page = page.iter().map(parse_item).collect::<Result<Vec<_>, _>>()?;
+            self.metrics
+                .charge(MetaStoreOp::Query, capacity::query_page_units(&page), 0);
+            for item in page {
                 if item.key.pk != query.pk || !plan.admits(&item.key.sk) {
                     continue;
                 }
@@ -703,11 +708,17 @@ impl MetaStore for DynamoMetaStore {
                 )
             })
             .collect();
-        match effective.as_slice() {
-            [] => Ok(()),
+        let result = match effective.as_slice() {
+            [] => return Ok(()),
             [(index, op)] => self.write_one(*index, op).await,
             _ => self.write_transaction(&effective).await,
+        };
+        if result.is_ok() {
+            let sent: Vec<&WriteOp> = effective.iter().map(|(_, op)| *op).collect();
+            let units = capacity::write_units_of(&sent);
+            self.metrics.charge(MetaStoreOp::of_write(&sent), 0, units);
         }
+        result
     }
 
     fn max_batch_ops(&self) -> usize {

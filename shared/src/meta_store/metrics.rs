@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::WriteOp;
 use crate::metrics::{self as names, AtomicHistogram, ScrapeSource, TextWriter};
 
 /// A backend request type.
@@ -54,6 +55,16 @@ impl MetaStoreOp {
         }
     }
 
+    /// The request a write batch is sent as on DynamoDB: a lone `Put` or `Delete` is a
+    /// single-item request, anything else a transaction.
+    pub fn of_write(ops: &[&WriteOp]) -> MetaStoreOp {
+        match ops {
+            [WriteOp::Put { .. }] => MetaStoreOp::UpdateItem,
+            [WriteOp::Delete { .. }] => MetaStoreOp::DeleteItem,
+            _ => MetaStoreOp::TransactWriteItems,
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -72,6 +83,10 @@ pub struct OpStats {
     pub items_read: u64,
     /// Items put or deleted by successful writes (condition checks are not counted).
     pub items_written: u64,
+    /// DynamoDB read units these requests would consume ([`super::capacity`]).
+    pub read_units: u64,
+    /// DynamoDB write units these requests would consume ([`super::capacity`]).
+    pub write_units: u64,
 }
 
 impl std::ops::AddAssign for OpStats {
@@ -81,6 +96,8 @@ impl std::ops::AddAssign for OpStats {
         self.condition_failures += other.condition_failures;
         self.items_read += other.items_read;
         self.items_written += other.items_written;
+        self.read_units += other.read_units;
+        self.write_units += other.write_units;
     }
 }
 
@@ -91,6 +108,8 @@ struct OpCounters {
     condition_failures: AtomicU64,
     items_read: AtomicU64,
     items_written: AtomicU64,
+    read_units: AtomicU64,
+    write_units: AtomicU64,
 }
 
 /// How a request ended, for [`MetaStoreMetrics::record`].
@@ -135,6 +154,13 @@ impl MetaStoreMetrics {
         }
     }
 
+    /// Counts the capacity units a successful request of `op` would consume on DynamoDB.
+    pub fn charge(&self, op: MetaStoreOp, read_units: u64, write_units: u64) {
+        let c = &self.ops[op.index()];
+        c.read_units.fetch_add(read_units, Ordering::Relaxed);
+        c.write_units.fetch_add(write_units, Ordering::Relaxed);
+    }
+
     /// Records the latency of one request of `op`.
     pub fn observe(&self, op: MetaStoreOp, elapsed: Duration) {
         self.latency[op.index()].observe(elapsed);
@@ -154,6 +180,8 @@ impl MetaStoreMetrics {
             condition_failures: c.condition_failures.load(Ordering::Relaxed),
             items_read: c.items_read.load(Ordering::Relaxed),
             items_written: c.items_written.load(Ordering::Relaxed),
+            read_units: c.read_units.load(Ordering::Relaxed),
+            write_units: c.write_units.load(Ordering::Relaxed),
         }
     }
 
@@ -188,6 +216,8 @@ impl ScrapeSource for MetaStoreMetrics {
                 &label,
                 c.condition_failures as f64,
             );
+            out.sample(names::META_STORE_READ_UNITS, &label, c.read_units as f64);
+            out.sample(names::META_STORE_WRITE_UNITS, &label, c.write_units as f64);
             let latency = self.latency[op.index()].snapshot();
             out.histogram(names::META_STORE_DURATION, &label, &latency);
         }
@@ -205,12 +235,15 @@ mod tests {
         m.record(MetaStoreOp::Query, Outcome::Error, 0, 0);
         m.record(MetaStoreOp::UpdateItem, Outcome::ConditionFailed, 0, 0);
         m.record(MetaStoreOp::TransactWriteItems, Outcome::Ok, 0, 7);
+        m.charge(MetaStoreOp::TransactWriteItems, 0, 14);
+        m.charge(MetaStoreOp::Query, 2, 0);
         assert_eq!(
             m.get(MetaStoreOp::Query),
             OpStats {
                 requests: 2,
                 errors: 1,
                 items_read: 3,
+                read_units: 2,
                 ..OpStats::default()
             }
         );
@@ -218,6 +251,7 @@ mod tests {
         assert_eq!(m.get(MetaStoreOp::GetItem), OpStats::default());
         let total = m.total();
         assert_eq!((total.requests, total.items_written), (4, 7));
+        assert_eq!((total.read_units, total.write_units), (2, 14));
         assert_eq!(m.snapshot().len(), MetaStoreOp::ALL.len());
         for (i, op) in MetaStoreOp::ALL.iter().enumerate() {
             assert_eq!(op.index(), i, "ALL is in declaration order");

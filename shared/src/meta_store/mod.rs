@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 mod batch;
+pub mod capacity;
 pub mod conformance;
 pub mod dynamodb;
 mod memory;
