@@ -2,7 +2,8 @@
 # One benchmark of standalone mode: starts `kafscale standalone` on a fresh data directory
 # (extra server flags from $SERVER_ARGS, e.g. "--simulate-object-store s3-standard"), runs
 # kafscale-loadtest with the arguments given, prints the loadtest summary, the server's CPU
-# seconds during the run and per GiB acknowledged, and stops the server.
+# seconds during the run and per GiB acknowledged, what its requests cost per GiB produced
+# (kafscale cost), and stops the server.
 #
 #   bash scripts/bench-standalone.sh --records 1000000 --record-size 1024 --partitions 16
 #
@@ -23,8 +24,12 @@ trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir
 for _ in $(seq 100); do grep -q "listening" "$dir/server.log" && break; sleep 0.1; done
 cpu() { awk '{print $14, $15}' "/proc/$pid/stat"; }  # user and system ticks
 before=$(cpu)
+"$BIN" cost --metrics "http://127.0.0.1:$http/metrics" --save "$dir/cost.json" 2>/dev/null
 "$LOADTEST" --bootstrap "127.0.0.1:$port" --topic bench --json "$dir/result.json" "$@"
 after=$(cpu)
+# What the run's requests cost per GiB (docs/cost.md); $COST_ARGS picks other prices.
+# shellcheck disable=SC2086
+"$BIN" cost --metrics "http://127.0.0.1:$http/metrics" --since "$dir/cost.json" ${COST_ARGS:-}
 python3 - "$dir/result.json" "$before" "$after" <<'PY'
 import json, os, sys
 r = json.load(open(sys.argv[1]))

@@ -264,9 +264,12 @@ fn sasl_listeners_have_tls(specs: &[ListenerSpec]) -> bool {
 /// How the produce tier buffers and flushes.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct IngestArgs {
-    /// Flush the produce buffer at least this often (milliseconds).
-    #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS", default_value_t = 20)]
-    pub(crate) flush_interval_ms: u64,
+    /// Seal a segment at most once per interval on the timer (milliseconds): data waits at
+    /// most this long, data after a quiet spell is sealed at once, and a trickle of traffic
+    /// costs one flush per interval. Default: 20 on local disk, 150 on S3 (or a simulated
+    /// one), where every flush is a PUT and a metadata write (docs/cost.md).
+    #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS")]
+    pub(crate) flush_interval_ms: Option<u64>,
     /// Flush the produce buffer when it holds this many bytes.
     #[arg(long, env = "KAFSCALE_FLUSH_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub(crate) flush_bytes: usize,
@@ -286,6 +289,11 @@ pub(crate) struct IngestArgs {
 
 /// Default `--upload-hedge-ms` against an object store with S3's latency tail.
 const DEFAULT_UPLOAD_HEDGE_MS: u64 = 100;
+/// Default `--flush-interval-ms` on local disk, where a flush costs an fsync.
+const DEFAULT_FLUSH_INTERVAL_MS: u64 = 20;
+/// Default `--flush-interval-ms` on S3, where a flush costs a PUT and a metadata write: at
+/// most 7 flushes a second from the timer (docs/cost.md has the measured trade-off).
+const DEFAULT_OBJECT_STORE_FLUSH_INTERVAL_MS: u64 = 150;
 
 impl IngestArgs {
     /// The cluster-level topic config defaults: `topic_defaults` and `--max-message-bytes`
@@ -299,7 +307,8 @@ impl IngestArgs {
             .with_max_message_bytes(self.max_message_bytes))
     }
 
-    /// `remote_store`: the segments go to S3 (or a simulated S3), where hedging pays.
+    /// `remote_store`: the segments go to S3 (or a simulated S3), where hedging pays and
+    /// flushes cost requests.
     pub(crate) fn config(
         &self,
         shard_count: u32,
@@ -318,9 +327,14 @@ impl IngestArgs {
         } else {
             0
         });
+        let flush_interval_ms = self.flush_interval_ms.unwrap_or(if remote_store {
+            DEFAULT_OBJECT_STORE_FLUSH_INTERVAL_MS
+        } else {
+            DEFAULT_FLUSH_INTERVAL_MS
+        });
         Ok(IngestConfig {
             flush_bytes: self.flush_bytes,
-            flush_interval: Duration::from_millis(self.flush_interval_ms.max(1)),
+            flush_interval: Duration::from_millis(flush_interval_ms.max(1)),
             max_message_bytes: self.max_message_bytes,
             shard_count,
             upload_hedge_after: (hedge_ms > 0).then(|| Duration::from_millis(hedge_ms)),

@@ -1,8 +1,11 @@
 //! The shared produce buffer and its flusher.
 //!
 //! Every accepted batch is appended to the current [`SegmentBuilder`] together with a waiter
-//! for its produce partition. The flusher seals the buffer when it holds `flush_bytes` or when
-//! the oldest batch has waited `flush_interval`, uploads the segment (several uploads may run
+//! for its produce partition. The flusher seals the buffer when it holds `flush_bytes`, or
+//! when it holds anything and `flush_interval` has passed since the previous seal (so no batch
+//! waits longer than that, a batch that arrives after a quiet spell is sealed at once, and a
+//! trickle of traffic costs at most one flush per interval: on an object store every flush is
+//! a PUT and a metadata write, docs/cost.md), uploads the segment (several uploads may run
 //! at once), and commits finished uploads once per indexer shard they touch, each shard's
 //! commits strictly in seal order — so the batches of one partition (and one idempotent
 //! producer) are sequenced in the order they were accepted — while shards never wait for each
@@ -61,11 +64,14 @@ struct Open {
     links: usize,
     /// Set once the flusher has stopped: later appends are refused instead of never answered.
     closed: bool,
+    /// When the previous segment was sealed (`None`: never).
+    previous_seal: Option<Instant>,
 }
 
 impl Open {
-    fn new() -> Self {
+    fn new(previous_seal: Option<Instant>) -> Self {
         Open {
+            previous_seal,
             builder: SegmentBuilder::new(),
             batches: Vec::new(),
             waiters: Vec::new(),
@@ -136,7 +142,7 @@ impl SegmentBuffer {
             config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
         ));
         let buffer = Arc::new(SegmentBuffer {
-            open: Mutex::new(Open::new()),
+            open: Mutex::new(Open::new(None)),
             wake: Notify::new(),
             sealed: Notify::new(),
             budget,
@@ -286,19 +292,18 @@ impl SegmentBuffer {
     /// buffer for good, atomically with the check, so no append can slip in unanswered.
     fn seal(&self, force: bool) -> Option<Sealed> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(opened_at) = open.opened_at else {
+        let Some(due_at) = self.due_at(&open) else {
             if force {
                 open.closed = true;
             }
             return None;
         };
-        let due = force
-            || open.builder.data_bytes() >= self.config.flush_bytes
-            || opened_at.elapsed() >= self.config.flush_interval;
+        let now = Instant::now();
+        let due = force || open.builder.data_bytes() >= self.config.flush_bytes || due_at <= now;
         if !due {
             return None;
         }
-        let open = std::mem::replace(&mut *open, Open::new());
+        let open = std::mem::replace(&mut *open, Open::new(Some(now)));
         self.sealed.notify_waiters();
         let built = open.builder.finish_in(&self.segment_buffers);
         metrics::counter!(names::SEGMENT_FLUSHES).increment(1);
@@ -317,9 +322,19 @@ impl SegmentBuffer {
         })
     }
 
+    /// When the open segment is due on the timer: an interval after the previous seal, or at
+    /// once if that has passed (`None`: it is empty).
+    fn due_at(&self, open: &Open) -> Option<Instant> {
+        let opened_at = open.opened_at?;
+        Some(match open.previous_seal {
+            Some(sealed) => opened_at.max(sealed + self.config.flush_interval),
+            None => opened_at,
+        })
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.opened_at.map(|t| t + self.config.flush_interval)
+        self.due_at(&open)
     }
 
     /// Runs the flusher until `shutdown` fires; then flushes what is buffered and returns
@@ -931,9 +946,9 @@ mod tests {
                 .append(topic, 0, one_record_batch(&[7u8; 1000]), &Span::none())
                 .await
         };
-        // Two batches fill a segment; it is sealed and its upload takes the only slot.
+        // The first batch after a quiet spell is sealed at once; its upload takes the only
+        // slot.
         let mut answers = vec![append(buffer.clone()).await.unwrap()];
-        answers.push(append(buffer.clone()).await.unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         while store.puts.load(Ordering::SeqCst) == 0 {
             assert!(
@@ -951,7 +966,7 @@ mod tests {
         }
         assert!(
             !waiting.is_finished(),
-            "a fifth batch joined a full segment"
+            "a fourth batch joined a full segment"
         );
         assert_eq!(
             buffer.open.lock().unwrap().builder.data_bytes(),
@@ -968,6 +983,91 @@ mod tests {
         for answer in answers {
             assert!(answer.await.expect("answered").is_ok());
         }
+        flusher.await.unwrap();
+    }
+
+    /// A batch that arrives after a quiet spell does not wait for the flush interval (here an
+    /// hour): it is sealed at once. The next one, right behind it, waits for the interval.
+    #[tokio::test]
+    async fn a_batch_after_a_quiet_spell_is_sealed_at_once_and_the_next_waits() {
+        let buffer = SegmentBuffer::new(IngestConfig {
+            flush_interval: Duration::from_secs(3600),
+            ..IngestConfig::default()
+        });
+        let store = Arc::new(MemoryObjectStore::new());
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(buffer.clone().run_flusher(
+            store.clone(),
+            Arc::new(OneShardStuck::none()),
+            shutdown.clone(),
+        ));
+        let topic = Uuid::new_v4();
+        let first = buffer
+            .append(topic, 0, one_record_batch(b"a"), &Span::none())
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .expect("the first batch waited for the flush interval")
+            .expect("answered");
+        assert!(outcome.is_ok());
+        let second = buffer
+            .append(topic, 0, one_record_batch(b"b"), &Span::none())
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            buffer.open.lock().unwrap().builder.data_bytes() > 0,
+            "the second batch was sealed before the interval"
+        );
+        shutdown.cancel();
+        assert!(second.await.expect("answered at shutdown").is_ok());
+        flusher.await.unwrap();
+        assert_eq!(store.list("").await.unwrap().len(), 2);
+    }
+
+    /// A steady trickle of produce requests costs one flush per interval, not one per
+    /// request, and none of them waits longer than the interval (on a paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_trickle_is_flushed_once_per_interval() {
+        let interval = Duration::from_millis(100);
+        let buffer = SegmentBuffer::new(IngestConfig {
+            flush_interval: interval,
+            ..IngestConfig::default()
+        });
+        let store = Arc::new(MemoryObjectStore::new());
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(buffer.clone().run_flusher(
+            store.clone(),
+            Arc::new(OneShardStuck::none()),
+            shutdown.clone(),
+        ));
+        let topic = Uuid::new_v4();
+        let mut answers = Vec::new();
+        // 100 requests, one every 10 ms: a second of traffic.
+        for i in 0..100u8 {
+            let sent = Instant::now();
+            let rx = buffer
+                .append(topic, 0, one_record_batch(&[i]), &Span::none())
+                .await
+                .unwrap();
+            answers.push(tokio::spawn(async move {
+                let outcome = rx.await.expect("answered");
+                (outcome.is_ok(), sent.elapsed())
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for answer in answers {
+            let (ok, waited) = answer.await.unwrap();
+            assert!(ok);
+            assert!(waited <= interval, "a request waited {waited:?}");
+        }
+        let segments = store.list("").await.unwrap().len();
+        // The first request is sealed at once, then one segment per 100 ms of the second.
+        assert!((10..=12).contains(&segments), "{segments} segments");
+        shutdown.cancel();
         flusher.await.unwrap();
     }
 

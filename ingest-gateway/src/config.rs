@@ -7,7 +7,10 @@ use std::time::Duration;
 pub struct IngestConfig {
     /// Flush when this many batch bytes are buffered.
     pub flush_bytes: usize,
-    /// Flush at most this long after the first batch of a segment was buffered.
+    /// Seal at most one segment per interval on the timer (a full one is sealed at once): a
+    /// segment is sealed when this long has passed since the previous seal and it holds data,
+    /// so no batch waits longer than this, data arriving after a quiet spell is sealed at
+    /// once, and a steady trickle costs at most one flush (a PUT and a commit) per interval.
     pub flush_interval: Duration,
     /// Largest record batch accepted (Kafka's `max.message.bytes`).
     pub max_message_bytes: usize,

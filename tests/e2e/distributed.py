@@ -233,6 +233,9 @@ class Cluster:
             "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY", "kafscaletest"),
             "AWS_REGION": env.get("AWS_REGION", "us-east-1"),
             "AWS_EC2_METADATA_DISABLED": "true",
+            # The latency setting rather than the S3 default (150 ms, a cost bound), so that
+            # the suite's many produce round trips stay short; test_cost.py covers the default.
+            "KAFSCALE_FLUSH_INTERVAL_MS": "20",
         })
         env.update(self.extra_env)
         return env

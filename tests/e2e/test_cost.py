@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 from confluent_kafka import Producer
@@ -20,7 +21,7 @@ from confluent_kafka import Producer
 import kafka_helpers as kh
 from conftest import kafscale_binary
 
-pytestmark = pytest.mark.deadline(120)
+pytestmark = pytest.mark.deadline(180)
 
 GIB = float(1 << 30)
 RECORDS = 3000
@@ -117,3 +118,32 @@ def test_cost_refuses_what_it_cannot_price(kafscale, tmp_path):
                            f"http://127.0.0.1:{kh.free_port()}/metrics"],
                           capture_output=True, text=True, timeout=30)
     assert dead.returncode != 0 and "scraping http://127.0.0.1:" in dead.stderr, dead.stderr
+
+
+def test_a_trickle_on_an_object_store_costs_one_flush_per_interval(kafscale_factory):
+    """On S3 (a simulated one here) the default flush interval is 150 ms: a producer sending
+    one record every 20 ms for 2 s makes about fifteen flushes, not a hundred, and loses nothing."""
+    server = kafscale_factory(["--simulate-object-store", "s3-standard",
+                               "--simulate-meta-store", "dynamodb"], name="s3-preset")
+    topic = "trickle"
+    kh.confluent_create_topic(server.bootstrap, topic, 1)
+    flushes_before = kh.metric_value(server, "kafscale_segment_flushes_total")
+    producer = Producer({"bootstrap.servers": server.bootstrap, "acks": "all", "linger.ms": 0})
+    delivered, failures = [], []
+    sends = 100
+    started = time.monotonic()
+    for i in range(sends):
+        producer.produce(topic, value=str(i).encode(),
+                         on_delivery=lambda err, msg: failures.append(err) if err else delivered.append(msg))
+        producer.poll(0)
+        # The pace of the load, not a wait for a condition.
+        time.sleep(0.02)
+    assert producer.flush(30) == 0
+    elapsed = time.monotonic() - started
+    assert not failures and len(delivered) == sends
+    flushes = kh.metric_value(server, "kafscale_segment_flushes_total") - flushes_before
+    # One flush per 150 ms of the run, plus the first (sealed at once) and the last.
+    assert flushes <= elapsed / 0.15 + 2, (flushes, elapsed)
+    print(f"{sends} sends in {elapsed:.2f} s: {flushes:.0f} flushes")
+    offsets = sorted(m.offset() for m in delivered)
+    assert offsets == list(range(sends))
