@@ -212,6 +212,23 @@ def test_schema_refuses_unknown_and_mistyped_values():
         assert out.returncode != 0 and "schema" in out.stderr, (bad, out.stderr)
 
 
+def test_client_services_prefer_the_clients_zone():
+    """Kafka clients reach the gateways through the ingest and fetch Services; connections
+    that cross zones cost $0.02 per GiB (docs/cost.md), so those Services ask for endpoints
+    in the client's zone. An empty value leaves the cluster's default; others are refused."""
+    values = tools.CHART / "ci" / "default-values.yaml"
+    objs = tools.render(values)
+    for tier in ("ingest", "fetch"):
+        assert tools.one(objs, "Service", f"kafscale-{tier}")["spec"]["trafficDistribution"] == "PreferClose"
+    for headless in ("kafscale-fetch-headless", "kafscale-indexer"):
+        assert "trafficDistribution" not in tools.one(objs, "Service", headless)["spec"]
+    objs = tools.render(values, "ingest.service.trafficDistribution=")
+    assert "trafficDistribution" not in tools.one(objs, "Service", "kafscale-ingest")["spec"]
+    assert tools.one(objs, "Service", "kafscale-fetch")["spec"]["trafficDistribution"] == "PreferClose"
+    out = tools.template(values, "fetch.service.trafficDistribution=Anywhere", check=False)
+    assert out.returncode != 0 and "schema" in out.stderr, out.stderr
+
+
 def env_of(container: dict) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
