@@ -19,7 +19,7 @@ use kafscale_shared::meta_store::{MetaStore, MetaStoreMetrics};
 use kafscale_shared::object_store::block_cache::DEFAULT_BLOCK_BYTES;
 use kafscale_shared::object_store::{BlockCache, ObjectStore, ObjectStoreMetrics};
 use kafscale_shared::simulated_latency::{
-    MetaStoreLatency, ObjectStoreLatency, SimulatedMetaStore, SimulatedObjectStore,
+    KeyThroughput, MetaStoreLatency, ObjectStoreLatency, SimulatedMetaStore, SimulatedObjectStore,
 };
 use kafscale_shared::topic_api::{TopicApi, TopicSettings, node_id_for_addr};
 use kafscale_shared::topic_config::ClusterDefaults;
@@ -535,6 +535,15 @@ pub(crate) struct SimulationArgs {
         default_value = "none"
     )]
     simulate_meta_store: MetaStoreLatencyPreset,
+    /// Write units a second one partition key may take in the simulated DynamoDB
+    /// (--simulate-meta-store dynamodb; one partition's limit is 1,000; a lower figure stands for the other gateways writing the
+    /// same keys, docs/cost.md). Reads get three times as much.
+    #[arg(
+        long,
+        env = "KAFSCALE_SIMULATE_KEY_WRITE_UNITS",
+        default_value_t = 1000
+    )]
+    simulate_key_write_units: u32,
     /// Inject faults into store requests: for tests and chaos runs, never production. E.g.
     /// `error=0.05,lost=0.05,timeout=0.01,spike=0.1,spike-ms=500,timeout-ms=2000,seed=7,ops=put+meta-write`
     /// (docs/operations.md, "Fault injection").
@@ -579,6 +588,7 @@ impl SimulatedRequests {
                     info!(
                         op = op.name(),
                         requests = c.requests,
+                        errors = c.errors,
                         condition_failures = c.condition_failures,
                         items_read = c.items_read,
                         items_written = c.items_written,
@@ -621,7 +631,15 @@ impl SimulationArgs {
             MetaStoreLatencyPreset::None => meta,
             MetaStoreLatencyPreset::Dynamodb => {
                 info!("simulating DynamoDB latency on the metadata store");
-                let s = SimulatedMetaStore::new(meta, MetaStoreLatency::DYNAMODB);
+                let write_units = f64::from(self.simulate_key_write_units.max(1));
+                let latency = MetaStoreLatency {
+                    per_key: Some(KeyThroughput {
+                        write_units_per_sec: write_units,
+                        read_units_per_sec: 3.0 * write_units,
+                    }),
+                    ..MetaStoreLatency::DYNAMODB
+                };
+                let s = SimulatedMetaStore::new(meta, latency);
                 counts.meta = Some(s.metrics());
                 Arc::new(s)
             }

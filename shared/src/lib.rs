@@ -29,6 +29,7 @@ pub mod segment;
 pub mod sequencer;
 pub mod shards;
 pub mod simulated_latency;
+pub mod simulated_throughput;
 pub mod tls_reload;
 pub mod topic_api;
 pub mod topic_config;

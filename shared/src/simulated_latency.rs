@@ -19,6 +19,10 @@
 //! | DynamoDB | Query | 6 ms | 18 ms | – |
 //! | DynamoDB | UpdateItem, DeleteItem | 6 ms | 18 ms | – |
 //! | DynamoDB | TransactWriteItems | 12 ms | 35 ms | – |
+//!
+//! The DynamoDB preset also limits each partition key to one DynamoDB partition's throughput
+//! (1,000 write and 3,000 read units a second; [`crate::simulated_throughput`]) and refuses
+//! what is beyond it as a throttled, retriable request.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -34,6 +38,8 @@ use crate::meta_store::{
 use crate::object_store::{
     ObjectMeta, ObjectStore, ObjectStoreError, ObjectStoreMetrics, ObjectStoreOp,
 };
+pub use crate::simulated_throughput::KeyThroughput;
+use crate::simulated_throughput::{KeyBuckets, Throttled};
 
 /// One operation's latency: log-normal through `p50` and `p99`, plus `per_mib` of payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +106,8 @@ pub struct MetaStoreLatency {
     pub write_one: LatencyModel,
     /// An atomic multi-item write.
     pub transaction: LatencyModel,
+    /// The throughput one partition key may take (`None`: unlimited).
+    pub per_key: Option<KeyThroughput>,
 }
 
 impl MetaStoreLatency {
@@ -108,6 +116,7 @@ impl MetaStoreLatency {
         query: LatencyModel::new(6, 18, 0),
         write_one: LatencyModel::new(6, 18, 0),
         transaction: LatencyModel::new(12, 35, 0),
+        per_key: Some(KeyThroughput::DYNAMODB),
     };
 }
 
@@ -253,6 +262,7 @@ pub struct SimulatedMetaStore {
     latency: MetaStoreLatency,
     dice: Dice,
     metrics: Arc<MetaStoreMetrics>,
+    limits: Option<KeyBuckets>,
 }
 
 impl SimulatedMetaStore {
@@ -262,7 +272,26 @@ impl SimulatedMetaStore {
             latency,
             dice: Dice::new(0x5eed_d1ce),
             metrics: Arc::new(MetaStoreMetrics::new()),
+            limits: latency.per_key.map(KeyBuckets::new),
         }
+    }
+
+    /// Refuses a request whose partition key is over its throughput, as DynamoDB does.
+    fn check_limit(
+        &self,
+        op: MetaStoreOp,
+        take: impl FnOnce(&KeyBuckets) -> Result<(), Throttled>,
+    ) -> Result<(), MetaStoreError> {
+        let Some(limits) = &self.limits else {
+            return Ok(());
+        };
+        take(limits).map_err(|Throttled { pk }| {
+            self.metrics.record(op, Outcome::Error, 0, 0);
+            MetaStoreError::Unavailable(format!(
+                "{}: throttled, partition key {pk} is over one DynamoDB partition's throughput (simulated)",
+                op.name()
+            ))
+        })
     }
 
     /// Requests by DynamoDB operation, since start.
@@ -284,6 +313,9 @@ impl MetaStore for SimulatedMetaStore {
     async fn get(&self, key: &ItemKey) -> Result<Option<Item>, MetaStoreError> {
         self.dice.wait(&self.latency.get, 0).await;
         let r = self.inner.get(key).await;
+        if let Ok(item) = &r {
+            self.check_limit(MetaStoreOp::GetItem, |l| l.take_get(key, item.as_ref()))?;
+        }
         let read = r.as_ref().map_or(0, |i| u64::from(i.is_some()));
         self.metrics
             .record(MetaStoreOp::GetItem, outcome(&r), read, 0);
@@ -292,7 +324,11 @@ impl MetaStore for SimulatedMetaStore {
 
     async fn query(&self, query: Query) -> Result<Vec<Item>, MetaStoreError> {
         self.dice.wait(&self.latency.query, 0).await;
+        let pk = query.pk.clone();
         let r = self.inner.query(query).await;
+        if let Ok(items) = &r {
+            self.check_limit(MetaStoreOp::Query, |l| l.take_reads(&pk, items))?;
+        }
         let read = r.as_ref().map_or(0, |items| items.len() as u64);
         self.metrics
             .record(MetaStoreOp::Query, outcome(&r), read, 0);
@@ -300,16 +336,17 @@ impl MetaStore for SimulatedMetaStore {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
-        let (op, model) = match ops.as_slice() {
-            [WriteOp::Put { .. }] => (MetaStoreOp::UpdateItem, &self.latency.write_one),
-            [WriteOp::Delete { .. }] => (MetaStoreOp::DeleteItem, &self.latency.write_one),
-            _ => (MetaStoreOp::TransactWriteItems, &self.latency.transaction),
+        let op = MetaStoreOp::of_write(&ops.iter().collect::<Vec<_>>());
+        let model = match op {
+            MetaStoreOp::TransactWriteItems => &self.latency.transaction,
+            _ => &self.latency.write_one,
         };
         let written = ops
             .iter()
             .filter(|o| !matches!(o, WriteOp::Check { .. }))
             .count() as u64;
         self.dice.wait(model, 0).await;
+        self.check_limit(op, |l| l.take_writes(&ops))?;
         let r = self.inner.write(ops).await;
         self.metrics.record(op, outcome(&r), 0, written);
         r

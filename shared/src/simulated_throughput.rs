@@ -1,0 +1,200 @@
+//! DynamoDB's throughput limit per partition key, for the simulated metadata store.
+//!
+//! DynamoDB spreads a table over partitions by the hash of the partition key, and one
+//! partition serves at most about 1,000 write units and 3,000 read units a second, however much
+//! the table as a whole may take (on-demand or provisioned). Adaptive capacity can give a hot
+//! key a partition of its own, but not more than one: one partition key's items can never take
+//! more than that. A request beyond it is refused with a throttling error, which the SDK
+//! retries and the store reports as `Unavailable` (retriable).
+//!
+//! So a key design that sends every write of a busy topic to one partition key throttles long
+//! before the gateways are busy; simulating the limit on one machine shows where. The limit
+//! is a token bucket per partition key, refilled continuously and holding one second of
+//! throughput (DynamoDB's burst capacity is larger for provisioned tables, and absent for a key
+//! that is already hot).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+
+use crate::meta_store::capacity;
+use crate::meta_store::{Item, ItemKey, WriteOp};
+
+/// Units a second one partition key may consume.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyThroughput {
+    pub write_units_per_sec: f64,
+    pub read_units_per_sec: f64,
+}
+
+impl KeyThroughput {
+    /// One DynamoDB partition's limits.
+    pub const DYNAMODB: KeyThroughput = KeyThroughput {
+        write_units_per_sec: 1000.0,
+        read_units_per_sec: 3000.0,
+    };
+}
+
+#[derive(Debug)]
+struct Bucket {
+    write_tokens: f64,
+    read_tokens: f64,
+    refilled: Instant,
+}
+
+/// The buckets of every partition key seen so far.
+#[derive(Debug)]
+pub(crate) struct KeyBuckets {
+    limit: KeyThroughput,
+    by_pk: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A request refused because a partition key is over its throughput.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Throttled {
+    pub pk: String,
+}
+
+impl KeyBuckets {
+    pub(crate) fn new(limit: KeyThroughput) -> Self {
+        KeyBuckets {
+            limit,
+            by_pk: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes the write units of `ops` from their keys' buckets, all or none.
+    pub(crate) fn take_writes(&self, ops: &[WriteOp]) -> Result<(), Throttled> {
+        let transaction = !matches!(ops, [WriteOp::Put { .. } | WriteOp::Delete { .. }]);
+        let mut units: HashMap<&str, f64> = HashMap::new();
+        for op in ops {
+            let one = capacity::write_units(std::slice::from_ref(op)) as f64;
+            *units.entry(op.key().pk.as_str()).or_default() +=
+                if transaction { 2.0 * one } else { one };
+        }
+        self.take(units, |b| &mut b.write_tokens)
+    }
+
+    /// Takes the read units of a read of `items` under partition key `pk`.
+    pub(crate) fn take_reads(&self, pk: &str, items: &[Item]) -> Result<(), Throttled> {
+        let units = capacity::query_page_units(items) as f64;
+        self.take(HashMap::from([(pk, units)]), |b| &mut b.read_tokens)
+    }
+
+    /// Takes the read units of a `GetItem` of `key`.
+    pub(crate) fn take_get(&self, key: &ItemKey, item: Option<&Item>) -> Result<(), Throttled> {
+        let units = capacity::get_units(item) as f64;
+        self.take(HashMap::from([(key.pk.as_str(), units)]), |b| {
+            &mut b.read_tokens
+        })
+    }
+
+    fn take(
+        &self,
+        units: HashMap<&str, f64>,
+        tokens: impl Fn(&mut Bucket) -> &mut f64,
+    ) -> Result<(), Throttled> {
+        let now = Instant::now();
+        let mut buckets = self.by_pk.lock().unwrap_or_else(|e| e.into_inner());
+        for (pk, wanted) in &units {
+            let bucket = buckets
+                .entry((*pk).to_owned())
+                .or_insert_with(|| self.full_bucket(now));
+            self.refill(bucket, now);
+            if *tokens(bucket) < *wanted {
+                return Err(Throttled {
+                    pk: (*pk).to_owned(),
+                });
+            }
+        }
+        for (pk, wanted) in units {
+            if let Some(bucket) = buckets.get_mut(pk) {
+                *tokens(bucket) -= wanted;
+            }
+        }
+        Ok(())
+    }
+
+    fn full_bucket(&self, now: Instant) -> Bucket {
+        Bucket {
+            write_tokens: self.limit.write_units_per_sec,
+            read_tokens: self.limit.read_units_per_sec,
+            refilled: now,
+        }
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        let seconds = now.duration_since(bucket.refilled).as_secs_f64();
+        bucket.refilled = now;
+        bucket.write_tokens = (bucket.write_tokens + seconds * self.limit.write_units_per_sec)
+            .min(self.limit.write_units_per_sec);
+        bucket.read_tokens = (bucket.read_tokens + seconds * self.limit.read_units_per_sec)
+            .min(self.limit.read_units_per_sec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::meta_store::Condition;
+
+    fn puts(pk: &str, count: usize) -> Vec<WriteOp> {
+        (0..count)
+            .map(|i| WriteOp::Put {
+                key: ItemKey::new(pk, format!("{i:05}")),
+                value: Bytes::from_static(b"row"),
+                condition: Condition::None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_partition_key_gets_a_thousand_write_units_a_second() {
+        let buckets = KeyBuckets::new(KeyThroughput::DYNAMODB);
+        // Five transactions of 100 items: 200 units each, the key's whole second.
+        for _ in 0..5 {
+            buckets
+                .take_writes(&puts("part/hot", 100))
+                .expect("within the limit");
+        }
+        let refused = buckets.take_writes(&puts("part/hot", 1)).unwrap_err();
+        assert_eq!(refused.pk, "part/hot");
+        // A transaction touching the hot key and a cold one is refused whole, and takes
+        // nothing from the cold one.
+        let mut mixed = puts("part/cold", 50);
+        mixed.extend(puts("part/hot", 1));
+        assert!(buckets.take_writes(&mixed).is_err());
+        for _ in 0..10 {
+            buckets
+                .take_writes(&puts("part/cold", 50))
+                .expect("other keys are not limited");
+        }
+        // Half a second later, half a second of throughput is back.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        for _ in 0..2 {
+            buckets
+                .take_writes(&puts("part/hot", 100))
+                .expect("refilled");
+        }
+        assert!(buckets.take_writes(&puts("part/hot", 100)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_have_a_limit_of_their_own() {
+        let buckets = KeyBuckets::new(KeyThroughput::DYNAMODB);
+        let key = ItemKey::new("idx/t/0", "0");
+        for _ in 0..3000 {
+            buckets.take_get(&key, None).expect("within the limit");
+        }
+        assert!(buckets.take_get(&key, None).is_err());
+        assert!(buckets.take_reads("idx/t/1", &[]).is_ok());
+        buckets
+            .take_writes(&puts("idx/t/0", 1))
+            .expect("writes are apart");
+    }
+}
