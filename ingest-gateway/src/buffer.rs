@@ -986,12 +986,18 @@ mod tests {
         flusher.await.unwrap();
     }
 
-    /// A batch that arrives after a quiet spell does not wait for the flush interval (here an
-    /// hour): it is sealed at once. The next one, right behind it, waits for the interval.
-    #[tokio::test]
-    async fn a_batch_after_a_quiet_spell_is_sealed_at_once_and_the_next_waits() {
+    /// A buffer flushing every `flush_interval` into a memory store, committed by a sequencer
+    /// that answers at once.
+    fn running(
+        flush_interval: Duration,
+    ) -> (
+        Arc<SegmentBuffer>,
+        Arc<MemoryObjectStore>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let buffer = SegmentBuffer::new(IngestConfig {
-            flush_interval: Duration::from_secs(3600),
+            flush_interval,
             ..IngestConfig::default()
         });
         let store = Arc::new(MemoryObjectStore::new());
@@ -1001,6 +1007,14 @@ mod tests {
             Arc::new(OneShardStuck::none()),
             shutdown.clone(),
         ));
+        (buffer, store, shutdown, flusher)
+    }
+
+    /// A batch that arrives after a quiet spell does not wait for the flush interval (here an
+    /// hour): it is sealed at once. The next one, right behind it, waits for the interval.
+    #[tokio::test]
+    async fn a_batch_after_a_quiet_spell_is_sealed_at_once_and_the_next_waits() {
+        let (buffer, store, shutdown, flusher) = running(Duration::from_secs(3600));
         let topic = Uuid::new_v4();
         let first = buffer
             .append(topic, 0, one_record_batch(b"a"), &Span::none())
@@ -1033,17 +1047,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_steady_trickle_is_flushed_once_per_interval() {
         let interval = Duration::from_millis(100);
-        let buffer = SegmentBuffer::new(IngestConfig {
-            flush_interval: interval,
-            ..IngestConfig::default()
-        });
-        let store = Arc::new(MemoryObjectStore::new());
-        let shutdown = CancellationToken::new();
-        let flusher = tokio::spawn(buffer.clone().run_flusher(
-            store.clone(),
-            Arc::new(OneShardStuck::none()),
-            shutdown.clone(),
-        ));
+        let (buffer, store, shutdown, flusher) = running(interval);
         let topic = Uuid::new_v4();
         let mut answers = Vec::new();
         // 100 requests, one every 10 ms: a second of traffic.
