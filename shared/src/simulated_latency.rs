@@ -22,7 +22,10 @@
 //!
 //! The DynamoDB preset also limits each partition key to one DynamoDB partition's throughput
 //! (1,000 write and 3,000 read units a second; [`crate::simulated_throughput`]) and refuses
-//! what is beyond it as a throttled, retriable request.
+//! what is beyond it as a throttled, retriable request. The S3 Standard preset limits each key
+//! prefix (up to the last `/`) to 3,500 PUT-class and 5,500 GET-class requests a second and
+//! answers beyond that with a retriable SlowDown error; S3 Express directory buckets have no
+//! per-prefix limit.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -38,8 +41,9 @@ use crate::meta_store::{
 use crate::object_store::{
     ObjectMeta, ObjectStore, ObjectStoreError, ObjectStoreMetrics, ObjectStoreOp,
 };
-pub use crate::simulated_throughput::KeyThroughput;
+use crate::simulated_throughput::Class;
 use crate::simulated_throughput::{KeyBuckets, Throttled};
+pub use crate::simulated_throughput::{KeyThroughput, KeyUsage};
 
 /// One operation's latency: log-normal through `p50` and `p99`, plus `per_mib` of payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,6 +86,8 @@ pub struct ObjectStoreLatency {
     pub get: LatencyModel,
     /// HEAD, LIST and DELETE.
     pub other: LatencyModel,
+    /// The requests one key prefix may take a second (`None`: unlimited).
+    pub per_prefix: Option<KeyThroughput>,
 }
 
 impl ObjectStoreLatency {
@@ -89,12 +95,19 @@ impl ObjectStoreLatency {
         put: LatencyModel::new(30, 150, 8),
         get: LatencyModel::new(15, 80, 8),
         other: LatencyModel::new(10, 60, 0),
+        per_prefix: Some(KeyThroughput::S3_PREFIX),
     };
     pub const S3_EXPRESS: ObjectStoreLatency = ObjectStoreLatency {
         put: LatencyModel::new(5, 15, 4),
         get: LatencyModel::new(3, 10, 4),
         other: LatencyModel::new(3, 10, 0),
+        per_prefix: None,
     };
+}
+
+/// The S3 prefix `key` counts against: everything up to its last `/`.
+fn prefix_of(key: &str) -> &str {
+    key.rfind('/').map_or("", |i| &key[..=i])
 }
 
 /// Latencies of a metadata store's requests.
@@ -154,6 +167,7 @@ pub struct SimulatedObjectStore {
     latency: ObjectStoreLatency,
     dice: Dice,
     metrics: Arc<ObjectStoreMetrics>,
+    limits: Option<KeyBuckets>,
 }
 
 impl SimulatedObjectStore {
@@ -163,7 +177,40 @@ impl SimulatedObjectStore {
             latency,
             dice: Dice::new(0x5eed_0b1e),
             metrics: Arc::new(ObjectStoreMetrics::new()),
+            limits: latency.per_prefix.map(KeyBuckets::new),
         }
+    }
+
+    /// Refuses a request whose key prefix is over its request rate, as S3 does (503 SlowDown,
+    /// which clients retry).
+    fn check_limit(
+        &self,
+        op: ObjectStoreOp,
+        key: &str,
+        class: Class,
+    ) -> Result<(), ObjectStoreError> {
+        let Some(limits) = &self.limits else {
+            return Ok(());
+        };
+        limits
+            .take_request(prefix_of(key), class)
+            .map_err(|Throttled { pk }| {
+                self.metrics.request(op);
+                self.metrics.error(op);
+                ObjectStoreError::Io {
+                    key: key.to_owned(),
+                    source: std::io::Error::other(format!(
+                        "SlowDown: prefix {pk:?} is over S3's request rate per prefix (simulated)"
+                    )),
+                }
+            })
+    }
+
+    /// Requests granted and refused per key prefix (empty without a per-prefix limit).
+    pub fn prefix_usage(&self) -> Vec<(String, KeyUsage)> {
+        self.limits
+            .as_ref()
+            .map_or_else(Vec::new, KeyBuckets::usage)
     }
 
     /// Requests by operation, since start.
@@ -183,6 +230,7 @@ impl SimulatedObjectStore {
 impl ObjectStore for SimulatedObjectStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
         let n = data.len() as u64;
+        self.check_limit(ObjectStoreOp::Put, key, Class::Write)?;
         self.dice.wait(&self.latency.put, n).await;
         let r = self.inner.put(key, data).await;
         self.count(ObjectStoreOp::Put, &r);
@@ -191,6 +239,7 @@ impl ObjectStore for SimulatedObjectStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError> {
+        self.check_limit(ObjectStoreOp::Get, key, Class::Read)?;
         let r = self.inner.get(key).await;
         let n = r.as_ref().map_or(0, |b| b.len() as u64);
         self.dice.wait(&self.latency.get, n).await;
@@ -200,6 +249,7 @@ impl ObjectStore for SimulatedObjectStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectStoreError> {
+        self.check_limit(ObjectStoreOp::GetRange, key, Class::Read)?;
         self.dice
             .wait(&self.latency.get, range.end.saturating_sub(range.start))
             .await;
@@ -217,6 +267,7 @@ impl ObjectStore for SimulatedObjectStore {
         key: &str,
         range: Range<u64>,
     ) -> Result<Bytes, ObjectStoreError> {
+        self.check_limit(ObjectStoreOp::GetRange, key, Class::Read)?;
         // The transfer time is that of the bytes the object actually holds.
         let r = self.inner.get_range_capped(key, range).await;
         let n = r.as_ref().map_or(0, |b| b.len() as u64);
@@ -227,6 +278,7 @@ impl ObjectStore for SimulatedObjectStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
+        self.check_limit(ObjectStoreOp::Head, key, Class::Read)?;
         self.dice.wait(&self.latency.other, 0).await;
         let r = self.inner.head(key).await;
         self.count(ObjectStoreOp::Head, &r);
@@ -234,6 +286,7 @@ impl ObjectStore for SimulatedObjectStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError> {
+        self.check_limit(ObjectStoreOp::List, prefix, Class::Write)?;
         self.dice.wait(&self.latency.other, 0).await;
         let r = self.inner.list(prefix).await;
         self.count(ObjectStoreOp::List, &r);
@@ -241,6 +294,7 @@ impl ObjectStore for SimulatedObjectStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+        self.check_limit(ObjectStoreOp::Delete, key, Class::Write)?;
         self.dice.wait(&self.latency.other, 0).await;
         let r = self.inner.delete(key).await;
         self.count(ObjectStoreOp::Delete, &r);
@@ -248,6 +302,10 @@ impl ObjectStore for SimulatedObjectStore {
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), ObjectStoreError> {
+        // One DeleteObjects request, counted against the prefix of its first key.
+        if let Some(first) = keys.first() {
+            self.check_limit(ObjectStoreOp::DeleteMany, first, Class::Write)?;
+        }
         self.dice.wait(&self.latency.other, 0).await;
         let r = self.inner.delete_many(keys).await;
         self.count(ObjectStoreOp::DeleteMany, &r);
@@ -297,6 +355,14 @@ impl SimulatedMetaStore {
     /// Requests by DynamoDB operation, since start.
     pub fn metrics(&self) -> Arc<MetaStoreMetrics> {
         self.metrics.clone()
+    }
+
+    /// Units granted and requests refused per partition key, busiest writer first (empty
+    /// without a per-key limit).
+    pub fn key_usage(&self) -> Vec<(String, KeyUsage)> {
+        self.limits
+            .as_ref()
+            .map_or_else(Vec::new, KeyBuckets::usage)
     }
 }
 
@@ -379,6 +445,44 @@ mod tests {
         let one = model.delay(1 << 20, 0.5, 0.25);
         let none = model.delay(0, 0.5, 0.25);
         assert_eq!((one - none).as_millis(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_s3_prefix_past_its_request_rate_answers_slow_down() {
+        let instant = LatencyModel::new(0, 0, 0);
+        let objects = SimulatedObjectStore::new(
+            Arc::new(MemoryObjectStore::new()),
+            ObjectStoreLatency {
+                put: instant,
+                get: instant,
+                other: instant,
+                ..ObjectStoreLatency::S3_STANDARD
+            },
+        );
+        // All at once: each request is counted before its (simulated) service time.
+        let keys: Vec<String> = (0..3501).map(|i| format!("segments/0a/{i}")).collect();
+        let answers = futures::future::join_all(
+            keys.iter()
+                .map(|k| objects.put(k, Bytes::from_static(b"x"))),
+        )
+        .await;
+        let refused: Vec<_> = answers.into_iter().filter_map(Result::err).collect();
+        assert_eq!(refused.len(), 1, "one request over the prefix's rate");
+        let refused = &refused[0];
+        assert!(refused.is_retryable(), "{refused}");
+        assert!(refused.to_string().contains("SlowDown"), "{refused}");
+        objects
+            .put("segments/0b/elsewhere", Bytes::from_static(b"x"))
+            .await
+            .expect("another prefix has its own rate");
+        objects
+            .get("segments/0a/0")
+            .await
+            .expect("reads have their own rate");
+        let usage = objects.prefix_usage();
+        assert_eq!(usage[0].0, "segments/0a/");
+        assert_eq!(usage[0].1.throttled, 1);
+        assert_eq!(objects.metrics().get(ObjectStoreOp::Put).errors, 1);
     }
 
     #[tokio::test]

@@ -12,6 +12,12 @@
 //! is a token bucket per partition key, refilled continuously and holding one second of
 //! throughput (DynamoDB's burst capacity is larger for provisioned tables, and absent for a key
 //! that is already hot).
+//!
+//! S3 has the same shape of limit per key prefix (3,500 PUT, COPY, POST, DELETE or LIST and
+//! 5,500 GET or HEAD requests a second, answered beyond that with 503 SlowDown), so the
+//! simulated object store uses the same buckets, counting requests instead of units. Every
+//! bucket also tallies what it granted and refused ([`KeyUsage`]), which is how the scale
+//! simulation names the first key to saturate.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,6 +40,20 @@ impl KeyThroughput {
         write_units_per_sec: 1000.0,
         read_units_per_sec: 3000.0,
     };
+    /// One S3 prefix's limits, in requests: PUT-class ("writes") and GET-class ("reads").
+    pub const S3_PREFIX: KeyThroughput = KeyThroughput {
+        write_units_per_sec: 3500.0,
+        read_units_per_sec: 5500.0,
+    };
+}
+
+/// What one key was granted and refused since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KeyUsage {
+    pub write_units: f64,
+    pub read_units: f64,
+    /// Requests refused because the key was over its throughput.
+    pub throttled: u64,
 }
 
 #[derive(Debug)]
@@ -41,6 +61,14 @@ struct Bucket {
     write_tokens: f64,
     read_tokens: f64,
     refilled: Instant,
+    usage: KeyUsage,
+}
+
+/// Which of a bucket's two limits a request draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Write,
+    Read,
 }
 
 /// The buckets of every partition key seen so far.
@@ -73,28 +101,39 @@ impl KeyBuckets {
             *units.entry(op.key().pk.as_str()).or_default() +=
                 if transaction { 2.0 * one } else { one };
         }
-        self.take(units, |b| &mut b.write_tokens)
+        self.take(units, Class::Write)
     }
 
     /// Takes the read units of a read of `items` under partition key `pk`.
     pub(crate) fn take_reads(&self, pk: &str, items: &[Item]) -> Result<(), Throttled> {
         let units = capacity::query_page_units(items) as f64;
-        self.take(HashMap::from([(pk, units)]), |b| &mut b.read_tokens)
+        self.take(HashMap::from([(pk, units)]), Class::Read)
     }
 
     /// Takes the read units of a `GetItem` of `key`.
     pub(crate) fn take_get(&self, key: &ItemKey, item: Option<&Item>) -> Result<(), Throttled> {
         let units = capacity::get_units(item) as f64;
-        self.take(HashMap::from([(key.pk.as_str(), units)]), |b| {
-            &mut b.read_tokens
-        })
+        self.take(HashMap::from([(key.pk.as_str(), units)]), Class::Read)
     }
 
-    fn take(
-        &self,
-        units: HashMap<&str, f64>,
-        tokens: impl Fn(&mut Bucket) -> &mut f64,
-    ) -> Result<(), Throttled> {
+    /// Takes one request of `class` from `key`'s bucket (the object store's prefixes).
+    pub(crate) fn take_request(&self, key: &str, class: Class) -> Result<(), Throttled> {
+        self.take(HashMap::from([(key, 1.0)]), class)
+    }
+
+    /// What every key seen so far was granted and refused, busiest writer first.
+    pub(crate) fn usage(&self) -> Vec<(String, KeyUsage)> {
+        let buckets = self.by_pk.lock().unwrap_or_else(|e| e.into_inner());
+        let mut usage: Vec<_> = buckets.iter().map(|(k, b)| (k.clone(), b.usage)).collect();
+        usage.sort_by(|a, b| {
+            b.1.write_units
+                .total_cmp(&a.1.write_units)
+                .then(a.0.cmp(&b.0))
+        });
+        usage
+    }
+
+    fn take(&self, units: HashMap<&str, f64>, class: Class) -> Result<(), Throttled> {
         let now = Instant::now();
         let mut buckets = self.by_pk.lock().unwrap_or_else(|e| e.into_inner());
         for (pk, wanted) in &units {
@@ -102,7 +141,8 @@ impl KeyBuckets {
                 .entry((*pk).to_owned())
                 .or_insert_with(|| self.full_bucket(now));
             self.refill(bucket, now);
-            if *tokens(bucket) < *wanted {
+            if *bucket.tokens(class) < *wanted {
+                bucket.usage.throttled += 1;
                 return Err(Throttled {
                     pk: (*pk).to_owned(),
                 });
@@ -110,7 +150,11 @@ impl KeyBuckets {
         }
         for (pk, wanted) in units {
             if let Some(bucket) = buckets.get_mut(pk) {
-                *tokens(bucket) -= wanted;
+                *bucket.tokens(class) -= wanted;
+                match class {
+                    Class::Write => bucket.usage.write_units += wanted,
+                    Class::Read => bucket.usage.read_units += wanted,
+                }
             }
         }
         Ok(())
@@ -121,6 +165,7 @@ impl KeyBuckets {
             write_tokens: self.limit.write_units_per_sec,
             read_tokens: self.limit.read_units_per_sec,
             refilled: now,
+            usage: KeyUsage::default(),
         }
     }
 
@@ -131,6 +176,15 @@ impl KeyBuckets {
             .min(self.limit.write_units_per_sec);
         bucket.read_tokens = (bucket.read_tokens + seconds * self.limit.read_units_per_sec)
             .min(self.limit.read_units_per_sec);
+    }
+}
+
+impl Bucket {
+    fn tokens(&mut self, class: Class) -> &mut f64 {
+        match class {
+            Class::Write => &mut self.write_tokens,
+            Class::Read => &mut self.read_tokens,
+        }
     }
 }
 
@@ -196,5 +250,30 @@ mod tests {
         buckets
             .take_writes(&puts("idx/t/0", 1))
             .expect("writes are apart");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn usage_tallies_grants_and_refusals_per_key() {
+        let buckets = KeyBuckets::new(KeyThroughput::S3_PREFIX);
+        for _ in 0..3500 {
+            buckets
+                .take_request("segments/0a/", Class::Write)
+                .expect("within the limit");
+        }
+        assert!(buckets.take_request("segments/0a/", Class::Write).is_err());
+        buckets
+            .take_request("segments/0b/", Class::Read)
+            .expect("another prefix");
+        let usage = buckets.usage();
+        assert_eq!(usage[0].0, "segments/0a/", "busiest writer first");
+        assert_eq!(
+            usage[0].1,
+            KeyUsage {
+                write_units: 3500.0,
+                read_units: 0.0,
+                throttled: 1
+            }
+        );
+        assert_eq!(usage[1].1.read_units, 1.0);
     }
 }
