@@ -55,6 +55,9 @@ struct Args {
     /// Write units a second one DynamoDB partition key may take (DynamoDB: 1000).
     #[arg(long, default_value_t = 1000.0)]
     key_write_units: f64,
+    /// Partition keys never throttled (what-if runs), e.g. `lease,seg`.
+    #[arg(long, value_delimiter = ',')]
+    unlimited_keys: Vec<String>,
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
@@ -88,6 +91,7 @@ impl Args {
                 }),
                 ..MetaStoreLatency::DYNAMODB
             },
+            unlimited_keys: self.unlimited_keys.clone(),
         }
     }
 }

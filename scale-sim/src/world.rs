@@ -48,6 +48,9 @@ pub struct SimConfig {
     pub upload_hedge_after: Option<Duration>,
     pub object_store: ObjectStoreLatency,
     pub meta_store: MetaStoreLatency,
+    /// Partition keys the simulated DynamoDB never throttles (what-if: a key design that
+    /// spreads them); their load is still reported.
+    pub unlimited_keys: Vec<String>,
 }
 
 impl SimConfig {
@@ -87,7 +90,10 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
         config.object_store,
     ));
     let bare: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
-    let meta = Arc::new(SimulatedMetaStore::new(bare.clone(), config.meta_store));
+    let meta = Arc::new(
+        SimulatedMetaStore::new(bare.clone(), config.meta_store)
+            .with_unlimited_keys(config.unlimited_keys.iter().cloned()),
+    );
     // Topics are created on the bare store: set-up is not what is measured.
     let setup = Catalog::new(bare);
     let targets = create_topics(&setup, config).await?;

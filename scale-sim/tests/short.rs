@@ -31,6 +31,7 @@ async fn throttled_commits_are_retried_and_no_acknowledged_batch_is_lost() {
             }),
             ..MetaStoreLatency::DYNAMODB
         },
+        unlimited_keys: Vec::new(),
     })
     .await
     .expect("the simulation runs");

@@ -357,6 +357,13 @@ impl SimulatedMetaStore {
         self.metrics.clone()
     }
 
+    /// The same store, never refusing requests to the partition keys `pks` (their units are
+    /// still tallied): for what-if runs that stand for a key design spreading them.
+    pub fn with_unlimited_keys(mut self, pks: impl IntoIterator<Item = String>) -> Self {
+        self.limits = self.limits.map(|l| l.with_unlimited(pks));
+        self
+    }
+
     /// Units granted and requests refused per partition key, busiest writer first (empty
     /// without a per-key limit).
     pub fn key_usage(&self) -> Vec<(String, KeyUsage)> {

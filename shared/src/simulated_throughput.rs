@@ -19,7 +19,7 @@
 //! bucket also tallies what it granted and refused ([`KeyUsage`]), which is how the scale
 //! simulation names the first key to saturate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::time::Instant;
@@ -76,6 +76,9 @@ pub(crate) enum Class {
 pub(crate) struct KeyBuckets {
     limit: KeyThroughput,
     by_pk: Mutex<HashMap<String, Bucket>>,
+    /// Keys never refused (their usage is still tallied): what-if runs of the scale
+    /// simulation, standing for a key design that spreads them.
+    unlimited: HashSet<String>,
 }
 
 /// A request refused because a partition key is over its throughput.
@@ -89,7 +92,14 @@ impl KeyBuckets {
         KeyBuckets {
             limit,
             by_pk: Mutex::new(HashMap::new()),
+            unlimited: HashSet::new(),
         }
+    }
+
+    /// The same buckets, never refusing `keys`.
+    pub(crate) fn with_unlimited(mut self, keys: impl IntoIterator<Item = String>) -> Self {
+        self.unlimited.extend(keys);
+        self
     }
 
     /// Takes the write units of `ops` from their keys' buckets, all or none.
@@ -141,7 +151,7 @@ impl KeyBuckets {
                 .entry((*pk).to_owned())
                 .or_insert_with(|| self.full_bucket(now));
             self.refill(bucket, now);
-            if *bucket.tokens(class) < *wanted {
+            if *bucket.tokens(class) < *wanted && !self.unlimited.contains(*pk) {
                 bucket.usage.throttled += 1;
                 return Err(Throttled {
                     pk: (*pk).to_owned(),
@@ -150,7 +160,8 @@ impl KeyBuckets {
         }
         for (pk, wanted) in units {
             if let Some(bucket) = buckets.get_mut(pk) {
-                *bucket.tokens(class) -= wanted;
+                let tokens = bucket.tokens(class);
+                *tokens = (*tokens - wanted).max(0.0);
                 match class {
                     Class::Write => bucket.usage.write_units += wanted,
                     Class::Read => bucket.usage.read_units += wanted,
@@ -250,6 +261,21 @@ mod tests {
         buckets
             .take_writes(&puts("idx/t/0", 1))
             .expect("writes are apart");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unlimited_key_is_never_refused_but_still_tallied() {
+        let buckets = KeyBuckets::new(KeyThroughput::DYNAMODB).with_unlimited(["lease".to_owned()]);
+        for _ in 0..20 {
+            buckets
+                .take_writes(&puts("lease", 100))
+                .expect("never refused");
+        }
+        assert!(
+            buckets.take_writes(&puts("part/t", 600)).is_err(),
+            "others are"
+        );
+        assert_eq!(buckets.usage()[0].1.write_units, 4000.0);
     }
 
     #[tokio::test(start_paused = true)]
