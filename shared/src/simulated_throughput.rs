@@ -104,12 +104,11 @@ impl KeyBuckets {
 
     /// Takes the write units of `ops` from their keys' buckets, all or none.
     pub(crate) fn take_writes(&self, ops: &[WriteOp]) -> Result<(), Throttled> {
-        let transaction = !matches!(ops, [WriteOp::Put { .. } | WriteOp::Delete { .. }]);
+        let transaction = capacity::is_transaction(&ops.iter().collect::<Vec<_>>());
         let mut units: HashMap<&str, f64> = HashMap::new();
         for op in ops {
-            let one = capacity::write_units(std::slice::from_ref(op)) as f64;
             *units.entry(op.key().pk.as_str()).or_default() +=
-                if transaction { 2.0 * one } else { one };
+                capacity::item_write_units(op, transaction) as f64;
         }
         self.take(units, Class::Write)
     }
@@ -261,6 +260,21 @@ mod tests {
         buckets
             .take_writes(&puts("idx/t/0", 1))
             .expect("writes are apart");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_condition_check_in_a_transaction_costs_its_key_two_units() {
+        // An indexer commit's shape: the lease check and a row.
+        let buckets = KeyBuckets::new(KeyThroughput::DYNAMODB);
+        let mut ops = vec![WriteOp::Check {
+            key: ItemKey::new("lease", "indexer-shard-00000"),
+            condition: Condition::Version(3),
+        }];
+        ops.extend(puts("part/t", 1));
+        buckets.take_writes(&ops).expect("within the limit");
+        let usage: HashMap<String, KeyUsage> = buckets.usage().into_iter().collect();
+        assert_eq!(usage["lease"].write_units, 2.0);
+        assert_eq!(usage["part/t"].write_units, 2.0);
     }
 
     #[tokio::test(start_paused = true)]

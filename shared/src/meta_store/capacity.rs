@@ -12,6 +12,7 @@
 //! smaller, except commit records of very large segments), and a put is charged for its new
 //! size (DynamoDB charges the larger of the old and the new). Failed requests are not charged.
 
+use super::metrics::MetaStoreOp;
 use super::{Item, ItemKey, WriteOp};
 
 /// Bytes one write unit covers (per item).
@@ -39,14 +40,24 @@ pub fn write_units(ops: &[WriteOp]) -> u64 {
 
 /// [`write_units`] of operations borrowed from elsewhere.
 pub fn write_units_of(ops: &[&WriteOp]) -> u64 {
-    let one_item = |op: &WriteOp| match op {
+    let transaction = is_transaction(ops);
+    ops.iter().map(|op| item_write_units(op, transaction)).sum()
+}
+
+/// Whether the DynamoDB backend sends `ops` as a transaction (anything but a lone `Put` or
+/// `Delete`).
+pub fn is_transaction(ops: &[&WriteOp]) -> bool {
+    MetaStoreOp::of_write(ops) == MetaStoreOp::TransactWriteItems
+}
+
+/// Write units of one operation: one per started KB of a put item, one for a delete or a
+/// condition check, and twice that inside a transaction.
+pub fn item_write_units(op: &WriteOp, in_transaction: bool) -> u64 {
+    let one = match op {
         WriteOp::Put { key, value, .. } => units(item_size(key, value.len()), WRITE_UNIT_BYTES),
         WriteOp::Delete { .. } | WriteOp::Check { .. } => 1,
     };
-    match ops {
-        [single @ (WriteOp::Put { .. } | WriteOp::Delete { .. })] => one_item(single),
-        _ => ops.iter().map(|op| 2 * one_item(op)).sum(),
-    }
+    if in_transaction { 2 * one } else { one }
 }
 
 /// Read units of a strongly consistent `GetItem` (one unit even when the item is missing).
