@@ -18,6 +18,6 @@ mod sequencing;
 pub mod status;
 
 pub use sequencing::{
-    DEFAULT_PRODUCER_ID_EXPIRATION, DEFAULT_SEGMENT_COMMIT_MAX_AGE, Indexer, IndexerConfig,
-    IndexerError, LeaseReport, Retained, RetentionReport,
+    DEFAULT_PRODUCER_ID_EXPIRATION, DEFAULT_SEGMENT_COMMIT_MAX_AGE, FoldReport, Indexer,
+    IndexerConfig, IndexerError, LeaseReport, Retained, RetentionReport,
 };

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kafscale_shared::catalog::{
-    self, Catalog, CatalogError, ITEM_FORMAT, IndexEntry, LeaseRecord, PRODUCER_BATCHES_KEPT,
-    PartitionRecord, ProducerBatch, ProducerRecord, SegmentCommitRecord, SegmentPart,
+    self, Catalog, CatalogError, ITEM_FORMAT, LeaseRecord, PartitionRecord, ProducerRecord,
+    SegmentCommitRecord, SegmentPart,
 };
 use kafscale_shared::keys::segment_created_ms;
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
@@ -22,7 +22,7 @@ use kafscale_shared::metrics as names;
 use kafscale_shared::periodic::run_every;
 use kafscale_shared::sequencer::{
     BatchOutcome, CommitBatch, CommitRequest, CommitResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, RejectReason, Sequencer, SequencerError,
+    DeleteRecordsResponse, Sequencer, SequencerError,
 };
 use kafscale_shared::shards::{SHARD_LEASE_PREFIX, shard_lease_name, shard_of};
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
@@ -33,7 +33,13 @@ use uuid::Uuid;
 
 use crate::status::{ShardStats, ShardStatusList};
 
+mod fold;
+mod log_commit;
+mod plan;
 mod retention;
+pub use fold::FoldReport;
+use log_commit::{BATCHES_PER_LOG_ITEM, LogState};
+use plan::{CommitPlan, Loaded};
 pub use retention::{Retained, RetentionReport};
 
 /// Settings of one indexer replica.
@@ -54,6 +60,10 @@ pub struct IndexerConfig {
     /// An idempotent producer's state in a partition is forgotten this long after its last
     /// batch there (Kafka's `producer.id.expiration.ms`); its next batch then starts afresh.
     pub producer_id_expiration: Duration,
+    /// Switch every shard this replica acquires to the shard log (layout 2,
+    /// [`kafscale_shared::shard_log`]). A shard once switched stays switched, whoever owns it.
+    /// Off by default: readers, retention and garbage collection do not read the log yet.
+    pub shard_log: bool,
 }
 
 /// Default of [`IndexerConfig::producer_id_expiration`] (Kafka's: one day).
@@ -71,6 +81,7 @@ impl Default for IndexerConfig {
             shard_count: 1,
             segment_commit_max_age: DEFAULT_SEGMENT_COMMIT_MAX_AGE,
             producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
+            shard_log: false,
         }
     }
 }
@@ -132,6 +143,10 @@ struct ShardState {
     /// dropped in between (its caller went away, e.g. a killed gateway's HTTP request), the
     /// write may still have landed, so the next commit starts from the store again.
     unsettled: bool,
+    /// The shard's log, on layout 2 (read when the shard is first used after the cache was
+    /// forgotten: `log_opened` false).
+    log: Option<LogState>,
+    log_opened: bool,
 }
 
 impl ShardState {
@@ -139,6 +154,8 @@ impl ShardState {
     fn forget_rows(&mut self) {
         self.partitions.clear();
         self.producers.clear();
+        self.log = None;
+        self.log_opened = false;
     }
 
     /// Before a write: if an earlier write's outcome is unknown, reload rows from the store.
@@ -222,56 +239,6 @@ impl std::fmt::Debug for Indexer {
         f.debug_struct("Indexer")
             .field("owner", &self.config.owner_id)
             .finish()
-    }
-}
-
-/// Decision for one idempotent batch.
-enum Check {
-    Accept,
-    Duplicate(i64),
-    Reject(RejectReason),
-}
-
-fn next_seq(seq: i32) -> i32 {
-    if seq == i32::MAX { 0 } else { seq + 1 }
-}
-
-fn check_sequence(state: Option<&ProducerRecord>, batch: &CommitBatch, last_seq: i32) -> Check {
-    // A producer this partition has no state for starts wherever it is (Kafka 2.5+, KIP-360):
-    // its state may have been lost or expired, and refusing would leave it stuck.
-    let Some(state) = state else {
-        return Check::Accept;
-    };
-    if batch.producer_epoch < state.epoch {
-        return Check::Reject(RejectReason::InvalidProducerEpoch);
-    }
-    if batch.producer_epoch > state.epoch {
-        return if batch.base_sequence == 0 {
-            Check::Accept
-        } else {
-            Check::Reject(RejectReason::OutOfOrderSequence)
-        };
-    }
-    if let Some(dup) = state
-        .batches
-        .iter()
-        .find(|b| b.first_seq == batch.base_sequence && b.last_seq == last_seq)
-    {
-        return Check::Duplicate(dup.base_offset);
-    }
-    match state.batches.last() {
-        Some(last) if batch.base_sequence == next_seq(last.last_seq) => Check::Accept,
-        None if batch.base_sequence == 0 => Check::Accept,
-        _ => Check::Reject(RejectReason::OutOfOrderSequence),
-    }
-}
-
-fn last_sequence(batch: &CommitBatch) -> i32 {
-    let last = batch.base_sequence as i64 + batch.offset_count as i64 - 1;
-    if last > i32::MAX as i64 {
-        (last - i32::MAX as i64 - 1) as i32
-    } else {
-        last as i32
     }
 }
 
@@ -523,9 +490,10 @@ impl Indexer {
             }
             _ => return Ok(None),
         }
-        let Some((record, version)) = self.catalog.partition(id.0, id.1).await? else {
+        let Some((mut record, version)) = self.catalog.partition(id.0, id.1).await? else {
             return Ok(None);
         };
+        Self::replay_row(state, id, &mut record);
         let p = PartitionState { record, version };
         state.partitions.insert(id, p);
         Ok(Some(p))
@@ -539,7 +507,8 @@ impl Indexer {
         if let Some(p) = state.producers.get(&key) {
             return Ok(p.clone());
         }
-        let record = self.catalog.producer(key.0, key.1, key.2).await?;
+        let stored = self.catalog.producer(key.0, key.1, key.2).await?;
+        let record = Self::replay_producer_state(state, key, stored);
         state.producers.insert(key, record.clone());
         Ok(record)
     }
@@ -588,6 +557,19 @@ impl Indexer {
             same_batch_count(&request.segment_key, &done.outcomes, &request.batches)?;
             return Ok(done.clone());
         }
+        if !state.log_opened {
+            state.log = self
+                .open_log(request.shard)
+                .await
+                .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
+            state.log_opened = true;
+        }
+        if state.log.is_some() {
+            let outcomes = self.commit_to_log(&mut state, &request).await?;
+            let response = CommitResponse { outcomes };
+            Self::remember(&mut state, recent_key, response.clone());
+            return Ok(response);
+        }
         // No read of the commit record first: the write is conditioned on its absence, and only
         // a write that finds it (a retry of a commit that did land) reads the stored answer.
 
@@ -628,6 +610,28 @@ impl Indexer {
         let response = CommitResponse { outcomes };
         Self::remember(&mut state, recent_key, response.clone());
         Ok(response)
+    }
+
+    /// Layout 2: the commit as one log item, or several of [`BATCHES_PER_LOG_ITEM`] batches
+    /// (deterministic, so a retry is split the same way and finds the chunks that landed).
+    async fn commit_to_log(
+        &self,
+        state: &mut ShardState,
+        request: &CommitRequest,
+    ) -> Result<Vec<BatchOutcome>, SequencerError> {
+        if request.batches.len() <= BATCHES_PER_LOG_ITEM {
+            return self
+                .append_or_recall(state, request, &request.batches, None)
+                .await;
+        }
+        let mut all = Vec::with_capacity(request.batches.len());
+        for (k, chunk) in request.batches.chunks(BATCHES_PER_LOG_ITEM).enumerate() {
+            let outcomes = self
+                .append_or_recall(state, request, chunk, Some(k as u32))
+                .await?;
+            all.extend(outcomes);
+        }
+        Ok(all)
     }
 
     /// [`apply`](Self::apply)s `batches` under the commit record named `record_name`, or, if
@@ -720,147 +724,81 @@ impl Indexer {
         batches: &[CommitBatch],
         record: ItemKey,
     ) -> Result<Option<Vec<BatchOutcome>>, SequencerError> {
-        let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
+        let loaded = self.load_for(state, batches).await?;
         // Work on copies; the cache is only updated after the write succeeded.
-        let mut parts: HashMap<PartitionId, PartitionState> = HashMap::new();
-        // Every producer looked at, as stored; `changed` holds the new rows to write.
-        let mut producers: HashMap<ProducerKey, StoredProducer> = HashMap::new();
-        let mut changed: HashMap<ProducerKey, ProducerRecord> = HashMap::new();
-        let mut entries: HashMap<PartitionId, Vec<IndexEntry>> = HashMap::new();
-        let mut touched_order: Vec<PartitionId> = Vec::new();
-        let mut outcomes = Vec::with_capacity(batches.len());
-        let now_ms = catalog::now_ms();
+        let plan = CommitPlan::new(&request.segment_key, batches, loaded, catalog::now_ms());
+        let ops = Self::transaction_of(&plan, lease, record, request.segment_size);
+        let record_index = ops.len() - 1;
+        match self.write_shard(state, lease, ops).await {
+            Ok(()) => {}
+            Err(MetaStoreError::ConditionFailed { index, .. }) if index == record_index => {
+                debug!(segment = %request.segment_key, "already committed");
+                return Ok(None);
+            }
+            Err(e) => return Err(Self::write_error(lease, e)),
+        }
+        let outcomes = plan.outcomes.clone();
+        self.settle_plan(state, plan);
+        Ok(Some(outcomes))
+    }
 
+    /// Loads the rows and producer states `batches` need (from the cache where it has them).
+    async fn load_for(
+        &self,
+        state: &mut ShardState,
+        batches: &[CommitBatch],
+    ) -> Result<Loaded, SequencerError> {
+        let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
+        let mut loaded = Loaded::default();
+        let mut unknown: HashSet<PartitionId> = HashSet::new();
         for batch in batches {
             let id = (batch.topic_id, batch.partition);
-            if let Entry::Vacant(slot) = parts.entry(id) {
+            if unknown.contains(&id) {
+                continue;
+            }
+            if let Entry::Vacant(slot) = loaded.parts.entry(id) {
                 match self.load_partition(state, id).await.map_err(store_err)? {
                     Some(p) => {
                         slot.insert(p);
-                        touched_order.push(id);
                     }
                     None => {
-                        outcomes.push(BatchOutcome::Rejected(
-                            RejectReason::UnknownTopicOrPartition,
-                        ));
+                        unknown.insert(id);
                         continue;
                     }
                 }
             }
-            let Some(part) = parts.get_mut(&id) else {
-                continue;
-            };
-            let log_start_offset = part.record.log_start_offset;
-            if batch.producer_id >= 0 {
-                let pkey = (batch.topic_id, batch.partition, batch.producer_id);
-                if let Entry::Vacant(slot) = producers.entry(pkey) {
-                    let loaded = self.load_producer(state, pkey).await.map_err(store_err)?;
-                    slot.insert(loaded);
-                }
-                let last_seq = last_sequence(batch);
-                let current = changed.get(&pkey).or_else(|| {
-                    producers
-                        .get(&pkey)
-                        .and_then(|p| p.as_ref())
-                        .map(|(record, _)| record)
-                });
-                match check_sequence(current, batch, last_seq) {
-                    Check::Duplicate(base_offset) => {
-                        outcomes.push(BatchOutcome::Duplicate {
-                            base_offset,
-                            log_start_offset,
-                        });
-                        continue;
-                    }
-                    Check::Reject(reason) => {
-                        debug!(
-                            producer_id = batch.producer_id,
-                            seq = batch.base_sequence,
-                            ?reason,
-                            "batch rejected"
-                        );
-                        outcomes.push(BatchOutcome::Rejected(reason));
-                        continue;
-                    }
-                    Check::Accept => {
-                        let base_offset = part.record.next_offset;
-                        let mut record = match current {
-                            Some(r) if r.epoch == batch.producer_epoch => r.clone(),
-                            _ => ProducerRecord {
-                                format: ITEM_FORMAT,
-                                epoch: batch.producer_epoch,
-                                batches: Vec::new(),
-                                last_write_ms: 0,
-                            },
-                        };
-                        record.last_write_ms = now_ms;
-                        record.batches.push(ProducerBatch {
-                            first_seq: batch.base_sequence,
-                            last_seq,
-                            base_offset,
-                        });
-                        if record.batches.len() > PRODUCER_BATCHES_KEPT {
-                            record.batches.remove(0);
-                        }
-                        changed.insert(pkey, record);
-                    }
-                }
+            let key = (batch.topic_id, batch.partition, batch.producer_id);
+            if batch.producer_id >= 0 && !loaded.producers.contains_key(&key) {
+                let stored = self.load_producer(state, key).await.map_err(store_err)?;
+                loaded.producers.insert(key, stored);
             }
-            let base_offset = part.record.next_offset;
-            let last_offset = base_offset + batch.offset_count as i64 - 1;
-            part.record.next_offset = last_offset + 1;
-            part.record.bytes += batch.byte_len;
-            part.record.max_timestamp = part.record.max_timestamp.max(batch.max_timestamp);
-            let running_max_timestamp = Some(part.record.max_timestamp);
-            let list = entries.entry(id).or_default();
-            match list.last_mut() {
-                Some(e)
-                    if e.byte_start + e.byte_len == batch.byte_start
-                        && e.last_offset + 1 == base_offset =>
-                {
-                    e.last_offset = last_offset;
-                    e.byte_len += batch.byte_len;
-                    e.batch_count += 1;
-                    e.record_count += batch.record_count as u64;
-                    e.first_timestamp = e.first_timestamp.min(batch.first_timestamp);
-                    e.max_timestamp = e.max_timestamp.max(batch.max_timestamp);
-                    e.running_max_timestamp = running_max_timestamp;
-                }
-                _ => list.push(IndexEntry {
-                    format: ITEM_FORMAT,
-                    base_offset,
-                    last_offset,
-                    segment_key: request.segment_key.clone(),
-                    byte_start: batch.byte_start,
-                    byte_len: batch.byte_len,
-                    batch_count: 1,
-                    record_count: batch.record_count as u64,
-                    first_timestamp: batch.first_timestamp,
-                    max_timestamp: batch.max_timestamp,
-                    running_max_timestamp,
-                }),
-            }
-            outcomes.push(BatchOutcome::Appended {
-                base_offset,
-                log_start_offset,
-            });
         }
+        Ok(loaded)
+    }
 
+    /// The layout-1 commit: the lease check, each touched partition's row (conditioned on the
+    /// version read) and index entries, changed producer states, and the commit record last
+    /// (`Absent`: a retry of a commit that landed fails there).
+    fn transaction_of(
+        plan: &CommitPlan,
+        lease: &HeldLease,
+        record: ItemKey,
+        segment_size: u64,
+    ) -> Vec<WriteOp> {
         let mut ops = vec![WriteOp::Check {
             key: catalog::lease_key(&lease.name),
             condition: Condition::Version(lease.version),
         }];
         let mut segment_parts = Vec::new();
-        for id in &touched_order {
-            let Some(list) = entries.get(id) else {
+        for id in &plan.touched {
+            let Some(list) = plan.entries.get(id) else {
                 continue;
             };
-            let part = parts[id];
-            let original_version = part.version;
+            let part = plan.parts[id];
             ops.push(WriteOp::Put {
                 key: catalog::partition_key(id.0, id.1),
                 value: catalog::encode(&part.record),
-                condition: Condition::Version(original_version),
+                condition: Condition::Version(part.version),
             });
             for e in list {
                 ops.push(WriteOp::Put {
@@ -877,8 +815,8 @@ impl Indexer {
                 });
             }
         }
-        for (key, record) in &changed {
-            let condition = match producers.get(key) {
+        for (key, record) in &plan.changed {
+            let condition = match plan.producers.get(key) {
                 Some(Some((_, version))) => Condition::Version(*version),
                 _ => Condition::Absent,
             };
@@ -892,25 +830,28 @@ impl Indexer {
             key: record,
             value: catalog::encode(&SegmentCommitRecord {
                 format: ITEM_FORMAT,
-                size: request.segment_size,
-                committed_at_ms: now_ms,
-                outcomes: outcomes.clone(),
+                size: segment_size,
+                committed_at_ms: plan.now_ms,
+                outcomes: plan.outcomes.clone(),
                 parts: Some(segment_parts),
             }),
             condition: Condition::Absent,
         });
+        ops
+    }
 
-        let record_index = ops.len() - 1;
-        match self.write_shard(state, lease, ops).await {
-            Ok(()) => {}
-            Err(MetaStoreError::ConditionFailed { index, .. }) if index == record_index => {
-                debug!(segment = %request.segment_key, "already committed");
-                return Ok(None);
-            }
-            Err(e) => return Err(Self::write_error(lease, e)),
-        }
-
-        for id in touched_order {
+    /// After a layout-1 commit landed: the cache takes the plan's rows (each written row one
+    /// version on) and producer states, and the new watermarks are published.
+    fn settle_plan(&self, state: &mut ShardState, plan: CommitPlan) {
+        let CommitPlan {
+            touched,
+            mut parts,
+            entries,
+            mut changed,
+            producers,
+            ..
+        } = plan;
+        for id in touched {
             let Some(mut part) = parts.remove(&id) else {
                 continue;
             };
@@ -937,7 +878,6 @@ impl Indexer {
         if state.producers.len() > PRODUCERS_CACHED {
             state.producers.clear();
         }
-        Ok(Some(outcomes))
     }
 }
 

@@ -124,6 +124,41 @@ pub struct IndexEntry {
     pub running_max_timestamp: Option<i64>,
 }
 
+/// Format of an [`IndexPage`] item.
+pub const INDEX_PAGE_FORMAT: u32 = 2;
+
+/// Several consecutive index entries of one partition in one item, keyed like an entry by the
+/// last offset it holds. A page costs DynamoDB one write per started KB however many entries it
+/// holds, where an entry of its own costs one per entry: the indexer folds the entries of many
+/// commits into one page ([`crate::shard_log`]). Readers see entries, never pages
+/// ([`decode_index_item`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexPage {
+    pub format: u32,
+    /// Contiguous, in offset order, at least one.
+    pub entries: Vec<IndexEntry>,
+}
+
+/// An index item as stored: a page (format 2) or a single entry (format 1).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IndexItem {
+    Page(IndexPage),
+    Entry(IndexEntry),
+}
+
+/// The entries of one index item, whichever format it has. A page without entries is corrupt.
+pub fn decode_index_item(key: &ItemKey, value: &[u8]) -> Result<Vec<IndexEntry>, MetaStoreError> {
+    match decode::<IndexItem>(key, value)? {
+        IndexItem::Entry(entry) => Ok(vec![entry]),
+        IndexItem::Page(page) if !page.entries.is_empty() => Ok(page.entries),
+        IndexItem::Page(_) => Err(MetaStoreError::Corrupt {
+            key: key.clone(),
+            reason: "index page without entries".into(),
+        }),
+    }
+}
+
 /// One remembered batch of an idempotent producer (Kafka keeps the last five).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerBatch {
@@ -146,6 +181,43 @@ pub struct ProducerRecord {
 
 /// How many recent batches per producer and partition are kept for de-duplication.
 pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+impl ProducerRecord {
+    /// A producer's state after it appended `batch` under `epoch` at `now_ms`: a new epoch
+    /// starts afresh, and only the last [`PRODUCER_BATCHES_KEPT`] batches are remembered.
+    /// The commit path and the shard log's replay both go through here, so they agree.
+    pub fn after_batch(
+        current: Option<&ProducerRecord>,
+        epoch: i16,
+        batch: ProducerBatch,
+        now_ms: i64,
+    ) -> ProducerRecord {
+        let mut record = match current {
+            Some(r) if r.epoch == epoch => r.clone(),
+            _ => ProducerRecord {
+                format: ITEM_FORMAT,
+                epoch,
+                batches: Vec::new(),
+                last_write_ms: 0,
+            },
+        };
+        record.last_write_ms = now_ms;
+        record.batches.push(batch);
+        if record.batches.len() > PRODUCER_BATCHES_KEPT {
+            record.batches.remove(0);
+        }
+        record
+    }
+}
+
+impl PartitionRecord {
+    /// Moves the row past an appended run of offsets ending at `last_offset`.
+    pub fn append(&mut self, last_offset: i64, byte_len: u64, max_timestamp: i64) {
+        self.next_offset = last_offset + 1;
+        self.bytes += byte_len;
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+    }
+}
 
 /// The sequencing result of one segment, stored with the commit so a retry gets the same answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -807,7 +879,9 @@ impl Catalog {
         }
     }
 
-    /// Index entries whose last offset is ≥ `offset`, in offset order, at most `limit`.
+    /// Index entries whose last offset is ≥ `offset`, in offset order, at most `limit`, from
+    /// single-entry items and pages alike (a page's entries below `offset`, and entries two
+    /// overlapping pages both hold, are left out).
     pub async fn index_entries_from(
         &self,
         topic_id: Uuid,
@@ -815,6 +889,8 @@ impl Catalog {
         offset: i64,
         limit: Option<usize>,
     ) -> Result<Vec<IndexEntry>, CatalogError> {
+        // Every item found holds at least one entry reaching `offset` (its key is its last
+        // offset), so `limit` items hold at least `limit` such entries.
         let items = self
             .store
             .query(Query {
@@ -825,10 +901,23 @@ impl Catalog {
                 limit,
             })
             .await?;
-        items
-            .iter()
-            .map(|i| decode(&i.key, &i.value).map_err(CatalogError::from))
-            .collect()
+        let mut entries: Vec<IndexEntry> = Vec::with_capacity(items.len());
+        for item in &items {
+            for entry in decode_index_item(&item.key, &item.value)? {
+                // Pages of two folds may overlap (a fold redone after a crash): an entry is
+                // the same wherever it is stored, so one already taken is skipped.
+                let covered = entries
+                    .last()
+                    .map_or(offset.saturating_sub(1), |e| e.last_offset);
+                if entry.last_offset > covered {
+                    entries.push(entry);
+                }
+            }
+        }
+        if let Some(limit) = limit {
+            entries.truncate(limit);
+        }
+        Ok(entries)
     }
 
     /// The producer state of one producer on one partition.
@@ -1663,5 +1752,116 @@ mod topic_lookup_tests {
             "lookup during an outage: {result:?}"
         );
         assert!(catalog.topic_by_id(Uuid::new_v4()).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod index_page_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::meta_store::MemoryMetaStore;
+
+    fn entry(base: i64, last: i64) -> IndexEntry {
+        IndexEntry {
+            format: ITEM_FORMAT,
+            base_offset: base,
+            last_offset: last,
+            segment_key: format!("segments/00/{base:013}-x.kseg"),
+            byte_start: 0,
+            byte_len: 100,
+            batch_count: 1,
+            record_count: (last - base + 1) as u64,
+            first_timestamp: base,
+            max_timestamp: last,
+            running_max_timestamp: Some(last),
+        }
+    }
+
+    fn put(key: ItemKey, value: Bytes) -> WriteOp {
+        WriteOp::Put {
+            key,
+            value,
+            condition: Condition::None,
+        }
+    }
+
+    /// Offsets 0..=9 as two single entries (format 1) and 10..=39 as a page of three.
+    async fn mixed_index(catalog: &Catalog, topic: Uuid) {
+        let page = IndexPage {
+            format: INDEX_PAGE_FORMAT,
+            entries: vec![entry(10, 19), entry(20, 29), entry(30, 39)],
+        };
+        let ops = vec![
+            put(index_key(topic, 0, 4), encode(&entry(0, 4))),
+            put(index_key(topic, 0, 9), encode(&entry(5, 9))),
+            put(index_key(topic, 0, 39), encode(&page)),
+        ];
+        catalog.store().write(ops).await.expect("write");
+    }
+
+    fn lasts(entries: &[IndexEntry]) -> Vec<i64> {
+        entries.iter().map(|e| e.last_offset).collect()
+    }
+
+    #[tokio::test]
+    async fn pages_and_single_entries_read_as_one_sequence_of_entries() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
+        let topic = Uuid::new_v4();
+        mixed_index(&catalog, topic).await;
+        let all = catalog.index_entries_from(topic, 0, 0, None).await;
+        assert_eq!(lasts(&all.expect("read")), [4, 9, 19, 29, 39]);
+        // Inside a page: the entries before the offset are left out.
+        let from_25 = catalog.index_entries_from(topic, 0, 25, None).await;
+        assert_eq!(lasts(&from_25.expect("read")), [29, 39]);
+        // The limit counts entries, not items.
+        let one = catalog.index_entries_from(topic, 0, 7, Some(1)).await;
+        assert_eq!(lasts(&one.expect("read")), [9]);
+        let two = catalog.index_entries_from(topic, 0, 12, Some(2)).await;
+        assert_eq!(lasts(&two.expect("read")), [19, 29]);
+        let past = catalog.index_entries_from(topic, 0, 40, None).await;
+        assert!(past.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn entries_of_overlapping_pages_are_read_once() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
+        let topic = Uuid::new_v4();
+        let page = |entries| IndexPage {
+            format: INDEX_PAGE_FORMAT,
+            entries,
+        };
+        let ops = vec![
+            put(
+                index_key(topic, 0, 19),
+                encode(&page(vec![entry(0, 9), entry(10, 19)])),
+            ),
+            put(
+                index_key(topic, 0, 29),
+                encode(&page(vec![entry(0, 9), entry(10, 19), entry(20, 29)])),
+            ),
+        ];
+        catalog.store().write(ops).await.expect("write");
+        let all = catalog.index_entries_from(topic, 0, 0, None).await;
+        assert_eq!(lasts(&all.expect("read")), [9, 19, 29]);
+        let from_15 = catalog.index_entries_from(topic, 0, 15, Some(2)).await;
+        assert_eq!(lasts(&from_15.expect("read")), [19, 29]);
+    }
+
+    #[tokio::test]
+    async fn a_page_without_entries_is_reported_corrupt() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
+        let topic = Uuid::new_v4();
+        let empty = IndexPage {
+            format: INDEX_PAGE_FORMAT,
+            entries: vec![],
+        };
+        let ops = vec![put(index_key(topic, 0, 9), encode(&empty))];
+        catalog.store().write(ops).await.expect("write");
+        let read = catalog.index_entries_from(topic, 0, 0, None).await;
+        assert!(matches!(
+            read,
+            Err(CatalogError::Store(MetaStoreError::Corrupt { .. }))
+        ));
     }
 }

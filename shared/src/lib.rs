@@ -27,6 +27,7 @@ pub mod scram_api;
 pub mod scram_credentials;
 pub mod segment;
 pub mod sequencer;
+pub mod shard_log;
 pub mod shards;
 pub mod simulated_latency;
 pub mod simulated_throughput;

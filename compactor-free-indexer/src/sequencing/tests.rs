@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore};
+use kafscale_shared::sequencer::RejectReason;
 
 use kafscale_shared::shards::shard_of;
 use kafscale_shared::topic_config::ClusterDefaults;
@@ -1110,3 +1111,5 @@ async fn a_retried_commit_whose_first_answer_was_lost_publishes_its_watermark() 
         "the acknowledged records are visible"
     );
 }
+
+mod shard_log;

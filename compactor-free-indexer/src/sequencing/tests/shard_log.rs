@@ -1,0 +1,452 @@
+//! Layout 2: commits appended to the shard log (see `sequencing/log_commit.rs`).
+
+use kafscale_shared::shard_log::{ShardLogItem, shard_log_pk};
+
+use super::*;
+
+fn log_config(owner: &str) -> IndexerConfig {
+    IndexerConfig {
+        owner_id: owner.into(),
+        shard_log: true,
+        ..IndexerConfig::default()
+    }
+}
+
+async fn log_indexer(catalog: &Arc<Catalog>, watermarks: &Arc<Watermarks>) -> Arc<Indexer> {
+    Indexer::start(catalog.clone(), watermarks.clone(), log_config("a"))
+        .await
+        .expect("start")
+}
+
+async fn setup_log(
+    store: Arc<dyn MetaStore>,
+    partitions: i32,
+) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
+    let catalog = Arc::new(Catalog::new(store));
+    let topic = catalog
+        .create_topic("t", partitions, BTreeMap::new())
+        .await
+        .expect("create");
+    let watermarks = Arc::new(Watermarks::new());
+    let indexer = log_indexer(&catalog, &watermarks).await;
+    (catalog, watermarks, indexer, topic.topic_id)
+}
+
+/// The shard's log as stored: (sequence number, item).
+async fn logged(catalog: &Catalog, shard: u32) -> Vec<(u64, ShardLogItem)> {
+    let items = catalog
+        .store()
+        .query(kafscale_shared::meta_store::Query::all(shard_log_pk(shard)))
+        .await
+        .expect("query");
+    items
+        .iter()
+        .map(|i| {
+            let seq = i.key.sk.parse().expect("seq");
+            (seq, catalog::decode(&i.key, &i.value).expect("item"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_logged_commit_is_one_item_and_assigns_offsets_as_a_transaction_would() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, indexer, id) = setup_log(store, 2).await;
+    let r = indexer
+        .commit(req(
+            "s1",
+            vec![
+                batch(id, 0, 16, 3),
+                batch(id, 0, 116, 2),
+                batch(id, 1, 216, 5),
+            ],
+        ))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(0), appended(3), appended(0)]);
+    let r = indexer
+        .commit(req("s2", vec![batch(id, 0, 16, 4)]))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(5)]);
+
+    let log = logged(&catalog, 0).await;
+    assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2]);
+    let first = log[0].1.index_entries().expect("topics");
+    let spans: Vec<_> = first
+        .iter()
+        .map(|(_, p, e)| (*p, e.base_offset, e.last_offset, e.batch_count))
+        .collect();
+    assert_eq!(spans, [(0, 0, 4, 2), (1, 0, 4, 1)]);
+    // Nothing else was written: no row moved, no index entry, no commit record.
+    let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!(row.next_offset, 0);
+    assert!(
+        catalog
+            .segment_commit("s1", 0)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        catalog
+            .index_entries_from(id, 0, 0, None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(watermarks.get(id, 0).map(|o| o.high_watermark), Some(9));
+    assert_eq!(watermarks.get(id, 1).map(|o| o.high_watermark), Some(5));
+}
+
+#[tokio::test]
+async fn a_retry_is_answered_from_the_log_after_a_restart() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, indexer, id) = setup_log(store, 1).await;
+    let first = indexer
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("commit");
+    drop(indexer);
+    let restarted = log_indexer(&catalog, &watermarks).await;
+    let retry = restarted
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("retry");
+    assert_eq!(retry.outcomes, first.outcomes);
+    let next = restarted
+        .commit(req("s2", vec![batch(id, 0, 16, 2)]))
+        .await
+        .expect("commit");
+    assert_eq!(next.outcomes, vec![appended(3)]);
+    assert_eq!(
+        logged(&catalog, 0).await.len(),
+        2,
+        "the retry appended nothing"
+    );
+    // A different batch list under a logged segment key is not a retry.
+    let other = restarted
+        .commit(req("s1", vec![batch(id, 0, 16, 3), batch(id, 0, 116, 1)]))
+        .await;
+    assert!(matches!(other, Err(SequencerError::InvalidRequest(_))));
+}
+
+#[tokio::test]
+async fn two_writers_that_both_think_they_own_a_shard_never_hand_out_one_offset_twice() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, old, id) = setup_log(store, 1).await;
+    old.commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("commit");
+    // A second replica takes the shard over while the first still believes it owns it.
+    let new = log_indexer(&catalog, &watermarks).await;
+    let by_new = new
+        .commit(req("s2", vec![batch(id, 0, 16, 4)]))
+        .await
+        .expect("commit");
+    assert_eq!(by_new.outcomes, vec![appended(3)]);
+    // The old owner's next append finds its sequence number taken, reads the log and goes on
+    // after the new owner's offsets.
+    let by_old = old
+        .commit(req("s3", vec![batch(id, 0, 16, 2)]))
+        .await
+        .expect("commit");
+    assert_eq!(by_old.outcomes, vec![appended(7)]);
+    let by_new = new
+        .commit(req("s4", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect("commit");
+    assert_eq!(by_new.outcomes, vec![appended(9)]);
+    let mut offsets = Vec::new();
+    for (_, item) in logged(&catalog, 0).await {
+        for (_, _, e) in item.index_entries().expect("topics") {
+            offsets.extend(e.base_offset..=e.last_offset);
+        }
+    }
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn an_idempotent_producer_whose_state_is_only_in_the_log_is_deduplicated_after_a_takeover() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, old, id) = setup_log(store, 1).await;
+    let r = old
+        .commit(req("s1", vec![idem(batch(id, 0, 16, 5), 7, 0, 0)]))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(0)]);
+    assert!(
+        catalog.producer(id, 0, 7).await.expect("read").is_none(),
+        "the producer's state is in the log only"
+    );
+    let new = log_indexer(&catalog, &watermarks).await;
+    // The same batch again, in another segment (the producer retried through another gateway).
+    let retry = new
+        .commit(req("s2", vec![idem(batch(id, 0, 16, 5), 7, 0, 0)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        retry.outcomes,
+        vec![BatchOutcome::Duplicate {
+            base_offset: 0,
+            log_start_offset: 0
+        }]
+    );
+    let gap = new
+        .commit(req("s3", vec![idem(batch(id, 0, 16, 1), 7, 0, 9)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        gap.outcomes,
+        vec![BatchOutcome::Rejected(RejectReason::OutOfOrderSequence)]
+    );
+    let next = new
+        .commit(req("s4", vec![idem(batch(id, 0, 16, 1), 7, 0, 5)]))
+        .await
+        .expect("commit");
+    assert_eq!(next.outcomes, vec![appended(5)]);
+}
+
+#[tokio::test]
+async fn an_append_whose_answer_was_lost_is_found_in_the_log_and_not_repeated() {
+    let store = Arc::new(HeldAnswers::default());
+    let (catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
+    indexer
+        .commit(req("s0", vec![idem(batch(id, 0, 16, 2), 7, 0, 0)]))
+        .await
+        .expect("commit");
+    // The append of s1 lands, then its caller goes away before the answer.
+    store.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let dropped = {
+        let indexer = indexer.clone();
+        tokio::spawn(async move {
+            indexer
+                .commit(req("s1", vec![idem(batch(id, 0, 16, 3), 7, 0, 2)]))
+                .await
+        })
+    };
+    store.landed.notified().await;
+    dropped.abort();
+    assert!(dropped.await.is_err(), "the commit was cancelled");
+    store.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // The gateway retries s1: the answer comes from the log, nothing is appended twice.
+    let retry = indexer
+        .commit(req("s1", vec![idem(batch(id, 0, 16, 3), 7, 0, 2)]))
+        .await
+        .expect("retry");
+    assert_eq!(retry.outcomes, vec![appended(2)]);
+    let next = indexer
+        .commit(req("s2", vec![idem(batch(id, 0, 16, 1), 7, 0, 5)]))
+        .await
+        .expect("commit");
+    assert_eq!(next.outcomes, vec![appended(5)]);
+    assert_eq!(logged(&catalog, 0).await.len(), 3);
+}
+
+#[tokio::test]
+async fn unknown_partitions_are_rejected_in_the_log_as_in_a_transaction() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (_catalog, _watermarks, indexer, id) = setup_log(store, 1).await;
+    let r = indexer
+        .commit(req("s1", vec![batch(id, 3, 16, 2), batch(id, 0, 116, 2)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        r.outcomes,
+        vec![
+            BatchOutcome::Rejected(RejectReason::UnknownTopicOrPartition),
+            appended(0)
+        ]
+    );
+}
+
+/// A memory store that fails writes to keys under `failing` (a partition-key prefix) while set.
+#[derive(Debug, Default)]
+struct FailingPrefix {
+    inner: MemoryMetaStore,
+    failing: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl MetaStore for FailingPrefix {
+    async fn get(
+        &self,
+        key: &ItemKey,
+    ) -> Result<Option<kafscale_shared::meta_store::Item>, MetaStoreError> {
+        self.inner.get(key).await
+    }
+    async fn query(
+        &self,
+        query: kafscale_shared::meta_store::Query,
+    ) -> Result<Vec<kafscale_shared::meta_store::Item>, MetaStoreError> {
+        self.inner.query(query).await
+    }
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
+        let failing = self.failing.lock().expect("lock").clone();
+        if let Some(prefix) = failing
+            && ops.iter().any(|op| op.key().pk.starts_with(&prefix))
+        {
+            return Err(MetaStoreError::Unavailable("injected".into()));
+        }
+        self.inner.write(ops).await
+    }
+    fn max_batch_ops(&self) -> usize {
+        self.inner.max_batch_ops()
+    }
+}
+
+async fn index_items(catalog: &Catalog, id: Uuid, partition: i32) -> usize {
+    let pk = catalog::index_pk(id, partition);
+    catalog.item_keys(&pk).await.expect("keys").len()
+}
+
+#[tokio::test]
+async fn a_fold_writes_pages_rows_and_producer_states_a_new_owner_starts_from() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, indexer, id) = setup_log(store, 2).await;
+    for (k, key) in ["s1", "s2"].iter().enumerate() {
+        indexer
+            .commit(req(
+                key,
+                vec![
+                    idem(batch(id, 0, 16, 3), 7, 0, 3 * k as i32),
+                    batch(id, 1, 116, 2),
+                ],
+            ))
+            .await
+            .expect("commit");
+    }
+    let report = indexer.fold_shard(0).await.expect("fold");
+    assert_eq!(
+        (report.items, report.pages, report.rows, report.producers),
+        (2, 2, 2, 1)
+    );
+    // One page per partition holds both commits' entries.
+    assert_eq!(index_items(&catalog, id, 0).await, 1);
+    let entries = catalog
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("read");
+    let spans: Vec<_> = entries
+        .iter()
+        .map(|e| (e.base_offset, e.last_offset))
+        .collect();
+    assert_eq!(spans, [(0, 2), (3, 5)]);
+    let (row, _) = catalog.partition(id, 1).await.expect("read").expect("row");
+    assert_eq!(row.next_offset, 4);
+    let (producer, _) = catalog
+        .producer(id, 0, 7)
+        .await
+        .expect("read")
+        .expect("state");
+    assert_eq!(producer.batches.len(), 2);
+    // Nothing new: a second fold writes nothing.
+    assert_eq!(indexer.fold_shard(0).await.expect("fold").items, 0);
+
+    indexer
+        .commit(req("s3", vec![batch(id, 1, 16, 1)]))
+        .await
+        .expect("commit");
+    drop(indexer);
+    let restarted = log_indexer(&catalog, &watermarks).await;
+    let r = restarted
+        .commit(req(
+            "s4",
+            vec![idem(batch(id, 0, 16, 1), 7, 0, 6), batch(id, 1, 16, 1)],
+        ))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(6), appended(5)]);
+    let retry = restarted
+        .commit(req(
+            "s1",
+            vec![idem(batch(id, 0, 16, 3), 7, 0, 0), batch(id, 1, 116, 2)],
+        ))
+        .await
+        .expect("retry");
+    assert_eq!(retry.outcomes, vec![appended(0), appended(0)]);
+}
+
+#[tokio::test]
+async fn a_fold_cut_short_is_redone_and_nothing_is_written_twice() {
+    let store = Arc::new(FailingPrefix::default());
+    let (catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
+    indexer
+        .commit(req("s1", vec![idem(batch(id, 0, 16, 3), 7, 0, 0)]))
+        .await
+        .expect("commit");
+    // Pages and the row land, the checkpoint does not.
+    *store.failing.lock().expect("lock") = Some("fold/".into());
+    assert!(indexer.fold_shard(0).await.is_err());
+    *store.failing.lock().expect("lock") = None;
+    let r = indexer
+        .commit(req("s2", vec![idem(batch(id, 0, 16, 2), 7, 0, 3)]))
+        .await
+        .expect("commit after a failed fold");
+    assert_eq!(r.outcomes, vec![appended(3)]);
+    let report = indexer.fold_shard(0).await.expect("fold again");
+    assert_eq!(
+        report.items, 2,
+        "the fold starts again from the old checkpoint"
+    );
+    let entries = catalog
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("read");
+    let spans: Vec<_> = entries
+        .iter()
+        .map(|e| (e.base_offset, e.last_offset))
+        .collect();
+    assert_eq!(
+        spans,
+        [(0, 2), (3, 4)],
+        "overlapping pages read as one sequence"
+    );
+    let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!(row.next_offset, 5);
+    let (producer, _) = catalog
+        .producer(id, 0, 7)
+        .await
+        .expect("read")
+        .expect("state");
+    assert_eq!(producer.batches.len(), 2);
+}
+
+#[tokio::test]
+async fn folded_items_are_deleted_once_their_answers_expire() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let catalog = Arc::new(Catalog::new(store));
+    let id = catalog
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create")
+        .topic_id;
+    let config = IndexerConfig {
+        segment_commit_max_age: Duration::ZERO,
+        ..log_config("a")
+    };
+    let indexer = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), config)
+        .await
+        .expect("start");
+    indexer
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("commit");
+    let mut deleted = 0;
+    for _ in 0..200 {
+        deleted += indexer.fold_shard(0).await.expect("fold").deleted;
+        if deleted > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(deleted, 1);
+    assert!(logged(&catalog, 0).await.is_empty());
+    let r = indexer
+        .commit(req("s2", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect("commit");
+    assert_eq!(r.outcomes, vec![appended(3)]);
+    assert_eq!(logged(&catalog, 0).await[0].0, 2, "sequence numbers go on");
+}

@@ -1,0 +1,602 @@
+//! The shard log: one item per segment commit and shard, the metadata layout (layout 2) that
+//! makes a commit cost one small PutItem instead of a transaction with two items per partition
+//! (docs/proposals/shard-log.md; issue 16's cost target needs it).
+//!
+//! A commit appends `slog/{shard}` / `{seq}` with an `Absent` condition. The item holds what
+//! the commit decided: the index entries it appended (compact, topic ids written once), the
+//! idempotent producers' new batches, and the outcome of every batch, so a retry is answered
+//! from the log. Sequence numbers are contiguous per shard and each append is computed from the
+//! whole prefix, so two processes that both believe they own a shard can never hand out the
+//! same offsets: the second append at a sequence number fails and its writer must replay.
+//!
+//! The owner folds the log about once a second into per-partition index pages and partition
+//! rows, and records how far it got in the shard's [`FoldCheckpoint`]. Readers take the folded
+//! state and, above it, the log's entries.
+//!
+//! Nothing writes this layout yet: these are its types and keys.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::catalog::{ITEM_FORMAT, IndexEntry, PartitionRecord, ProducerBatch, ProducerRecord};
+use crate::meta_store::ItemKey;
+use crate::sequencer::{BatchOutcome, RejectReason};
+
+/// Format of shard-log items.
+pub const SHARD_LOG_FORMAT: u32 = 2;
+
+/// The partition key of one shard's log (sorted by sequence number).
+pub fn shard_log_pk(shard: u32) -> String {
+    format!("slog/{shard:05}")
+}
+
+/// The sort key of a sequence number: fixed width, so the order of keys is the order of numbers.
+pub fn sequence_sk(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+/// Entry `seq` of `shard`'s log.
+pub fn shard_log_key(shard: u32, seq: u64) -> ItemKey {
+    ItemKey::new(shard_log_pk(shard), sequence_sk(seq))
+}
+
+/// The sequence number of a shard-log item's sort key.
+pub fn sequence_of_sk(sk: &str) -> Option<u64> {
+    sk.parse().ok()
+}
+
+/// Where `shard`'s fold checkpoint lives. Its presence switches the shard to layout 2.
+pub fn fold_checkpoint_key(shard: u32) -> ItemKey {
+    ItemKey::new(format!("fold/{shard:05}"), "checkpoint")
+}
+
+/// How far a shard's log has been folded into index pages and partition rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldCheckpoint {
+    pub format: u32,
+    /// Every log item with a sequence number up to this one is folded (0: none yet; the log
+    /// starts at 1).
+    pub folded_through: u64,
+}
+
+/// One commit of one shard, as appended to the shard's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardLogItem {
+    pub format: u32,
+    pub segment_key: String,
+    pub segment_size: u64,
+    pub committed_at_ms: i64,
+    /// Which chunk of a commit split over several items this is (`None`: not split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
+    /// The topics the entries and producers name, each once; they refer to it by position.
+    pub topics: Vec<Uuid>,
+    pub entries: Vec<LogEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub producers: Vec<ProducerDelta>,
+    /// One per batch of the commit request, in its order (the answer to a retry).
+    pub outcomes: Vec<LogOutcome>,
+}
+
+/// An index entry in the log: [`IndexEntry`] with its partition and without the segment key
+/// (the item's). Stored as an array, so a commit of many partitions stays a small item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LogEntryArray", into = "LogEntryArray")]
+pub struct LogEntry {
+    /// Position of the topic id in [`ShardLogItem::topics`].
+    pub topic: u32,
+    pub partition: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub byte_start: u64,
+    pub byte_len: u64,
+    pub batch_count: u32,
+    pub record_count: u64,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub running_max_timestamp: i64,
+}
+
+type LogEntryArray = (u32, i32, i64, i64, u64, u64, u32, u64, i64, i64, i64);
+
+impl From<LogEntryArray> for LogEntry {
+    fn from(a: LogEntryArray) -> Self {
+        LogEntry {
+            topic: a.0,
+            partition: a.1,
+            base_offset: a.2,
+            last_offset: a.3,
+            byte_start: a.4,
+            byte_len: a.5,
+            batch_count: a.6,
+            record_count: a.7,
+            first_timestamp: a.8,
+            max_timestamp: a.9,
+            running_max_timestamp: a.10,
+        }
+    }
+}
+
+impl From<LogEntry> for LogEntryArray {
+    fn from(e: LogEntry) -> Self {
+        (
+            e.topic,
+            e.partition,
+            e.base_offset,
+            e.last_offset,
+            e.byte_start,
+            e.byte_len,
+            e.batch_count,
+            e.record_count,
+            e.first_timestamp,
+            e.max_timestamp,
+            e.running_max_timestamp,
+        )
+    }
+}
+
+/// A batch an idempotent producer appended, to be remembered in its state for the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ProducerDeltaArray", into = "ProducerDeltaArray")]
+pub struct ProducerDelta {
+    pub topic: u32,
+    pub partition: i32,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub batch: ProducerBatch,
+}
+
+type ProducerDeltaArray = (u32, i32, i64, i16, i32, i32, i64);
+
+impl From<ProducerDeltaArray> for ProducerDelta {
+    fn from(a: ProducerDeltaArray) -> Self {
+        ProducerDelta {
+            topic: a.0,
+            partition: a.1,
+            producer_id: a.2,
+            epoch: a.3,
+            batch: ProducerBatch {
+                first_seq: a.4,
+                last_seq: a.5,
+                base_offset: a.6,
+            },
+        }
+    }
+}
+
+impl From<ProducerDelta> for ProducerDeltaArray {
+    fn from(d: ProducerDelta) -> Self {
+        (
+            d.topic,
+            d.partition,
+            d.producer_id,
+            d.epoch,
+            d.batch.first_seq,
+            d.batch.last_seq,
+            d.batch.base_offset,
+        )
+    }
+}
+
+/// A [`BatchOutcome`] as an array: `[0, base, log start]` appended, `[1, base, log start]` a
+/// duplicate, `[2, reason]` rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogOutcome {
+    Offsets(u8, i64, i64),
+    Rejected(u8, u8),
+}
+
+const APPENDED: u8 = 0;
+const DUPLICATE: u8 = 1;
+const REJECTED: u8 = 2;
+
+const REJECT_REASONS: [RejectReason; 4] = [
+    RejectReason::UnknownTopicOrPartition,
+    RejectReason::OutOfOrderSequence,
+    RejectReason::InvalidProducerEpoch,
+    RejectReason::UnknownProducerId,
+];
+
+impl From<BatchOutcome> for LogOutcome {
+    fn from(outcome: BatchOutcome) -> Self {
+        match outcome {
+            BatchOutcome::Appended {
+                base_offset,
+                log_start_offset,
+            } => LogOutcome::Offsets(APPENDED, base_offset, log_start_offset),
+            BatchOutcome::Duplicate {
+                base_offset,
+                log_start_offset,
+            } => LogOutcome::Offsets(DUPLICATE, base_offset, log_start_offset),
+            BatchOutcome::Rejected(reason) => {
+                let code = REJECT_REASONS.iter().position(|r| *r == reason);
+                LogOutcome::Rejected(REJECTED, code.unwrap_or(0) as u8)
+            }
+        }
+    }
+}
+
+impl LogOutcome {
+    /// The outcome this stands for; `None` for a code this release does not know.
+    pub fn outcome(self) -> Option<BatchOutcome> {
+        match self {
+            LogOutcome::Offsets(APPENDED, base_offset, log_start_offset) => {
+                Some(BatchOutcome::Appended {
+                    base_offset,
+                    log_start_offset,
+                })
+            }
+            LogOutcome::Offsets(DUPLICATE, base_offset, log_start_offset) => {
+                Some(BatchOutcome::Duplicate {
+                    base_offset,
+                    log_start_offset,
+                })
+            }
+            LogOutcome::Rejected(REJECTED, code) => REJECT_REASONS
+                .get(code as usize)
+                .map(|r| BatchOutcome::Rejected(*r)),
+            _ => None,
+        }
+    }
+}
+
+impl ShardLogItem {
+    /// The topic id an entry or producer delta refers to by position; `None` if out of range.
+    pub fn topic_id(&self, position: u32) -> Option<Uuid> {
+        self.topics.get(position as usize).copied()
+    }
+
+    /// The entries as index entries, with their topic ids; `None` if one names no topic.
+    pub fn index_entries(&self) -> Option<Vec<(Uuid, i32, IndexEntry)>> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let entry = IndexEntry {
+                    format: ITEM_FORMAT,
+                    base_offset: e.base_offset,
+                    last_offset: e.last_offset,
+                    segment_key: self.segment_key.clone(),
+                    byte_start: e.byte_start,
+                    byte_len: e.byte_len,
+                    batch_count: e.batch_count,
+                    record_count: e.record_count,
+                    first_timestamp: e.first_timestamp,
+                    max_timestamp: e.max_timestamp,
+                    running_max_timestamp: Some(e.running_max_timestamp),
+                };
+                Some((self.topic_id(e.topic)?, e.partition, entry))
+            })
+            .collect()
+    }
+
+    /// The commit's answer, one outcome per batch; `None` if one is unknown to this release.
+    pub fn outcomes(&self) -> Option<Vec<BatchOutcome>> {
+        self.outcomes.iter().map(|o| o.outcome()).collect()
+    }
+
+    /// Position of `topic_id` in [`ShardLogItem::topics`], added if missing.
+    pub fn topic_position(&mut self, topic_id: Uuid) -> u32 {
+        match self.topics.iter().position(|t| *t == topic_id) {
+            Some(p) => p as u32,
+            None => {
+                self.topics.push(topic_id);
+                (self.topics.len() - 1) as u32
+            }
+        }
+    }
+}
+
+impl LogEntry {
+    /// Moves a folded `row` past this entry; an entry the row already covers changes nothing,
+    /// so replaying a log item twice is harmless.
+    pub fn apply_to(&self, row: &mut PartitionRecord) {
+        if self.last_offset >= row.next_offset {
+            row.append(self.last_offset, self.byte_len, self.max_timestamp);
+        }
+    }
+}
+
+impl ProducerDelta {
+    /// The producer's state with this batch remembered, as the commit made it at `at_ms`;
+    /// `None` if `current` already holds it (replayed twice).
+    pub fn apply_to(&self, current: Option<&ProducerRecord>, at_ms: i64) -> Option<ProducerRecord> {
+        // Base offsets grow in a partition, and epochs only move forward.
+        let held = current.is_some_and(|r| {
+            r.epoch > self.epoch
+                || (r.epoch == self.epoch
+                    && r.batches
+                        .iter()
+                        .any(|b| b.base_offset >= self.batch.base_offset))
+        });
+        (!held).then(|| ProducerRecord::after_batch(current, self.epoch, self.batch, at_ms))
+    }
+}
+
+/// A log item arrived out of order: the reader missed `expected` and must read again from the
+/// shard's checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceGap {
+    pub expected: u64,
+    pub found: u64,
+}
+
+/// The index entries of a shard's log above a point, per partition, as a reader holds them
+/// (the fetch tier between folds, the owner while it replays). Items must arrive in sequence
+/// order without a gap; entries are immutable once logged, so holding some that a fold has
+/// also written to pages is harmless (readers merge by offset).
+#[derive(Debug, Default, Clone)]
+pub struct ShardTail {
+    last_seq: u64,
+    partitions: HashMap<(Uuid, i32), Vec<(u64, IndexEntry)>>,
+}
+
+impl ShardTail {
+    /// A tail that holds nothing up to and including `seq` (a fold checkpoint).
+    pub fn after(seq: u64) -> Self {
+        ShardTail {
+            last_seq: seq,
+            partitions: HashMap::new(),
+        }
+    }
+
+    /// The sequence number of the last item taken (the starting point if none).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Takes the item logged at `seq`: the next one, or one already held (ignored).
+    pub fn push(&mut self, seq: u64, item: &ShardLogItem) -> Result<(), SequenceGap> {
+        if seq <= self.last_seq {
+            return Ok(());
+        }
+        if seq != self.last_seq + 1 {
+            return Err(SequenceGap {
+                expected: self.last_seq + 1,
+                found: seq,
+            });
+        }
+        for (topic_id, partition, entry) in item.index_entries().unwrap_or_default() {
+            let list = self.partitions.entry((topic_id, partition)).or_default();
+            list.push((seq, entry));
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// The partition's high watermark as far as the tail knows it (`None`: nothing logged).
+    pub fn high_watermark(&self, topic_id: Uuid, partition: i32) -> Option<i64> {
+        let list = self.partitions.get(&(topic_id, partition))?;
+        list.last().map(|(_, e)| e.last_offset + 1)
+    }
+
+    /// The partition's entries reaching `offset` (last offset ≥ it), in offset order.
+    pub fn entries_from(&self, topic_id: Uuid, partition: i32, offset: i64) -> Vec<IndexEntry> {
+        let Some(list) = self.partitions.get(&(topic_id, partition)) else {
+            return Vec::new();
+        };
+        let first = list.partition_point(|(_, e)| e.last_offset < offset);
+        list[first..].iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Forgets the entries of items up to and including `seq` (folded since).
+    pub fn forget_through(&mut self, seq: u64) {
+        self.partitions.retain(|_, list| {
+            list.retain(|(s, _)| *s > seq);
+            !list.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{decode, encode};
+
+    fn item() -> ShardLogItem {
+        let topic = Uuid::from_u128(7);
+        let mut item = ShardLogItem {
+            format: SHARD_LOG_FORMAT,
+            segment_key: "segments/0a/1700000000000-abc.kseg".into(),
+            segment_size: 4096,
+            committed_at_ms: 1_700_000_000_123,
+            chunk: None,
+            topics: vec![],
+            entries: vec![],
+            producers: vec![],
+            outcomes: vec![],
+        };
+        let t = item.topic_position(topic);
+        item.entries.push(LogEntry {
+            topic: t,
+            partition: 3,
+            base_offset: 100,
+            last_offset: 109,
+            byte_start: 61,
+            byte_len: 900,
+            batch_count: 1,
+            record_count: 10,
+            first_timestamp: 1_700_000_000_000,
+            max_timestamp: 1_700_000_000_009,
+            running_max_timestamp: 1_700_000_000_009,
+        });
+        item.producers.push(ProducerDelta {
+            topic: t,
+            partition: 3,
+            producer_id: 42,
+            epoch: 0,
+            batch: ProducerBatch {
+                first_seq: 0,
+                last_seq: 9,
+                base_offset: 100,
+            },
+        });
+        item.outcomes = vec![
+            BatchOutcome::Appended {
+                base_offset: 100,
+                log_start_offset: 0,
+            }
+            .into(),
+            BatchOutcome::Duplicate {
+                base_offset: 90,
+                log_start_offset: 0,
+            }
+            .into(),
+            BatchOutcome::Rejected(RejectReason::InvalidProducerEpoch).into(),
+        ];
+        item
+    }
+
+    #[test]
+    fn a_log_item_round_trips_and_stays_compact() {
+        let item = item();
+        let bytes = encode(&item);
+        let key = shard_log_key(3, 1);
+        let back: ShardLogItem = decode(&key, &bytes).expect("decode");
+        assert_eq!(back, item);
+        // One entry of a commit costs about 80 bytes, so a 64-partition commit fits in ~6 KB.
+        let entry_json = serde_json::to_string(&item.entries[0]).expect("json");
+        assert!(entry_json.starts_with("[0,3,100,109,"), "{entry_json}");
+        assert!(entry_json.len() < 90, "{entry_json}");
+    }
+
+    #[test]
+    fn entries_and_outcomes_read_back_as_the_catalog_types() {
+        let item = item();
+        let entries = item.index_entries().expect("topics");
+        assert_eq!(entries.len(), 1);
+        let (topic, partition, entry) = &entries[0];
+        assert_eq!((*topic, *partition), (Uuid::from_u128(7), 3));
+        assert_eq!(entry.segment_key, item.segment_key);
+        assert_eq!((entry.base_offset, entry.last_offset), (100, 109));
+        assert_eq!(entry.running_max_timestamp, Some(1_700_000_000_009));
+        let outcomes = item.outcomes().expect("known outcomes");
+        assert_eq!(
+            outcomes,
+            [
+                BatchOutcome::Appended {
+                    base_offset: 100,
+                    log_start_offset: 0
+                },
+                BatchOutcome::Duplicate {
+                    base_offset: 90,
+                    log_start_offset: 0
+                },
+                BatchOutcome::Rejected(RejectReason::InvalidProducerEpoch),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_codes_and_topic_positions_are_reported_not_guessed() {
+        let mut item = item();
+        item.outcomes.push(LogOutcome::Offsets(9, 0, 0));
+        assert_eq!(item.outcomes(), None);
+        item.entries[0].topic = 5;
+        assert_eq!(item.index_entries(), None);
+    }
+
+    #[test]
+    fn sequence_keys_sort_in_number_order() {
+        let keys: Vec<String> = [9u64, 10, 100, 2]
+            .iter()
+            .map(|s| shard_log_key(1, *s).sk)
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                sequence_sk(2),
+                sequence_sk(9),
+                sequence_sk(10),
+                sequence_sk(100)
+            ]
+        );
+        assert_eq!(sequence_of_sk(&sequence_sk(77)), Some(77));
+        assert_eq!(shard_log_pk(12), "slog/00012");
+        assert_eq!(fold_checkpoint_key(12).pk, "fold/00012");
+    }
+
+    fn entry_item(partition: i32, base: i64, last: i64) -> ShardLogItem {
+        let mut item = item();
+        item.entries[0].partition = partition;
+        item.entries[0].base_offset = base;
+        item.entries[0].last_offset = last;
+        item
+    }
+
+    #[test]
+    fn a_tail_takes_items_in_order_and_reports_a_gap() {
+        let topic = Uuid::from_u128(7);
+        let mut tail = ShardTail::after(4);
+        tail.push(5, &entry_item(0, 0, 9)).expect("next");
+        tail.push(6, &entry_item(1, 0, 4)).expect("next");
+        tail.push(7, &entry_item(0, 10, 19)).expect("next");
+        // Held already: ignored.
+        tail.push(6, &entry_item(1, 0, 4)).expect("held");
+        assert_eq!(
+            tail.push(9, &entry_item(0, 20, 29)),
+            Err(SequenceGap {
+                expected: 8,
+                found: 9
+            })
+        );
+        assert_eq!(tail.last_seq(), 7);
+        assert_eq!(tail.high_watermark(topic, 0), Some(20));
+        assert_eq!(tail.high_watermark(topic, 1), Some(5));
+        assert_eq!(tail.high_watermark(topic, 2), None);
+        let lasts = |v: Vec<IndexEntry>| v.iter().map(|e| e.last_offset).collect::<Vec<_>>();
+        assert_eq!(lasts(tail.entries_from(topic, 0, 0)), [9, 19]);
+        assert_eq!(lasts(tail.entries_from(topic, 0, 12)), [19]);
+        assert!(tail.entries_from(topic, 0, 20).is_empty());
+        tail.forget_through(6);
+        assert_eq!(lasts(tail.entries_from(topic, 0, 0)), [19]);
+        assert_eq!(tail.high_watermark(topic, 1), None);
+    }
+
+    #[test]
+    fn replaying_onto_folded_rows_and_producer_states_is_idempotent() {
+        let item = item();
+        let mut row = PartitionRecord {
+            format: ITEM_FORMAT,
+            next_offset: 100,
+            log_start_offset: 0,
+            bytes: 1000,
+            max_timestamp: 5,
+        };
+        item.entries[0].apply_to(&mut row);
+        let after = row;
+        assert_eq!(
+            (after.next_offset, after.bytes, after.max_timestamp),
+            (110, 1900, 1_700_000_000_009)
+        );
+        item.entries[0].apply_to(&mut row);
+        assert_eq!(row, after);
+
+        let delta = item.producers[0];
+        let state = delta.apply_to(None, 77).expect("new state");
+        assert_eq!(
+            (state.epoch, state.batches.len(), state.last_write_ms),
+            (0, 1, 77)
+        );
+        assert_eq!(delta.apply_to(Some(&state), 78), None);
+        let next = ProducerDelta {
+            batch: ProducerBatch {
+                first_seq: 10,
+                last_seq: 19,
+                base_offset: 110,
+            },
+            ..delta
+        };
+        let state = next.apply_to(Some(&state), 79).expect("appended");
+        assert_eq!(state.batches.len(), 2);
+        let bumped = ProducerDelta { epoch: 1, ..next };
+        let state = bumped.apply_to(Some(&state), 80).expect("new epoch");
+        assert_eq!((state.epoch, state.batches.len()), (1, 1));
+        // An older epoch's batch replayed onto a newer state is already superseded.
+        assert_eq!(next.apply_to(Some(&state), 81), None);
+    }
+}
