@@ -22,6 +22,10 @@
 //!   gone a retried commit of that segment is refused as expired, never appended again.
 //! - An object with no commit record older than the horizon plus the grace is an orphan (an
 //!   upload whose commit never happened, or the loser of a hedged upload) and is deleted.
+//! - On the shard log (layout 2, [`kafscale_shared::shard_log`]) a commit writes no record: its
+//!   log item names the segment and its partitions until the fold has written the record
+//!   (under the shard's own `seg/{shard}` key) and the answer horizon has passed. A pass reads
+//!   both, so a committed segment is never taken for an orphan, however late its fold is.
 //! - A deleted topic's partition rows, index entries and producer states are removed before
 //!   the commit records that name the topic, so a pass cut short finds the topic again.
 //!
@@ -35,10 +39,12 @@ use std::time::Duration;
 
 use kafscale_shared::catalog::{self, Catalog, SegmentCommitRecord, SegmentPart};
 use kafscale_shared::keys::{SEGMENT_PREFIX, segment_created_ms};
-use kafscale_shared::meta_store::ItemKey;
+use kafscale_shared::meta_store::{ItemKey, Query};
 use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::{ObjectMeta, ObjectStore};
 use kafscale_shared::periodic::run_every;
+use kafscale_shared::shard_log::{ShardLogItem, shard_log_pk};
+use kafscale_shared::shards::read_cluster;
 use tokio::sync::Mutex;
 use tracing::{Instrument, debug, info, warn};
 use uuid::Uuid;
@@ -74,11 +80,13 @@ pub struct GcReport {
     pub topics_purged: u64,
 }
 
-/// One segment as a pass sees it: its object (if listed) and its commit records.
+/// One segment as a pass sees it: its object (if listed) and what names it as committed:
+/// commit records (with the key to delete them by) and shard-log items not yet deleted by
+/// their fold (no key: the fold deletes those).
 #[derive(Debug, Default)]
 struct Segment {
     object: Option<u64>,
-    records: Vec<(String, Option<Vec<SegmentPart>>)>,
+    records: Vec<(Option<ItemKey>, Option<Vec<SegmentPart>>)>,
 }
 
 /// Deletes what no partition references any more (see the module docs).
@@ -168,12 +176,7 @@ impl GarbageCollector {
                 report.segments_deleted += u64::from(segment.object.is_some());
                 report.bytes_deleted += segment.object.unwrap_or(0);
                 doomed_objects.push(key.clone());
-                doomed_records.extend(
-                    segment
-                        .records
-                        .iter()
-                        .map(|(sk, _)| ItemKey::new(catalog::SEGMENT_COMMIT_PK, sk.clone())),
-                );
+                doomed_records.extend(segment.records.iter().filter_map(|(key, _)| key.clone()));
             } else {
                 report.segments_waiting += 1;
                 still_condemned.insert(key.clone(), first);
@@ -189,7 +192,8 @@ impl GarbageCollector {
         Ok(report)
     }
 
-    /// The bucket's segment objects and every commit record, by segment key.
+    /// The bucket's segment objects and every commit record and shard-log item, by segment
+    /// key.
     async fn load_segments(
         &self,
         report: &mut GcReport,
@@ -200,11 +204,31 @@ impl GarbageCollector {
         for object in listed {
             segments.entry(object.key).or_default().object = Some(object.size);
         }
+        self.load_records(catalog::SEGMENT_COMMIT_PK, &mut segments, report)
+            .await?;
+        let shard_count = read_cluster(&self.catalog)
+            .await?
+            .map_or(0, |c| c.shard_count);
+        for shard in 0..shard_count {
+            let pk = catalog::shard_segment_commits_pk(shard);
+            self.load_records(&pk, &mut segments, report).await?;
+            self.load_log(shard, &mut segments).await?;
+        }
+        Ok(segments)
+    }
+
+    /// The commit records under `pk`, a page at a time.
+    async fn load_records(
+        &self,
+        pk: &str,
+        segments: &mut BTreeMap<String, Segment>,
+        report: &mut GcReport,
+    ) -> Result<(), IndexerError> {
         let mut start = Bound::Unbounded;
         loop {
             let page = self
                 .catalog
-                .segment_commits_from(start, RECORDS_PER_PAGE)
+                .segment_commits_in(pk, start, RECORDS_PER_PAGE)
                 .await?;
             let full = page.len() == RECORDS_PER_PAGE;
             report.commit_records_read += page.len() as u64;
@@ -212,19 +236,43 @@ impl GarbageCollector {
             for (sk, record) in page {
                 let SegmentCommitRecord { parts, .. } = record;
                 let segment = catalog::segment_of_commit_sk(&sk).to_string();
+                let key = ItemKey::new(pk, sk.clone());
                 segments
                     .entry(segment)
                     .or_default()
                     .records
-                    .push((sk.clone(), parts));
+                    .push((Some(key), parts));
                 last = Some(sk);
             }
             match (full, last) {
                 (true, Some(sk)) => start = Bound::Excluded(sk),
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        Ok(segments)
+    }
+
+    /// The items of `shard`'s log: each names a committed segment, folded or not.
+    async fn load_log(
+        &self,
+        shard: u32,
+        segments: &mut BTreeMap<String, Segment>,
+    ) -> Result<(), IndexerError> {
+        let items = self
+            .catalog
+            .store()
+            .query(Query::all(shard_log_pk(shard)))
+            .await
+            .map_err(catalog::CatalogError::from)?;
+        for item in items {
+            let logged: ShardLogItem =
+                catalog::decode(&item.key, &item.value).map_err(catalog::CatalogError::from)?;
+            segments
+                .entry(logged.segment_key.clone())
+                .or_default()
+                .records
+                .push((None, Some(logged.segment_parts())));
+        }
+        Ok(())
     }
 
     /// Whether some partition still references `segment`. Records written before commit

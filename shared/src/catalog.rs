@@ -345,6 +345,19 @@ pub const SEGMENT_COMMIT_PK: &str = "seg";
 pub fn segment_commit_key(segment_key: &str, shard: u32) -> ItemKey {
     ItemKey::new(SEGMENT_COMMIT_PK, format!("{segment_key}#{shard:05}"))
 }
+/// The partition key of the commit records the shard log's fold writes for `shard`
+/// ([`crate::shard_log`]): one key per shard, so no key takes every commit of the cluster.
+pub fn shard_segment_commits_pk(shard: u32) -> String {
+    format!("seg/{shard:05}")
+}
+/// The commit record of a segment (or `{key}~{chunk}`) folded from `shard`'s log; its sort
+/// key has the same form as [`segment_commit_key`]'s.
+pub fn shard_segment_commit_key(record_name: &str, shard: u32) -> ItemKey {
+    ItemKey::new(
+        shard_segment_commits_pk(shard),
+        format!("{record_name}#{shard:05}"),
+    )
+}
 /// The segment object a commit record's sort key belongs to (without shard and chunk).
 pub fn segment_of_commit_sk(sk: &str) -> &str {
     let record = sk.rsplit_once('#').map_or(sk, |(name, _)| name);
@@ -979,10 +992,22 @@ impl Catalog {
         start_sk: Bound<String>,
         limit: usize,
     ) -> Result<Vec<(String, SegmentCommitRecord)>, CatalogError> {
+        self.segment_commits_in(SEGMENT_COMMIT_PK, start_sk, limit)
+            .await
+    }
+
+    /// Like [`Catalog::segment_commits_from`], under the partition key `pk` (the shared `seg`
+    /// or one shard's [`shard_segment_commits_pk`]).
+    pub async fn segment_commits_in(
+        &self,
+        pk: &str,
+        start_sk: Bound<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, SegmentCommitRecord)>, CatalogError> {
         let items = self
             .store
             .query(Query {
-                pk: SEGMENT_COMMIT_PK.into(),
+                pk: pk.into(),
                 start: start_sk,
                 end: Bound::Unbounded,
                 direction: Direction::Forward,

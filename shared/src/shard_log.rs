@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::catalog::{ITEM_FORMAT, IndexEntry, PartitionRecord, ProducerBatch, ProducerRecord};
+use crate::catalog::{
+    ITEM_FORMAT, IndexEntry, PartitionRecord, ProducerBatch, ProducerRecord, SegmentPart,
+};
 use crate::meta_store::ItemKey;
 use crate::sequencer::{BatchOutcome, RejectReason};
 
@@ -275,6 +277,38 @@ impl ShardLogItem {
     /// The commit's answer, one outcome per batch; `None` if one is unknown to this release.
     pub fn outcomes(&self) -> Option<Vec<BatchOutcome>> {
         self.outcomes.iter().map(|o| o.outcome()).collect()
+    }
+
+    /// The name the commit's answer and its commit record go under: the segment key, or
+    /// `{key}~{chunk}` for one chunk of a commit split over several items.
+    pub fn record_name(&self) -> String {
+        match self.chunk {
+            Some(chunk) => format!("{}~{chunk:04}", self.segment_key),
+            None => self.segment_key.clone(),
+        }
+    }
+
+    /// The partitions the item appended to, each with the last offset it wrote there (what
+    /// keeps the segment referenced, see [`crate::catalog::SegmentCommitRecord::parts`]).
+    pub fn segment_parts(&self) -> Vec<SegmentPart> {
+        let mut parts: Vec<SegmentPart> = Vec::new();
+        for e in &self.entries {
+            let Some(topic_id) = self.topic_id(e.topic) else {
+                continue;
+            };
+            match parts
+                .iter_mut()
+                .find(|p| p.topic_id == topic_id && p.partition == e.partition)
+            {
+                Some(part) => part.last_offset = part.last_offset.max(e.last_offset),
+                None => parts.push(SegmentPart {
+                    topic_id,
+                    partition: e.partition,
+                    last_offset: e.last_offset,
+                }),
+            }
+        }
+        parts
     }
 
     /// Position of `topic_id` in [`ShardLogItem::topics`], added if missing.

@@ -47,6 +47,15 @@ fn cluster_key() -> ItemKey {
     ItemKey::new("meta", "cluster")
 }
 
+/// Reads the cluster settings (`None`: no process has started the cluster yet).
+pub async fn read_cluster(catalog: &Catalog) -> Result<Option<ClusterSettings>, CatalogError> {
+    let key = cluster_key();
+    match catalog.store().get(&key).await? {
+        Some(item) => Ok(Some(decode(&key, &item.value)?)),
+        None => Ok(None),
+    }
+}
+
 /// Reads the cluster settings, creating them with `shard_count` if this is a new cluster.
 /// Returns the settings in force (an existing cluster keeps its own shard count).
 pub async fn load_or_init_cluster(

@@ -390,3 +390,58 @@ async fn an_expired_segment_is_refused_but_a_retry_of_a_landed_commit_is_answere
         }]
     );
 }
+
+/// [`fixture`] with the indexer on the shard log (layout 2) and the cluster settings stored,
+/// as every real cluster has them.
+async fn log_fixture(partitions: i32) -> Fixture {
+    let mut f = fixture(partitions).await;
+    kafscale_shared::shards::load_or_init_cluster(&f.catalog, 1)
+        .await
+        .expect("cluster");
+    f.indexer.release_all().await.expect("release");
+    f.indexer = Indexer::start(
+        f.catalog.clone(),
+        Arc::new(Watermarks::new()),
+        IndexerConfig {
+            segment_commit_max_age: MAX_AGE,
+            shard_log: true,
+            ..IndexerConfig::default()
+        },
+    )
+    .await
+    .expect("indexer");
+    f
+}
+
+#[tokio::test]
+async fn a_segment_named_only_by_the_shard_log_is_kept_and_its_folded_record_keeps_it_after() {
+    let f = log_fixture(1).await;
+    let key = f.segment(&[0]).await;
+    let far = past_horizon(100 * MINUTE);
+    // Not folded yet: only the log names it. Never an orphan, never condemned.
+    for pass in 0..3 {
+        let r =
+            f.gc.run_pass(far + pass * GRACE.as_millis() as i64)
+                .await
+                .unwrap();
+        assert_eq!((r.orphans_deleted, r.segments_waiting), (0, 0), "{r:?}");
+    }
+    assert!(f.exists(&key).await);
+    // Folded: its commit record under the shard's key names it too.
+    let folded = f.indexer.fold_shard(0).await.expect("fold");
+    assert_eq!(folded.records, 1);
+    let records = f
+        .catalog
+        .segment_commits_in(&catalog::shard_segment_commits_pk(0), Bound::Unbounded, 10)
+        .await
+        .expect("records");
+    assert_eq!(records.len(), 1);
+    assert_eq!(catalog::segment_of_commit_sk(&records[0].0), key);
+    // Once no partition references it, it goes after the grace period, its record with it.
+    f.delete_records(0, -1).await;
+    let first = f.gc.run_pass(far).await.unwrap();
+    assert_eq!(first.segments_waiting, 1);
+    let done = f.gc.run_pass(far + GRACE.as_millis() as i64).await.unwrap();
+    assert_eq!((done.segments_deleted, done.commit_records_deleted), (1, 1));
+    assert!(!f.exists(&key).await);
+}

@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kafscale_shared::catalog::{
     self, CatalogError, INDEX_PAGE_FORMAT, IndexEntry, IndexPage, ProducerRecord,
+    SegmentCommitRecord,
 };
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
 use kafscale_shared::periodic::run_every;
@@ -41,6 +42,8 @@ pub struct FoldReport {
     pub pages: usize,
     pub rows: usize,
     pub producers: usize,
+    /// Commit records written for garbage collection (one per folded item).
+    pub records: usize,
     /// Folded log items deleted (older than the answer horizon).
     pub deleted: usize,
 }
@@ -111,6 +114,7 @@ impl Indexer {
         };
         let pages = pages_of(&items);
         report.pages = self.write_pages(&pages).await?;
+        report.records = self.write_commit_records(shard, &items).await?;
         for id in pages.keys() {
             self.fold_row(state, *id).await?;
             report.rows += 1;
@@ -142,6 +146,40 @@ impl Indexer {
                 catalog::encode(&page),
                 Condition::None,
             ))
+        });
+        let results: Vec<_> = futures::stream::iter(writes)
+            .buffer_unordered(FOLD_WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        let written = results.len();
+        match results.into_iter().find_map(Result::err) {
+            Some(e) => Err(e.into()),
+            None => Ok(written),
+        }
+    }
+
+    /// A commit record per folded item, listing the partitions it appended to and the last
+    /// offset of each: garbage collection's reference list once the item leaves the log.
+    /// Written before the checkpoint moves, so every committed segment is always named by a
+    /// log item or a record.
+    async fn write_commit_records(
+        &self,
+        shard: u32,
+        items: &[(u64, Arc<ShardLogItem>)],
+    ) -> Result<usize, CatalogError> {
+        let writes = items.iter().map(|(_, item)| {
+            let record = SegmentCommitRecord {
+                format: catalog::ITEM_FORMAT,
+                size: item.segment_size,
+                committed_at_ms: item.committed_at_ms,
+                outcomes: Vec::new(),
+                parts: Some(item.segment_parts()),
+            };
+            self.write_one(
+                catalog::shard_segment_commit_key(&item.record_name(), shard),
+                catalog::encode(&record),
+                Condition::None,
+            )
         });
         let results: Vec<_> = futures::stream::iter(writes)
             .buffer_unordered(FOLD_WRITES_IN_FLIGHT)

@@ -79,15 +79,6 @@ impl LogState {
     }
 }
 
-/// The name an item's answer is kept under: its segment key, or `{key}~{chunk}` for one chunk
-/// of a commit split over several items.
-fn record_name_of(item: &ShardLogItem) -> String {
-    match item.chunk {
-        Some(chunk) => format!("{}~{chunk:04}", item.segment_key),
-        None => item.segment_key.clone(),
-    }
-}
-
 /// The log item that records `plan` for `segment_key` (chunk `chunk` of it, if split).
 fn log_item_of(
     plan: &CommitPlan,
@@ -223,7 +214,7 @@ impl Indexer {
         };
         let horizon = self.answer_horizon_ms();
         for (seq, item) in read_log_after(&self.catalog, shard, Bound::Unbounded).await? {
-            log.remember(&item, &record_name_of(&item), horizon);
+            log.remember(&item, &item.record_name(), horizon);
             if seq <= log.folded_through {
                 log.folded.push_back((seq, item.committed_at_ms));
             } else {
@@ -287,7 +278,7 @@ impl Indexer {
             replay_producer(state.producers.get_mut(&key), delta, item.committed_at_ms);
         }
         if let Some(log) = state.log.as_mut() {
-            log.remember(&item, &record_name_of(&item), horizon);
+            log.remember(&item, &item.record_name(), horizon);
             log.unfolded.push_back((seq, item));
             log.last_seq = seq;
         }
