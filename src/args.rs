@@ -449,9 +449,35 @@ pub(crate) struct LifecycleArgs {
         default_value_t = 86_400_000
     )]
     pub(crate) producer_id_expiration_ms: u64,
+    /// Experimental: commit to the shard log (one small item per commit instead of a
+    /// transaction of two items per partition; docs/proposals/shard-log.md). A shard this
+    /// process acquires is switched for good. Not for clusters with data to keep yet:
+    /// retention does not remove folded index pages, and no release before this one reads
+    /// the log.
+    #[arg(long, env = "KAFSCALE_SHARD_LOG", default_value_t = false)]
+    pub(crate) shard_log: bool,
+    /// How often a shard owner folds its log into index pages and partition rows
+    /// (milliseconds; with `--shard-log`).
+    #[arg(long, env = "KAFSCALE_FOLD_INTERVAL_MS", default_value_t = 1_000)]
+    pub(crate) fold_interval_ms: u64,
 }
 
 impl LifecycleArgs {
+    /// Starts the shard-log fold loop of `indexer` (see `--fold-interval-ms`).
+    pub(crate) fn spawn_fold(
+        &self,
+        indexer: Arc<kafscale_indexer::Indexer>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        if self.fold_interval_ms < 10 {
+            anyhow::bail!("--fold-interval-ms must be at least 10");
+        }
+        Ok(tokio::spawn(indexer.run_fold_loop(
+            Duration::from_millis(self.fold_interval_ms),
+            shutdown.clone(),
+        )))
+    }
+
     /// Starts the retention loop of `indexer` (topic configs over `defaults`).
     pub(crate) fn spawn_retention(
         &self,
@@ -477,6 +503,7 @@ impl LifecycleArgs {
         Ok(kafscale_indexer::IndexerConfig {
             segment_commit_max_age: self.segment_commit_max_age()?,
             producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms),
+            shard_log: self.shard_log,
             ..base
         })
     }

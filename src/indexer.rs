@@ -123,6 +123,7 @@ pub(crate) async fn run(
     let retention_task =
         args.lifecycle
             .spawn_retention(indexer.clone(), cluster_defaults.clone(), &shutdown)?;
+    let fold_task = args.lifecycle.spawn_fold(indexer.clone(), &shutdown)?;
     let gc_task = args.lifecycle.spawn_gc(
         stores.catalog.clone(),
         stores.objects.clone(),
@@ -136,7 +137,14 @@ pub(crate) async fn run(
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: releasing shard leases");
-    crate::drain_within(vec![gc_task, retention_task, lease_task, http_task]).await;
+    crate::drain_within(vec![
+        gc_task,
+        retention_task,
+        fold_task,
+        lease_task,
+        http_task,
+    ])
+    .await;
     info!("stopped");
     Ok(())
 }

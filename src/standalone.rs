@@ -180,6 +180,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     let gc_task =
         args.lifecycle
             .spawn_gc(catalog.clone(), gc_objects, "standalone".into(), &shutdown)?;
+    let fold_task = args.lifecycle.spawn_fold(indexer.clone(), &shutdown)?;
     let http_task = tokio::spawn(http_server);
     ready.set(true);
     println!(
@@ -191,7 +192,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     shutdown.cancelled().await;
     ready.set(false);
     info!("shutting down: flushing buffered produce requests");
-    let mut others = vec![gc_task, retention_task, renewer, http_task];
+    let mut others = vec![gc_task, retention_task, fold_task, renewer, http_task];
     others.extend(authorizer.map(|(_, refresh)| refresh));
     running.stop(others).await;
     simulated.log_summary();

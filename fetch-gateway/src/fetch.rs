@@ -203,8 +203,8 @@ impl FetchService {
                 _ = tick.tick() => {}
             }
             for (topic_id, partition) in self.watermarks.stale_watched(interval) {
-                match self.catalog.partition(topic_id, partition).await {
-                    Ok(Some((row, _))) => self.watermarks.publish(
+                match self.catalog.partition_view(topic_id, partition).await {
+                    Ok(Some(row)) => self.watermarks.publish(
                         topic_id,
                         partition,
                         PartitionOffsets {
@@ -246,9 +246,9 @@ impl FetchService {
         topic_id: Uuid,
         partition: i32,
     ) -> Result<PartitionOffsets, FetchError> {
-        let (row, _) = self
+        let row = self
             .catalog
-            .partition(topic_id, partition)
+            .partition_view(topic_id, partition)
             .await?
             .ok_or(FetchError::UnknownTopicOrPartition)?;
         let offsets = PartitionOffsets {

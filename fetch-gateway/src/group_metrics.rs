@@ -49,7 +49,7 @@ async fn lag_of(service: &GroupService, group: &str, out: &mut TextWriter) {
         }
     };
     for (topic_id, partition, offset) in committed {
-        let Ok(Some((record, _))) = catalog.partition(topic_id, partition).await else {
+        let Ok(Some(record)) = catalog.partition_view(topic_id, partition).await else {
             continue;
         };
         let topic = match catalog.topic_by_id(topic_id).await {

@@ -530,6 +530,8 @@ pub struct Catalog {
     /// Added to this process's wall clock where leases are written: always zero, except in
     /// tests that give one replica a clock running ahead of another's.
     wall_clock_skew_ms: i64,
+    /// The shard logs' entries above their folds, as this process has read them.
+    log_tails: crate::shard_log::LogTails,
 }
 
 type TopicReload = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -551,6 +553,7 @@ impl Catalog {
             lease_observations: LeaseObservations::default(),
             wall_clock: WallClock::System,
             wall_clock_skew_ms: 0,
+            log_tails: Default::default(),
         }
     }
 
@@ -927,10 +930,46 @@ impl Catalog {
                 }
             }
         }
+        if limit.is_none_or(|limit| entries.len() < limit) {
+            // The pages end before what was asked: the rest may be in the shard's log.
+            let from = entries.last().map_or(offset, |e| e.last_offset + 1);
+            let tail = self
+                .log_tails
+                .partition_tail(self.store.as_ref(), topic_id, partition, from)
+                .await?;
+            entries.extend(tail.entries);
+        }
         if let Some(limit) = limit {
             entries.truncate(limit);
         }
         Ok(entries)
+    }
+
+    /// A partition's row as readers see it: on the shard log, the high watermark (and the
+    /// running maximum timestamp) include the entries not folded into the row yet. Only the
+    /// shard's owner needs the row as stored ([`Catalog::partition`], with its version).
+    pub async fn partition_view(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<PartitionRecord>, CatalogError> {
+        let Some((mut row, _)) = self.partition(topic_id, partition).await? else {
+            return Ok(None);
+        };
+        let tail = self
+            .log_tails
+            .partition_tail(self.store.as_ref(), topic_id, partition, row.next_offset)
+            .await?;
+        for entry in &tail.entries {
+            if entry.last_offset >= row.next_offset {
+                row.append(
+                    entry.last_offset,
+                    entry.byte_len,
+                    entry.running_max_timestamp.unwrap_or(entry.max_timestamp),
+                );
+            }
+        }
+        Ok(Some(row))
     }
 
     /// The producer state of one producer on one partition.

@@ -16,6 +16,9 @@
 //! Nothing writes this layout yet: these are its types and keys.
 
 use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,7 +26,7 @@ use uuid::Uuid;
 use crate::catalog::{
     ITEM_FORMAT, IndexEntry, PartitionRecord, ProducerBatch, ProducerRecord, SegmentPart,
 };
-use crate::meta_store::ItemKey;
+use crate::meta_store::{Direction, ItemKey, MetaStore, MetaStoreError, Query};
 use crate::sequencer::{BatchOutcome, RejectReason};
 
 /// Format of shard-log items.
@@ -422,6 +425,155 @@ impl ShardTail {
             !list.is_empty()
         });
     }
+}
+
+/// How long a shard found on layout 1 is taken to stay there before its checkpoint is looked
+/// for again (a shard switches once, when an owner with the shard log takes it).
+const LAYOUT_RECHECK: Duration = Duration::from_secs(10);
+
+/// Log items taken into a tail between two prunes (a read of the checkpoint, after which the
+/// folded entries are forgotten).
+const ITEMS_BETWEEN_PRUNES: u64 = 1_000;
+
+/// One shard's tail as a reading process holds it.
+#[derive(Debug)]
+struct TailSlot {
+    /// Whether the shard has a fold checkpoint (is on the shard log), as of `checked_at`.
+    logged: bool,
+    checked_at: Option<Instant>,
+    tail: ShardTail,
+    pruned_at_seq: u64,
+}
+
+/// What readers outside the shard's owner see of the shard logs: the entries above each
+/// shard's fold, read on demand (a Query of the items after the last one held) and merged
+/// with the folded pages and rows by offset. Kept per process in the [`crate::catalog::Catalog`].
+#[derive(Debug, Default)]
+pub struct LogTails {
+    shard_count: std::sync::Mutex<Option<u32>>,
+    slots: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<TailSlot>>>>,
+}
+
+/// A partition's entries above the fold and its high watermark as far as the log knows.
+#[derive(Debug, Default, Clone)]
+pub struct PartitionTail {
+    pub entries: Vec<IndexEntry>,
+    pub high_watermark: Option<i64>,
+}
+
+impl LogTails {
+    /// The shard count of the cluster (`None` while no process has stored it).
+    async fn shard_count(&self, store: &dyn MetaStore) -> Result<Option<u32>, MetaStoreError> {
+        if let Some(count) = *self.shard_count.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(Some(count));
+        }
+        let key = ItemKey::new("meta", "cluster");
+        let Some(item) = store.get(&key).await? else {
+            return Ok(None);
+        };
+        let settings: crate::shards::ClusterSettings = crate::catalog::decode(&key, &item.value)?;
+        let count = settings.shard_count.max(1);
+        *self.shard_count.lock().unwrap_or_else(|e| e.into_inner()) = Some(count);
+        Ok(Some(count))
+    }
+
+    fn slot(&self, shard: u32) -> Arc<tokio::sync::Mutex<TailSlot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(shard)
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(TailSlot {
+                    logged: false,
+                    checked_at: None,
+                    tail: ShardTail::after(0),
+                    pruned_at_seq: 0,
+                }))
+            })
+            .clone()
+    }
+
+    /// The partition's entries reaching `offset` above its shard's fold, and the high
+    /// watermark the log shows, read afresh from the store; empty on a shard without a log.
+    pub async fn partition_tail(
+        &self,
+        store: &dyn MetaStore,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<PartitionTail, MetaStoreError> {
+        let Some(count) = self.shard_count(store).await? else {
+            return Ok(PartitionTail::default());
+        };
+        let shard = crate::shards::shard_of(topic_id, partition, count);
+        let slot = self.slot(shard);
+        let mut slot = slot.lock().await;
+        if !slot.logged {
+            let fresh = slot
+                .checked_at
+                .is_some_and(|at| at.elapsed() < LAYOUT_RECHECK);
+            if fresh {
+                return Ok(PartitionTail::default());
+            }
+            slot.checked_at = Some(Instant::now());
+            let Some(checkpoint) = read_checkpoint(store, shard).await? else {
+                return Ok(PartitionTail::default());
+            };
+            slot.logged = true;
+            slot.tail = ShardTail::after(checkpoint.folded_through);
+            slot.pruned_at_seq = checkpoint.folded_through;
+        }
+        refresh(store, shard, &mut slot).await?;
+        Ok(PartitionTail {
+            entries: slot.tail.entries_from(topic_id, partition, offset),
+            high_watermark: slot.tail.high_watermark(topic_id, partition),
+        })
+    }
+}
+
+async fn read_checkpoint(
+    store: &dyn MetaStore,
+    shard: u32,
+) -> Result<Option<FoldCheckpoint>, MetaStoreError> {
+    let key = fold_checkpoint_key(shard);
+    match store.get(&key).await? {
+        Some(item) => Ok(Some(crate::catalog::decode(&key, &item.value)?)),
+        None => Ok(None),
+    }
+}
+
+/// Takes the items appended since the last one held. Items missing below the first one
+/// found were deleted, which only happens after their fold: the pages hold them.
+async fn refresh(
+    store: &dyn MetaStore,
+    shard: u32,
+    slot: &mut TailSlot,
+) -> Result<(), MetaStoreError> {
+    let items = store
+        .query(Query {
+            pk: shard_log_pk(shard),
+            start: Bound::Excluded(sequence_sk(slot.tail.last_seq())),
+            end: Bound::Unbounded,
+            direction: Direction::Forward,
+            limit: None,
+        })
+        .await?;
+    for item in items {
+        let Some(seq) = sequence_of_sk(&item.key.sk) else {
+            continue;
+        };
+        let logged: ShardLogItem = crate::catalog::decode(&item.key, &item.value)?;
+        if let Err(gap) = slot.tail.push(seq, &logged) {
+            slot.tail = ShardTail::after(gap.found - 1);
+            slot.tail.push(seq, &logged).ok();
+        }
+    }
+    if slot.tail.last_seq() >= slot.pruned_at_seq + ITEMS_BETWEEN_PRUNES {
+        if let Some(checkpoint) = read_checkpoint(store, shard).await? {
+            slot.tail.forget_through(checkpoint.folded_through);
+        }
+        slot.pruned_at_seq = slot.tail.last_seq();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

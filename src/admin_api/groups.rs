@@ -373,10 +373,12 @@ async fn watermarks(
     topic_id: Uuid,
     partition: i32,
 ) -> Result<(i64, i64), ApiError> {
-    Ok(match s.catalog().partition(topic_id, partition).await? {
-        Some((r, _)) => (r.log_start_offset, r.next_offset),
-        None => (0, 0),
-    })
+    Ok(
+        match s.catalog().partition_view(topic_id, partition).await? {
+            Some(r) => (r.log_start_offset, r.next_offset),
+            None => (0, 0),
+        },
+    )
 }
 
 #[utoipa::path(

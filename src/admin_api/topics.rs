@@ -349,8 +349,8 @@ async fn partition_rows(s: &AdminState, t: &TopicRecord) -> Result<Vec<Partition
     let mut rows = Vec::with_capacity(t.partitions.max(0) as usize);
     for partition in 0..t.partitions {
         let (log_start_offset, high_watermark, bytes) =
-            match s.catalog().partition(t.topic_id, partition).await? {
-                Some((r, _)) => (r.log_start_offset, r.next_offset, r.bytes),
+            match s.catalog().partition_view(t.topic_id, partition).await? {
+                Some(r) => (r.log_start_offset, r.next_offset, r.bytes),
                 None => (0, 0, 0),
             };
         rows.push(PartitionInfo {

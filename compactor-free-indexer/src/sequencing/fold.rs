@@ -135,18 +135,22 @@ impl Indexer {
         &self,
         pages: &BTreeMap<PartitionId, Vec<IndexEntry>>,
     ) -> Result<usize, CatalogError> {
-        let writes = pages.iter().filter_map(|(id, entries)| {
-            let last = entries.last()?.last_offset;
-            let page = IndexPage {
-                format: INDEX_PAGE_FORMAT,
-                entries: entries.clone(),
-            };
-            Some(self.write_one(
-                catalog::index_key(id.0, id.1, last),
-                catalog::encode(&page),
-                Condition::None,
-            ))
-        });
+        // Collected first: a stream over a borrowing closure is not `Send` for every lifetime.
+        let writes: Vec<_> = pages
+            .iter()
+            .filter_map(|(id, entries)| {
+                let last = entries.last()?.last_offset;
+                let page = IndexPage {
+                    format: INDEX_PAGE_FORMAT,
+                    entries: entries.clone(),
+                };
+                Some(self.write_one(
+                    catalog::index_key(id.0, id.1, last),
+                    catalog::encode(&page),
+                    Condition::None,
+                ))
+            })
+            .collect();
         let results: Vec<_> = futures::stream::iter(writes)
             .buffer_unordered(FOLD_WRITES_IN_FLIGHT)
             .collect()
@@ -167,20 +171,23 @@ impl Indexer {
         shard: u32,
         items: &[(u64, Arc<ShardLogItem>)],
     ) -> Result<usize, CatalogError> {
-        let writes = items.iter().map(|(_, item)| {
-            let record = SegmentCommitRecord {
-                format: catalog::ITEM_FORMAT,
-                size: item.segment_size,
-                committed_at_ms: item.committed_at_ms,
-                outcomes: Vec::new(),
-                parts: Some(item.segment_parts()),
-            };
-            self.write_one(
-                catalog::shard_segment_commit_key(&item.record_name(), shard),
-                catalog::encode(&record),
-                Condition::None,
-            )
-        });
+        let writes: Vec<_> = items
+            .iter()
+            .map(|(_, item)| {
+                let record = SegmentCommitRecord {
+                    format: catalog::ITEM_FORMAT,
+                    size: item.segment_size,
+                    committed_at_ms: item.committed_at_ms,
+                    outcomes: Vec::new(),
+                    parts: Some(item.segment_parts()),
+                };
+                self.write_one(
+                    catalog::shard_segment_commit_key(&item.record_name(), shard),
+                    catalog::encode(&record),
+                    Condition::None,
+                )
+            })
+            .collect();
         let results: Vec<_> = futures::stream::iter(writes)
             .buffer_unordered(FOLD_WRITES_IN_FLIGHT)
             .collect()

@@ -1,5 +1,6 @@
 //! Layout 2: commits appended to the shard log (see `sequencing/log_commit.rs`).
 
+use kafscale_shared::catalog::IndexEntry;
 use kafscale_shared::shard_log::{ShardLogItem, shard_log_pk};
 
 use super::*;
@@ -23,6 +24,10 @@ async fn setup_log(
     partitions: i32,
 ) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
     let catalog = Arc::new(Catalog::new(store));
+    // Every real process stores the cluster settings; readers find the shard logs by them.
+    kafscale_shared::shards::load_or_init_cluster(&catalog, 1)
+        .await
+        .expect("cluster");
     let topic = catalog
         .create_topic("t", partitions, BTreeMap::new())
         .await
@@ -88,13 +93,8 @@ async fn a_logged_commit_is_one_item_and_assigns_offsets_as_a_transaction_would(
             .expect("read")
             .is_none()
     );
-    assert!(
-        catalog
-            .index_entries_from(id, 0, 0, None)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    let index_items = catalog.item_keys(&catalog::index_pk(id, 0)).await;
+    assert!(index_items.expect("read").is_empty());
     assert_eq!(watermarks.get(id, 0).map(|o| o.high_watermark), Some(9));
     assert_eq!(watermarks.get(id, 1).map(|o| o.high_watermark), Some(5));
 }
@@ -449,4 +449,128 @@ async fn folded_items_are_deleted_once_their_answers_expire() {
         .expect("commit");
     assert_eq!(r.outcomes, vec![appended(3)]);
     assert_eq!(logged(&catalog, 0).await[0].0, 2, "sequence numbers go on");
+}
+
+#[tokio::test]
+async fn another_process_reads_folded_pages_and_the_log_above_them_as_one_index() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (_catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
+    // A reader in another process: a catalog of its own over the same store.
+    let reader = Catalog::new(store);
+    let spans = |entries: Vec<IndexEntry>| -> Vec<(i64, i64)> {
+        entries
+            .iter()
+            .map(|e| (e.base_offset, e.last_offset))
+            .collect()
+    };
+    let commit = |key: &'static str, n: u32| {
+        let indexer = indexer.clone();
+        async move {
+            indexer
+                .commit(req(key, vec![batch(id, 0, 16, n)]))
+                .await
+                .expect("commit")
+        }
+    };
+    commit("s1", 3).await;
+    commit("s2", 2).await;
+    // Nothing folded: the log alone has the entries and the high watermark.
+    let entries = reader
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("read");
+    assert_eq!(spans(entries), [(0, 2), (3, 4)]);
+    let row = reader
+        .partition_view(id, 0)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.next_offset, 5);
+    let (stored, _) = reader.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!(
+        stored.next_offset, 0,
+        "the row itself is not written by commits"
+    );
+
+    indexer.fold_shard(0).await.expect("fold");
+    commit("s3", 4).await;
+    // Folded pages below, the log above: one index, in order, nothing twice.
+    let entries = reader
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("read");
+    assert_eq!(spans(entries), [(0, 2), (3, 4), (5, 8)]);
+    let entries = reader
+        .index_entries_from(id, 0, 4, Some(2))
+        .await
+        .expect("read");
+    assert_eq!(spans(entries), [(3, 4), (5, 8)]);
+    let entries = reader
+        .index_entries_from(id, 0, 6, Some(1))
+        .await
+        .expect("read");
+    assert_eq!(spans(entries), [(5, 8)]);
+    let row = reader
+        .partition_view(id, 0)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.next_offset, 9);
+    assert!(
+        reader
+            .index_entries_from(id, 0, 9, None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn delete_records_on_the_shard_log_hides_what_is_below_the_log_start_folded_or_not() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, indexer, id) = setup_log(store, 1).await;
+    commit_segments(&indexer, id, 2).await; // entries 0..=2, 3..=5
+    indexer.fold_shard(0).await.expect("fold");
+    commit_segments_from(&indexer, id, 2, 1).await; // 6..=8, in the log only
+    // Inside the second entry: the first is gone, its page stays for the rest.
+    assert_eq!(indexer.move_log_start(id, 0, 4).await.expect("delete"), 4);
+    let left = catalog
+        .index_entries_from(id, 0, 4, None)
+        .await
+        .expect("read");
+    let bases: Vec<i64> = left.iter().map(|e| e.base_offset).collect();
+    assert_eq!(bases, [3, 6]);
+    assert_eq!(watermarks.get(id, 0).map(|w| w.log_start_offset), Some(4));
+    // Everything: a reader starting at the log start finds nothing, folded or not.
+    assert_eq!(indexer.move_log_start(id, 0, -1).await.expect("delete"), 9);
+    assert!(
+        catalog
+            .index_entries_from(id, 0, 9, None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // The fold keeps the new log start, and the next commit goes on from 9.
+    indexer.fold_shard(0).await.expect("fold");
+    let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!((row.log_start_offset, row.next_offset), (9, 9));
+    let r = indexer
+        .commit(req("after", vec![batch(id, 0, 16, 1)]))
+        .await
+        .expect("commit");
+    let after = BatchOutcome::Appended {
+        base_offset: 9,
+        log_start_offset: 9,
+    };
+    assert_eq!(r.outcomes, vec![after]);
+}
+
+/// Like [`commit_segments`], with keys `seg-{from}`, `seg-{from + 1}`, ...
+async fn commit_segments_from(indexer: &Indexer, id: Uuid, from: usize, segments: usize) {
+    for k in from..from + segments {
+        indexer
+            .commit(req(&format!("seg-{k}"), vec![batch(id, 0, 0, 3)]))
+            .await
+            .expect("commit");
+    }
 }
