@@ -450,10 +450,9 @@ pub(crate) struct LifecycleArgs {
     )]
     pub(crate) producer_id_expiration_ms: u64,
     /// Experimental: commit to the shard log (one small item per commit instead of a
-    /// transaction of two items per partition; docs/proposals/shard-log.md). A shard this
-    /// process acquires is switched for good. Not for clusters with data to keep yet:
-    /// retention does not remove folded index pages, and no release before this one reads
-    /// the log.
+    /// transaction of two items per partition; docs/architecture.md, "The shard log"). A
+    /// shard this process acquires is switched for good. Not for clusters with data to keep
+    /// yet: no release before this one reads the log, and there is no migration gate.
     #[arg(long, env = "KAFSCALE_SHARD_LOG", default_value_t = false)]
     pub(crate) shard_log: bool,
     /// How often a shard owner folds its log into index pages and partition rows
