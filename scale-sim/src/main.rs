@@ -58,6 +58,9 @@ struct Args {
     /// Partition keys never throttled (what-if runs), e.g. `lease,seg`.
     #[arg(long, value_delimiter = ',')]
     unlimited_keys: Vec<String>,
+    /// Indexers commit to the shard log (`kafscale --shard-log`) instead of a transaction.
+    #[arg(long)]
+    shard_log: bool,
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
@@ -92,6 +95,7 @@ impl Args {
                 ..MetaStoreLatency::DYNAMODB
             },
             unlimited_keys: self.unlimited_keys.clone(),
+            shard_log: self.shard_log,
         }
     }
 }

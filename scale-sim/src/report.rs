@@ -23,6 +23,8 @@ pub(crate) struct Measured {
     pub batch_bytes: usize,
     pub tally: Tally,
     pub check: Check,
+    /// Commits the indexers answered without an error.
+    pub commits: u64,
     pub meta: Arc<MetaStoreMetrics>,
     pub meta_keys: Vec<(String, KeyUsage)>,
     pub objects: Arc<ObjectStoreMetrics>,
@@ -110,7 +112,12 @@ impl Report {
             produce_p50_ms: ms(0.5),
             produce_p99_ms: ms(0.99),
             produce_max_ms: latency.max() as f64 / 1000.0,
-            commits_per_s: per_s(transactions.requests - transactions.errors),
+            // A transaction per commit (or chunk), or on the shard log a commit answered.
+            commits_per_s: per_s(if config.shard_log {
+                m.commits
+            } else {
+                transactions.requests - transactions.errors
+            }),
             puts_per_s: per_s(puts.requests - puts.errors),
             write_units_per_s: meta_keys.iter().map(|k| k.write_units_per_s).sum(),
             read_units_per_s: meta_keys.iter().map(|k| k.read_units_per_s).sum(),

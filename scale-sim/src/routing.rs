@@ -2,7 +2,7 @@
 //! `RemoteSequencer` does over HTTP.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use kafscale_indexer::Indexer;
@@ -16,6 +16,8 @@ pub(crate) struct ShardRouter {
     indexers: Vec<Arc<Indexer>>,
     /// Per shard, the indexer that last accepted one of its commits.
     owner: Vec<AtomicUsize>,
+    /// Commits answered without an error.
+    committed: AtomicU64,
 }
 
 impl ShardRouter {
@@ -23,7 +25,13 @@ impl ShardRouter {
         ShardRouter {
             indexers,
             owner: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            committed: AtomicU64::new(0),
         }
+    }
+
+    /// Commits answered without an error so far.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// Asks the shard's last known owner first, then every other indexer once.
@@ -57,11 +65,16 @@ impl ShardRouter {
 impl Sequencer for ShardRouter {
     async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
         let shard = request.shard;
-        self.route(shard, |indexer| {
-            let request = request.clone();
-            async move { indexer.commit(request).await }
-        })
-        .await
+        let answer = self
+            .route(shard, |indexer| {
+                let request = request.clone();
+                async move { indexer.commit(request).await }
+            })
+            .await;
+        if answer.is_ok() {
+            self.committed.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
     }
 
     async fn delete_records(

@@ -46,8 +46,8 @@ pub(crate) async fn check(
         let mut acked = by_target.remove(&i).unwrap_or_default();
         acked.sort_unstable();
         found.overlapping += acked.windows(2).filter(|w| w[1].0 < w[0].1).count() as u64;
-        let next_offset = match catalog.partition(t.topic_id, t.partition).await? {
-            Some((row, _)) => row.next_offset,
+        let next_offset = match catalog.partition_view(t.topic_id, t.partition).await? {
+            Some(row) => row.next_offset,
             None => 0,
         };
         let entries = catalog

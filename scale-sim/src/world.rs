@@ -12,6 +12,7 @@ use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MemoryMetaStore, MetaStore};
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::sequencer::Sequencer;
+use kafscale_shared::shards::load_or_init_cluster;
 use kafscale_shared::simulated_latency::{
     MetaStoreLatency, ObjectStoreLatency, SimulatedMetaStore, SimulatedObjectStore,
 };
@@ -51,6 +52,9 @@ pub struct SimConfig {
     /// Partition keys the simulated DynamoDB never throttles (what-if: a key design that
     /// spreads them); their load is still reported.
     pub unlimited_keys: Vec<String>,
+    /// Indexers commit to the shard log (one item per commit, folded every second) instead of
+    /// a transaction per commit.
+    pub shard_log: bool,
 }
 
 impl SimConfig {
@@ -96,11 +100,14 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
     );
     // Topics are created on the bare store: set-up is not what is measured.
     let setup = Catalog::new(bare);
+    // As in every real cluster: readers find the shard logs by the stored shard count.
+    load_or_init_cluster(&setup, config.shards).await?;
     let targets = create_topics(&setup, config).await?;
     let shutdown = CancellationToken::new();
     let catalog = Arc::new(Catalog::new(meta.clone()));
     let (indexers, lease_loops) = start_indexers(&catalog, config, &shutdown).await?;
-    let router: Arc<dyn Sequencer> = Arc::new(ShardRouter::new(indexers, config.shards));
+    let shard_router = Arc::new(ShardRouter::new(indexers, config.shards));
+    let router: Arc<dyn Sequencer> = shard_router.clone();
     let objects_dyn: Arc<dyn ObjectStore> = objects.clone();
     let (gateways, flushers) = start_gateways(&objects_dyn, &router, config);
 
@@ -125,6 +132,7 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
             batch_bytes,
             tally,
             check,
+            commits: shard_router.committed(),
             meta: meta.metrics(),
             meta_keys: meta.key_usage(),
             objects: objects.metrics(),
@@ -169,6 +177,7 @@ async fn start_indexers(
                     owner_addr: format!("sim-indexer-{i}:0"),
                     lease_ttl,
                     shard_count: config.shards,
+                    shard_log: config.shard_log,
                     ..IndexerConfig::default()
                 },
             )
@@ -191,10 +200,18 @@ async fn start_indexers(
             config.shards
         )));
     }
-    let loops = indexers
+    let mut loops: Vec<JoinHandle<()>> = indexers
         .iter()
         .map(|i| tokio::spawn(i.clone().run_lease_loop(shutdown.clone())))
         .collect();
+    if config.shard_log {
+        loops.extend(indexers.iter().map(|i| {
+            tokio::spawn(
+                i.clone()
+                    .run_fold_loop(Duration::from_secs(1), shutdown.clone()),
+            )
+        }));
+    }
     Ok((indexers, loops))
 }
 

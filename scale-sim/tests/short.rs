@@ -7,9 +7,10 @@ use std::time::Duration;
 use kafscale_scale_sim::{SimConfig, run};
 use kafscale_shared::simulated_latency::{KeyThroughput, MetaStoreLatency, ObjectStoreLatency};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttled_commits_are_retried_and_no_acknowledged_batch_is_lost() {
-    let report = run(&SimConfig {
+/// A few gateways and indexers for three seconds, with every partition key limited to
+/// `write_units_per_sec`.
+fn short(write_units_per_sec: f64, shard_log: bool) -> SimConfig {
+    SimConfig {
         gateways: 4,
         indexers: 2,
         shards: 4,
@@ -26,15 +27,18 @@ async fn throttled_commits_are_retried_and_no_acknowledged_batch_is_lost() {
         object_store: ObjectStoreLatency::S3_STANDARD,
         meta_store: MetaStoreLatency {
             per_key: Some(KeyThroughput {
-                write_units_per_sec: 60.0,
+                write_units_per_sec,
                 ..KeyThroughput::DYNAMODB
             }),
             ..MetaStoreLatency::DYNAMODB
         },
         unlimited_keys: Vec::new(),
-    })
-    .await
-    .expect("the simulation runs");
+        shard_log,
+    }
+}
+
+async fn throttled_run_loses_nothing(config: SimConfig) {
+    let report = run(&config).await.expect("the simulation runs");
     println!(
         "{}\n{}\n{report:#?}",
         kafscale_scale_sim::Report::header(),
@@ -55,4 +59,16 @@ async fn throttled_commits_are_retried_and_no_acknowledged_batch_is_lost() {
         (0, 0, 0),
         "acknowledged batches must be in the store exactly once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_commits_are_retried_and_no_acknowledged_batch_is_lost() {
+    throttled_run_loses_nothing(short(60.0, false)).await;
+}
+
+/// The same with the indexers on the shard log: each commit is one small item on its shard's
+/// key, so the limit is lower to throttle it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_appends_to_the_shard_log_lose_nothing() {
+    throttled_run_loses_nothing(short(10.0, true)).await;
 }
