@@ -327,6 +327,23 @@ impl ShardLogItem {
 }
 
 impl LogEntry {
+    /// `entry` of `partition` of the topic at position `topic` of its item.
+    pub fn of(topic: u32, partition: i32, entry: &IndexEntry) -> LogEntry {
+        LogEntry {
+            topic,
+            partition,
+            base_offset: entry.base_offset,
+            last_offset: entry.last_offset,
+            byte_start: entry.byte_start,
+            byte_len: entry.byte_len,
+            batch_count: entry.batch_count,
+            record_count: entry.record_count,
+            first_timestamp: entry.first_timestamp,
+            max_timestamp: entry.max_timestamp,
+            running_max_timestamp: entry.running_max_timestamp.unwrap_or(entry.max_timestamp),
+        }
+    }
+
     /// Moves a folded `row` past this entry; an entry the row already covers changes nothing,
     /// so replaying a log item twice is harmless.
     pub fn apply_to(&self, row: &mut PartitionRecord) {

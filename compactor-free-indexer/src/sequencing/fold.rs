@@ -130,13 +130,12 @@ impl Indexer {
         Ok(report)
     }
 
-    /// One page per partition, keyed by its last offset; plain puts, several in flight.
+    /// One page per partition, keyed by its last offset.
     async fn write_pages(
         &self,
         pages: &BTreeMap<PartitionId, Vec<IndexEntry>>,
     ) -> Result<usize, CatalogError> {
-        // Collected first: a stream over a borrowing closure is not `Send` for every lifetime.
-        let writes: Vec<_> = pages
+        let items = pages
             .iter()
             .filter_map(|(id, entries)| {
                 let last = entries.last()?.last_offset;
@@ -144,22 +143,10 @@ impl Indexer {
                     format: INDEX_PAGE_FORMAT,
                     entries: entries.clone(),
                 };
-                Some(self.write_one(
-                    catalog::index_key(id.0, id.1, last),
-                    catalog::encode(&page),
-                    Condition::None,
-                ))
+                Some((catalog::index_key(id.0, id.1, last), catalog::encode(&page)))
             })
             .collect();
-        let results: Vec<_> = futures::stream::iter(writes)
-            .buffer_unordered(FOLD_WRITES_IN_FLIGHT)
-            .collect()
-            .await;
-        let written = results.len();
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(e.into()),
-            None => Ok(written),
-        }
+        self.put_all(items).await
     }
 
     /// A commit record per folded item, listing the partitions it appended to and the last
@@ -171,7 +158,7 @@ impl Indexer {
         shard: u32,
         items: &[(u64, Arc<ShardLogItem>)],
     ) -> Result<usize, CatalogError> {
-        let writes: Vec<_> = items
+        let records = items
             .iter()
             .map(|(_, item)| {
                 let record = SegmentCommitRecord {
@@ -181,12 +168,21 @@ impl Indexer {
                     outcomes: Vec::new(),
                     parts: Some(item.segment_parts()),
                 };
-                self.write_one(
-                    catalog::shard_segment_commit_key(&item.record_name(), shard),
-                    catalog::encode(&record),
-                    Condition::None,
-                )
+                let key = catalog::shard_segment_commit_key(&item.record_name(), shard);
+                (key, catalog::encode(&record))
             })
+            .collect();
+        self.put_all(records).await
+    }
+
+    /// Unconditional single-item puts, several in flight (derived from the immutable log, so
+    /// writing one twice is harmless); the first error, or how many were written.
+    async fn put_all(&self, items: Vec<(ItemKey, bytes::Bytes)>) -> Result<usize, CatalogError> {
+        // The futures are collected first: a stream over a borrowing closure is not `Send`
+        // for every lifetime.
+        let writes: Vec<_> = items
+            .into_iter()
+            .map(|(key, value)| self.write_one(key, value, Condition::None))
             .collect();
         let results: Vec<_> = futures::stream::iter(writes)
             .buffer_unordered(FOLD_WRITES_IN_FLIGHT)

@@ -100,19 +100,7 @@ fn log_item_of(
     for id in &plan.touched {
         for e in plan.entries.get(id).into_iter().flatten() {
             let topic = item.topic_position(id.0);
-            item.entries.push(LogEntry {
-                topic,
-                partition: id.1,
-                base_offset: e.base_offset,
-                last_offset: e.last_offset,
-                byte_start: e.byte_start,
-                byte_len: e.byte_len,
-                batch_count: e.batch_count,
-                record_count: e.record_count,
-                first_timestamp: e.first_timestamp,
-                max_timestamp: e.max_timestamp,
-                running_max_timestamp: e.running_max_timestamp.unwrap_or(e.max_timestamp),
-            });
+            item.entries.push(LogEntry::of(topic, id.1, e));
         }
     }
     for accepted in &plan.accepted {
