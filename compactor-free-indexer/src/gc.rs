@@ -39,11 +39,11 @@ use std::time::Duration;
 
 use kafscale_shared::catalog::{self, Catalog, SegmentCommitRecord, SegmentPart};
 use kafscale_shared::keys::{SEGMENT_PREFIX, segment_created_ms};
-use kafscale_shared::meta_store::{ItemKey, Query};
+use kafscale_shared::meta_store::ItemKey;
 use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::{ObjectMeta, ObjectStore};
 use kafscale_shared::periodic::run_every;
-use kafscale_shared::shard_log::{ShardLogItem, shard_log_pk};
+use kafscale_shared::shard_log::read_items;
 use kafscale_shared::shards::read_cluster;
 use tokio::sync::Mutex;
 use tracing::{Instrument, debug, info, warn};
@@ -206,8 +206,9 @@ impl GarbageCollector {
         }
         self.load_records(catalog::SEGMENT_COMMIT_PK, &mut segments, report)
             .await?;
-        let shard_count = read_cluster(&self.catalog)
-            .await?
+        let shard_count = read_cluster(self.catalog.store().as_ref())
+            .await
+            .map_err(catalog::CatalogError::from)?
             .map_or(0, |c| c.shard_count);
         for shard in 0..shard_count {
             let pk = catalog::shard_segment_commits_pk(shard);
@@ -257,15 +258,10 @@ impl GarbageCollector {
         shard: u32,
         segments: &mut BTreeMap<String, Segment>,
     ) -> Result<(), IndexerError> {
-        let items = self
-            .catalog
-            .store()
-            .query(Query::all(shard_log_pk(shard)))
+        let items = read_items(self.catalog.store().as_ref(), shard, Bound::Unbounded)
             .await
             .map_err(catalog::CatalogError::from)?;
-        for item in items {
-            let logged: ShardLogItem =
-                catalog::decode(&item.key, &item.value).map_err(catalog::CatalogError::from)?;
+        for (_, logged) in items {
             segments
                 .entry(logged.segment_key.clone())
                 .or_default()

@@ -25,7 +25,7 @@ use kafscale_shared::sequencer::{
     DeleteRecordsResponse, Sequencer, SequencerError,
 };
 use kafscale_shared::shards::{SHARD_LEASE_PREFIX, shard_lease_name, shard_of};
-use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
+use kafscale_shared::watermarks::Watermarks;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::Mutex;
 use tracing::{Instrument, debug, info, instrument, warn};
@@ -691,14 +691,7 @@ impl Indexer {
                 .await
                 .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
             if let Some(part) = part {
-                self.watermarks.publish(
-                    id.0,
-                    id.1,
-                    PartitionOffsets {
-                        log_start_offset: part.record.log_start_offset,
-                        high_watermark: part.record.next_offset,
-                    },
-                );
+                self.publish_row(id.0, id.1, &part.record);
             }
         }
         Ok(())
@@ -858,14 +851,7 @@ impl Indexer {
             if entries.contains_key(&id) {
                 part.version += 1;
             }
-            self.watermarks.publish(
-                id.0,
-                id.1,
-                PartitionOffsets {
-                    log_start_offset: part.record.log_start_offset,
-                    high_watermark: part.record.next_offset,
-                },
-            );
+            self.publish_row(id.0, id.1, &part.record);
             state.partitions.insert(id, part);
         }
         for (key, stored) in producers {

@@ -484,11 +484,9 @@ impl LogTails {
         if let Some(count) = *self.shard_count.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(Some(count));
         }
-        let key = ItemKey::new("meta", "cluster");
-        let Some(item) = store.get(&key).await? else {
+        let Some(settings) = crate::shards::read_cluster(store).await? else {
             return Ok(None);
         };
-        let settings: crate::shards::ClusterSettings = crate::catalog::decode(&key, &item.value)?;
         let count = settings.shard_count.max(1);
         *self.shard_count.lock().unwrap_or_else(|e| e.into_inner()) = Some(count);
         Ok(Some(count))
@@ -532,7 +530,7 @@ impl LogTails {
                 return Ok(PartitionTail::default());
             }
             slot.checked_at = Some(Instant::now());
-            let Some(checkpoint) = read_checkpoint(store, shard).await? else {
+            let Some((checkpoint, _)) = read_checkpoint(store, shard).await? else {
                 return Ok(PartitionTail::default());
             };
             slot.logged = true;
@@ -547,15 +545,46 @@ impl LogTails {
     }
 }
 
-async fn read_checkpoint(
+/// `shard`'s fold checkpoint and its item version (`None`: the shard is not on the log).
+pub async fn read_checkpoint(
     store: &dyn MetaStore,
     shard: u32,
-) -> Result<Option<FoldCheckpoint>, MetaStoreError> {
+) -> Result<Option<(FoldCheckpoint, u64)>, MetaStoreError> {
     let key = fold_checkpoint_key(shard);
     match store.get(&key).await? {
-        Some(item) => Ok(Some(crate::catalog::decode(&key, &item.value)?)),
+        Some(item) => Ok(Some((
+            crate::catalog::decode(&key, &item.value)?,
+            item.version,
+        ))),
         None => Ok(None),
     }
+}
+
+/// `shard`'s log items from `start` on, in sequence order (every reader of the log: the
+/// owner, other processes' tails, garbage collection).
+pub async fn read_items(
+    store: &dyn MetaStore,
+    shard: u32,
+    start: Bound<u64>,
+) -> Result<Vec<(u64, ShardLogItem)>, MetaStoreError> {
+    let items = store
+        .query(Query {
+            pk: shard_log_pk(shard),
+            start: start.map(sequence_sk),
+            end: Bound::Unbounded,
+            direction: Direction::Forward,
+            limit: None,
+        })
+        .await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let seq = sequence_of_sk(&item.key.sk).ok_or_else(|| MetaStoreError::Corrupt {
+            key: item.key.clone(),
+            reason: "shard log sequence number".into(),
+        })?;
+        out.push((seq, crate::catalog::decode(&item.key, &item.value)?));
+    }
+    Ok(out)
 }
 
 /// Takes the items appended since the last one held. Items missing below the first one
@@ -565,27 +594,15 @@ async fn refresh(
     shard: u32,
     slot: &mut TailSlot,
 ) -> Result<(), MetaStoreError> {
-    let items = store
-        .query(Query {
-            pk: shard_log_pk(shard),
-            start: Bound::Excluded(sequence_sk(slot.tail.last_seq())),
-            end: Bound::Unbounded,
-            direction: Direction::Forward,
-            limit: None,
-        })
-        .await?;
-    for item in items {
-        let Some(seq) = sequence_of_sk(&item.key.sk) else {
-            continue;
-        };
-        let logged: ShardLogItem = crate::catalog::decode(&item.key, &item.value)?;
+    let after = Bound::Excluded(slot.tail.last_seq());
+    for (seq, logged) in read_items(store, shard, after).await? {
         if let Err(gap) = slot.tail.push(seq, &logged) {
             slot.tail = ShardTail::after(gap.found - 1);
             slot.tail.push(seq, &logged).ok();
         }
     }
     if slot.tail.last_seq() >= slot.pruned_at_seq + ITEMS_BETWEEN_PRUNES {
-        if let Some(checkpoint) = read_checkpoint(store, shard).await? {
+        if let Some((checkpoint, _)) = read_checkpoint(store, shard).await? {
             slot.tail.forget_through(checkpoint.folded_through);
         }
         slot.pruned_at_seq = slot.tail.last_seq();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, CatalogError, ITEM_FORMAT, decode, encode};
-use crate::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
+use crate::meta_store::{Condition, ItemKey, MetaStore, MetaStoreError, WriteOp};
 
 /// Default number of indexer shards of a new cluster.
 pub const DEFAULT_SHARD_COUNT: u32 = 16;
@@ -48,9 +48,11 @@ fn cluster_key() -> ItemKey {
 }
 
 /// Reads the cluster settings (`None`: no process has started the cluster yet).
-pub async fn read_cluster(catalog: &Catalog) -> Result<Option<ClusterSettings>, CatalogError> {
+pub async fn read_cluster(
+    store: &dyn MetaStore,
+) -> Result<Option<ClusterSettings>, MetaStoreError> {
     let key = cluster_key();
-    match catalog.store().get(&key).await? {
+    match store.get(&key).await? {
         Some(item) => Ok(Some(decode(&key, &item.value)?)),
         None => Ok(None),
     }

@@ -14,11 +14,11 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use kafscale_shared::catalog::{self, Catalog, CatalogError, PartitionRecord, ProducerRecord};
-use kafscale_shared::meta_store::{Condition, Direction, MetaStoreError, Query, WriteOp};
+use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
 use kafscale_shared::sequencer::{BatchOutcome, CommitBatch, CommitRequest, SequencerError};
 use kafscale_shared::shard_log::{
-    FoldCheckpoint, LogEntry, LogOutcome, ProducerDelta, SHARD_LOG_FORMAT, ShardLogItem,
-    fold_checkpoint_key, sequence_of_sk, sequence_sk, shard_log_key, shard_log_pk,
+    self, FoldCheckpoint, LogEntry, LogOutcome, ProducerDelta, SHARD_LOG_FORMAT, ShardLogItem,
+    fold_checkpoint_key, shard_log_key,
 };
 use kafscale_shared::watermarks::PartitionOffsets;
 use tracing::{debug, warn};
@@ -116,18 +116,6 @@ fn log_item_of(
     item
 }
 
-/// Reads `shard`'s fold checkpoint: `None` while the shard is on layout 1.
-pub(super) async fn read_checkpoint(
-    catalog: &Catalog,
-    shard: u32,
-) -> Result<Option<(FoldCheckpoint, u64)>, CatalogError> {
-    let key = fold_checkpoint_key(shard);
-    match catalog.store().get(&key).await? {
-        Some(item) => Ok(Some((catalog::decode(&key, &item.value)?, item.version))),
-        None => Ok(None),
-    }
-}
-
 /// Creates `shard`'s checkpoint at 0 if it has none, switching the shard to layout 2.
 pub(super) async fn create_checkpoint(catalog: &Catalog, shard: u32) -> Result<(), CatalogError> {
     let checkpoint = FoldCheckpoint {
@@ -145,36 +133,13 @@ pub(super) async fn create_checkpoint(catalog: &Catalog, shard: u32) -> Result<(
     }
 }
 
-/// The log items of `shard` after `after`, in order.
-async fn read_log_after(
+/// `shard`'s log items from `start` on.
+async fn read_log(
     catalog: &Catalog,
     shard: u32,
-    after: Bound<u64>,
+    start: Bound<u64>,
 ) -> Result<Vec<(u64, ShardLogItem)>, CatalogError> {
-    let start = match after {
-        Bound::Excluded(seq) => Bound::Excluded(sequence_sk(seq)),
-        Bound::Included(seq) => Bound::Included(sequence_sk(seq)),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    let items = catalog
-        .store()
-        .query(Query {
-            pk: shard_log_pk(shard),
-            start,
-            end: Bound::Unbounded,
-            direction: Direction::Forward,
-            limit: None,
-        })
-        .await?;
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let seq = sequence_of_sk(&item.key.sk).ok_or_else(|| MetaStoreError::Corrupt {
-            key: item.key.clone(),
-            reason: "sequence number".into(),
-        })?;
-        out.push((seq, catalog::decode(&item.key, &item.value)?));
-    }
-    Ok(out)
+    Ok(shard_log::read_items(catalog.store().as_ref(), shard, start).await?)
 }
 
 impl Indexer {
@@ -191,7 +156,8 @@ impl Indexer {
         if self.config.shard_log {
             create_checkpoint(&self.catalog, shard).await?;
         }
-        let Some((checkpoint, version)) = read_checkpoint(&self.catalog, shard).await? else {
+        let store = self.catalog.store().as_ref();
+        let Some((checkpoint, version)) = shard_log::read_checkpoint(store, shard).await? else {
             return Ok(None);
         };
         let mut log = LogState {
@@ -201,7 +167,7 @@ impl Indexer {
             ..LogState::default()
         };
         let horizon = self.answer_horizon_ms();
-        for (seq, item) in read_log_after(&self.catalog, shard, Bound::Unbounded).await? {
+        for (seq, item) in read_log(&self.catalog, shard, Bound::Unbounded).await? {
             log.remember(&item, &item.record_name(), horizon);
             if seq <= log.folded_through {
                 log.folded.push_back((seq, item.committed_at_ms));
@@ -228,7 +194,7 @@ impl Indexer {
             return Ok(());
         };
         let after = log.last_seq;
-        let items = read_log_after(&self.catalog, shard, Bound::Excluded(after)).await?;
+        let items = read_log(&self.catalog, shard, Bound::Excluded(after)).await?;
         let horizon = self.answer_horizon_ms();
         for (seq, item) in items {
             let expected = state.log.as_ref().map_or(0, |l| l.last_seq + 1);
@@ -272,27 +238,8 @@ impl Indexer {
         }
     }
 
-    /// Publishes the watermarks of the partitions `batches` name, from the cache.
-    async fn publish_cached(
-        &self,
-        state: &mut ShardState,
-        batches: &[CommitBatch],
-    ) -> Result<(), SequencerError> {
-        let ids: std::collections::BTreeSet<PartitionId> =
-            batches.iter().map(|b| (b.topic_id, b.partition)).collect();
-        for id in ids {
-            let part = self
-                .load_partition(state, id)
-                .await
-                .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
-            if let Some(part) = part {
-                self.publish_row(id.0, id.1, &part.record);
-            }
-        }
-        Ok(())
-    }
-
-    fn publish_row(&self, topic_id: uuid::Uuid, partition: i32, row: &PartitionRecord) {
+    /// Publishes a partition's offsets as `row` has them.
+    pub(super) fn publish_row(&self, topic_id: uuid::Uuid, partition: i32, row: &PartitionRecord) {
         self.watermarks.publish(
             topic_id,
             partition,
@@ -367,7 +314,7 @@ impl Indexer {
             if let Some(outcomes) = answered {
                 same_batch_count(&request.segment_key, &outcomes, batches)?;
                 // The append may have landed unanswered, so nothing published its offsets.
-                self.publish_cached(state, batches).await?;
+                self.publish_stored(state, batches).await?;
                 return Ok(outcomes);
             }
             if self.is_expired(&request.segment_key) {
