@@ -49,10 +49,10 @@ fn cluster_key() -> ItemKey {
 
 /// Reads the cluster settings (`None`: no process has started the cluster yet).
 pub async fn read_cluster(
-    store: &dyn MetaStore,
+    meta: &dyn MetaStore,
 ) -> Result<Option<ClusterSettings>, MetaStoreError> {
     let key = cluster_key();
-    match store.get(&key).await? {
+    match meta.get(&key).await? {
         Some(item) => Ok(Some(decode(&key, &item.value)?)),
         None => Ok(None),
     }
