@@ -23,9 +23,10 @@
 //! - An object with no commit record older than the horizon plus the grace is an orphan (an
 //!   upload whose commit never happened, or the loser of a hedged upload) and is deleted.
 //! - On the shard log (layout 2, [`kafscale_shared::shard_log`]) a commit writes no record: its
-//!   log item names the segment and its partitions until the fold has written the record
-//!   (under the shard's own `seg/{shard}` key) and the answer horizon has passed. A pass reads
-//!   both, so a committed segment is never taken for an orphan, however late its fold is.
+//!   log item names the segment and its partitions, and stays in the log as its record. A
+//!   segment whose item is not folded yet is kept whatever the log starts say, and its item is
+//!   deleted with it only once folded, so the log never has a gap above its checkpoint. Records
+//!   that the first releases' fold wrote under `seg/{shard}` are read as well.
 //! - A deleted topic's partition rows, index entries and producer states are removed before
 //!   the commit records that name the topic, so a pass cut short finds the topic again.
 //!
@@ -43,7 +44,7 @@ use kafscale_shared::meta_store::ItemKey;
 use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::{ObjectMeta, ObjectStore};
 use kafscale_shared::periodic::run_every;
-use kafscale_shared::shard_log::read_items;
+use kafscale_shared::shard_log::{read_checkpoint, read_items, shard_log_key};
 use kafscale_shared::shards::read_cluster;
 use tokio::sync::Mutex;
 use tracing::{Instrument, debug, info, warn};
@@ -81,8 +82,8 @@ pub struct GcReport {
 }
 
 /// One segment as a pass sees it: its object (if listed) and what names it as committed:
-/// commit records (with the key to delete them by) and shard-log items not yet deleted by
-/// their fold (no key: the fold deletes those).
+/// commit records and folded shard-log items, with the key to delete them by and the
+/// partitions they name; an unfolded shard-log item has neither (it keeps the segment).
 #[derive(Debug, Default)]
 struct Segment {
     object: Option<u64>,
@@ -213,7 +214,7 @@ impl GarbageCollector {
         for shard in 0..shard_count {
             let pk = catalog::shard_segment_commits_pk(shard);
             self.load_records(&pk, &mut segments, report).await?;
-            self.load_log(shard, &mut segments).await?;
+            self.load_log(shard, &mut segments, report).await?;
         }
         Ok(segments)
     }
@@ -252,27 +253,45 @@ impl GarbageCollector {
         }
     }
 
-    /// The items of `shard`'s log: each names a committed segment, folded or not.
+    /// The items of `shard`'s log: each names a committed segment. A folded one is the
+    /// segment's commit record; one above the checkpoint keeps its segment until folded.
     async fn load_log(
         &self,
         shard: u32,
         segments: &mut BTreeMap<String, Segment>,
+        report: &mut GcReport,
     ) -> Result<(), IndexerError> {
-        let items = read_items(self.catalog.store().as_ref(), shard, Bound::Unbounded)
+        let store = self.catalog.store().as_ref();
+        // The checkpoint first: an item folded after it was read counts as unfolded.
+        let folded_through = read_checkpoint(store, shard)
+            .await
+            .map_err(catalog::CatalogError::from)?
+            .map_or(0, |(checkpoint, _)| checkpoint.folded_through);
+        let items = read_items(store, shard, Bound::Unbounded)
             .await
             .map_err(catalog::CatalogError::from)?;
-        for (_, logged) in items {
+        report.commit_records_read += items.len() as u64;
+        for (seq, logged) in items {
+            let record = if seq <= folded_through {
+                (
+                    Some(shard_log_key(shard, seq)),
+                    Some(logged.segment_parts()),
+                )
+            } else {
+                (None, None)
+            };
             segments
                 .entry(logged.segment_key.clone())
                 .or_default()
                 .records
-                .push((None, Some(logged.segment_parts())));
+                .push(record);
         }
         Ok(())
     }
 
     /// Whether some partition still references `segment`. Records written before commit
-    /// records listed their partitions keep their segments.
+    /// records listed their partitions, and shard-log items not folded yet, keep their
+    /// segments.
     async fn is_referenced(
         &self,
         segment: &Segment,

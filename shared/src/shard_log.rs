@@ -578,13 +578,59 @@ pub async fn read_items(
         .await?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let seq = sequence_of_sk(&item.key.sk).ok_or_else(|| MetaStoreError::Corrupt {
-            key: item.key.clone(),
-            reason: "shard log sequence number".into(),
-        })?;
+        let seq = decode_sequence(&item.key)?;
         out.push((seq, crate::catalog::decode(&item.key, &item.value)?));
     }
     Ok(out)
+}
+
+/// Items a backward read of the log asks for at a time.
+const ITEMS_PER_BACKWARD_PAGE: usize = 256;
+
+/// `shard`'s newest log items, in sequence order: read from the end backwards, a page at a
+/// time, down to and without the first item (from the end) for which `wanted` is false. The
+/// log keeps folded items until garbage collection deletes them with their segments, so an
+/// owner reads only what it needs (the unfolded items and the answers still kept).
+pub async fn read_newest(
+    store: &dyn MetaStore,
+    shard: u32,
+    wanted: impl Fn(u64, &ShardLogItem) -> bool,
+) -> Result<Vec<(u64, ShardLogItem)>, MetaStoreError> {
+    let mut newest_first = Vec::new();
+    let mut end = Bound::Unbounded;
+    loop {
+        let page = store
+            .query(Query {
+                pk: shard_log_pk(shard),
+                start: Bound::Unbounded,
+                end: end.clone(),
+                direction: Direction::Backward,
+                limit: Some(ITEMS_PER_BACKWARD_PAGE),
+            })
+            .await?;
+        let full = page.len() == ITEMS_PER_BACKWARD_PAGE;
+        for item in page {
+            let seq = decode_sequence(&item.key)?;
+            let logged: ShardLogItem = crate::catalog::decode(&item.key, &item.value)?;
+            if !wanted(seq, &logged) {
+                newest_first.reverse();
+                return Ok(newest_first);
+            }
+            end = Bound::Excluded(item.key.sk.clone());
+            newest_first.push((seq, logged));
+        }
+        if !full {
+            newest_first.reverse();
+            return Ok(newest_first);
+        }
+    }
+}
+
+fn decode_sequence(key: &ItemKey) -> Result<u64, MetaStoreError> {
+    sequence_of_sk(&key.sk).ok_or_else(|| MetaStoreError::Corrupt {
+        key: key.clone(),
+        reason: "shard log sequence number".into(),
+    })
 }
 
 /// Takes the items appended since the last one held. Items missing below the first one
@@ -614,6 +660,34 @@ async fn refresh(
 mod tests {
     use super::*;
     use crate::catalog::{decode, encode};
+
+    #[tokio::test]
+    async fn the_newest_items_are_read_backwards_over_pages_and_returned_in_order() {
+        let store = crate::meta_store::MemoryMetaStore::new();
+        let ops = (1..=600)
+            .map(|seq| crate::meta_store::WriteOp::Put {
+                key: shard_log_key(3, seq),
+                value: encode(&item()),
+                condition: crate::meta_store::Condition::None,
+            })
+            .collect();
+        store.write(ops).await.expect("write");
+        let newest = read_newest(&store, 3, |seq, _| seq > 300)
+            .await
+            .expect("read");
+        let seqs: Vec<u64> = newest.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (301..=600).collect::<Vec<_>>());
+        let all = read_newest(&store, 3, |_, _| true).await.expect("read");
+        assert_eq!(all.len(), 600);
+        let none = read_newest(&store, 3, |_, _| false).await.expect("read");
+        assert!(none.is_empty());
+        assert!(
+            read_newest(&store, 4, |_, _| true)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+    }
 
     fn item() -> ShardLogItem {
         let topic = Uuid::from_u128(7);

@@ -48,9 +48,7 @@ fn cluster_key() -> ItemKey {
 }
 
 /// Reads the cluster settings (`None`: no process has started the cluster yet).
-pub async fn read_cluster(
-    meta: &dyn MetaStore,
-) -> Result<Option<ClusterSettings>, MetaStoreError> {
+pub async fn read_cluster(meta: &dyn MetaStore) -> Result<Option<ClusterSettings>, MetaStoreError> {
     let key = cluster_key();
     match meta.get(&key).await? {
         Some(item) => Ok(Some(decode(&key, &item.value)?)),

@@ -414,11 +414,13 @@ async fn log_fixture(partitions: i32) -> Fixture {
 }
 
 #[tokio::test]
-async fn a_segment_named_only_by_the_shard_log_is_kept_and_its_folded_record_keeps_it_after() {
+async fn a_segment_named_by_an_unfolded_log_item_is_kept_and_goes_with_its_item_once_folded() {
     let f = log_fixture(1).await;
     let key = f.segment(&[0]).await;
     let far = past_horizon(100 * MINUTE);
-    // Not folded yet: only the log names it. Never an orphan, never condemned.
+    // No partition references it any more, but its log item is not folded yet: never an
+    // orphan, never condemned (deleting the item would leave a gap above the checkpoint).
+    f.delete_records(0, -1).await;
     for pass in 0..3 {
         let r =
             f.gc.run_pass(far + pass * GRACE.as_millis() as i64)
@@ -427,21 +429,24 @@ async fn a_segment_named_only_by_the_shard_log_is_kept_and_its_folded_record_kee
         assert_eq!((r.orphans_deleted, r.segments_waiting), (0, 0), "{r:?}");
     }
     assert!(f.exists(&key).await);
-    // Folded: its commit record under the shard's key names it too.
+    // Folded: the item stays in the log as the segment's commit record (the fold writes none).
     let folded = f.indexer.fold_shard(0).await.expect("fold");
-    assert_eq!(folded.records, 1);
+    assert_eq!(folded.items, 1);
     let records = f
         .catalog
         .segment_commits_in(&catalog::shard_segment_commits_pk(0), Bound::Unbounded, 10)
         .await
         .expect("records");
-    assert_eq!(records.len(), 1);
-    assert_eq!(catalog::segment_of_commit_sk(&records[0].0), key);
-    // Once no partition references it, it goes after the grace period, its record with it.
-    f.delete_records(0, -1).await;
+    assert!(records.is_empty());
+    let store = f.catalog.store();
+    let logged = read_items(store.as_ref(), 0, Bound::Unbounded).await;
+    assert_eq!(logged.expect("log").len(), 1);
+    // Unreferenced and folded: it goes after the grace period, its log item with it.
     let first = f.gc.run_pass(far).await.unwrap();
     assert_eq!(first.segments_waiting, 1);
     let done = f.gc.run_pass(far + GRACE.as_millis() as i64).await.unwrap();
     assert_eq!((done.segments_deleted, done.commit_records_deleted), (1, 1));
     assert!(!f.exists(&key).await);
+    let logged = read_items(store.as_ref(), 0, Bound::Unbounded).await;
+    assert!(logged.expect("log").is_empty());
 }

@@ -6,9 +6,12 @@
 //! deposed owner, holds the same entries for the same offsets), rows and producer states are
 //! conditioned on the version read, and the checkpoint is written last. A fold cut short
 //! anywhere is redone from the old checkpoint by the next one; replaying an item onto a row or
-//! state that already holds it changes nothing. Items stay in the log after they are folded
-//! until their answers are no longer needed (`segment_commit_max_age`), then the fold deletes
-//! them.
+//! state that already holds it changes nothing.
+//!
+//! Folded items stay in the log: each names its segment and the partitions and offsets in it,
+//! so it is the segment's commit record. Garbage collection deletes it with the segment, once
+//! no partition references either (a fold that wrote a record per item and deleted the item
+//! paid two more writes per commit for the same information).
 //!
 //! The fold holds the shard's lock, so commits wait for it: about one write round per
 //! partition touched since the last fold, once per fold interval.
@@ -18,14 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kafscale_shared::catalog::{
-    self, CatalogError, INDEX_PAGE_FORMAT, IndexEntry, IndexPage, ProducerRecord,
-    SegmentCommitRecord,
-};
+use kafscale_shared::catalog::{self, CatalogError, IndexEntry, IndexPage, ProducerRecord};
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
 use kafscale_shared::periodic::run_every;
 use kafscale_shared::shard_log::{
-    FoldCheckpoint, SHARD_LOG_FORMAT, ShardLogItem, fold_checkpoint_key, shard_log_key,
+    FoldCheckpoint, SHARD_LOG_FORMAT, ShardLogItem, fold_checkpoint_key,
 };
 use tracing::{debug, warn};
 
@@ -42,10 +42,6 @@ pub struct FoldReport {
     pub pages: usize,
     pub rows: usize,
     pub producers: usize,
-    /// Commit records written for garbage collection (one per folded item).
-    pub records: usize,
-    /// Folded log items deleted (older than the answer horizon).
-    pub deleted: usize,
 }
 
 /// The pages a fold writes: each partition's entries from the folded items, in order.
@@ -106,7 +102,7 @@ impl Indexer {
         }
         let items: Vec<(u64, Arc<ShardLogItem>)> = log.unfolded.iter().cloned().collect();
         let Some(&(through, _)) = items.last() else {
-            return self.delete_folded(shard, state).await;
+            return Ok(FoldReport::default());
         };
         let mut report = FoldReport {
             items: items.len(),
@@ -114,7 +110,6 @@ impl Indexer {
         };
         let pages = pages_of(&items);
         report.pages = self.write_pages(&pages).await?;
-        report.records = self.write_commit_records(shard, &items).await?;
         for id in pages.keys() {
             self.fold_row(state, *id).await?;
             report.rows += 1;
@@ -124,8 +119,6 @@ impl Indexer {
             report.producers += 1;
         }
         self.move_checkpoint(shard, state, through).await?;
-        let deleted = self.delete_folded(shard, state).await?;
-        report.deleted = deleted.deleted;
         debug!(shard, through, ?report, "shard log folded");
         Ok(report)
     }
@@ -140,39 +133,12 @@ impl Indexer {
             .filter_map(|(id, entries)| {
                 let last = entries.last()?.last_offset;
                 let page = IndexPage {
-                    format: INDEX_PAGE_FORMAT,
                     entries: entries.clone(),
                 };
                 Some((catalog::index_key(id.0, id.1, last), catalog::encode(&page)))
             })
             .collect();
         self.put_all(items).await
-    }
-
-    /// A commit record per folded item, listing the partitions it appended to and the last
-    /// offset of each: garbage collection's reference list once the item leaves the log.
-    /// Written before the checkpoint moves, so every committed segment is always named by a
-    /// log item or a record.
-    async fn write_commit_records(
-        &self,
-        shard: u32,
-        items: &[(u64, Arc<ShardLogItem>)],
-    ) -> Result<usize, CatalogError> {
-        let records = items
-            .iter()
-            .map(|(_, item)| {
-                let record = SegmentCommitRecord {
-                    format: catalog::ITEM_FORMAT,
-                    size: item.segment_size,
-                    committed_at_ms: item.committed_at_ms,
-                    outcomes: Vec::new(),
-                    parts: Some(item.segment_parts()),
-                };
-                let key = catalog::shard_segment_commit_key(&item.record_name(), shard);
-                (key, catalog::encode(&record))
-            })
-            .collect();
-        self.put_all(records).await
     }
 
     /// Unconditional single-item puts, several in flight (derived from the immutable log, so
@@ -247,7 +213,8 @@ impl Indexer {
         Ok(())
     }
 
-    /// Moves the checkpoint to `through` over the version read, then forgets the folded items.
+    /// Moves the checkpoint to `through` over the version read, then forgets the folded items
+    /// (their answers stay remembered).
     async fn move_checkpoint(
         &self,
         shard: u32,
@@ -269,42 +236,10 @@ impl Indexer {
         .await?;
         log.checkpoint_version += 1;
         log.folded_through = through;
-        while let Some((seq, item)) = log.unfolded.pop_front() {
-            if seq > through {
-                log.unfolded.push_front((seq, item));
-                break;
-            }
-            log.folded.push_back((seq, item.committed_at_ms));
+        while log.unfolded.front().is_some_and(|(seq, _)| *seq <= through) {
+            log.unfolded.pop_front();
         }
         Ok(())
-    }
-
-    /// Deletes folded log items whose answers have expired.
-    async fn delete_folded(
-        &self,
-        shard: u32,
-        state: &mut ShardState,
-    ) -> Result<FoldReport, CatalogError> {
-        let horizon = self.answer_horizon_ms();
-        let Some(log) = state.log.as_mut() else {
-            return Ok(FoldReport::default());
-        };
-        let mut keys = Vec::new();
-        while let Some(&(seq, at)) = log.folded.front() {
-            if at >= horizon {
-                break;
-            }
-            keys.push(shard_log_key(shard, seq));
-            log.folded.pop_front();
-        }
-        let deleted = keys.len();
-        if deleted > 0 {
-            self.catalog.delete_items(keys).await?;
-        }
-        Ok(FoldReport {
-            deleted,
-            ..FoldReport::default()
-        })
     }
 
     /// Folds every shard this replica holds on layout 2.

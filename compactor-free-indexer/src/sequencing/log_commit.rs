@@ -30,6 +30,10 @@ use super::{Indexer, PartitionId, ProducerKey, ShardState, same_batch_count};
 /// another writer appended meanwhile, and was read).
 const APPEND_ATTEMPTS: usize = 4;
 
+/// How much further back than the answer horizon an opening owner reads the log, for items
+/// appended by a process whose clock was behind.
+const CLOCK_SKEW_MARGIN_MS: i64 = 60_000;
+
 /// Batches per log item at most: each costs the item about 150 bytes (entry, outcome and
 /// producer delta), so an item stays well under DynamoDB's 400 KB.
 pub(super) const BATCHES_PER_LOG_ITEM: usize = 2_000;
@@ -45,9 +49,6 @@ pub(super) struct LogState {
     /// The items above the checkpoint, in order: what the next fold writes, and what is
     /// replayed onto rows and producer states read from the store.
     pub unfolded: VecDeque<(u64, Arc<ShardLogItem>)>,
-    /// Folded items still in the store, with their commit times: deleted once their answers
-    /// expire.
-    pub folded: VecDeque<(u64, i64)>,
     /// Answers to retries, by record name, with the time each was logged (oldest first).
     pub answers: HashMap<String, Vec<BatchOutcome>>,
     pub answer_order: VecDeque<(i64, String)>,
@@ -150,8 +151,9 @@ impl Indexer {
     }
 
     /// Opens `shard`'s log after acquiring it: `None` if the shard is on layout 1. Reads the
-    /// checkpoint and every kept item: those above the checkpoint are to be folded and replayed,
-    /// and the answers of the last `segment_commit_max_age` are kept for retries.
+    /// checkpoint and the newest items: those above the checkpoint are to be folded and
+    /// replayed, and the answers of the last `segment_commit_max_age` are kept for retries.
+    /// Older folded items stay in the store as commit records; they are not read.
     pub(super) async fn open_log(&self, shard: u32) -> Result<Option<LogState>, CatalogError> {
         if self.config.shard_log {
             create_checkpoint(&self.catalog, shard).await?;
@@ -167,11 +169,16 @@ impl Indexer {
             ..LogState::default()
         };
         let horizon = self.answer_horizon_ms();
-        for (seq, item) in read_log(&self.catalog, shard, Bound::Unbounded).await? {
+        // Commit times come from the clocks of whoever appended: read a margin further back.
+        let read_back_to = horizon.saturating_sub(CLOCK_SKEW_MARGIN_MS);
+        let folded_through = log.folded_through;
+        let newest = shard_log::read_newest(store, shard, |seq, item| {
+            seq > folded_through || item.committed_at_ms >= read_back_to
+        })
+        .await?;
+        for (seq, item) in newest {
             log.remember(&item, &item.record_name(), horizon);
-            if seq <= log.folded_through {
-                log.folded.push_back((seq, item.committed_at_ms));
-            } else {
+            if seq > log.folded_through {
                 if seq != log.last_seq + 1 {
                     return Err(log_gap(shard, log.last_seq + 1, seq));
                 }

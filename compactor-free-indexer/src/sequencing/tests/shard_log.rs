@@ -1,7 +1,7 @@
 //! Layout 2: commits appended to the shard log (see `sequencing/log_commit.rs`).
 
 use kafscale_shared::catalog::IndexEntry;
-use kafscale_shared::shard_log::{ShardLogItem, shard_log_pk};
+use kafscale_shared::shard_log::{ShardLogItem, shard_log_key, shard_log_pk};
 
 use super::*;
 
@@ -414,41 +414,53 @@ async fn a_fold_cut_short_is_redone_and_nothing_is_written_twice() {
 }
 
 #[tokio::test]
-async fn folded_items_are_deleted_once_their_answers_expire() {
+async fn folded_items_stay_in_the_log_and_an_opening_owner_reads_only_the_newest() {
     let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
-    let catalog = Arc::new(Catalog::new(store));
-    let id = catalog
-        .create_topic("t", 1, BTreeMap::new())
-        .await
-        .expect("create")
-        .topic_id;
-    let config = IndexerConfig {
-        segment_commit_max_age: Duration::ZERO,
-        ..log_config("a")
-    };
-    let indexer = Indexer::start(catalog.clone(), Arc::new(Watermarks::new()), config)
-        .await
-        .expect("start");
-    indexer
-        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
-        .await
-        .expect("commit");
-    let mut deleted = 0;
-    for _ in 0..200 {
-        deleted += indexer.fold_shard(0).await.expect("fold").deleted;
-        if deleted > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let (catalog, watermarks, indexer, id) = setup_log(store.clone(), 1).await;
+    for key in ["s1", "s2"] {
+        indexer
+            .commit(req(key, vec![batch(id, 0, 16, 3)]))
+            .await
+            .expect("commit");
     }
-    assert_eq!(deleted, 1);
-    assert!(logged(&catalog, 0).await.is_empty());
-    let r = indexer
-        .commit(req("s2", vec![batch(id, 0, 16, 1)]))
+    assert_eq!(indexer.fold_shard(0).await.expect("fold").items, 2);
+    // The fold deletes nothing: the items are their segments' commit records.
+    assert_eq!(logged(&catalog, 0).await.len(), 2);
+    // Item 1 is long past the answer horizon, and below it lies something unreadable that an
+    // owner reading the whole log would fail on.
+    let (_, mut old) = logged(&catalog, 0).await.remove(0);
+    old.committed_at_ms = 0;
+    let unreadable = bytes::Bytes::from_static(b"not an item");
+    let ops = vec![
+        WriteOp::Put {
+            key: shard_log_key(0, 1),
+            value: catalog::encode(&old),
+            condition: Condition::None,
+        },
+        WriteOp::Put {
+            key: shard_log_key(0, 0),
+            value: unreadable,
+            condition: Condition::None,
+        },
+    ];
+    store.write(ops).await.expect("write");
+    drop(indexer);
+    let restarted = log_indexer(&catalog, &watermarks).await;
+    let r = restarted
+        .commit(req("s3", vec![batch(id, 0, 16, 1)]))
         .await
         .expect("commit");
-    assert_eq!(r.outcomes, vec![appended(3)]);
-    assert_eq!(logged(&catalog, 0).await[0].0, 2, "sequence numbers go on");
+    assert_eq!(r.outcomes, vec![appended(6)]);
+    let newest =
+        kafscale_shared::shard_log::read_items(store.as_ref(), 0, std::ops::Bound::Excluded(2));
+    let seqs: Vec<u64> = newest.await.expect("read").iter().map(|l| l.0).collect();
+    assert_eq!(seqs, [3]);
+    // Item 2 was read: its retry is still answered, not appended again.
+    let retry = restarted
+        .commit(req("s2", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("retry");
+    assert_eq!(retry.outcomes, vec![appended(3)]);
 }
 
 #[tokio::test]
