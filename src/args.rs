@@ -449,14 +449,8 @@ pub(crate) struct LifecycleArgs {
         default_value_t = 86_400_000
     )]
     pub(crate) producer_id_expiration_ms: u64,
-    /// Experimental: commit to the shard log (one small item per commit instead of a
-    /// transaction of two items per partition; docs/architecture.md, "The shard log"). A
-    /// shard this process acquires is switched for good. Not for clusters with data to keep
-    /// yet: no release before this one reads the log, and there is no migration gate.
-    #[arg(long, env = "KAFSCALE_SHARD_LOG", default_value_t = false)]
-    pub(crate) shard_log: bool,
     /// How often a shard owner folds its log into index pages and partition rows
-    /// (milliseconds; with `--shard-log`).
+    /// (milliseconds; on the shard log layout).
     #[arg(long, env = "KAFSCALE_FOLD_INTERVAL_MS", default_value_t = 1_000)]
     pub(crate) fold_interval_ms: u64,
 }
@@ -502,7 +496,6 @@ impl LifecycleArgs {
         Ok(kafscale_indexer::IndexerConfig {
             segment_commit_max_age: self.segment_commit_max_age()?,
             producer_id_expiration: Duration::from_millis(self.producer_id_expiration_ms),
-            shard_log: self.shard_log,
             ..base
         })
     }
@@ -893,5 +886,25 @@ mod tests {
         let bound: SocketAddr = "0.0.0.0:4000".parse().expect("addr");
         assert_eq!(advertised_or_bound(None, bound), "127.0.0.1:4000");
         assert_eq!(advertised_or_bound(Some("svc:9092"), bound), "svc:9092");
+    }
+}
+
+/// The metadata layout a new cluster starts with (`--initial-layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LayoutArg {
+    /// One transaction per commit: the lease check, a commit record, a row and an index entry
+    /// per partition.
+    Transactions,
+    /// One small item appended to the shard's log per commit, folded into index pages and
+    /// rows about once a second (docs/architecture.md, "The shard log").
+    ShardLog,
+}
+
+impl LayoutArg {
+    pub(crate) fn layout(self) -> u32 {
+        match self {
+            LayoutArg::Transactions => kafscale_shared::shards::LAYOUT_TRANSACTIONS,
+            LayoutArg::ShardLog => kafscale_shared::shards::LAYOUT_SHARD_LOG,
+        }
     }
 }

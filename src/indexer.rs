@@ -103,6 +103,7 @@ pub(crate) async fn run(
             owner_addr: owner_addr.clone(),
             lease_ttl: Duration::from_millis(args.lease_ttl_ms),
             shard_count: cluster.shard_count,
+            shard_log: cluster.on_shard_log(),
             ..IndexerConfig::default()
         })?,
     );

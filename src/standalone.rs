@@ -14,15 +14,15 @@ use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, RedbMetaStore};
 use kafscale_shared::metered::{MeteredMetaStore, MeteredObjectStore};
 use kafscale_shared::object_store::{LocalFsObjectStore, ObjectStore};
-use kafscale_shared::shards::load_or_init_cluster;
+use kafscale_shared::shards::{load_or_init_cluster, switch_to_shard_log};
 use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin_api::{self, AdminApiArgs, AdminState};
 use crate::args::{
-    BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, LifecycleArgs, SimulationArgs,
-    TopicDefaultsArgs,
+    BoundListener, FetchArgs, IngestArgs, KafkaListenerArgs, LayoutArg, LifecycleArgs,
+    SimulationArgs, TopicDefaultsArgs,
 };
 use crate::authz::AuthorizerArgs;
 use crate::http::{self, Readiness};
@@ -49,6 +49,11 @@ pub(crate) struct StandaloneArgs {
     /// Indexer shards of a new data directory (an existing one keeps its own count).
     #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = 1)]
     shards: u32,
+    /// The metadata layout of a new data directory. With `shard-log`, a data directory of an
+    /// earlier release is switched to the shard log at start (this process holds its lock, so
+    /// no process of that release can still be using it).
+    #[arg(long, env = "KAFSCALE_INITIAL_LAYOUT", value_enum, default_value_t = LayoutArg::ShardLog)]
+    initial_layout: LayoutArg,
     #[command(flatten)]
     simulation: SimulationArgs,
     #[command(flatten)]
@@ -83,9 +88,16 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     let objects = args.fetch.block_cache(objects, true);
     let catalog = Arc::new(Catalog::new(meta));
     let watermarks = Arc::new(Watermarks::new());
-    let cluster = load_or_init_cluster(&catalog, args.shards.max(1))
+    let layout = args.initial_layout.layout();
+    let mut cluster = load_or_init_cluster(&catalog, args.shards.max(1), layout)
         .await
         .context("reading the cluster settings")?;
+    if args.initial_layout == LayoutArg::ShardLog && !cluster.on_shard_log() {
+        cluster = switch_to_shard_log(&catalog, None)
+            .await
+            .context("switching the data directory to the shard log")?;
+        info!("data directory switched to the shard log layout");
+    }
 
     let indexer = Indexer::start(
         catalog.clone(),
@@ -95,6 +107,7 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
             owner_addr: "in-process".into(),
             lease_ttl: Duration::from_secs(30),
             shard_count: cluster.shard_count,
+            shard_log: cluster.on_shard_log(),
             ..IndexerConfig::default()
         })?,
     )

@@ -14,7 +14,7 @@ use kafscale_shared::object_store::{ObjectStore, S3Config, S3ObjectStore};
 use kafscale_shared::shards::{ClusterSettings, DEFAULT_SHARD_COUNT, load_or_init_cluster};
 use tracing::info;
 
-use crate::args::{SimulatedRequests, SimulationArgs};
+use crate::args::{LayoutArg, SimulatedRequests, SimulationArgs};
 
 /// Where the cluster's data and metadata live. AWS credentials come from the standard chain
 /// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profile, web identity, instance metadata).
@@ -48,6 +48,10 @@ pub(crate) struct StorageArgs {
     /// Indexer shards of a new cluster (an existing cluster keeps the count it was created with).
     #[arg(long, env = "KAFSCALE_SHARDS", default_value_t = DEFAULT_SHARD_COUNT)]
     shards: u32,
+    /// The metadata layout of a new cluster. An existing cluster keeps its own until
+    /// `kafscale admin switch-to-shard-log`.
+    #[arg(long, env = "KAFSCALE_INITIAL_LAYOUT", value_enum, default_value_t = LayoutArg::ShardLog)]
+    initial_layout: LayoutArg,
     #[command(flatten)]
     simulation: SimulationArgs,
 }
@@ -122,10 +126,12 @@ impl StorageArgs {
     ) -> anyhow::Result<ClusterSettings> {
         let mut delay = std::time::Duration::from_millis(200);
         loop {
-            match load_or_init_cluster(&stores.catalog, self.shards.max(1)).await {
+            let layout = self.initial_layout.layout();
+            match load_or_init_cluster(&stores.catalog, self.shards.max(1), layout).await {
                 Ok(c) => {
                     info!(
                         shard_count = c.shard_count,
+                        layout = c.layout,
                         table = stores.dynamo.table_name(),
                         "cluster settings"
                     );

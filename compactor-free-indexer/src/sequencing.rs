@@ -61,8 +61,10 @@ pub struct IndexerConfig {
     /// batch there (Kafka's `producer.id.expiration.ms`); its next batch then starts afresh.
     pub producer_id_expiration: Duration,
     /// Switch every shard this replica acquires to the shard log (layout 2,
-    /// [`kafscale_shared::shard_log`]). A shard once switched stays switched, whoever owns it.
-    /// Off by default: readers, retention and garbage collection do not read the log yet.
+    /// [`kafscale_shared::shard_log`]) whatever the cluster settings say: the processes set it
+    /// from the cluster's layout, which an owner also reads at every acquisition (so a
+    /// cluster switched while it runs is noticed). A shard once switched stays switched,
+    /// whoever owns it.
     pub shard_log: bool,
 }
 
@@ -470,6 +472,26 @@ impl Indexer {
         self.config.lease_ttl / 3
     }
 
+    /// Reads the shard's log if it was not read since the cache was last forgotten: before any
+    /// row or producer state enters the cache, so that each is replayed with the log above the
+    /// fold. (A row read first and cached without it would hand out offsets again.)
+    async fn ensure_log_open(
+        &self,
+        state: &mut ShardState,
+        shard: u32,
+    ) -> Result<(), CatalogError> {
+        if !state.log_opened {
+            state.log = self.open_log(shard).await?;
+            state.log_opened = true;
+        }
+        Ok(())
+    }
+
+    /// The shard holding partition `id`.
+    fn shard_of_partition(&self, id: PartitionId) -> u32 {
+        shard_of(id.0, id.1, self.config.shard_count.max(1))
+    }
+
     async fn load_partition(
         &self,
         state: &mut ShardState,
@@ -478,6 +500,8 @@ impl Indexer {
         if let Some(p) = state.partitions.get(&id) {
             return Ok(Some(*p));
         }
+        self.ensure_log_open(state, self.shard_of_partition(id))
+            .await?;
         match self.catalog.topic_by_id(id.0).await? {
             Some(t) if id.1 >= 0 && id.1 < t.partitions => {}
             // Partitions may have been added since the topic was cached: look once more.
@@ -507,6 +531,8 @@ impl Indexer {
         if let Some(p) = state.producers.get(&key) {
             return Ok(p.clone());
         }
+        self.ensure_log_open(state, self.shard_of_partition((key.0, key.1)))
+            .await?;
         let stored = self.catalog.producer(key.0, key.1, key.2).await?;
         let record = Self::replay_producer_state(state, key, stored);
         state.producers.insert(key, record.clone());
@@ -557,13 +583,9 @@ impl Indexer {
             same_batch_count(&request.segment_key, &done.outcomes, &request.batches)?;
             return Ok(done.clone());
         }
-        if !state.log_opened {
-            state.log = self
-                .open_log(request.shard)
-                .await
-                .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
-            state.log_opened = true;
-        }
+        self.ensure_log_open(&mut state, request.shard)
+            .await
+            .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
         if state.log.is_some() {
             let outcomes = self.commit_to_log(&mut state, &request).await?;
             let response = CommitResponse { outcomes };

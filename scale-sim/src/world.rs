@@ -101,7 +101,12 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
     // Topics are created on the bare store: set-up is not what is measured.
     let setup = Catalog::new(bare);
     // As in every real cluster: readers find the shard logs by the stored shard count.
-    load_or_init_cluster(&setup, config.shards).await?;
+    let layout = if config.shard_log {
+        kafscale_shared::shards::LAYOUT_SHARD_LOG
+    } else {
+        kafscale_shared::shards::LAYOUT_TRANSACTIONS
+    };
+    load_or_init_cluster(&setup, config.shards, layout).await?;
     let targets = create_topics(&setup, config).await?;
     let shutdown = CancellationToken::new();
     let catalog = Arc::new(Catalog::new(meta.clone()));

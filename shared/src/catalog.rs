@@ -366,6 +366,8 @@ pub const MAX_GROUP_ID_BYTES: usize = 1024;
 /// A lease (or a member's heartbeat): who holds it, for how long, under which epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// [`LEASE_FORMAT`] in records this release writes; 1 in those of releases that cannot
+    /// read the shard log.
     pub format: u32,
     pub owner: String,
     pub owner_addr: String,
@@ -387,7 +389,17 @@ pub struct LeaseRecord {
     pub listeners: BTreeMap<String, String>,
 }
 
+/// Format of the lease and member records this release writes. 2 says that the holder reads
+/// the shard log (layout 2): switching a cluster to it is refused while a live record is older
+/// ([`crate::shards::switch_to_shard_log`]).
+pub const LEASE_FORMAT: u32 = 2;
+
 impl LeaseRecord {
+    /// Whether the process that wrote this record reads the shard log.
+    pub fn reads_shard_log(&self) -> bool {
+        self.format >= LEASE_FORMAT
+    }
+
     /// The lease time the holder renews for (zero if the record predates it).
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
@@ -1320,7 +1332,7 @@ impl Catalog {
         ttl: Duration,
     ) -> Result<(), CatalogError> {
         let record = LeaseRecord {
-            format: ITEM_FORMAT,
+            format: LEASE_FORMAT,
             owner: id.to_string(),
             owner_addr: addr.to_string(),
             epoch: 0,
@@ -1557,7 +1569,7 @@ impl Catalog {
             }
         };
         let lease = LeaseRecord {
-            format: ITEM_FORMAT,
+            format: LEASE_FORMAT,
             owner: owner.to_string(),
             owner_addr: owner_addr.to_string(),
             epoch,

@@ -4,11 +4,17 @@
 //! the holder of the shard's lease. The shard count is written once into the metadata store
 //! (`meta` / `cluster`) by the first process that starts, and every later process reads it, so
 //! gateways and indexers can never disagree on which shard owns a partition.
+//!
+//! The settings also hold the metadata layout commits use. A new cluster starts with the one
+//! its first process is configured for (the shard log by default); an existing cluster keeps
+//! its own until [`switch_to_shard_log`], which refuses while a process of a release that
+//! cannot read the log is alive (such a process, handed a switched shard, would sequence from
+//! rows the log has moved past). Owners switch each shard as they acquire it.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::catalog::{Catalog, CatalogError, ITEM_FORMAT, decode, encode};
+use crate::catalog::{Catalog, CatalogError, ITEM_FORMAT, LeaseRecord, decode, encode};
 use crate::meta_store::{Condition, ItemKey, MetaStore, MetaStoreError, WriteOp};
 
 /// Default number of indexer shards of a new cluster.
@@ -36,11 +42,32 @@ pub fn shard_of_lease_name(name: &str) -> Option<u32> {
     name.strip_prefix(SHARD_LEASE_PREFIX)?.parse().ok()
 }
 
-/// Settings fixed at cluster creation.
+/// Layout 1: a commit is one transaction of the lease check, a commit record and a row and an
+/// index entry per partition.
+pub const LAYOUT_TRANSACTIONS: u32 = 1;
+/// Layout 2: a commit is one item appended to the shard log ([`crate::shard_log`]).
+pub const LAYOUT_SHARD_LOG: u32 = 2;
+
+fn layout_of_old_settings() -> u32 {
+    LAYOUT_TRANSACTIONS
+}
+
+/// Settings fixed at cluster creation (the layout moves forward once, by
+/// [`switch_to_shard_log`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSettings {
     pub format: u32,
     pub shard_count: u32,
+    /// [`LAYOUT_TRANSACTIONS`] or [`LAYOUT_SHARD_LOG`]; 1 in settings written before it existed.
+    #[serde(default = "layout_of_old_settings")]
+    pub layout: u32,
+}
+
+impl ClusterSettings {
+    /// Whether shard owners switch the shards they acquire to the shard log.
+    pub fn on_shard_log(&self) -> bool {
+        self.layout >= LAYOUT_SHARD_LOG
+    }
 }
 
 fn cluster_key() -> ItemKey {
@@ -56,11 +83,12 @@ pub async fn read_cluster(meta: &dyn MetaStore) -> Result<Option<ClusterSettings
     }
 }
 
-/// Reads the cluster settings, creating them with `shard_count` if this is a new cluster.
-/// Returns the settings in force (an existing cluster keeps its own shard count).
+/// Reads the cluster settings, creating them with `shard_count` and `layout` if this is a new
+/// cluster. Returns the settings in force (an existing cluster keeps its own).
 pub async fn load_or_init_cluster(
     catalog: &Catalog,
     shard_count: u32,
+    layout: u32,
 ) -> Result<ClusterSettings, CatalogError> {
     let key = cluster_key();
     loop {
@@ -70,6 +98,7 @@ pub async fn load_or_init_cluster(
         let settings = ClusterSettings {
             format: ITEM_FORMAT,
             shard_count: shard_count.max(1),
+            layout: layout.clamp(LAYOUT_TRANSACTIONS, LAYOUT_SHARD_LOG),
         };
         let op = WriteOp::Put {
             key: key.clone(),
@@ -85,9 +114,97 @@ pub async fn load_or_init_cluster(
     }
 }
 
+/// Why a cluster was not switched to the shard log.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutSwitchError {
+    #[error("no cluster settings yet: run `kafscale admin init` first")]
+    NoCluster,
+    #[error(
+        "processes of a release that cannot read the shard log are alive: {}; upgrade them first",
+        .0.join(", ")
+    )]
+    OldProcesses(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] CatalogError),
+}
+
+/// Switches an existing cluster to the shard log (idempotent), after checking every live
+/// lease and the live members of `member_kinds`: each must have been written by a release
+/// that reads the log (`None`: no check, for a caller that knows it is the only process, as
+/// standalone mode holding its data directory's lock). Returns the settings in force. Owners
+/// switch their shards as they acquire them; the switch is for good.
+pub async fn switch_to_shard_log(
+    catalog: &Catalog,
+    member_kinds: Option<&[&str]>,
+) -> Result<ClusterSettings, LayoutSwitchError> {
+    let key = cluster_key();
+    loop {
+        let item = catalog
+            .store()
+            .get(&key)
+            .await
+            .map_err(CatalogError::from)?;
+        let Some(item) = item else {
+            return Err(LayoutSwitchError::NoCluster);
+        };
+        let settings: ClusterSettings = decode(&key, &item.value).map_err(CatalogError::from)?;
+        if settings.on_shard_log() {
+            return Ok(settings);
+        }
+        if let Some(kinds) = member_kinds {
+            let old = processes_without_shard_log(catalog, kinds).await?;
+            if !old.is_empty() {
+                return Err(LayoutSwitchError::OldProcesses(old));
+            }
+        }
+        let switched = ClusterSettings {
+            layout: LAYOUT_SHARD_LOG,
+            ..settings
+        };
+        let op = WriteOp::Put {
+            key: key.clone(),
+            value: encode(&switched),
+            condition: Condition::Version(item.version),
+        };
+        match catalog.store().write(vec![op]).await {
+            Ok(()) => return Ok(switched),
+            Err(MetaStoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(CatalogError::from(e).into()),
+        }
+    }
+}
+
+/// The live leases and members written by a release that cannot read the shard log, as
+/// `owner (address)`.
+async fn processes_without_shard_log(
+    catalog: &Catalog,
+    member_kinds: &[&str],
+) -> Result<Vec<String>, CatalogError> {
+    let now = crate::catalog::now_ms();
+    let mut records: Vec<LeaseRecord> = catalog
+        .leases("")
+        .await?
+        .into_iter()
+        .map(|(_, lease, _)| lease)
+        .filter(|lease| !lease.released && lease.expires_at_ms > now)
+        .collect();
+    for kind in member_kinds {
+        records.extend(catalog.live_members(kind).await?);
+    }
+    let mut old: Vec<String> = records
+        .iter()
+        .filter(|r| !r.reads_shard_log())
+        .map(|r| format!("{} ({})", r.owner, r.owner_addr))
+        .collect();
+    old.sort();
+    old.dedup();
+    Ok(old)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
     use crate::meta_store::MemoryMetaStore;
@@ -111,18 +228,105 @@ mod tests {
     async fn the_first_process_fixes_the_shard_count() {
         let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
         assert_eq!(
-            load_or_init_cluster(&catalog, 8)
+            load_or_init_cluster(&catalog, 8, LAYOUT_SHARD_LOG)
                 .await
                 .expect("init")
                 .shard_count,
             8
         );
         assert_eq!(
-            load_or_init_cluster(&catalog, 32)
+            load_or_init_cluster(&catalog, 32, LAYOUT_TRANSACTIONS)
                 .await
                 .expect("read")
                 .shard_count,
             8
         );
+    }
+
+    #[tokio::test]
+    async fn an_existing_cluster_keeps_its_layout_until_switched_and_the_switch_waits_for_old_processes()
+     {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
+        // Settings as releases before the layout field wrote them.
+        let ops = vec![WriteOp::Put {
+            key: cluster_key(),
+            value: bytes::Bytes::from_static(br#"{"format":1,"shard_count":4}"#),
+            condition: Condition::Absent,
+        }];
+        catalog.store().write(ops).await.expect("write");
+        let settings = load_or_init_cluster(&catalog, 16, LAYOUT_SHARD_LOG)
+            .await
+            .expect("read");
+        assert_eq!(
+            (settings.shard_count, settings.layout),
+            (4, LAYOUT_TRANSACTIONS)
+        );
+        assert!(!settings.on_shard_log());
+        // An indexer of an old release holds a shard; a gateway of this release is a member.
+        let old = LeaseRecord {
+            format: ITEM_FORMAT,
+            owner: "indexer-old".into(),
+            owner_addr: "10.0.0.7:9093".into(),
+            epoch: 1,
+            expires_at_ms: crate::catalog::now_ms() + 60_000,
+            ttl_ms: 10_000,
+            released: false,
+            listeners: Default::default(),
+        };
+        let lease = crate::catalog::lease_key(&shard_lease_name(2));
+        let ops = vec![WriteOp::Put {
+            key: lease.clone(),
+            value: encode(&old),
+            condition: Condition::None,
+        }];
+        catalog.store().write(ops).await.expect("write");
+        catalog
+            .heartbeat_member("ingest", "gw-1", "10.0.0.8:9092", Duration::from_secs(60))
+            .await
+            .expect("member");
+        match switch_to_shard_log(&catalog, Some(&["ingest"])).await {
+            Err(LayoutSwitchError::OldProcesses(who)) => {
+                assert_eq!(who, ["indexer-old (10.0.0.7:9093)"]);
+            }
+            other => panic!("switched with an old indexer alive: {other:?}"),
+        }
+        assert_eq!(
+            read_cluster(catalog.store().as_ref())
+                .await
+                .expect("read")
+                .map(|c| c.layout),
+            Some(1)
+        );
+        // The old indexer is gone (its lease released): the switch goes through, once.
+        let released = LeaseRecord {
+            released: true,
+            ..old
+        };
+        let ops = vec![WriteOp::Put {
+            key: lease,
+            value: encode(&released),
+            condition: Condition::None,
+        }];
+        catalog.store().write(ops).await.expect("write");
+        let switched = switch_to_shard_log(&catalog, Some(&["ingest"]))
+            .await
+            .expect("switch");
+        assert_eq!(
+            (switched.shard_count, switched.layout),
+            (4, LAYOUT_SHARD_LOG)
+        );
+        let again = switch_to_shard_log(&catalog, Some(&["ingest"]))
+            .await
+            .expect("again");
+        assert_eq!(again, switched);
+        let read = load_or_init_cluster(&catalog, 16, LAYOUT_TRANSACTIONS).await;
+        assert!(read.expect("read").on_shard_log());
+    }
+
+    #[tokio::test]
+    async fn switching_a_cluster_that_does_not_exist_says_to_init_it() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
+        let r = switch_to_shard_log(&catalog, None).await;
+        assert!(matches!(r, Err(LayoutSwitchError::NoCluster)), "{r:?}");
     }
 }

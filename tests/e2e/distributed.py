@@ -331,6 +331,79 @@ class StoreReader:
                 return out
 
 
+    def shard_count(self) -> int:
+        item = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
+                                 Key={"pk": {"S": "meta"}, "sk": {"S": "cluster"}})["Item"]
+        return json.loads(bytes(item["v"]["B"]))["shard_count"]
+
+    def log_start(self, partition: int) -> int:
+        item = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
+                                 Key={"pk": {"S": f"part/{self.topic_id}"},
+                                      "sk": {"S": f"{partition:010d}"}})
+        return json.loads(bytes(item["Item"]["v"]["B"]))["log_start_offset"] if "Item" in item else 0
+
+    def index_entries(self, partition: int) -> list[dict]:
+        """The partition's index entries as readers see them, whatever the layout: single
+        entries (format 1), folded pages (format 2: whole entries; 3: arrays), and above the
+        fold the shard log's entries. Overlapping pages (a fold redone) count once; entries
+        wholly below the log start are left out (a page keeps them until its last one is
+        below it too, but no reader reaches them)."""
+        log_start = self.log_start(partition)
+        found = []
+        for _, value in self._query(f"idx/{self.topic_id}/{partition}"):
+            if value.get("format") == 3:
+                found += [page_entry(value["segments"], e) for e in value["entries"]]
+            elif "entries" in value:
+                found += value["entries"]
+            else:
+                found.append(value)
+        for _, item in self.shard_log_items(folded=False):
+            found += [e for e in log_entries(item)
+                      if (e["topic_id"], e["partition"]) == (self.topic_id, partition)]
+        entries = []
+        for e in sorted(found, key=lambda e: (e["last_offset"], e["base_offset"])):
+            if e["last_offset"] < log_start:
+                continue
+            if not entries or e["last_offset"] > entries[-1]["last_offset"]:
+                entries.append(e)
+        return entries
+
+    def shard_log_items(self, folded: bool = True) -> list[tuple[int, dict]]:
+        """Every shard's log items as (shard, item); only those above the fold checkpoint
+        unless `folded`."""
+        out = []
+        for shard in range(self.shard_count()):
+            through = 0
+            if not folded:
+                cp = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
+                                       Key={"pk": {"S": f"fold/{shard:05}"}, "sk": {"S": "checkpoint"}})
+                through = json.loads(bytes(cp["Item"]["v"]["B"]))["folded_through"] if "Item" in cp else 0
+            out += [(shard, item) for sk, item in self._query(f"slog/{shard:05}") if int(sk) > through]
+        return out
+
+
+def page_entry(segments: list[str], e: list) -> dict:
+    """One entry of a format-3 index page (shared/src/catalog.rs, `StoredPage`)."""
+    pos, base, span, start, length, batches, records, first, dmax, drun = e
+    return {"base_offset": base, "last_offset": base + span, "segment_key": segments[pos],
+            "byte_start": start, "byte_len": length, "batch_count": batches,
+            "record_count": records, "first_timestamp": first, "max_timestamp": first + dmax,
+            "running_max_timestamp": None if drun is None else first + dmax + drun}
+
+
+def log_entries(item: dict) -> list[dict]:
+    """A shard-log item's index entries (shared/src/shard_log.rs, `LogEntry`), with their
+    topic ids."""
+    out = []
+    for topic, partition, base, last, start, length, batches, records, first, mx, run in item["entries"]:
+        out.append({"topic_id": item["topics"][topic], "partition": partition,
+                    "base_offset": base, "last_offset": last, "segment_key": item["segment_key"],
+                    "byte_start": start, "byte_len": length, "batch_count": batches,
+                    "record_count": records, "first_timestamp": first, "max_timestamp": mx,
+                    "running_max_timestamp": run})
+    return out
+
+
 def kafscale_bin() -> Path:
     from conftest import kafscale_binary  # the one place that knows where the binary is
 

@@ -11,8 +11,10 @@ DynamoDB and S3 in turn while producing.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -327,11 +329,14 @@ def test_long_polls_wake_on_the_indexer_feed(cluster):
         consumer.close()
 
 
-def test_a_segment_wider_than_one_dynamodb_transaction(cluster):
-    """One flush touching 120 partitions of one shard needs more than
-    DynamoDB's 100 operations per transaction: the indexer commits it in
-    chunks, and every record still lands once, at its acknowledged offset."""
+@pytest.mark.parametrize("layout", ["transactions", "shard-log"])
+def test_a_segment_wider_than_one_dynamodb_transaction(cluster, layout):
+    """One flush touching 120 partitions of one shard needs more than DynamoDB's 100
+    operations per transaction: on the transaction layout the indexer commits it in chunks;
+    on the shard log it is one item. Either way every record lands once, at its acknowledged
+    offset."""
     c = cluster(shards=1)
+    c.extra_env["KAFSCALE_INITIAL_LAYOUT"] = layout
     c.admin_init()
     indexer = c.start_indexer(log="info,kafscale_indexer=debug")
     c.start_ingest(extra=("--flush-interval-ms", "200"))
@@ -349,8 +354,12 @@ def test_a_segment_wider_than_one_dynamodb_transaction(cluster):
     assert all(d.error is None for d in deliveries), [d for d in deliveries if d.error][:5]
     splits = re.findall(r"commit split to fit the store's write limit chunks=(\d+)",
                         indexer.log_path.read_text(errors="replace"))
-    assert splits, f"no commit needed splitting\n{indexer.log_tail()}"
-    print(f"split commits: {len(splits)}, chunks: {sorted(set(int(n) for n in splits))}")
+    if layout == "transactions":
+        assert splits, f"no commit needed splitting\n{indexer.log_tail()}"
+        print(f"split commits: {len(splits)}, chunks: {sorted(set(int(n) for n in splits))}")
+    else:
+        assert not splits, "a shard-log commit of 120 partitions is one item"
+        assert dist.StoreReader(c, topic).shard_log_items()
     consumed = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
                                         expected=len(items))
     dist.assert_acks_consumed({"w": [(d.partition, d.offset) for d in deliveries]}, consumed,
@@ -517,3 +526,54 @@ def test_a_paused_shard_owner_holds_back_only_its_own_partitions(cluster):
     assert got == {(p, acked[p][1], f"v-{p}".encode()) for p in range(partitions)}
     # The timed-out request may still have been committed (as in Kafka), but only once.
     assert sum(r.value == b"timed-out" for r in consumed) <= 1
+
+
+def _switch_to_shard_log(c: dist.Cluster) -> subprocess.CompletedProcess:
+    cmd = [str(dist.kafscale_bin()), "admin", "switch-to-shard-log"]
+    return subprocess.run(cmd, env=c.env(), capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_a_cluster_on_the_transaction_layout_switches_to_the_shard_log_with_nothing_lost(cluster):
+    """A cluster created on the transaction layout (as before the shard log) is switched while
+    a producer runs: refused while a process of an older release holds a lease, then done,
+    and the indexers' restarts move each shard; every acknowledged record is read back once,
+    at its offset, and the shards commit to their logs afterwards."""
+    c = cluster(shards=4)
+    c.extra_env["KAFSCALE_INITIAL_LAYOUT"] = "transactions"
+    c.start(indexers=2, ingests=1, fetches=1)
+    assert "transactions layout" in c.admin_init()
+    topic, partitions = "dist-layout", 4
+    kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
+    producer = dist.PacedProducer(c.ingests[0].bootstrap, topic, partitions, count=3000,
+                                  rate=250, tag="m").start()
+    producer.wait_produced(500)
+    store = dist.StoreReader(c, topic)
+    assert not store.shard_log_items(), "a cluster on the transaction layout wrote a shard log"
+
+    # A live lease written by a release that cannot read the log (format 1).
+    old_lease = {"format": 1, "owner": "old-indexer-7", "owner_addr": "10.0.0.7:9093",
+                 "epoch": 1, "expires_at_ms": int(time.time() * 1000) + 600_000,
+                 "ttl_ms": 10_000, "released": False}
+    key = {"pk": {"S": "lease"}, "sk": {"S": "legacy-probe"}}
+    store.ddb.put_item(TableName=store.table, Item={**key, "ver": {"N": "1"},
+                                                    "v": {"B": json.dumps(old_lease).encode()}})
+    refused = _switch_to_shard_log(c)
+    assert refused.returncode != 0, refused.stdout
+    assert "old-indexer-7 (10.0.0.7:9093)" in refused.stderr, refused.stderr
+    assert "transactions layout" in c.admin_init(), "a refused switch changed the layout"
+
+    store.ddb.delete_item(TableName=store.table, Key=key)
+    switched = _switch_to_shard_log(c)
+    assert switched.returncode == 0, switched.stderr
+    assert "is on the shard log" in switched.stdout, switched.stdout
+    assert "shard-log layout" in c.admin_init(), "admin init must keep the switched layout"
+
+    # Each shard switches when its owner next acquires it: restart the indexers in turn.
+    for indexer in list(c.indexers):
+        indexer.restart()
+    kh.wait_for(lambda: store.shard_log_items(), 60, what="the shards to commit to their logs")
+    deliveries = producer.join()
+    consumed = kh.confluent_consume_all(c.fetches[0].bootstrap, topic, range(partitions),
+                                        expected=len(deliveries))
+    dist.assert_acks_consumed({"m": deliveries}, consumed, partitions)

@@ -135,7 +135,7 @@ class StoreView(dist.StoreReader):
 
     def entries(self, partition: int) -> list[dict]:
         if partition not in self._entries:
-            self._entries[partition] = [e for _, e in self._query(f"idx/{self.topic_id}/{partition}")]
+            self._entries[partition] = self.index_entries(partition)
         return self._entries[partition]
 
     def producers(self, partition: int) -> dict:

@@ -52,8 +52,7 @@ class Stores(dist.StoreReader):
 
     def referenced(self) -> set[str]:
         """Segments an index entry of the topic points at."""
-        return {e["segment_key"] for p in range(PARTITIONS)
-                for _, e in self._query(f"idx/{self.topic_id}/{p}")}
+        return {e["segment_key"] for p in range(PARTITIONS) for e in self.index_entries(p)}
 
     def rows(self) -> list[str]:
         """The topic's partition rows, index entries and producer states, and its marker."""
@@ -63,8 +62,10 @@ class Stores(dist.StoreReader):
         return found + [sk for sk, _ in self._query("deleted-topic") if sk == self.topic_id]
 
     def recorded(self) -> set[str]:
-        """Segments that have a commit record (the sort key without chunk and shard)."""
-        return {sk.rsplit("#", 1)[0].split("~", 1)[0] for sk, _ in self._query("seg")}
+        """Segments that have a commit record: a `seg` item (the sort key without chunk and
+        shard) on the transaction layout, a shard-log item on the shard log."""
+        records = {sk.rsplit("#", 1)[0].split("~", 1)[0] for sk, _ in self._query("seg")}
+        return records | {item["segment_key"] for _, item in self.shard_log_items()}
 
     def check_nothing_referenced_is_missing(self) -> set[str]:
         # Referenced first: an object listed after it cannot have been deleted before.

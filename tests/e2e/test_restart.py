@@ -138,3 +138,31 @@ def test_an_idempotent_producer_loses_and_duplicates_nothing_when_the_server_die
     assert errors == [], errors[:3]
     assert len(acked) == total
     verify_log(srv.bootstrap, topic, acked, "after two SIGKILLs mid-produce")
+
+
+@pytest.mark.deadline(300)
+def test_a_data_directory_of_the_transaction_layout_moves_to_the_shard_log_with_nothing_lost(
+        kafscale_factory):
+    """A data directory written on the transaction layout (as every release before the shard
+    log wrote it) is switched at the next start with the default layout; what was acknowledged
+    before and after reads back at its offsets, across a SIGKILL too."""
+    srv = kafscale_factory(["--initial-layout", "transactions"])
+    topic = f"layout-{uuid.uuid4().hex[:8]}"
+    kh.confluent_create_topic(srv.bootstrap, topic, PARTITIONS)
+    acked = produce_acked(srv.bootstrap, topic, "old", PHASE2)
+    assert "switched to the shard log" not in srv.log_path.read_text(errors="replace")
+
+    srv.extra_args = [a for a in srv.extra_args if a not in ("--initial-layout", "transactions")]
+    srv.restart()
+    assert "data directory switched to the shard log layout" in srv.log_path.read_text(errors="replace")
+    verify_log(srv.bootstrap, topic, acked, "after the switch")
+    acked_new = produce_acked(srv.bootstrap, topic, "new", PHASE2)
+    assert not set(acked_new.values()) & set(acked.values()), "the log reused offsets of the rows"
+    acked.update(acked_new)
+    verify_log(srv.bootstrap, topic, acked, "appends on the shard log")
+
+    srv.kill9()
+    kh.wait_confluent_metadata(srv.bootstrap, topic, PARTITIONS, timeout=30)
+    verify_log(srv.bootstrap, topic, acked, "after SIGKILL on the shard log")
+    acked.update(produce_acked(srv.bootstrap, topic, "after-kill", 300))
+    verify_log(srv.bootstrap, topic, acked, "appends after recovery")

@@ -395,7 +395,7 @@ async fn an_expired_segment_is_refused_but_a_retry_of_a_landed_commit_is_answere
 /// as every real cluster has them.
 async fn log_fixture(partitions: i32) -> Fixture {
     let mut f = fixture(partitions).await;
-    kafscale_shared::shards::load_or_init_cluster(&f.catalog, 1)
+    kafscale_shared::shards::load_or_init_cluster(&f.catalog, 1, 2)
         .await
         .expect("cluster");
     f.indexer.release_all().await.expect("release");

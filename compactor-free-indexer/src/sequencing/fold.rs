@@ -81,6 +81,11 @@ impl Indexer {
         if state.lease.is_none() {
             return Ok(FoldReport::default());
         }
+        // After a takeover the new owner folds what its predecessor left, commits or not.
+        if let Err(e) = self.ensure_log_open(&mut state, shard).await {
+            state.forget_rows();
+            return Err(e);
+        }
         let folded = self.fold_locked(shard, &mut state).await;
         if folded.is_err() {
             // Whatever landed, the next commit starts from the store and the log again.

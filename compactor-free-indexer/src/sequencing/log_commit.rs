@@ -21,7 +21,7 @@ use kafscale_shared::shard_log::{
     fold_checkpoint_key, shard_log_key,
 };
 use kafscale_shared::watermarks::PartitionOffsets;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::plan::CommitPlan;
 use super::{Indexer, PartitionId, ProducerKey, ShardState, same_batch_count};
@@ -155,10 +155,15 @@ impl Indexer {
     /// replayed, and the answers of the last `segment_commit_max_age` are kept for retries.
     /// Older folded items stay in the store as commit records; they are not read.
     pub(super) async fn open_log(&self, shard: u32) -> Result<Option<LogState>, CatalogError> {
-        if self.config.shard_log {
+        let store = self.catalog.store().as_ref();
+        // A cluster switched after this process started is noticed at the next acquisition.
+        let switch = self.config.shard_log
+            || kafscale_shared::shards::read_cluster(store)
+                .await?
+                .is_some_and(|c| c.on_shard_log());
+        if switch {
             create_checkpoint(&self.catalog, shard).await?;
         }
-        let store = self.catalog.store().as_ref();
         let Some((checkpoint, version)) = shard_log::read_checkpoint(store, shard).await? else {
             return Ok(None);
         };
@@ -363,7 +368,13 @@ impl Indexer {
         if let Some(log) = state.log.as_mut() {
             log.behind = true;
         }
-        match self.catalog.store().write(vec![op]).await {
+        let written = self
+            .catalog
+            .store()
+            .write(vec![op])
+            .instrument(tracing::info_span!("store_write", items = 1, seq))
+            .await;
+        match written {
             Ok(()) => {
                 let horizon = self.answer_horizon_ms();
                 self.take_logged(state, seq, Arc::new(item), horizon);

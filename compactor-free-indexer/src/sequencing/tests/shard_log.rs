@@ -25,7 +25,7 @@ async fn setup_log(
 ) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
     let catalog = Arc::new(Catalog::new(store));
     // Every real process stores the cluster settings; readers find the shard logs by them.
-    kafscale_shared::shards::load_or_init_cluster(&catalog, 1)
+    kafscale_shared::shards::load_or_init_cluster(&catalog, 1, 2)
         .await
         .expect("cluster");
     let topic = catalog
@@ -585,4 +585,49 @@ async fn commit_segments_from(indexer: &Indexer, id: Uuid, from: usize, segments
             .await
             .expect("commit");
     }
+}
+
+#[tokio::test]
+async fn rows_loaded_before_the_first_commit_after_a_takeover_include_the_unfolded_log() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, indexer, id) = setup_log(store, 1).await;
+    indexer
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("commit");
+    // The owner dies before its fold (SIGKILL): the rows in the store still say offset 0.
+    drop(indexer);
+    let restarted = log_indexer(&catalog, &watermarks).await;
+    // The retention pass at start reads the rows before any commit opened the log (at a time
+    // when the test's batches are not expired).
+    let report = restarted
+        .enforce_retention(&ClusterDefaults::default(), 5_000)
+        .await
+        .expect("retention");
+    assert_eq!(report.retained.get("t").map(|r| r.records), Some(3));
+    let r = restarted
+        .commit(req("s2", vec![batch(id, 0, 16, 2)]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        r.outcomes,
+        vec![appended(3)],
+        "offsets 0..2 were handed out already"
+    );
+}
+
+#[tokio::test]
+async fn a_new_owner_folds_what_its_predecessor_left_before_any_commit() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (catalog, watermarks, indexer, id) = setup_log(store, 1).await;
+    indexer
+        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
+        .await
+        .expect("commit");
+    drop(indexer);
+    let restarted = log_indexer(&catalog, &watermarks).await;
+    let report = restarted.fold_shard(0).await.expect("fold");
+    assert_eq!((report.items, report.rows), (1, 1));
+    let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
+    assert_eq!(row.next_offset, 3);
 }
