@@ -451,7 +451,7 @@ pub(crate) struct LifecycleArgs {
     pub(crate) producer_id_expiration_ms: u64,
     /// How often a shard owner folds its log into index pages and partition rows
     /// (milliseconds; on the shard log layout).
-    #[arg(long, env = "KAFSCALE_FOLD_INTERVAL_MS", default_value_t = 1_000)]
+    #[arg(long, env = "KAFSCALE_FOLD_INTERVAL_MS", default_value_t = 2_000)]
     pub(crate) fold_interval_ms: u64,
 }
 
