@@ -587,17 +587,24 @@ async fn commit_segments_from(indexer: &Indexer, id: Uuid, from: usize, segments
     }
 }
 
-#[tokio::test]
-async fn rows_loaded_before_the_first_commit_after_a_takeover_include_the_unfolded_log() {
+/// An owner that committed offsets 0..=2 of partition 0 and died before its fold (SIGKILL):
+/// the row in the store still says offset 0. Returns the store's catalog, the next owner and
+/// the topic.
+async fn owner_died_before_its_fold() -> (Arc<Catalog>, Arc<Indexer>, Uuid) {
     let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
     let (catalog, watermarks, indexer, id) = setup_log(store, 1).await;
     indexer
         .commit(req("s1", vec![batch(id, 0, 16, 3)]))
         .await
         .expect("commit");
-    // The owner dies before its fold (SIGKILL): the rows in the store still say offset 0.
     drop(indexer);
     let restarted = log_indexer(&catalog, &watermarks).await;
+    (catalog, restarted, id)
+}
+
+#[tokio::test]
+async fn rows_loaded_before_the_first_commit_after_a_takeover_include_the_unfolded_log() {
+    let (_catalog, restarted, id) = owner_died_before_its_fold().await;
     // The retention pass at start reads the rows before any commit opened the log (at a time
     // when the test's batches are not expired).
     let report = restarted
@@ -618,14 +625,7 @@ async fn rows_loaded_before_the_first_commit_after_a_takeover_include_the_unfold
 
 #[tokio::test]
 async fn a_new_owner_folds_what_its_predecessor_left_before_any_commit() {
-    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
-    let (catalog, watermarks, indexer, id) = setup_log(store, 1).await;
-    indexer
-        .commit(req("s1", vec![batch(id, 0, 16, 3)]))
-        .await
-        .expect("commit");
-    drop(indexer);
-    let restarted = log_indexer(&catalog, &watermarks).await;
+    let (catalog, restarted, id) = owner_died_before_its_fold().await;
     let report = restarted.fold_shard(0).await.expect("fold");
     assert_eq!((report.items, report.rows), (1, 1));
     let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
