@@ -23,8 +23,8 @@ use crate::stores::StorageArgs;
 pub(crate) enum AdminCommand {
     /// Create the metadata table and the cluster settings (idempotent).
     Init(InitArgs),
-    /// Switch an existing cluster to the shard log metadata layout (idempotent; refused while
-    /// a process of an older release is alive).
+    /// Move an existing cluster to the newest metadata layout, the shard log with short items
+    /// (idempotent; refused while a process of an older release is alive).
     SwitchToShardLog(SwitchArgs),
     #[command(flatten)]
     Client(crate::admin_cli::ClientCommand),
@@ -59,9 +59,10 @@ pub(crate) async fn run(command: AdminCommand, shutdown: CancellationToken) -> a
                     )
                 })?;
             println!(
-                "kafscale admin switch-to-shard-log: table {} is on the shard log ({} shards); \
+                "kafscale admin switch-to-shard-log: table {} is on the shard log (layout {}, {} shards); \
                  each shard switches when its owner next acquires it",
                 stores.dynamo.table_name(),
+                settings.layout,
                 settings.shard_count
             );
             Ok(())

@@ -896,7 +896,8 @@ pub(crate) enum LayoutArg {
     /// per partition.
     Transactions,
     /// One small item appended to the shard's log per commit, folded into index pages and
-    /// rows about once a second (docs/architecture.md, "The shard log").
+    /// rows every two seconds (docs/architecture.md, "The shard log"); the newest layout, 3
+    /// (short log items and pages).
     ShardLog,
 }
 
@@ -904,7 +905,7 @@ impl LayoutArg {
     pub(crate) fn layout(self) -> u32 {
         match self {
             LayoutArg::Transactions => kafscale_shared::shards::LAYOUT_TRANSACTIONS,
-            LayoutArg::ShardLog => kafscale_shared::shards::LAYOUT_SHARD_LOG,
+            LayoutArg::ShardLog => kafscale_shared::shards::LAYOUT_NEWEST,
         }
     }
 }

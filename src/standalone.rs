@@ -14,7 +14,7 @@ use kafscale_shared::catalog::Catalog;
 use kafscale_shared::meta_store::{MetaStore, RedbMetaStore};
 use kafscale_shared::metered::{MeteredMetaStore, MeteredObjectStore};
 use kafscale_shared::object_store::{LocalFsObjectStore, ObjectStore};
-use kafscale_shared::shards::{load_or_init_cluster, switch_to_shard_log};
+use kafscale_shared::shards::{LAYOUT_NEWEST, load_or_init_cluster, switch_to_shard_log};
 use kafscale_shared::watermarks::Watermarks;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -92,11 +92,16 @@ pub(crate) async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> an
     let mut cluster = load_or_init_cluster(&catalog, args.shards.max(1), layout)
         .await
         .context("reading the cluster settings")?;
-    if args.initial_layout == LayoutArg::ShardLog && !cluster.on_shard_log() {
+    if args.initial_layout == LayoutArg::ShardLog && cluster.layout < LAYOUT_NEWEST {
+        let was = cluster.layout;
         cluster = switch_to_shard_log(&catalog, None)
             .await
             .context("switching the data directory to the shard log")?;
-        info!("data directory switched to the shard log layout");
+        info!(
+            from = was,
+            to = cluster.layout,
+            "data directory switched to the shard log layout"
+        );
     }
 
     let indexer = Indexer::start(

@@ -10,6 +10,25 @@ use crate::prices::{
 use crate::{CostError, Usage};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+const META_WRITE_LINE: &str = "metadata write units";
+
+/// How a family of items reads in the table (the metric's label values).
+fn family_label(family: &str) -> &'static str {
+    match family {
+        "shard_log" => "of which shard-log items",
+        "fold_checkpoint" => "of which fold checkpoints",
+        "index" => "of which index pages and entries",
+        "partition" => "of which partition rows",
+        "producer" => "of which producer states",
+        "segment" => "of which segment commit records",
+        "group_offset" => "of which committed group offsets",
+        "member" => "of which member heartbeats",
+        "group_lease" => "of which group-coordinator leases",
+        "shard_lease" => "of which indexer shard leases",
+        "other_lease" => "of which other leases",
+        _ => "of which other items",
+    }
+}
 
 /// One priced kind of request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,6 +49,9 @@ pub struct Estimate {
     pub object_store: &'static str,
     pub meta_store: &'static str,
     pub lines: Vec<Line>,
+    /// The metadata write units by item family, largest first (not priced separately: they
+    /// make up the "metadata write units" line).
+    pub write_units_by_family: Vec<Line>,
     /// Requests only: the sum of `lines`.
     pub dollars_per_gib: f64,
     /// Storing one GiB for a month in this object store (apart: it depends on retention).
@@ -80,7 +102,7 @@ impl Estimate {
                 object.retrieval_per_gib,
             ),
             (
-                "metadata write units",
+                META_WRITE_LINE,
                 usage.meta_write_units,
                 meta.per_million_write_units / 1e6,
             ),
@@ -99,8 +121,21 @@ impl Estimate {
                 dollars_per_gib: counted * unit_price / produced_gib,
             })
             .collect();
+        let mut write_units_by_family: Vec<Line> = usage
+            .meta_write_units_by_family
+            .iter()
+            .filter(|(_, units)| **units > 0.0)
+            .map(|(family, units)| Line {
+                what: family_label(family),
+                counted: *units,
+                per_gib: units / produced_gib,
+                dollars_per_gib: units * meta.per_million_write_units / 1e6 / produced_gib,
+            })
+            .collect();
+        write_units_by_family.sort_by(|a, b| b.counted.total_cmp(&a.counted));
         Ok(Estimate {
             produced_gib,
+            write_units_by_family,
             object_store: object.name,
             meta_store: meta.name,
             dollars_per_gib: lines.iter().map(|l| l.dollars_per_gib).sum(),
@@ -136,6 +171,15 @@ impl fmt::Display for Estimate {
                 "{:<46} {:>14.1} {:>14.1} {:>12.5}",
                 line.what, line.counted, line.per_gib, line.dollars_per_gib
             )?;
+            if line.what == META_WRITE_LINE {
+                for part in &self.write_units_by_family {
+                    writeln!(
+                        f,
+                        "  {:<44} {:>14.1} {:>14.1} {:>12.5}",
+                        part.what, part.counted, part.per_gib, part.dollars_per_gib
+                    )?;
+                }
+            }
         }
         writeln!(
             f,
@@ -174,6 +218,11 @@ mod tests {
             object_bytes_written: 29.3 * 1024.0 * 1024.0,
             meta_write_units: 10_796.0,
             meta_read_units: 2_000.0,
+            meta_write_units_by_family: [
+                ("index".to_string(), 10_000.0),
+                ("group_lease".to_string(), 796.0),
+            ]
+            .into(),
             ..Usage::default()
         }
     }
@@ -193,6 +242,24 @@ mod tests {
         assert!((0.25..0.33).contains(&e.dollars_per_gib), "{e}");
         assert!(e.cheaper_than_kafka_by() < 1.0);
         assert!(e.to_string().contains("three-replica Kafka"));
+        let families: Vec<(&str, f64)> = e
+            .write_units_by_family
+            .iter()
+            .map(|l| (l.what, l.counted))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                ("of which index pages and entries", 10_000.0),
+                ("of which group-coordinator leases", 796.0)
+            ]
+        );
+        let text = e.to_string();
+        let writes_at = text.find("metadata write units").unwrap();
+        assert!(
+            text[writes_at..].contains("of which group-coordinator leases"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The counted requests that cost money, summed over every scraped process.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::CostError;
@@ -11,12 +13,13 @@ const OBJECT_BYTES: &str = "kafscale_object_store_bytes_total";
 const META_REQUESTS: &str = "kafscale_meta_store_requests_total";
 const META_READ_UNITS: &str = "kafscale_meta_store_read_units_total";
 const META_WRITE_UNITS: &str = "kafscale_meta_store_write_units_total";
+const META_FAMILY_WRITE_UNITS: &str = "kafscale_meta_store_item_write_units_total";
 
 /// Counters of one or more processes at one moment, or their growth over a window.
 ///
 /// Object-store requests are grouped by how S3 bills them: PUT, COPY, POST and LIST at one
 /// price; GET, HEAD and the rest at another; DELETE free.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     /// Record-batch bytes accepted from producers.
     pub produced_bytes: f64,
@@ -36,6 +39,10 @@ pub struct Usage {
     pub meta_read_units: f64,
     /// DynamoDB write units those requests would consume.
     pub meta_write_units: f64,
+    /// The same write units by the kind of item written (shard_log, index, group_lease, ...);
+    /// empty for processes of releases that did not count them.
+    #[serde(default)]
+    pub meta_write_units_by_family: BTreeMap<String, f64>,
 }
 
 impl Usage {
@@ -43,6 +50,11 @@ impl Usage {
     pub fn from_samples(samples: &[Sample]) -> Usage {
         let mut usage = Usage::default();
         for s in samples {
+            if s.name == META_FAMILY_WRITE_UNITS {
+                let family = s.label("family").unwrap_or("other").to_string();
+                *usage.meta_write_units_by_family.entry(family).or_default() += s.value;
+                continue;
+            }
             let op = s.label("op").unwrap_or("");
             let slot = match s.name.as_str() {
                 PRODUCE_BYTES => &mut usage.produced_bytes,
@@ -70,12 +82,24 @@ impl Usage {
         for (mine, theirs) in self.fields_mut().into_iter().zip(other.fields()) {
             *mine += theirs.1;
         }
+        for (family, units) in &other.meta_write_units_by_family {
+            *self
+                .meta_write_units_by_family
+                .entry(family.clone())
+                .or_default() += units;
+        }
     }
 
     /// What grew since `earlier` (taken from the same processes). A counter that went down
     /// means a process restarted in between, and the window cannot be priced.
     pub fn since(&self, earlier: &Usage) -> Result<Usage, CostError> {
-        let mut grown = *self;
+        let mut grown = self.clone();
+        for (family, units) in grown.meta_write_units_by_family.iter_mut() {
+            *units -= earlier
+                .meta_write_units_by_family
+                .get(family)
+                .unwrap_or(&0.0);
+        }
         for ((name, before), now) in earlier.fields().into_iter().zip(grown.fields_mut()) {
             if *now < before {
                 return Err(CostError::CounterReset {
@@ -138,6 +162,8 @@ kafscale_meta_store_requests_total{op=\"TransactWriteItems\"} 11
 kafscale_meta_store_write_units_total{op=\"TransactWriteItems\"} 90
 kafscale_meta_store_write_units_total{op=\"UpdateItem\"} 4
 kafscale_meta_store_read_units_total{op=\"Query\"} 6
+kafscale_meta_store_item_write_units_total{family=\"shard_log\"} 60
+kafscale_meta_store_item_write_units_total{family=\"group_lease\"} 34
 kafscale_fetch_bytes_total{topic=\"a\"} 99999
 ";
 
@@ -156,6 +182,11 @@ kafscale_fetch_bytes_total{topic=\"a\"} 99999
                 meta_requests: 11.0,
                 meta_read_units: 6.0,
                 meta_write_units: 94.0,
+                meta_write_units_by_family: [
+                    ("group_lease".to_string(), 34.0),
+                    ("shard_log".to_string(), 60.0)
+                ]
+                .into(),
             }
         );
     }
@@ -163,16 +194,22 @@ kafscale_fetch_bytes_total{topic=\"a\"} 99999
     #[test]
     fn a_window_is_the_growth_of_every_counter() {
         let later = Usage::from_samples(&parse(PAGE).unwrap());
-        let mut earlier = later;
+        let mut earlier = later.clone();
         earlier.object_put_class = 2.0;
         earlier.produced_bytes = 24.0;
+        earlier
+            .meta_write_units_by_family
+            .insert("shard_log".into(), 50.0);
         let grown = later.since(&earlier).unwrap();
         assert_eq!(grown.object_put_class, 10.0);
         assert_eq!(grown.produced_bytes, 1000.0);
         assert_eq!(grown.meta_write_units, 0.0);
-        let mut two = later;
+        assert_eq!(grown.meta_write_units_by_family["shard_log"], 10.0);
+        assert_eq!(grown.meta_write_units_by_family["group_lease"], 0.0);
+        let mut two = later.clone();
         two.add(&later);
         assert_eq!(two.meta_write_units, 188.0);
+        assert_eq!(two.meta_write_units_by_family["shard_log"], 120.0);
         let err = earlier.since(&later).unwrap_err();
         assert!(err.to_string().contains("restarted"), "{err}");
     }

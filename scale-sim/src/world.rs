@@ -102,7 +102,7 @@ pub async fn run(config: &SimConfig) -> Result<Report, SimError> {
     let setup = Catalog::new(bare);
     // As in every real cluster: readers find the shard logs by the stored shard count.
     let layout = if config.shard_log {
-        kafscale_shared::shards::LAYOUT_SHARD_LOG
+        kafscale_shared::shards::LAYOUT_NEWEST
     } else {
         kafscale_shared::shards::LAYOUT_TRANSACTIONS
     };

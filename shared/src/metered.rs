@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::meta_store::capacity;
-use crate::meta_store::metrics::{MetaStoreOp, Outcome};
+use crate::meta_store::metrics::{MetaStoreOp, Outcome, WriteCharge};
 use crate::meta_store::{
     Item, ItemKey, MetaStore, MetaStoreError, MetaStoreMetrics, Query, WriteOp,
 };
@@ -196,11 +196,11 @@ impl MetaStore for MeteredMetaStore {
             .iter()
             .filter(|o| !matches!(o, WriteOp::Check { .. }))
             .count() as u64;
-        let units = capacity::write_units(&ops);
+        let charge = WriteCharge::of(&ops.iter().collect::<Vec<_>>());
         let r = self.inner.write(ops).await;
         self.count(op, started, &r, 0, written);
         if r.is_ok() {
-            self.metrics.charge(op, 0, units);
+            self.metrics.charge_write(&charge);
         }
         r
     }

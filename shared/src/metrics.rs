@@ -126,6 +126,7 @@ pub const META_STORE_ERRORS: &str = "kafscale_meta_store_errors_total";
 pub const META_STORE_CONDITION_FAILURES: &str = "kafscale_meta_store_condition_failures_total";
 pub const META_STORE_READ_UNITS: &str = "kafscale_meta_store_read_units_total";
 pub const META_STORE_WRITE_UNITS: &str = "kafscale_meta_store_write_units_total";
+pub const META_STORE_FAMILY_WRITE_UNITS: &str = "kafscale_meta_store_item_write_units_total";
 pub const META_STORE_DURATION: &str = "kafscale_meta_store_request_duration_seconds";
 
 use Kind::{Counter, Gauge, Histogram};
@@ -503,6 +504,12 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &["op"],
         "DynamoDB write units the metadata-store writes would consume (1 KB each, twice per item in a transaction; counted the same way on every backend), by operation.",
+    ),
+    def(
+        META_STORE_FAMILY_WRITE_UNITS,
+        Counter,
+        &["family"],
+        "DynamoDB write units the metadata-store writes would consume, by the kind of item written (shard_log, index, partition, group_lease, ...): where the metadata cost goes.",
     ),
     def(
         META_STORE_DURATION,

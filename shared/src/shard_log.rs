@@ -26,11 +26,15 @@ use uuid::Uuid;
 use crate::catalog::{
     ITEM_FORMAT, IndexEntry, PartitionRecord, ProducerBatch, ProducerRecord, SegmentPart,
 };
+use crate::keys::StoredSegmentKey;
 use crate::meta_store::{Direction, ItemKey, MetaStore, MetaStoreError, Query};
 use crate::sequencer::{BatchOutcome, RejectReason};
 
-/// Format of shard-log items.
+/// Format of shard-log items as written on layout 2, and of fold checkpoints.
 pub const SHARD_LOG_FORMAT: u32 = 2;
+
+/// Format of shard-log items as written on layout 3 ([`ShardLogItem::encode_short`]).
+pub const SHARD_LOG_FORMAT_SHORT: u32 = 3;
 
 /// The partition key of one shard's log (sorted by sequence number).
 pub fn shard_log_pk(shard: u32) -> String {
@@ -66,8 +70,10 @@ pub struct FoldCheckpoint {
     pub folded_through: u64,
 }
 
-/// One commit of one shard, as appended to the shard's log.
+/// One commit of one shard, as appended to the shard's log. Stored in format 2 (these fields)
+/// or 3 ([`ShortLogItem`]); both are read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredLogItem")]
 pub struct ShardLogItem {
     pub format: u32,
     pub segment_key: String,
@@ -139,6 +145,206 @@ impl From<LogEntry> for LogEntryArray {
             e.max_timestamp,
             e.running_max_timestamp,
         )
+    }
+}
+
+/// A log item as stored: format 3 first (its field names are short, so format 2 never
+/// matches it, nor it format 2).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredLogItem {
+    Short(ShortLogItem),
+    Whole(WholeLogItem),
+}
+
+/// Format 2: [`ShardLogItem`]'s fields as they are.
+#[derive(Deserialize)]
+struct WholeLogItem {
+    format: u32,
+    segment_key: String,
+    segment_size: u64,
+    committed_at_ms: i64,
+    #[serde(default)]
+    chunk: Option<u32>,
+    topics: Vec<Uuid>,
+    entries: Vec<LogEntry>,
+    #[serde(default)]
+    producers: Vec<ProducerDelta>,
+    outcomes: Vec<LogOutcome>,
+}
+
+/// Format 3: what a commit appends most (the segment key, entries' timestamps, an outcome per
+/// batch) in fewer bytes, so a commit of a few partitions stays under DynamoDB's 1 KB write
+/// unit: short field names, the segment key short ([`StoredSegmentKey`]), topic ids without
+/// dashes, entries' offsets and timestamps as differences ([`ShortLogEntry`]), and an outcome
+/// that is an append with the same log start as the one before as just the difference of its
+/// base offset from that one's.
+#[derive(Serialize, Deserialize)]
+struct ShortLogItem {
+    #[serde(rename = "f")]
+    format: u32,
+    #[serde(rename = "k")]
+    segment: StoredSegmentKey,
+    #[serde(rename = "z")]
+    segment_size: u64,
+    #[serde(rename = "t")]
+    committed_at_ms: i64,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    chunk: Option<u32>,
+    #[serde(rename = "i")]
+    topics: Vec<String>,
+    #[serde(rename = "e")]
+    entries: Vec<ShortLogEntry>,
+    #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
+    producers: Vec<ProducerDelta>,
+    #[serde(rename = "o")]
+    outcomes: Vec<ShortOutcome>,
+}
+
+/// `[topic, partition, base offset, last − base, byte start, byte length, batches, records,
+/// first timestamp − commit time, max − first, running max − max]` (differences wrap).
+type ShortLogEntry = (u32, i32, i64, i64, u64, u64, u32, u64, i64, i64, i64);
+
+/// An outcome in format 3: an append's base offset relative to the outcome before's (its log
+/// start unchanged), or the outcome whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ShortOutcome {
+    Appended(i64),
+    Whole(LogOutcome),
+}
+
+impl TryFrom<StoredLogItem> for ShardLogItem {
+    type Error = String;
+
+    fn try_from(stored: StoredLogItem) -> Result<Self, String> {
+        match stored {
+            StoredLogItem::Whole(w) => Ok(ShardLogItem {
+                format: w.format,
+                segment_key: w.segment_key,
+                segment_size: w.segment_size,
+                committed_at_ms: w.committed_at_ms,
+                chunk: w.chunk,
+                topics: w.topics,
+                entries: w.entries,
+                producers: w.producers,
+                outcomes: w.outcomes,
+            }),
+            StoredLogItem::Short(s) => s.into_item(),
+        }
+    }
+}
+
+impl ShortLogItem {
+    fn of(item: &ShardLogItem) -> ShortLogItem {
+        let at = item.committed_at_ms;
+        let entries = item
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.topic,
+                    e.partition,
+                    e.base_offset,
+                    e.last_offset.wrapping_sub(e.base_offset),
+                    e.byte_start,
+                    e.byte_len,
+                    e.batch_count,
+                    e.record_count,
+                    e.first_timestamp.wrapping_sub(at),
+                    e.max_timestamp.wrapping_sub(e.first_timestamp),
+                    e.running_max_timestamp.wrapping_sub(e.max_timestamp),
+                )
+            })
+            .collect();
+        let (mut base, mut log_start) = (0i64, 0i64);
+        let outcomes = item
+            .outcomes
+            .iter()
+            .map(|o| match *o {
+                LogOutcome::Offsets(APPENDED, b, start) if start == log_start => {
+                    let delta = b.wrapping_sub(base);
+                    base = b;
+                    ShortOutcome::Appended(delta)
+                }
+                LogOutcome::Offsets(_, b, start) => {
+                    (base, log_start) = (b, start);
+                    ShortOutcome::Whole(*o)
+                }
+                LogOutcome::Rejected(..) => ShortOutcome::Whole(*o),
+            })
+            .collect();
+        ShortLogItem {
+            format: SHARD_LOG_FORMAT_SHORT,
+            segment: StoredSegmentKey::of(&item.segment_key, 0),
+            segment_size: item.segment_size,
+            committed_at_ms: at,
+            chunk: item.chunk,
+            topics: item.topics.iter().map(|t| t.simple().to_string()).collect(),
+            entries,
+            producers: item.producers.clone(),
+            outcomes,
+        }
+    }
+
+    fn into_item(self) -> Result<ShardLogItem, String> {
+        let at = self.committed_at_ms;
+        let topics = self
+            .topics
+            .iter()
+            .map(|t| Uuid::try_parse(t).map_err(|e| format!("topic id {t:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let entries = self
+            .entries
+            .into_iter()
+            .map(
+                |(topic, partition, base, span, start, len, batches, records, first, max, run)| {
+                    let first = at.wrapping_add(first);
+                    let max = first.wrapping_add(max);
+                    LogEntry {
+                        topic,
+                        partition,
+                        base_offset: base,
+                        last_offset: base.wrapping_add(span),
+                        byte_start: start,
+                        byte_len: len,
+                        batch_count: batches,
+                        record_count: records,
+                        first_timestamp: first,
+                        max_timestamp: max,
+                        running_max_timestamp: max.wrapping_add(run),
+                    }
+                },
+            )
+            .collect();
+        let (mut base, mut log_start) = (0i64, 0i64);
+        let outcomes = self
+            .outcomes
+            .into_iter()
+            .map(|o| match o {
+                ShortOutcome::Appended(delta) => {
+                    base = base.wrapping_add(delta);
+                    LogOutcome::Offsets(APPENDED, base, log_start)
+                }
+                ShortOutcome::Whole(whole) => {
+                    if let LogOutcome::Offsets(_, b, start) = whole {
+                        (base, log_start) = (b, start);
+                    }
+                    whole
+                }
+            })
+            .collect();
+        Ok(ShardLogItem {
+            format: self.format,
+            segment_key: self.segment.key(0)?,
+            segment_size: self.segment_size,
+            committed_at_ms: at,
+            chunk: self.chunk,
+            topics,
+            entries,
+            producers: self.producers,
+            outcomes,
+        })
     }
 }
 
@@ -249,6 +455,12 @@ impl LogOutcome {
 }
 
 impl ShardLogItem {
+    /// The item in format 3 (layout 3): about half the bytes of format 2, which
+    /// [`crate::catalog::encode`] writes.
+    pub fn encode_short(&self) -> bytes::Bytes {
+        crate::catalog::encode(&ShortLogItem::of(self))
+    }
+
     /// The topic id an entry or producer delta refers to by position; `None` if out of range.
     pub fn topic_id(&self, position: u32) -> Option<Uuid> {
         self.topics.get(position as usize).copied()
@@ -754,6 +966,114 @@ mod tests {
         let entry_json = serde_json::to_string(&item.entries[0]).expect("json");
         assert!(entry_json.starts_with("[0,3,100,109,"), "{entry_json}");
         assert!(entry_json.len() < 90, "{entry_json}");
+    }
+
+    /// A commit as the 1 MiB/s bench appends it: 8 partitions, 35 batches.
+    fn bench_commit() -> ShardLogItem {
+        let at = 1_796_456_656_415;
+        let mut item = ShardLogItem {
+            format: SHARD_LOG_FORMAT,
+            segment_key: crate::keys::new_segment_key(at - 28),
+            segment_size: 159_748,
+            committed_at_ms: at,
+            chunk: None,
+            topics: vec![],
+            entries: vec![],
+            producers: vec![],
+            outcomes: vec![],
+        };
+        let t = item.topic_position(Uuid::new_v4());
+        for p in 0..8 {
+            item.entries.push(LogEntry {
+                topic: t,
+                partition: p,
+                base_offset: 920,
+                last_offset: 938,
+                byte_start: 16 + 19_878 * p as u64,
+                byte_len: 19_878,
+                batch_count: 4,
+                record_count: 19,
+                first_timestamp: at - 264 + p as i64,
+                max_timestamp: at - 124 + p as i64,
+                running_max_timestamp: at - 124 + p as i64,
+            });
+        }
+        item.outcomes = (0..35)
+            .map(|i| LogOutcome::Offsets(APPENDED, 920 + i / 2, 0))
+            .collect();
+        item
+    }
+
+    fn write_units(key: &ItemKey, value: bytes::Bytes) -> u64 {
+        crate::meta_store::capacity::item_write_units(
+            &crate::meta_store::WriteOp::Put {
+                key: key.clone(),
+                value,
+                condition: crate::meta_store::Condition::Absent,
+            },
+            false,
+        )
+    }
+
+    #[test]
+    fn a_short_log_item_reads_back_exactly_and_a_bench_commit_costs_one_write_unit() {
+        let key = shard_log_key(3, 12_345_678);
+        let commit = bench_commit();
+        assert_eq!(write_units(&key, encode(&commit)), 2, "format 2");
+        let short = commit.encode_short();
+        assert_eq!(
+            write_units(&key, short.clone()),
+            1,
+            "format 3: {}",
+            short.len()
+        );
+        let back: ShardLogItem = decode(&key, &short).expect("decode");
+        assert_eq!(
+            ShardLogItem {
+                format: SHARD_LOG_FORMAT,
+                ..back
+            },
+            commit
+        );
+
+        // Everything else an item can hold: producers, a chunk, duplicates, rejections, log
+        // starts that move, a hand-made segment key and extreme offsets and timestamps.
+        let mut odd = item();
+        odd.chunk = Some(2);
+        odd.entries[0].first_timestamp = i64::MIN;
+        odd.entries[0].max_timestamp = i64::MAX;
+        odd.entries[0].running_max_timestamp = -1;
+        odd.entries[0].last_offset = i64::MAX;
+        odd.outcomes.extend([
+            LogOutcome::Offsets(APPENDED, 120, 0),
+            LogOutcome::Offsets(APPENDED, 130, 50),
+            LogOutcome::Offsets(APPENDED, 140, 50),
+            LogOutcome::Offsets(APPENDED, i64::MIN, 50),
+            LogOutcome::Offsets(DUPLICATE, 90, 50),
+            LogOutcome::Offsets(APPENDED, 150, 50),
+        ]);
+        let back: ShardLogItem = decode(&key, &odd.encode_short()).expect("decode");
+        assert_eq!(back.format, SHARD_LOG_FORMAT_SHORT);
+        assert_eq!(
+            ShardLogItem {
+                format: SHARD_LOG_FORMAT,
+                ..back
+            },
+            odd
+        );
+    }
+
+    #[test]
+    fn a_short_log_item_with_a_bad_topic_id_is_corrupt() {
+        let key = shard_log_key(3, 1);
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&bench_commit().encode_short()).expect("json");
+        value["i"][0] = "not-a-uuid".into();
+        let bytes = serde_json::to_vec(&value).expect("json");
+        assert!(matches!(
+            decode::<ShardLogItem>(&key, &bytes),
+            Err(MetaStoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

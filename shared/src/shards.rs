@@ -47,6 +47,12 @@ pub fn shard_of_lease_name(name: &str) -> Option<u32> {
 pub const LAYOUT_TRANSACTIONS: u32 = 1;
 /// Layout 2: a commit is one item appended to the shard log ([`crate::shard_log`]).
 pub const LAYOUT_SHARD_LOG: u32 = 2;
+/// Layout 3: the shard log with short items (log items in format 3, index pages in format 4:
+/// about half the bytes, so half the write units). Releases that read only layout 2 refuse
+/// these items as corrupt, so a cluster moves here only once none of them is alive.
+pub const LAYOUT_SHORT_ITEMS: u32 = 3;
+/// The layout new clusters get by default and [`switch_to_shard_log`] moves clusters to.
+pub const LAYOUT_NEWEST: u32 = LAYOUT_SHORT_ITEMS;
 
 fn layout_of_old_settings() -> u32 {
     LAYOUT_TRANSACTIONS
@@ -58,7 +64,8 @@ fn layout_of_old_settings() -> u32 {
 pub struct ClusterSettings {
     pub format: u32,
     pub shard_count: u32,
-    /// [`LAYOUT_TRANSACTIONS`] or [`LAYOUT_SHARD_LOG`]; 1 in settings written before it existed.
+    /// [`LAYOUT_TRANSACTIONS`], [`LAYOUT_SHARD_LOG`] or [`LAYOUT_SHORT_ITEMS`]; 1 in settings
+    /// written before it existed.
     #[serde(default = "layout_of_old_settings")]
     pub layout: u32,
 }
@@ -67,6 +74,11 @@ impl ClusterSettings {
     /// Whether shard owners switch the shards they acquire to the shard log.
     pub fn on_shard_log(&self) -> bool {
         self.layout >= LAYOUT_SHARD_LOG
+    }
+
+    /// Whether shard owners write short log items and index pages ([`LAYOUT_SHORT_ITEMS`]).
+    pub fn short_items(&self) -> bool {
+        self.layout >= LAYOUT_SHORT_ITEMS
     }
 }
 
@@ -98,7 +110,7 @@ pub async fn load_or_init_cluster(
         let settings = ClusterSettings {
             format: ITEM_FORMAT,
             shard_count: shard_count.max(1),
-            layout: layout.clamp(LAYOUT_TRANSACTIONS, LAYOUT_SHARD_LOG),
+            layout: layout.clamp(LAYOUT_TRANSACTIONS, LAYOUT_NEWEST),
         };
         let op = WriteOp::Put {
             key: key.clone(),
@@ -120,7 +132,7 @@ pub enum LayoutSwitchError {
     #[error("no cluster settings yet: run `kafscale admin init` first")]
     NoCluster,
     #[error(
-        "processes of a release that cannot read the shard log are alive: {}; upgrade them first",
+        "processes of a release that cannot read layout {LAYOUT_NEWEST} (the shard log with short items) are alive: {}; upgrade them first",
         .0.join(", ")
     )]
     OldProcesses(Vec<String>),
@@ -128,11 +140,11 @@ pub enum LayoutSwitchError {
     Store(#[from] CatalogError),
 }
 
-/// Switches an existing cluster to the shard log (idempotent), after checking every live
-/// lease and the live members of `member_kinds`: each must have been written by a release
-/// that reads the log (`None`: no check, for a caller that knows it is the only process, as
-/// standalone mode holding its data directory's lock). Returns the settings in force. Owners
-/// switch their shards as they acquire them; the switch is for good.
+/// Moves an existing cluster to the newest layout, [`LAYOUT_NEWEST`] (idempotent), after
+/// checking every live lease and the live members of `member_kinds`: each must have been
+/// written by a release that reads it (`None`: no check, for a caller that knows it is the
+/// only process, as standalone mode holding its data directory's lock). Returns the settings
+/// in force. Owners switch their shards as they acquire them; the switch is for good.
 pub async fn switch_to_shard_log(
     catalog: &Catalog,
     member_kinds: Option<&[&str]>,
@@ -148,7 +160,7 @@ pub async fn switch_to_shard_log(
             return Err(LayoutSwitchError::NoCluster);
         };
         let settings: ClusterSettings = decode(&key, &item.value).map_err(CatalogError::from)?;
-        if settings.on_shard_log() {
+        if settings.layout >= LAYOUT_NEWEST {
             return Ok(settings);
         }
         if let Some(kinds) = member_kinds {
@@ -158,7 +170,7 @@ pub async fn switch_to_shard_log(
             }
         }
         let switched = ClusterSettings {
-            layout: LAYOUT_SHARD_LOG,
+            layout: LAYOUT_NEWEST,
             ..settings
         };
         let op = WriteOp::Put {
@@ -174,7 +186,7 @@ pub async fn switch_to_shard_log(
     }
 }
 
-/// The live leases and members written by a release that cannot read the shard log, as
+/// The live leases and members written by a release that cannot read the newest layout, as
 /// `owner (address)`.
 async fn processes_without_shard_log(
     catalog: &Catalog,
@@ -193,7 +205,7 @@ async fn processes_without_shard_log(
     }
     let mut old: Vec<String> = records
         .iter()
-        .filter(|r| !r.reads_shard_log())
+        .filter(|r| !r.reads_layout(LAYOUT_NEWEST))
         .map(|r| format!("{} ({})", r.owner, r.owner_addr))
         .collect();
     old.sort();
@@ -311,16 +323,61 @@ mod tests {
         let switched = switch_to_shard_log(&catalog, Some(&["ingest"]))
             .await
             .expect("switch");
-        assert_eq!(
-            (switched.shard_count, switched.layout),
-            (4, LAYOUT_SHARD_LOG)
-        );
+        assert_eq!((switched.shard_count, switched.layout), (4, LAYOUT_NEWEST));
+        assert!(switched.short_items());
         let again = switch_to_shard_log(&catalog, Some(&["ingest"]))
             .await
             .expect("again");
         assert_eq!(again, switched);
         let read = load_or_init_cluster(&catalog, 16, LAYOUT_TRANSACTIONS).await;
         assert!(read.expect("read").on_shard_log());
+    }
+
+    #[tokio::test]
+    async fn a_shard_log_cluster_moves_to_short_items_once_no_process_of_the_last_release_lives() {
+        let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
+        let settings = load_or_init_cluster(&catalog, 4, LAYOUT_SHARD_LOG)
+            .await
+            .expect("init");
+        assert!(settings.on_shard_log() && !settings.short_items());
+        // A fetch gateway of the release before (it reads layout 2, not 3) is alive.
+        let member = LeaseRecord {
+            format: LAYOUT_SHARD_LOG,
+            owner: "coordinator-old".into(),
+            owner_addr: "10.0.0.9:9092".into(),
+            epoch: 0,
+            expires_at_ms: crate::catalog::now_ms() + 60_000,
+            ttl_ms: 10_000,
+            released: false,
+            listeners: Default::default(),
+        };
+        let key = ItemKey::new("member/group-coordinator", "coordinator-old");
+        let ops = vec![WriteOp::Put {
+            key: key.clone(),
+            value: encode(&member),
+            condition: Condition::None,
+        }];
+        catalog.store().write(ops).await.expect("write");
+        let kinds = ["group-coordinator"];
+        let refused = switch_to_shard_log(&catalog, Some(&kinds)).await;
+        match refused {
+            Err(e @ LayoutSwitchError::OldProcesses(_)) => {
+                assert!(e.to_string().contains("coordinator-old"), "{e}");
+            }
+            other => panic!("moved with an old gateway alive: {other:?}"),
+        }
+        catalog
+            .store()
+            .write(vec![WriteOp::Delete {
+                key,
+                condition: Condition::None,
+            }])
+            .await
+            .expect("delete");
+        let moved = switch_to_shard_log(&catalog, Some(&kinds))
+            .await
+            .expect("move");
+        assert_eq!((moved.shard_count, moved.layout), (4, LAYOUT_SHORT_ITEMS));
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ store outage without losing the store's in-memory contents.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -351,7 +352,9 @@ class StoreReader:
         log_start = self.log_start(partition)
         found = []
         for _, value in self._query(f"idx/{self.topic_id}/{partition}"):
-            if value.get("format") == 3:
+            if value.get("f") == 4:
+                found += short_page_entries(value)
+            elif value.get("format") == 3:
                 found += [page_entry(value["segments"], e) for e in value["entries"]]
             elif "entries" in value:
                 found += value["entries"]
@@ -378,8 +381,57 @@ class StoreReader:
                 cp = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
                                        Key={"pk": {"S": f"fold/{shard:05}"}, "sk": {"S": "checkpoint"}})
                 through = json.loads(bytes(cp["Item"]["v"]["B"]))["folded_through"] if "Item" in cp else 0
-            out += [(shard, item) for sk, item in self._query(f"slog/{shard:05}") if int(sk) > through]
+            out += [(shard, whole_log_item(item)) for sk, item in self._query(f"slog/{shard:05}")
+                    if int(sk) > through]
         return out
+
+
+def wrap(n: int) -> int:
+    """`n` as Rust's wrapping i64 arithmetic leaves it."""
+    return (n + 2**63) % 2**64 - 2**63
+
+
+def segment_key(stored, base_ms: int = 0) -> str:
+    """A segment key as items store it (shared/src/keys.rs, `StoredSegmentKey`): whole, or
+    `[ms relative to base_ms, id in base64url]`."""
+    if isinstance(stored, str):
+        return stored
+    delta, b64 = stored
+    raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+    return f"segments/{raw[15]:02x}/{wrap(base_ms + delta):013d}-{raw.hex()}.kseg"
+
+
+def short_page_entries(page: dict) -> list[dict]:
+    """The entries of a format-4 index page (shared/src/catalog.rs, `StoredPage::Short`)."""
+    keys, ms = [], 0
+    for stored in page["s"]:
+        keys.append(segment_key(stored, ms))
+        if not isinstance(stored, str):
+            ms = wrap(ms + stored[0])
+    out, next_base, prev_first = [], 0, 0
+    for pos, base, span, start, length, batches, records, first, dmax, drun in page["e"]:
+        base, first = wrap(next_base + base), wrap(prev_first + first)
+        entry = page_entry(keys, [pos, base, span, start, length, batches, records, first, dmax, drun])
+        next_base, prev_first = wrap(entry["last_offset"] + 1), first
+        out.append(entry)
+    return out
+
+
+def whole_log_item(item: dict) -> dict:
+    """A shard-log item in format 2's shape, whichever format it is stored in (format 3:
+    shared/src/shard_log.rs, `ShortLogItem`). Outcomes are left out of a format-3 item."""
+    if item.get("f") != 3:
+        return item
+    at = item["t"]
+    entries = []
+    for topic, partition, base, span, start, length, batches, records, first, dmax, drun in item["e"]:
+        first = wrap(at + first)
+        mx = wrap(first + dmax)
+        entries.append([topic, partition, base, wrap(base + span), start, length, batches,
+                        records, first, mx, wrap(mx + drun)])
+    return {"format": 3, "segment_key": segment_key(item["k"]), "segment_size": item["z"],
+            "committed_at_ms": at, "topics": [str(uuid.UUID(t)) for t in item["i"]],
+            "entries": entries, "producers": item.get("p", [])}
 
 
 def page_entry(segments: list[str], e: list) -> dict:

@@ -113,8 +113,9 @@ impl Indexer {
             items: items.len(),
             ..FoldReport::default()
         };
+        let short_items = log.short_items;
         let pages = pages_of(&items);
-        report.pages = self.write_pages(&pages).await?;
+        report.pages = self.write_pages(&pages, short_items).await?;
         for id in pages.keys() {
             self.fold_row(state, *id).await?;
             report.rows += 1;
@@ -128,10 +129,11 @@ impl Indexer {
         Ok(report)
     }
 
-    /// One page per partition, keyed by its last offset.
+    /// One page per partition, keyed by its last offset; `short`: in format 4 (layout 3).
     async fn write_pages(
         &self,
         pages: &BTreeMap<PartitionId, Vec<IndexEntry>>,
+        short: bool,
     ) -> Result<usize, CatalogError> {
         let items = pages
             .iter()
@@ -140,7 +142,11 @@ impl Indexer {
                 let page = IndexPage {
                     entries: entries.clone(),
                 };
-                Some((catalog::index_key(id.0, id.1, last), catalog::encode(&page)))
+                let value = match short {
+                    true => page.encode_short(),
+                    false => catalog::encode(&page),
+                };
+                Some((catalog::index_key(id.0, id.1, last), value))
             })
             .collect();
         self.put_all(items).await

@@ -55,6 +55,9 @@ pub(super) struct LogState {
     /// An append's outcome is unknown, or another writer took a sequence number: read the log
     /// before the next append.
     pub behind: bool,
+    /// Write log items and index pages short (layout 3), as the cluster's settings said when
+    /// the shard was acquired.
+    pub short_items: bool,
 }
 
 impl LogState {
@@ -157,10 +160,10 @@ impl Indexer {
     pub(super) async fn open_log(&self, shard: u32) -> Result<Option<LogState>, CatalogError> {
         let store = self.catalog.store().as_ref();
         // A cluster switched after this process started is noticed at the next acquisition.
-        let switch = self.config.shard_log
-            || kafscale_shared::shards::read_cluster(store)
-                .await?
-                .is_some_and(|c| c.on_shard_log());
+        let cluster = kafscale_shared::shards::read_cluster(store).await?;
+        let switch = self.config.shard_log || cluster.is_some_and(|c| c.on_shard_log());
+        // Without cluster settings (tests of the indexer alone) this release's newest form.
+        let short_items = cluster.map_or(self.config.shard_log, |c| c.short_items());
         if switch {
             create_checkpoint(&self.catalog, shard).await?;
         }
@@ -171,6 +174,7 @@ impl Indexer {
             last_seq: checkpoint.folded_through,
             folded_through: checkpoint.folded_through,
             checkpoint_version: version,
+            short_items,
             ..LogState::default()
         };
         let horizon = self.answer_horizon_ms();
@@ -354,14 +358,18 @@ impl Indexer {
         shard: u32,
         item: ShardLogItem,
     ) -> Result<bool, SequencerError> {
-        let Some(seq) = state.log.as_ref().map(|l| l.last_seq + 1) else {
+        let Some((seq, short)) = state.log.as_ref().map(|l| (l.last_seq + 1, l.short_items)) else {
             return Err(SequencerError::StoreUnavailable(format!(
                 "shard {shard} has no open log"
             )));
         };
+        let value = match short {
+            true => item.encode_short(),
+            false => catalog::encode(&item),
+        };
         let op = WriteOp::Put {
             key: shard_log_key(shard, seq),
-            value: catalog::encode(&item),
+            value,
             condition: Condition::Absent,
         };
         // Until the answer is in, the append may or may not have landed.

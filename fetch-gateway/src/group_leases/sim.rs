@@ -3,7 +3,7 @@
 //! Why: the lease design's safety (never two coordinators for one group) rests on timing: an
 //! owner stops serving 0.8 × TTL after its last renewal began, a taker waits until it has seen
 //! the lease unchanged for a full TTL. The unit tests check one takeover; here three replicas
-//! run lease rounds every TTL/4 (with jitter) over one in-memory store, each with its own
+//! run lease rounds every TTL/3 (with jitter) over one in-memory store, each with its own
 //! catalog, while a seeded schedule pauses them (GC, partitions: they stop renewing but wake up
 //! believing what they held), kills them, stops them cleanly (releasing their slots) and
 //! restarts them as new processes. On tokio's paused clock it checks:
@@ -312,7 +312,7 @@ impl Sim {
                 {
                     let jitter = self.rng.up_to(ROUND_JITTER);
                     self.replicas[i].life = Life::Up {
-                        next_round: now + TTL / 4 + jitter,
+                        next_round: now + TTL / 3 + jitter,
                     };
                     self.round(i).await?;
                 }

@@ -87,7 +87,7 @@ use bytes::Bytes;
 
 use super::batch::{is_empty_range, validate_batch};
 use super::capacity;
-use super::metrics::{MetaStoreMetrics, MetaStoreOp, Outcome};
+use super::metrics::{MetaStoreMetrics, MetaStoreOp, Outcome, WriteCharge};
 use super::{Condition, Direction, Item, ItemKey, MetaStore, MetaStoreError, Query, WriteOp};
 
 /// The most operations of one `write` (`TransactWriteItems` takes 100 items).
@@ -715,8 +715,7 @@ impl MetaStore for DynamoMetaStore {
         };
         if result.is_ok() {
             let sent: Vec<&WriteOp> = effective.iter().map(|(_, op)| *op).collect();
-            let units = capacity::write_units_of(&sent);
-            self.metrics.charge(MetaStoreOp::of_write(&sent), 0, units);
+            self.metrics.charge_write(&WriteCharge::of(&sent));
         }
         result
     }

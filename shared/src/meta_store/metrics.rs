@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::WriteOp;
+use super::{ItemKey, WriteOp, capacity};
 use crate::metrics::{self as names, AtomicHistogram, ScrapeSource, TextWriter};
 
 /// A backend request type.
@@ -125,6 +125,123 @@ pub enum Outcome {
 pub struct MetaStoreMetrics {
     ops: [OpCounters; MetaStoreOp::ALL.len()],
     latency: [AtomicHistogram; MetaStoreOp::ALL.len()],
+    /// Write units by item family ([`ItemFamily`]), to show where the cost goes.
+    family_write_units: [AtomicU64; ItemFamily::ALL.len()],
+}
+
+/// What a write would cost, worked out before it is sent (the operations move into the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteCharge {
+    pub op: MetaStoreOp,
+    pub units: u64,
+    /// Units by item family, one entry per operation.
+    pub families: Vec<(ItemFamily, u64)>,
+}
+
+impl WriteCharge {
+    /// The charge of sending `ops` as one write request.
+    pub fn of(ops: &[&WriteOp]) -> WriteCharge {
+        let transaction = capacity::is_transaction(ops);
+        let families: Vec<(ItemFamily, u64)> = ops
+            .iter()
+            .map(|op| {
+                (
+                    ItemFamily::of(op.key()),
+                    capacity::item_write_units(op, transaction),
+                )
+            })
+            .collect();
+        WriteCharge {
+            op: MetaStoreOp::of_write(ops),
+            units: families.iter().map(|(_, u)| u).sum(),
+            families,
+        }
+    }
+}
+
+/// What kind of item a write touched, from its key: the first part of the partition key
+/// (`slog/00003` is `slog`), leases by what they guard. A fixed list, so the label stays
+/// bounded; anything else is `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemFamily {
+    /// Shard-log items (one per commit).
+    ShardLog,
+    /// Fold checkpoints.
+    FoldCheckpoint,
+    /// Index entries and pages.
+    Index,
+    /// Partition rows.
+    Partition,
+    /// Idempotent producers' states.
+    Producer,
+    /// Segment commit records.
+    Segment,
+    /// Committed group offsets.
+    GroupOffset,
+    /// Member heartbeats.
+    Member,
+    /// Group-coordinator slot leases.
+    GroupLease,
+    /// Indexer shard leases.
+    ShardLease,
+    /// Other leases (garbage collection).
+    OtherLease,
+    /// Topics, groups, settings and everything else.
+    Other,
+}
+
+impl ItemFamily {
+    pub const ALL: [ItemFamily; 12] = [
+        ItemFamily::ShardLog,
+        ItemFamily::FoldCheckpoint,
+        ItemFamily::Index,
+        ItemFamily::Partition,
+        ItemFamily::Producer,
+        ItemFamily::Segment,
+        ItemFamily::GroupOffset,
+        ItemFamily::Member,
+        ItemFamily::GroupLease,
+        ItemFamily::ShardLease,
+        ItemFamily::OtherLease,
+        ItemFamily::Other,
+    ];
+
+    /// The family of the item at `key`.
+    pub fn of(key: &ItemKey) -> ItemFamily {
+        let head = key.pk.split('/').next().unwrap_or("");
+        match head {
+            "slog" => ItemFamily::ShardLog,
+            "fold" => ItemFamily::FoldCheckpoint,
+            "idx" => ItemFamily::Index,
+            "part" => ItemFamily::Partition,
+            "prod" => ItemFamily::Producer,
+            "seg" => ItemFamily::Segment,
+            "goff" => ItemFamily::GroupOffset,
+            "member" => ItemFamily::Member,
+            "lease" if key.sk.starts_with("groups/") => ItemFamily::GroupLease,
+            "lease" if key.sk.starts_with("indexer-shard-") => ItemFamily::ShardLease,
+            "lease" => ItemFamily::OtherLease,
+            _ => ItemFamily::Other,
+        }
+    }
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ItemFamily::ShardLog => "shard_log",
+            ItemFamily::FoldCheckpoint => "fold_checkpoint",
+            ItemFamily::Index => "index",
+            ItemFamily::Partition => "partition",
+            ItemFamily::Producer => "producer",
+            ItemFamily::Segment => "segment",
+            ItemFamily::GroupOffset => "group_offset",
+            ItemFamily::Member => "member",
+            ItemFamily::GroupLease => "group_lease",
+            ItemFamily::ShardLease => "shard_lease",
+            ItemFamily::OtherLease => "other_lease",
+            ItemFamily::Other => "other",
+        }
+    }
 }
 
 impl MetaStoreMetrics {
@@ -159,6 +276,20 @@ impl MetaStoreMetrics {
         let c = &self.ops[op.index()];
         c.read_units.fetch_add(read_units, Ordering::Relaxed);
         c.write_units.fetch_add(write_units, Ordering::Relaxed);
+    }
+
+    /// Counts the write units of a successful write ([`WriteCharge::of`]), by request and by
+    /// item family.
+    pub fn charge_write(&self, charge: &WriteCharge) {
+        for (family, units) in &charge.families {
+            self.family_write_units[*family as usize].fetch_add(*units, Ordering::Relaxed);
+        }
+        self.charge(charge.op, 0, charge.units);
+    }
+
+    /// Write units charged to items of `family` so far.
+    pub fn family_write_units(&self, family: ItemFamily) -> u64 {
+        self.family_write_units[family as usize].load(Ordering::Relaxed)
     }
 
     /// Records the latency of one request of `op`.
@@ -221,6 +352,13 @@ impl ScrapeSource for MetaStoreMetrics {
             let latency = self.latency[op.index()].snapshot();
             out.histogram(names::META_STORE_DURATION, &label, &latency);
         }
+        for family in ItemFamily::ALL {
+            out.sample(
+                names::META_STORE_FAMILY_WRITE_UNITS,
+                &[("family", family.name())],
+                self.family_write_units(family) as f64,
+            );
+        }
     }
 }
 
@@ -256,5 +394,32 @@ mod tests {
         for (i, op) in MetaStoreOp::ALL.iter().enumerate() {
             assert_eq!(op.index(), i, "ALL is in declaration order");
         }
+    }
+
+    #[test]
+    fn write_units_are_charged_to_the_families_of_the_items_written() {
+        let put = |pk: &str, sk: &str, len: usize| WriteOp::Put {
+            key: ItemKey::new(pk, sk),
+            value: bytes::Bytes::from(vec![b'x'; len]),
+            condition: crate::meta_store::Condition::None,
+        };
+        let m = MetaStoreMetrics::new();
+        let log = put("slog/00001", "00000000000000000007", 1500);
+        m.charge_write(&WriteCharge::of(&[&log]));
+        let lease = put("lease", "groups/003", 100);
+        let shard = put("lease", "indexer-shard-00001", 100);
+        let rows = put("part/t/0", "row", 100);
+        m.charge_write(&WriteCharge::of(&[&lease, &shard, &rows]));
+        let family = |f| m.family_write_units(f);
+        assert_eq!(family(ItemFamily::ShardLog), 2, "1.5 KB alone: 2 units");
+        assert_eq!(family(ItemFamily::GroupLease), 2, "in a transaction: twice");
+        assert_eq!(family(ItemFamily::ShardLease), 2);
+        assert_eq!(family(ItemFamily::Partition), 2);
+        assert_eq!(family(ItemFamily::Other), 0);
+        assert_eq!(m.total().write_units, 8, "the families add up to the total");
+        assert_eq!(
+            ItemFamily::of(&ItemKey::new("topic", "orders")),
+            ItemFamily::Other
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Layout 2: commits appended to the shard log (see `sequencing/log_commit.rs`).
+//! Layouts 2 and 3: commits appended to the shard log (see `sequencing/log_commit.rs`). The
+//! tests run on layout 3 (short items) unless they say otherwise.
 
 use kafscale_shared::catalog::IndexEntry;
 use kafscale_shared::shard_log::{ShardLogItem, shard_log_key, shard_log_pk};
@@ -23,9 +24,17 @@ async fn setup_log(
     store: Arc<dyn MetaStore>,
     partitions: i32,
 ) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
+    setup_log_on(store, partitions, kafscale_shared::shards::LAYOUT_NEWEST).await
+}
+
+async fn setup_log_on(
+    store: Arc<dyn MetaStore>,
+    partitions: i32,
+    layout: u32,
+) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
     let catalog = Arc::new(Catalog::new(store));
     // Every real process stores the cluster settings; readers find the shard logs by them.
-    kafscale_shared::shards::load_or_init_cluster(&catalog, 1, 2)
+    kafscale_shared::shards::load_or_init_cluster(&catalog, 1, layout)
         .await
         .expect("cluster");
     let topic = catalog
@@ -630,4 +639,65 @@ async fn a_new_owner_folds_what_its_predecessor_left_before_any_commit() {
     assert_eq!((report.items, report.rows), (1, 1));
     let (row, _) = catalog.partition(id, 0).await.expect("read").expect("row");
     assert_eq!(row.next_offset, 3);
+}
+
+/// The raw values of a partition key's items, as text.
+async fn raw_values(catalog: &Catalog, pk: String) -> Vec<String> {
+    let items = catalog
+        .store()
+        .query(kafscale_shared::meta_store::Query::all(pk))
+        .await
+        .expect("query");
+    items
+        .iter()
+        .map(|i| String::from_utf8_lossy(&i.value).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_layout_2_cluster_gets_items_its_old_readers_read_until_it_moves_to_short_items() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let layout_2 = kafscale_shared::shards::LAYOUT_SHARD_LOG;
+    let (catalog, watermarks, indexer, id) = setup_log_on(store, 1, layout_2).await;
+    commit_segments_from(&indexer, id, 0, 2).await;
+    indexer.fold_shard(0).await.expect("fold");
+    let whole = |v: &String| v.starts_with(r#"{"format":2,"#);
+    assert!(
+        raw_values(&catalog, shard_log_pk(0))
+            .await
+            .iter()
+            .all(whole)
+    );
+    let pages = raw_values(&catalog, catalog::index_pk(id, 0)).await;
+    assert!(
+        pages.iter().all(|p| p.starts_with(r#"{"format":3,"#)),
+        "{pages:?}"
+    );
+
+    // Moved; the owner writes short items from its next acquisition of the shard.
+    kafscale_shared::shards::switch_to_shard_log(&catalog, None)
+        .await
+        .expect("move");
+    drop(indexer);
+    let restarted = log_indexer(&catalog, &watermarks).await;
+    commit_segments_from(&restarted, id, 2, 2).await;
+    restarted.fold_shard(0).await.expect("fold");
+    let log = raw_values(&catalog, shard_log_pk(0)).await;
+    assert_eq!(log.iter().filter(|v| whole(v)).count(), 2, "{log:?}");
+    assert_eq!(
+        log.iter().filter(|v| v.starts_with(r#"{"f":3,"#)).count(),
+        2,
+        "{log:?}"
+    );
+    let pages = raw_values(&catalog, catalog::index_pk(id, 0)).await;
+    assert!(
+        pages.iter().any(|p| p.starts_with(r#"{"f":4,"#)),
+        "{pages:?}"
+    );
+    // Readers see one index over both forms.
+    let entries = catalog
+        .index_entries_from(id, 0, 0, None)
+        .await
+        .expect("entries");
+    assert_eq!(entries.len(), 4, "{entries:?}");
 }
