@@ -264,12 +264,18 @@ fn sasl_listeners_have_tls(specs: &[ListenerSpec]) -> bool {
 /// How the produce tier buffers and flushes.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct IngestArgs {
-    /// Seal a segment at most once per interval on the timer (milliseconds): data waits at
-    /// most this long, data after a quiet spell is sealed at once, and a trickle of traffic
-    /// costs one flush per interval. Default: 20 on local disk, 150 on S3 (or a simulated
-    /// one), where every flush is a PUT and a metadata write (docs/cost.md).
+    /// The longest data waits to be sealed into a segment (milliseconds), even while
+    /// uploads are in flight. Default: 20 on local disk, 150 on S3 (or a simulated one).
     #[arg(long, env = "KAFSCALE_FLUSH_INTERVAL_MS")]
     pub(crate) flush_interval_ms: Option<u64>,
+    /// The least time between two seals while nothing is uploading (milliseconds). 0 is
+    /// adaptive flushing: a request on an idle gateway is flushed at once, and what arrives
+    /// during an upload is grouped into the next segment. Default: 0 on local disk; on S3 (or
+    /// a simulated one) the flush interval, since every flush is a PUT and a metadata write
+    /// and a trickle of traffic then costs one flush per interval (docs/cost.md). Capped at
+    /// the flush interval.
+    #[arg(long, env = "KAFSCALE_FLUSH_MIN_INTERVAL_MS")]
+    pub(crate) flush_min_interval_ms: Option<u64>,
     /// Flush the produce buffer when it holds this many bytes.
     #[arg(long, env = "KAFSCALE_FLUSH_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub(crate) flush_bytes: usize,
@@ -332,9 +338,16 @@ impl IngestArgs {
         } else {
             DEFAULT_FLUSH_INTERVAL_MS
         });
+        let flush_interval = Duration::from_millis(flush_interval_ms.max(1));
+        let flush_min_interval = match self.flush_min_interval_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None if remote_store => flush_interval,
+            None => Duration::ZERO,
+        };
         Ok(IngestConfig {
             flush_bytes: self.flush_bytes,
-            flush_interval: Duration::from_millis(flush_interval_ms.max(1)),
+            flush_interval,
+            flush_min_interval: flush_min_interval.min(flush_interval),
             max_message_bytes: self.max_message_bytes,
             shard_count,
             upload_hedge_after: (hedge_ms > 0).then(|| Duration::from_millis(hedge_ms)),

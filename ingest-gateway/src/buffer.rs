@@ -1,12 +1,15 @@
 //! The shared produce buffer and its flusher.
 //!
 //! Every accepted batch is appended to the current [`SegmentBuilder`] together with a waiter
-//! for its produce partition. The flusher seals the buffer when it holds `flush_bytes`, or
-//! when it holds anything and `flush_interval` has passed since the previous seal (so no batch
-//! waits longer than that, a batch that arrives after a quiet spell is sealed at once, and a
-//! trickle of traffic costs at most one flush per interval: on an object store every flush is
-//! a PUT and a metadata write, docs/cost.md), uploads the segment (several uploads may run
-//! at once), and commits finished uploads once per indexer shard they touch, each shard's
+//! for its produce partition. The flusher seals the buffer when it holds `flush_bytes`; when
+//! it holds anything and no upload is in flight, once `flush_min_interval` has passed since
+//! the previous seal (adaptive flushing: with no minimum, a request on an idle gateway is
+//! flushed at once, and what arrives during an upload waits for that upload only, grouped
+//! into one segment); and in any case once `flush_interval` has passed since the previous seal
+//! (the most a batch waits). On an object store every flush is a PUT and a metadata write, so
+//! there the minimum defaults to the interval and a trickle of traffic costs at most one flush
+//! per interval (docs/cost.md). It uploads the segment (several uploads may run at once under
+//! load), and commits finished uploads once per indexer shard they touch, each shard's
 //! commits strictly in seal order — so the batches of one partition (and one idempotent
 //! producer) are sequenced in the order they were accepted — while shards never wait for each
 //! other ([`ShardLanes`]). Each waiter then gets the outcomes of its batches.
@@ -288,11 +291,12 @@ impl SegmentBuffer {
         was_empty || open.builder.data_bytes() >= self.config.flush_bytes
     }
 
-    /// Seals the open buffer if it is due (or `force`). When forced and empty, closes the
-    /// buffer for good, atomically with the check, so no append can slip in unanswered.
-    fn seal(&self, force: bool) -> Option<Sealed> {
+    /// Seals the open buffer if it is due (or `force`); `idle`: no upload is in flight. When
+    /// forced and empty, closes the buffer for good, atomically with the check, so no append
+    /// can slip in unanswered.
+    fn seal(&self, force: bool, idle: bool) -> Option<Sealed> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(due_at) = self.due_at(&open) else {
+        let Some(due_at) = self.due_at(&open, idle) else {
             if force {
                 open.closed = true;
             }
@@ -322,19 +326,27 @@ impl SegmentBuffer {
         })
     }
 
-    /// When the open segment is due on the timer: an interval after the previous seal, or at
-    /// once if that has passed (`None`: it is empty).
-    fn due_at(&self, open: &Open) -> Option<Instant> {
+    /// When the open segment is due on the timer (`None`: it is empty): the minimum interval
+    /// after the previous seal if nothing is uploading (`idle`), the full interval otherwise;
+    /// at once if that has passed.
+    fn due_at(&self, open: &Open, idle: bool) -> Option<Instant> {
         let opened_at = open.opened_at?;
+        let wait = match idle {
+            true => self
+                .config
+                .flush_min_interval
+                .min(self.config.flush_interval),
+            false => self.config.flush_interval,
+        };
         Some(match open.previous_seal {
-            Some(sealed) => opened_at.max(sealed + self.config.flush_interval),
+            Some(sealed) => opened_at.max(sealed + wait),
             None => opened_at,
         })
     }
 
-    fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self, idle: bool) -> Option<Instant> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        self.due_at(&open)
+        self.due_at(&open, idle)
     }
 
     /// Runs the flusher until `shutdown` fires; then flushes what is buffered and returns
@@ -365,7 +377,7 @@ impl SegmentBuffer {
         };
         loop {
             if uploads.len() < max_uploads
-                && let Some(sealed) = self.seal(stopping)
+                && let Some(sealed) = self.seal(stopping, uploads.is_empty())
             {
                 uploads.push_back(upload(
                     store.clone(),
@@ -378,7 +390,7 @@ impl SegmentBuffer {
                 break;
             }
             let deadline = if uploads.len() < max_uploads {
-                self.deadline()
+                self.deadline(uploads.is_empty())
             } else {
                 None
             };
@@ -986,8 +998,72 @@ mod tests {
         flusher.await.unwrap();
     }
 
-    /// A buffer flushing every `flush_interval` into a memory store, committed by a sequencer
-    /// that answers at once.
+    /// On an idle gateway (the adaptive policy, no minimum interval) a batch is flushed at
+    /// once; what arrives while its upload runs waits for that upload only, not for the flush
+    /// interval (an hour here), and goes into one segment.
+    #[tokio::test]
+    async fn adaptive_flushing_seals_at_once_when_idle_and_groups_what_arrives_during_an_upload() {
+        let buffer = SegmentBuffer::new(IngestConfig {
+            flush_interval: Duration::from_secs(3600),
+            flush_min_interval: Duration::ZERO,
+            ..IngestConfig::default()
+        });
+        let store = gated_store();
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(buffer.clone().run_flusher(
+            store.clone(),
+            Arc::new(OneShardStuck::none()),
+            shutdown.clone(),
+        ));
+        let topic = Uuid::new_v4();
+        let first = buffer
+            .append(topic, 0, one_record_batch(b"a"), &Span::none())
+            .await
+            .unwrap();
+        let gate = store.gate.as_ref().expect("gated");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.puts.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the first batch was not sealed");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut during = Vec::new();
+        for value in [b"b", b"c"] {
+            let rx = buffer
+                .append(topic, 0, one_record_batch(value), &Span::none())
+                .await
+                .unwrap();
+            during.push(rx);
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            store.puts.load(Ordering::SeqCst),
+            1,
+            "sealed while an upload was in flight, before the interval"
+        );
+        // The upload finishes: the two batches are flushed together, at once.
+        gate.add_permits(usize::MAX >> 4);
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            assert!(first.await.expect("answered").is_ok());
+            for rx in during {
+                assert!(rx.await.expect("answered").is_ok());
+            }
+        });
+        answered
+            .await
+            .expect("the batches that arrived during the upload waited for the interval");
+        assert_eq!(
+            store.puts_done.load(Ordering::SeqCst),
+            2,
+            "one segment each"
+        );
+        shutdown.cancel();
+        flusher.await.unwrap();
+    }
+
+    /// A buffer flushing every `flush_interval` (also its minimum: the object-store policy)
+    /// into a memory store, committed by a sequencer that answers at once.
     fn running(
         flush_interval: Duration,
     ) -> (
@@ -998,6 +1074,7 @@ mod tests {
     ) {
         let buffer = SegmentBuffer::new(IngestConfig {
             flush_interval,
+            flush_min_interval: flush_interval,
             ..IngestConfig::default()
         });
         let store = Arc::new(MemoryObjectStore::new());

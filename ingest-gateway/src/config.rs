@@ -7,11 +7,16 @@ use std::time::Duration;
 pub struct IngestConfig {
     /// Flush when this many batch bytes are buffered.
     pub flush_bytes: usize,
-    /// Seal at most one segment per interval on the timer (a full one is sealed at once): a
-    /// segment is sealed when this long has passed since the previous seal and it holds data,
-    /// so no batch waits longer than this, data arriving after a quiet spell is sealed at
-    /// once, and a steady trickle costs at most one flush (a PUT and a commit) per interval.
+    /// The longest data waits to be sealed (a full segment is sealed at once): a segment is
+    /// sealed when this long has passed since the previous seal and it holds data, even while
+    /// uploads are in flight.
     pub flush_interval: Duration,
+    /// The least time between two seals when nothing is uploading. Zero (local disk): a
+    /// segment is sealed as soon as no upload is in flight, so a request on an idle gateway
+    /// is flushed at once and what arrives during an upload is grouped into the next segment,
+    /// with `flush_interval` only an upper bound. Equal to `flush_interval` (object stores,
+    /// where each flush is a PUT and a metadata write): one seal per interval at most.
+    pub flush_min_interval: Duration,
     /// Largest record batch accepted (Kafka's `max.message.bytes`).
     pub max_message_bytes: usize,
     /// Bytes buffered or in flight before produce requests wait (backpressure).
@@ -32,6 +37,7 @@ impl Default for IngestConfig {
         IngestConfig {
             flush_bytes: 4 * 1024 * 1024,
             flush_interval: Duration::from_millis(20),
+            flush_min_interval: Duration::ZERO,
             max_message_bytes: 1024 * 1024 + 12,
             max_buffered_bytes: 256 * 1024 * 1024,
             max_concurrent_uploads: 4,

@@ -234,6 +234,8 @@ fn start_gateways(
         .map(|_| {
             let buffer = SegmentBuffer::new(IngestConfig {
                 flush_interval: config.flush_interval,
+                // The object-store policy: one seal per interval at most.
+                flush_min_interval: config.flush_interval,
                 shard_count: config.shards,
                 upload_hedge_after: config.upload_hedge_after,
                 ..IngestConfig::default()
