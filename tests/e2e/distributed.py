@@ -470,6 +470,21 @@ def shards_acquired(server) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(r"acquired shard lease.*?shard=(\d+)", text)]
 
 
+def shards_owned(server) -> set[int]:
+    """Shards the indexer owns now as its log tells it: acquired, and not released or lost
+    since."""
+    import re
+
+    owned: set[int] = set()
+    text = server.log_path.read_text(errors="replace")
+    for m in re.finditer(r"(acquired shard lease|released shard lease|shard lease lost)[^\n]*?shard=(\d+)", text):
+        if m.group(1) == "acquired shard lease":
+            owned.add(int(m.group(2)))
+        else:
+            owned.discard(int(m.group(2)))
+    return owned
+
+
 def coordinator_slots(server) -> set[int]:
     """Group coordinator slots the fetch gateway last logged as owned."""
     import re

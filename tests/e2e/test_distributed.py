@@ -468,12 +468,20 @@ def test_a_paused_shard_owner_holds_back_only_its_own_partitions(cluster):
     from confluent_kafka import Producer
 
     c, first, second = _failover_cluster(cluster, lease_ttl_ms=30000)
-    kh.wait_for(lambda: len(set(dist.shards_acquired(second))) >= c.shards // 2, 60,
-                what="the shards to be split between the two indexers")
+
+    def split() -> bool:
+        # Settled: each owns its half and no shard is owned twice or by nobody (a shard the
+        # second indexer acquired and then released to balance must not count as paused).
+        mine, theirs = dist.shards_owned(second), dist.shards_owned(first)
+        return (len(mine) >= c.shards // 2 and not mine & theirs
+                and mine | theirs == set(range(c.shards)))
+
+    kh.wait_for(split, 60, what="the shards to be split between the two indexers")
     topic, partitions = "dist-lanes", 16
     kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
     topic_id = dist.StoreReader(c, topic).topic_id
-    paused_shards = set(dist.shards_acquired(second))
+    paused_shards = dist.shards_owned(second)
+    assert split(), "the shards moved while the topic was created"
     stuck = [p for p in range(partitions) if _shard_of(topic_id, p, c.shards) in paused_shards]
     free = [p for p in range(partitions) if p not in stuck]
     assert stuck and free, (f"partitions on one side only: {stuck} / {free}; shards "
