@@ -87,6 +87,8 @@ pub const INDEXER_COMMITS: &str = "kafscale_indexer_commits_total";
 pub const INDEXER_BATCHES: &str = "kafscale_indexer_batches_total";
 pub const INDEXER_RECORDS: &str = "kafscale_indexer_records_total";
 pub const INDEXER_SHARDS_OWNED: &str = "kafscale_indexer_shards_owned";
+pub const INDEXER_FOLD_BACKLOG: &str = "kafscale_indexer_fold_backlog_items";
+pub const INDEXER_FOLD_FAILURES: &str = "kafscale_indexer_fold_failures_total";
 pub const INDEXER_LEASES_ACQUIRED: &str = "kafscale_indexer_lease_acquisitions_total";
 pub const INDEXER_LEASES_LOST: &str = "kafscale_indexer_lease_losses_total";
 pub const INDEXER_FENCED: &str = "kafscale_indexer_fenced_writes_total";
@@ -272,6 +274,18 @@ pub const CATALOG: &[MetricDef] = &[
         "Commits waiting for or inside a shard's lock; the indexer tier's scaling signal.",
     ),
     def(INDEXER_COMMITS, Counter, &[], "Commits sequenced."),
+    def(
+        INDEXER_FOLD_BACKLOG,
+        Gauge,
+        &[],
+        "Shard-log items above the fold checkpoints of the shards this replica owns, as the last fold pass found them: about the commits of one fold interval; growing means the fold falls behind.",
+    ),
+    def(
+        INDEXER_FOLD_FAILURES,
+        Counter,
+        &[],
+        "Folds of a shard log that failed (retried at the next pass).",
+    ),
     def(
         INDEXER_BATCHES,
         Counter,

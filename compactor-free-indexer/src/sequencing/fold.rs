@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kafscale_shared::catalog::{self, CatalogError, IndexEntry, IndexPage, ProducerRecord};
 use kafscale_shared::meta_store::{Condition, ItemKey, MetaStoreError, WriteOp};
+use kafscale_shared::metrics as names;
 use kafscale_shared::periodic::run_every;
 use kafscale_shared::shard_log::{
     FoldCheckpoint, SHARD_LOG_FORMAT, ShardLogItem, fold_checkpoint_key,
@@ -253,21 +254,39 @@ impl Indexer {
         Ok(())
     }
 
-    /// Folds every shard this replica holds on layout 2.
+    /// Folds every shard this replica holds on the shard log, and publishes the backlog it
+    /// found (`kafscale_indexer_fold_backlog_items`).
     pub async fn fold_all(&self) -> HashMap<u32, FoldReport> {
         let mut reports = HashMap::new();
+        let mut backlog = 0;
         for shard in 0..self.shards.len() as u32 {
+            backlog += self.unfolded_items(shard).await;
             match self.fold_shard(shard).await {
                 Ok(r) if r != FoldReport::default() => {
                     reports.insert(shard, r);
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    metrics::counter!(names::INDEXER_FOLD_FAILURES).increment(1);
                     warn!(shard, error = %e, "folding the shard log failed; the next fold retries")
                 }
             }
         }
+        metrics::gauge!(names::INDEXER_FOLD_BACKLOG).set(backlog as f64);
         reports
+    }
+
+    /// Log items above `shard`'s checkpoint that this replica holds (0: not its shard, or not
+    /// on the shard log, or its log not read yet).
+    pub async fn unfolded_items(&self, shard: u32) -> usize {
+        let Some(slot) = self.shards.get(shard as usize) else {
+            return 0;
+        };
+        let state = slot.lock().await;
+        match (&state.lease, &state.log) {
+            (Some(_), Some(log)) => log.unfolded.len(),
+            _ => 0,
+        }
     }
 
     /// Folds every `interval` until `shutdown`, then once more.

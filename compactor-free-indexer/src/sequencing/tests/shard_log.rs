@@ -701,3 +701,16 @@ async fn a_layout_2_cluster_gets_items_its_old_readers_read_until_it_moves_to_sh
         .expect("entries");
     assert_eq!(entries.len(), 4, "{entries:?}");
 }
+
+#[tokio::test]
+async fn the_fold_backlog_counts_the_items_above_the_checkpoint_until_they_are_folded() {
+    let store: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let (_catalog, _watermarks, indexer, id) = setup_log(store, 1).await;
+    assert_eq!(indexer.unfolded_items(0).await, 0);
+    commit_segments_from(&indexer, id, 0, 3).await;
+    assert_eq!(indexer.unfolded_items(0).await, 3);
+    let reports = indexer.fold_all().await;
+    assert_eq!(reports.get(&0).map(|r| r.items), Some(3));
+    assert_eq!(indexer.unfolded_items(0).await, 0);
+    assert_eq!(indexer.unfolded_items(99).await, 0, "no such shard");
+}
