@@ -775,6 +775,27 @@ mod tests {
         })
     }
 
+    /// A buffer with `config` flushing into a [`gated_store`], committed by a sequencer that
+    /// answers at once.
+    fn gated(
+        config: IngestConfig,
+    ) -> (
+        Arc<SegmentBuffer>,
+        Arc<SlowPuts>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let buffer = SegmentBuffer::new(config);
+        let store = gated_store();
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(buffer.clone().run_flusher(
+            store.clone(),
+            Arc::new(OneShardStuck::none()),
+            shutdown.clone(),
+        ));
+        (buffer, store, shutdown, flusher)
+    }
+
     #[tokio::test]
     async fn a_slow_upload_is_overtaken_by_its_hedge_and_the_loser_is_deleted() {
         let store = slow_store(Duration::from_millis(1500));
@@ -938,20 +959,13 @@ mod tests {
     async fn a_full_segment_waits_for_an_upload_slot_instead_of_growing() {
         let one = one_record_batch(&[7u8; 1000]);
         let batch_bytes = one[0].bytes.len();
-        let buffer = SegmentBuffer::new(IngestConfig {
+        let (buffer, store, shutdown, flusher) = gated(IngestConfig {
             flush_bytes: 2 * batch_bytes,
             flush_interval: Duration::from_secs(3600),
             max_concurrent_uploads: 1,
             max_buffered_bytes: 1 << 20,
             ..IngestConfig::default()
         });
-        let store = gated_store();
-        let shutdown = CancellationToken::new();
-        let flusher = tokio::spawn(buffer.clone().run_flusher(
-            store.clone(),
-            Arc::new(OneShardStuck::none()),
-            shutdown.clone(),
-        ));
         let topic = Uuid::new_v4();
         let append = |buffer: Arc<SegmentBuffer>| async move {
             buffer
@@ -1003,18 +1017,11 @@ mod tests {
     /// interval (an hour here), and goes into one segment.
     #[tokio::test]
     async fn adaptive_flushing_seals_at_once_when_idle_and_groups_what_arrives_during_an_upload() {
-        let buffer = SegmentBuffer::new(IngestConfig {
+        let (buffer, store, shutdown, flusher) = gated(IngestConfig {
             flush_interval: Duration::from_secs(3600),
             flush_min_interval: Duration::ZERO,
             ..IngestConfig::default()
         });
-        let store = gated_store();
-        let shutdown = CancellationToken::new();
-        let flusher = tokio::spawn(buffer.clone().run_flusher(
-            store.clone(),
-            Arc::new(OneShardStuck::none()),
-            shutdown.clone(),
-        ));
         let topic = Uuid::new_v4();
         let first = buffer
             .append(topic, 0, one_record_batch(b"a"), &Span::none())
