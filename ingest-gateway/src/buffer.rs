@@ -785,8 +785,21 @@ mod tests {
         CancellationToken,
         tokio::task::JoinHandle<()>,
     ) {
+        flushing(config, gated_store())
+    }
+
+    /// A buffer with `config` flushing into `store`, committed by a sequencer that answers at
+    /// once.
+    fn flushing<S: ObjectStore + 'static>(
+        config: IngestConfig,
+        store: Arc<S>,
+    ) -> (
+        Arc<SegmentBuffer>,
+        Arc<S>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let buffer = SegmentBuffer::new(config);
-        let store = gated_store();
         let shutdown = CancellationToken::new();
         let flusher = tokio::spawn(buffer.clone().run_flusher(
             store.clone(),
@@ -1079,19 +1092,12 @@ mod tests {
         CancellationToken,
         tokio::task::JoinHandle<()>,
     ) {
-        let buffer = SegmentBuffer::new(IngestConfig {
+        let config = IngestConfig {
             flush_interval,
             flush_min_interval: flush_interval,
             ..IngestConfig::default()
-        });
-        let store = Arc::new(MemoryObjectStore::new());
-        let shutdown = CancellationToken::new();
-        let flusher = tokio::spawn(buffer.clone().run_flusher(
-            store.clone(),
-            Arc::new(OneShardStuck::none()),
-            shutdown.clone(),
-        ));
-        (buffer, store, shutdown, flusher)
+        };
+        flushing(config, Arc::new(MemoryObjectStore::new()))
     }
 
     /// A batch that arrives after a quiet spell does not wait for the flush interval (here an
