@@ -236,6 +236,20 @@ mod tests {
         assert_eq!(shard_of_lease_name("group-x"), None);
     }
 
+    /// A lease or member record of format `format`, live for another minute.
+    fn live_record(format: u32, owner: &str, addr: &str) -> LeaseRecord {
+        LeaseRecord {
+            format,
+            owner: owner.into(),
+            owner_addr: addr.into(),
+            epoch: 1,
+            expires_at_ms: crate::catalog::now_ms() + 60_000,
+            ttl_ms: 10_000,
+            released: false,
+            listeners: Default::default(),
+        }
+    }
+
     #[tokio::test]
     async fn the_first_process_fixes_the_shard_count() {
         let catalog = Catalog::new(Arc::new(MemoryMetaStore::new()));
@@ -275,16 +289,7 @@ mod tests {
         );
         assert!(!settings.on_shard_log());
         // An indexer of an old release holds a shard; a gateway of this release is a member.
-        let old = LeaseRecord {
-            format: ITEM_FORMAT,
-            owner: "indexer-old".into(),
-            owner_addr: "10.0.0.7:9093".into(),
-            epoch: 1,
-            expires_at_ms: crate::catalog::now_ms() + 60_000,
-            ttl_ms: 10_000,
-            released: false,
-            listeners: Default::default(),
-        };
+        let old = live_record(ITEM_FORMAT, "indexer-old", "10.0.0.7:9093");
         let lease = crate::catalog::lease_key(&shard_lease_name(2));
         let ops = vec![WriteOp::Put {
             key: lease.clone(),
@@ -341,16 +346,7 @@ mod tests {
             .expect("init");
         assert!(settings.on_shard_log() && !settings.short_items());
         // A fetch gateway of the release before (it reads layout 2, not 3) is alive.
-        let member = LeaseRecord {
-            format: LAYOUT_SHARD_LOG,
-            owner: "coordinator-old".into(),
-            owner_addr: "10.0.0.9:9092".into(),
-            epoch: 0,
-            expires_at_ms: crate::catalog::now_ms() + 60_000,
-            ttl_ms: 10_000,
-            released: false,
-            listeners: Default::default(),
-        };
+        let member = live_record(LAYOUT_SHARD_LOG, "coordinator-old", "10.0.0.9:9092");
         let key = ItemKey::new("member/group-coordinator", "coordinator-old");
         let ops = vec![WriteOp::Put {
             key: key.clone(),

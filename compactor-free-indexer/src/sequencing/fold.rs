@@ -260,13 +260,15 @@ impl Indexer {
         let mut reports = HashMap::new();
         let mut backlog = 0;
         for shard in 0..self.shards.len() as u32 {
-            backlog += self.unfolded_items(shard).await;
             match self.fold_shard(shard).await {
+                // What a fold found above the checkpoint is what it folded.
                 Ok(r) if r != FoldReport::default() => {
+                    backlog += r.items;
                     reports.insert(shard, r);
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    backlog += self.unfolded_items(shard).await;
                     metrics::counter!(names::INDEXER_FOLD_FAILURES).increment(1);
                     warn!(shard, error = %e, "folding the shard log failed; the next fold retries")
                 }
