@@ -188,17 +188,14 @@ impl MetaStore for MeteredMetaStore {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
-        let (started, op) = (
-            Instant::now(),
-            MetaStoreOp::of_write(&ops.iter().collect::<Vec<_>>()),
-        );
+        let started = Instant::now();
         let written = ops
             .iter()
             .filter(|o| !matches!(o, WriteOp::Check { .. }))
             .count() as u64;
         let charge = WriteCharge::of(&ops.iter().collect::<Vec<_>>());
         let r = self.inner.write(ops).await;
-        self.count(op, started, &r, 0, written);
+        self.count(charge.op, started, &r, 0, written);
         if r.is_ok() {
             self.metrics.charge_write(&charge);
         }

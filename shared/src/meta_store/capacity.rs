@@ -34,13 +34,11 @@ fn units(bytes: usize, unit: usize) -> u64 {
 /// Write units of one write batch as the DynamoDB backend sends it: a lone `Put` or `Delete`
 /// is a single-item request, anything else one transaction (two units per KB of every item,
 /// condition checks included).
+/// (What a store charges per request and item family is
+/// [`super::metrics::WriteCharge::of`], built on the functions below.)
 pub fn write_units(ops: &[WriteOp]) -> u64 {
-    write_units_of(&ops.iter().collect::<Vec<_>>())
-}
-
-/// [`write_units`] of operations borrowed from elsewhere.
-pub fn write_units_of(ops: &[&WriteOp]) -> u64 {
-    let transaction = is_transaction(ops);
+    let ops: Vec<&WriteOp> = ops.iter().collect();
+    let transaction = is_transaction(&ops);
     ops.iter().map(|op| item_write_units(op, transaction)).sum()
 }
 
