@@ -705,8 +705,8 @@ impl SimulationArgs {
 /// How the consume tier caches.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct FetchArgs {
-    /// Bytes of segment data cached by the fetch tier, ready to serve (one copy per index
-    /// entry, base offsets already set).
+    /// Bytes of index-entry ranges cached by the fetch tier with their batches' real base
+    /// offsets (with the block cache on, only the offsets: the data is in the blocks).
     #[arg(long, env = "KAFSCALE_FETCH_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub(crate) fetch_cache_bytes: usize,
     /// Bytes of whole segment blocks cached by the fetch tier (one object-store read serves
@@ -796,6 +796,7 @@ impl FetchArgs {
     pub(crate) fn config(&self, store_poll_interval: Option<Duration>) -> FetchConfig {
         FetchConfig {
             range_cache_bytes: self.fetch_cache_bytes,
+            store_caches_blocks: self.fetch_block_cache_bytes > 0,
             store_poll_interval,
             max_response_bytes: self.fetch_max_bytes.max(1),
             memory_bytes: self.fetch_memory_bytes.max(1),

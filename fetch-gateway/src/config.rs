@@ -5,8 +5,12 @@ use std::time::Duration;
 /// How the fetch gateway reads and caches.
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
-    /// Bytes of patched segment ranges kept in memory.
+    /// Bytes of index-entry ranges kept in memory with their batches' real base offsets.
     pub range_cache_bytes: usize,
+    /// The object store caches whole blocks itself (the block cache): ranges read from it
+    /// are slices of its blocks, so the range cache keeps only their base offsets (keeping the
+    /// slices would hold whole blocks in memory after the block cache let them go).
+    pub store_caches_blocks: bool,
     /// Index entries kept in memory across all partitions.
     pub index_cache_entries: usize,
     /// Upper bound on a long poll, whatever the client asks.
@@ -27,6 +31,7 @@ impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
             range_cache_bytes: 256 * 1024 * 1024,
+            store_caches_blocks: false,
             index_cache_entries: 1_000_000,
             max_wait_cap: Duration::from_secs(30),
             store_poll_interval: None,

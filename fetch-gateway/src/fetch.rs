@@ -16,14 +16,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
-use kafscale_shared::batch::iter_batches;
 use kafscale_shared::catalog::{Catalog, TopicRecord};
 use kafscale_shared::metrics as names;
 use kafscale_shared::object_store::ObjectStore;
 use kafscale_shared::watermarks::{PartitionOffsets, Watermarks};
+use kafscale_shared::wire::fetch_frame::{RecordSplices, concat};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,7 @@ use uuid::Uuid;
 use crate::config::FetchConfig;
 use crate::error::FetchError;
 use crate::index_cache::IndexCache;
-use crate::range_cache::RangeCache;
+use crate::range_cache::{RangeCache, RecordChain};
 
 /// Everything the fetch tier needs to read partitions.
 pub struct FetchService {
@@ -134,26 +134,6 @@ fn plan_wave(limits: &[usize], next: usize, left: usize) -> Vec<(usize, usize)> 
     wave
 }
 
-/// Record bytes that keep their share of the process's fetch memory taken until they are
-/// dropped, i.e. until the response holding them has been written to the client.
-struct HeldBytes {
-    data: Bytes,
-    _share: OwnedSemaphorePermit,
-}
-
-impl AsRef<[u8]> for HeldBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
-    }
-}
-
-fn hold(data: Bytes, share: OwnedSemaphorePermit) -> Bytes {
-    Bytes::from_owner(HeldBytes {
-        data,
-        _share: share,
-    })
-}
-
 /// What a pass over a request's partitions read.
 struct ReadAll {
     results: Vec<Result<PartitionRead, FetchError>>,
@@ -165,7 +145,7 @@ struct ReadAll {
 /// What was read for one partition.
 pub(crate) struct PartitionRead {
     pub(crate) offsets: PartitionOffsets,
-    pub(crate) records: Bytes,
+    pub(crate) records: RecordChain,
 }
 
 impl FetchService {
@@ -177,7 +157,7 @@ impl FetchService {
     ) -> Arc<Self> {
         Arc::new(FetchService {
             index: IndexCache::new(catalog.clone(), config.index_cache_entries),
-            ranges: RangeCache::new(store, config.range_cache_bytes),
+            ranges: RangeCache::new(store, config.range_cache_bytes, config.store_caches_blocks),
             catalog,
             watermarks,
             memory: Arc::new(Semaphore::new(memory_permits(config.memory_bytes))),
@@ -313,7 +293,7 @@ impl FetchService {
         if offset == offsets.high_watermark || (max_bytes == 0 && !allow_oversized_first) {
             return Ok(PartitionRead {
                 offsets,
-                records: Bytes::new(),
+                records: RecordChain::default(),
             });
         }
         let entries = self
@@ -331,43 +311,21 @@ impl FetchService {
                 "no index entry holds offset {offset}"
             )));
         }
-        let mut pieces: Vec<Bytes> = Vec::new();
-        let mut total = 0usize;
+        let mut records = RecordChain::default();
         'entries: for entry in entries {
-            let data = self.ranges.read(&entry).await?;
-            let mut start = None;
-            let mut end = 0;
-            for (header, range) in iter_batches(&data) {
-                let last = header.base_offset + header.last_offset_delta as i64;
-                if last < offset {
+            let range = self.ranges.read(&entry).await?;
+            for batch in range.batches() {
+                if batch.last_offset < offset {
                     continue;
                 }
-                let len = range.len();
-                if total + len > max_bytes && !(total == 0 && allow_oversized_first) {
-                    if let Some(s) = start {
-                        pieces.push(data.slice(s..end));
-                    }
+                if records.len() + batch.bytes.len() > max_bytes
+                    && !(records.is_empty() && allow_oversized_first)
+                {
                     break 'entries;
                 }
-                start.get_or_insert(range.start);
-                end = range.end;
-                total += len;
-            }
-            if let Some(s) = start {
-                pieces.push(data.slice(s..end));
+                records.push(&range, &batch);
             }
         }
-        let records = match pieces.len() {
-            0 => Bytes::new(),
-            1 => pieces.pop().unwrap_or_default(),
-            _ => {
-                let mut buf = BytesMut::with_capacity(total);
-                for p in &pieces {
-                    buf.extend_from_slice(p);
-                }
-                buf.freeze()
-            }
-        };
         Ok(PartitionRead { offsets, records })
     }
 
@@ -409,6 +367,19 @@ impl FetchService {
     /// passes.
     #[instrument(skip_all, fields(version, topics = request.topics.len()))]
     pub async fn fetch(&self, request: FetchRequest, version: i16) -> FetchResponse {
+        self.fetch_spliced(request, version, None).await
+    }
+
+    /// [`FetchService::fetch`] for the wire: a partition's records that are several chunks
+    /// (batches as stored, each behind its real base offset) go into `splices`, and the
+    /// response holds tickets for them, to be encoded with the same `splices`. Without
+    /// `splices`, they are copied into one `Bytes` each.
+    pub async fn fetch_spliced(
+        &self,
+        request: FetchRequest,
+        version: i16,
+        splices: Option<&RecordSplices>,
+    ) -> FetchResponse {
         let started = std::time::Instant::now();
         self.metrics.requests.increment(1);
         let targets = self.resolve(&request, version).await;
@@ -447,7 +418,8 @@ impl FetchService {
             {
                 self.metrics.bytes.increment(read.total as u64);
                 self.metrics.latency.record(started.elapsed().as_secs_f64());
-                let mut response = build_response(&request, version, &targets, read.results);
+                let mut response =
+                    build_response(&request, version, &targets, read.results, splices);
                 if read.short_of_memory {
                     self.metrics.throttled.increment(1);
                     response.throttle_time_ms = MEMORY_THROTTLE_MS;
@@ -519,7 +491,7 @@ impl FetchService {
                     total += r.records.len();
                     // The bytes stay counted until the answer holding them is written.
                     if let Some(share) = permit.as_mut().and_then(|p| p.split(r.records.len())) {
-                        r.records = hold(std::mem::take(&mut r.records), share);
+                        r.records = std::mem::take(&mut r.records).held_by(share);
                     }
                 }
                 results[i] = Some(read);
@@ -588,7 +560,7 @@ impl FetchService {
         let total = read.as_ref().map_or(0, |r| r.records.len());
         results[i] = Some(read);
         for later in results.iter_mut().skip(i + 1).flatten().flatten() {
-            later.records = Bytes::new();
+            later.records = RecordChain::default();
         }
         total
     }
@@ -623,6 +595,7 @@ fn build_response(
     version: i16,
     targets: &[Target],
     results: Vec<Result<PartitionRead, FetchError>>,
+    splices: Option<&RecordSplices>,
 ) -> FetchResponse {
     let mut response = FetchResponse::default();
     response.session_id = 0;
@@ -649,7 +622,10 @@ fn build_response(
                 p.high_watermark = read.offsets.high_watermark;
                 p.last_stable_offset = read.offsets.high_watermark;
                 p.log_start_offset = read.offsets.log_start_offset;
-                p.records = Some(read.records);
+                p.records = Some(match splices {
+                    Some(splices) => splices.records(read.records.into_chunks()),
+                    None => concat(read.records.into_chunks()),
+                });
             }
             Err(e) => {
                 p.error_code = e.kafka_error().code();

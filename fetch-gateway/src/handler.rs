@@ -36,9 +36,13 @@ impl KafkaHandler for FetchHandler {
         let v = ctx.api_version;
         let span = tracing::info_span!(parent: None, "fetch_api", api = ?ctx.api_key, connection = ctx.connection_id);
         match request {
-            RequestKind::Fetch(r) => Dispatch::Respond(Box::pin(
-                async move { Ok(service.fetch(r, v).await.into()) }.instrument(span),
-            )),
+            RequestKind::Fetch(r) => {
+                let splices = ctx.record_splices.clone();
+                Dispatch::Respond(Box::pin(
+                    async move { Ok(service.fetch_spliced(r, v, Some(&splices)).await.into()) }
+                        .instrument(span),
+                ))
+            }
             RequestKind::ListOffsets(r) => Dispatch::Respond(Box::pin(
                 async move { Ok(service.list_offsets(r, v).await.into()) }.instrument(span),
             )),

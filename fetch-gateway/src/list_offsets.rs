@@ -18,7 +18,6 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
-use kafscale_shared::batch::iter_batches;
 use kafscale_shared::catalog::IndexEntry;
 use kafscale_shared::watermarks::PartitionOffsets;
 use uuid::Uuid;
@@ -238,13 +237,12 @@ impl FetchService {
         let data = self.ranges.read(entry).await?;
         let is_search = floor != i64::MIN;
         let mut best: Option<(i64, i64)> = None;
-        for (header, range) in iter_batches(&data) {
-            let below_log_start =
-                header.base_offset + i64::from(header.last_offset_delta) < min_offset;
-            if below_log_start || (is_search && header.max_timestamp < floor) {
+        for batch in data.batches() {
+            let below_log_start = batch.last_offset < min_offset;
+            if below_log_start || (is_search && batch.max_timestamp < floor) {
                 continue;
             }
-            let mut buf: Bytes = data.slice(range);
+            let mut buf: Bytes = data.batch_bytes(&batch);
             let set = RecordBatchDecoder::decode(&mut buf)
                 .map_err(|e| FetchError::Corrupt(format!("cannot decode stored batch: {e}")))?;
             for r in set.records.into_iter().filter(|r| r.offset >= min_offset) {

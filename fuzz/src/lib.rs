@@ -183,6 +183,7 @@ pub fn context(key: ApiKey, version: i16, correlation_id: i32) -> RequestContext
         peer: SocketAddr::from(([127, 0, 0, 1], 40_000)),
         connection_id: 1,
         principal: None,
+        record_splices: Default::default(),
     }
 }
 
@@ -242,7 +243,7 @@ pub fn check_sendable(key: ApiKey, version: i16, answer: Result<ResponseKind, Ha
     let header = ResponseHeader::default().with_correlation_id(7);
     let header_version = key.response_header_version(version);
     if let ResponseKind::Fetch(fetch) = response {
-        if let Err(e) = encode_fetch_frame(&header, header_version, fetch, version) {
+        if let Err(e) = encode_fetch_frame(&header, header_version, fetch, version, &Default::default()) {
             panic!("Fetch v{version} response cannot be sent: {e}");
         }
         return;

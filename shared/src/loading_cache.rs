@@ -1,4 +1,5 @@
-//! A byte-bounded LRU of immutable `Bytes` whose misses load at most once.
+//! A byte-bounded LRU of immutable values (`Bytes`, or anything that says how many bytes it
+//! holds) whose misses load at most once.
 //!
 //! Both read caches of the fetch tier (whole object blocks, and patched index-entry ranges) need
 //! the same three things: a bound in bytes rather than entries, eviction of the least recently
@@ -25,25 +26,38 @@ struct CacheMetrics {
     bytes: Gauge,
 }
 
-type Load<E> = Shared<BoxFuture<'static, Result<Bytes, E>>>;
+/// A cached value: cheap to clone (it shares its bytes), and the bytes it keeps in memory.
+pub trait CacheValue: Clone {
+    /// Bytes counted against the cache's capacity.
+    fn cached_len(&self) -> usize;
+}
 
-struct Inner<K: Hash + Eq, E> {
-    lru: LruCache<K, Bytes>,
+impl CacheValue for Bytes {
+    fn cached_len(&self) -> usize {
+        self.len()
+    }
+}
+
+type Load<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
+
+struct Inner<K: Hash + Eq, E, V> {
+    lru: LruCache<K, V>,
     bytes: usize,
-    loading: HashMap<K, Load<E>>,
+    loading: HashMap<K, Load<V, E>>,
 }
 
 /// Cached values by key, at most `capacity` bytes of them.
-pub struct LoadingCache<K: Hash + Eq, E> {
+pub struct LoadingCache<K: Hash + Eq, E, V = Bytes> {
     capacity: usize,
-    inner: Mutex<Inner<K, E>>,
+    inner: Mutex<Inner<K, E, V>>,
     metrics: CacheMetrics,
 }
 
-impl<K, E> LoadingCache<K, E>
+impl<K, E, V> LoadingCache<K, E, V>
 where
     K: Hash + Eq + Clone,
     E: Clone,
+    V: CacheValue,
 {
     /// An empty cache holding at most `capacity` bytes (0 caches nothing but still shares
     /// concurrent loads).
@@ -73,13 +87,13 @@ where
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<K, E>> {
+    fn lock(&self) -> MutexGuard<'_, Inner<K, E, V>> {
         // Every critical section leaves the maps consistent, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cached value of `key`, if any (and marks it recently used).
-    pub fn get(&self, key: &K) -> Option<Bytes> {
+    pub fn get(&self, key: &K) -> Option<V> {
         let found = self.lock().lru.get(key).cloned();
         match found {
             Some(_) => self.metrics.hits.increment(1),
@@ -93,8 +107,8 @@ where
     pub async fn get_or_load(
         &self,
         key: K,
-        load: impl FnOnce() -> BoxFuture<'static, Result<Bytes, E>>,
-    ) -> Result<Bytes, E> {
+        load: impl FnOnce() -> BoxFuture<'static, Result<V, E>>,
+    ) -> Result<V, E> {
         let pending = {
             let mut inner = self.lock();
             if let Some(b) = inner.lru.get(&key) {
@@ -114,29 +128,30 @@ where
         let result = pending.await;
         let mut inner = self.lock();
         inner.loading.remove(&key);
-        if let Ok(bytes) = &result {
-            Self::insert_locked(&mut inner, self.capacity, key, bytes.clone());
+        if let Ok(value) = &result {
+            Self::insert_locked(&mut inner, self.capacity, key, value.clone());
             self.metrics.bytes.set(inner.bytes as f64);
         }
         result
     }
 
     /// Caches `value` under `key` (replacing nothing: values of a key never change).
-    pub fn insert(&self, key: K, value: Bytes) {
+    pub fn insert(&self, key: K, value: V) {
         let mut inner = self.lock();
         Self::insert_locked(&mut inner, self.capacity, key, value);
         self.metrics.bytes.set(inner.bytes as f64);
     }
 
-    fn insert_locked(inner: &mut Inner<K, E>, capacity: usize, key: K, value: Bytes) {
-        if value.len() > capacity || inner.lru.peek(&key).is_some() {
+    fn insert_locked(inner: &mut Inner<K, E, V>, capacity: usize, key: K, value: V) {
+        let len = value.cached_len();
+        if len > capacity || inner.lru.peek(&key).is_some() {
             return;
         }
-        inner.bytes += value.len();
+        inner.bytes += len;
         inner.lru.put(key, value);
         while inner.bytes > capacity {
             match inner.lru.pop_lru() {
-                Some((_, old)) => inner.bytes -= old.len(),
+                Some((_, old)) => inner.bytes -= old.cached_len(),
                 None => break,
             }
         }

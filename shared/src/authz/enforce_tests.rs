@@ -100,6 +100,7 @@ fn ctx(api_key: ApiKey, version: i16, principal: Option<&str>) -> RequestContext
         peer: "127.0.0.1:5000".parse().unwrap(),
         connection_id: 1,
         principal: principal.map(Arc::from),
+        record_splices: Default::default(),
     }
 }
 

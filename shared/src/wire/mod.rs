@@ -73,6 +73,9 @@ pub struct RequestContext {
     /// else, with a TLS client certificate, `User:CN=...` (Kafka's default form); `None` on
     /// a listener without either. For authorization.
     pub principal: Option<Arc<str>>,
+    /// Record chains a Fetch response refers to by ticket, encoded with this request's
+    /// response (see [`fetch_frame`]); unused by every other request.
+    pub record_splices: fetch_frame::RecordSplices,
 }
 
 /// Why a request could not be answered; the connection is closed after logging it.

@@ -49,7 +49,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::api_versions::{API_VERSIONS_SUPPORT, api_versions_response};
-use super::fetch_frame::encode_fetch_frame;
+use super::fetch_frame::{RecordSplices, encode_fetch_frame};
 use super::metrics::WireMetrics;
 use super::ordering::{Effect, WriteFence, effect_of};
 use super::sasl::{
@@ -119,6 +119,8 @@ struct Outgoing {
     /// When the request was read (for the latency metric).
     started: std::time::Instant,
     result: Result<ResponseKind, HandlerError>,
+    /// The chains the response's tickets stand for (Fetch only).
+    record_splices: RecordSplices,
 }
 
 struct Shared {
@@ -566,6 +568,7 @@ fn sasl_pending(ctx: &RequestContext, answer: SaslAnswer) -> Pending {
             correlation_id: reply.correlation_id,
             started: reply.started,
             result: Ok(answer.response),
+            record_splices: RecordSplices::default(),
         })
     })
 }
@@ -595,6 +598,7 @@ fn decode_request(
                 correlation_id,
                 started,
                 result: Ok(response.into()),
+                record_splices: RecordSplices::default(),
             }));
         }
         RequestFrame::Request { header, body } => (header, *body),
@@ -614,6 +618,7 @@ fn decode_request(
             correlation_id,
             started,
             result: Ok(response.into()),
+            record_splices: RecordSplices::default(),
         }));
     }
     let sasl_api = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
@@ -633,6 +638,7 @@ fn decode_request(
         peer: connection.peer,
         connection_id: connection.id,
         principal,
+        record_splices: RecordSplices::default(),
     };
     if sasl_api {
         return Ok(Decoded::Sasl(ctx, request));
@@ -731,12 +737,13 @@ async fn start_request(decoded: Decoded, shared: &Arc<Shared>, fence: &mut Write
 }
 
 /// What the response frame of a request needs besides the handler's answer.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Reply {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     started: std::time::Instant,
+    record_splices: RecordSplices,
 }
 
 impl Reply {
@@ -746,6 +753,7 @@ impl Reply {
             version: ctx.api_version,
             correlation_id: ctx.correlation_id,
             started: std::time::Instant::now(),
+            record_splices: ctx.record_splices.clone(),
         }
     }
 
@@ -762,6 +770,7 @@ impl Reply {
                     correlation_id: self.correlation_id,
                     started: self.started,
                     result,
+                    record_splices: self.record_splices,
                 })
             }),
             Dispatch::NoResponse(fut) => Box::pin(async move {
@@ -781,7 +790,13 @@ fn encode_response(out: Outgoing) -> Result<Vec<Bytes>, String> {
     let header_version = out.api_key.response_header_version(out.version);
     let response = match response {
         ResponseKind::Fetch(fetch) => {
-            return encode_fetch_frame(&header, header_version, fetch, out.version);
+            return encode_fetch_frame(
+                &header,
+                header_version,
+                fetch,
+                out.version,
+                &out.record_splices,
+            );
         }
         other => other,
     };
