@@ -4,7 +4,11 @@
 //! for its shard until it is done, so the gauge is the number of commits waiting on or inside
 //! the per-shard locks: the indexer tier's scaling signal (it grows when shards are busier than
 //! their owner can sequence). Commit latency, commits, batches and records, shards owned, lease
-//! acquisitions and losses and fenced writes are counted beside it.
+//! acquisitions and losses and fenced writes are counted beside it, and on the shard log the
+//! store requests that appended and the items they carried (commits grouped per request).
+//!
+//! A commit waits for its shard in the shard's queue ([`commit_queue`]): whoever takes the
+//! shard's lock runs every commit queued at that moment, those on the shard log as one group.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -33,12 +37,14 @@ use uuid::Uuid;
 
 use crate::status::{ShardStats, ShardStatusList};
 
+mod commit_queue;
 mod fold;
 mod log_commit;
 mod plan;
 mod retention;
+use commit_queue::CommitQueue;
 pub use fold::FoldReport;
-use log_commit::{BATCHES_PER_LOG_ITEM, LogState};
+use log_commit::{BATCHES_PER_LOG_ITEM, LogCommit, LogState};
 use plan::{CommitPlan, Loaded};
 pub use retention::{Retained, RetentionReport};
 
@@ -140,10 +146,12 @@ struct ShardState {
     producers: HashMap<ProducerKey, StoredProducer>,
     recent: HashMap<String, CommitResponse>,
     recent_order: VecDeque<String>,
-    /// A write was sent whose outcome the cached rows do not reflect yet. Set before each
-    /// commit write and cleared once the cache matches its outcome; if the commit's future is
-    /// dropped in between (its caller went away, e.g. a killed gateway's HTTP request), the
-    /// write may still have landed, so the next commit starts from the store again.
+    /// A write was sent whose outcome the cached rows do not reflect yet, or (shard log) the
+    /// cache holds planned items not written yet. Set before each commit write (before the
+    /// first item of a group is applied) and cleared once the cache matches the store; if the
+    /// commit's future is dropped in between (its caller went away, e.g. a killed gateway's
+    /// HTTP request), the write may still have landed, so the next commit starts from the
+    /// store again.
     unsettled: bool,
     /// The shard's log, on layout 2 (read when the shard is first used after the cache was
     /// forgotten: `log_opened` false).
@@ -183,6 +191,8 @@ pub struct Indexer {
     config: IndexerConfig,
     /// One entry per shard of the cluster.
     shards: Vec<Mutex<ShardState>>,
+    /// The commits waiting for each shard (same positions as `shards`).
+    queues: Vec<CommitQueue>,
     /// Serializes lease rounds (maintenance, release), so the owned count they reason on holds.
     lease_round: Mutex<()>,
     metrics: CommitMetrics,
@@ -197,6 +207,9 @@ struct CommitMetrics {
     commits: Counter,
     batches: Counter,
     records: Counter,
+    /// Store requests that appended to a shard log, and the items they carried.
+    log_writes: Counter,
+    log_items: Counter,
 }
 
 impl CommitMetrics {
@@ -216,6 +229,8 @@ impl CommitMetrics {
             commits: metrics::counter!(names::INDEXER_COMMITS),
             batches: metrics::counter!(names::INDEXER_BATCHES),
             records: metrics::counter!(names::INDEXER_RECORDS),
+            log_writes: metrics::counter!(names::INDEXER_LOG_WRITES),
+            log_items: metrics::counter!(names::INDEXER_LOG_ITEMS_WRITTEN),
         }
     }
 }
@@ -257,11 +272,15 @@ impl Indexer {
         let stats = (0..config.shard_count.max(1))
             .map(|_| ShardStats::default())
             .collect();
+        let queues = (0..config.shard_count.max(1))
+            .map(|_| CommitQueue::default())
+            .collect();
         Arc::new(Indexer {
             catalog,
             watermarks,
             config,
             shards,
+            queues,
             lease_round: Mutex::new(()),
             metrics: CommitMetrics::new(),
             stats,
@@ -552,20 +571,13 @@ impl Indexer {
 
     #[instrument(name = "commit", skip_all, fields(shard = request.shard, segment = %request.segment_key, batches = request.batches.len()))]
     async fn commit_inner(&self, request: CommitRequest) -> Result<CommitResponse, SequencerError> {
-        let Some(slot) = self.shards.get(request.shard as usize) else {
+        let shard = request.shard as usize;
+        let (Some(slot), Some(queue)) = (self.shards.get(shard), self.queues.get(shard)) else {
             return Err(SequencerError::InvalidRequest(format!(
                 "shard {} is outside the cluster's {} shards",
                 request.shard,
                 self.shards.len()
             )));
-        };
-        let mut state = slot.lock().await;
-        state.settle();
-        let Some(lease) = state.lease.clone() else {
-            return Err(SequencerError::NotOwner {
-                shard: request.shard,
-                owner: None,
-            });
         };
         let shard_count = self.config.shard_count.max(1);
         if let Some(b) = request
@@ -578,20 +590,69 @@ impl Indexer {
                 b.partition, b.topic_id, request.shard
             )));
         }
-        let recent_key = format!("{}#{}", request.segment_key, request.shard);
-        if let Some(done) = state.recent.get(&recent_key) {
+        self.commit_in_turn(slot, queue, request).await
+    }
+
+    /// The checks of a commit under its shard's lock, before anything is written: the lease,
+    /// an answer kept from a recent commit of the same segment, and the shard's layout.
+    async fn prepare(
+        &self,
+        state: &mut ShardState,
+        request: &CommitRequest,
+    ) -> Result<Prepared, SequencerError> {
+        state.settle();
+        let Some(lease) = state.lease.clone() else {
+            return Err(SequencerError::NotOwner {
+                shard: request.shard,
+                owner: None,
+            });
+        };
+        if let Some(done) = state.recent.get(&recent_key(request)) {
             same_batch_count(&request.segment_key, &done.outcomes, &request.batches)?;
-            return Ok(done.clone());
+            return Ok(Prepared::Answered(done.clone()));
         }
-        self.ensure_log_open(&mut state, request.shard)
+        self.ensure_log_open(state, request.shard)
             .await
             .map_err(|e| SequencerError::StoreUnavailable(e.to_string()))?;
-        if state.log.is_some() {
-            let outcomes = self.commit_to_log(&mut state, &request).await?;
-            let response = CommitResponse { outcomes };
-            Self::remember(&mut state, recent_key, response.clone());
-            return Ok(response);
+        match state.log {
+            Some(_) => Ok(Prepared::OnLog),
+            None => Ok(Prepared::OnRows(lease)),
         }
+    }
+
+    /// Commits a prepared request on its own.
+    async fn finish(
+        &self,
+        state: &mut ShardState,
+        request: &CommitRequest,
+        prepared: Prepared,
+    ) -> Result<CommitResponse, SequencerError> {
+        let outcomes = match prepared {
+            Prepared::Answered(response) => return Ok(response),
+            Prepared::OnLog => self.commit_to_log(state, request).await?,
+            Prepared::OnRows(lease) => self.commit_to_rows(state, &lease, request).await?,
+        };
+        Ok(Self::answered(state, request, outcomes))
+    }
+
+    /// The response to a commit that was sequenced, kept for a repeat of it.
+    fn answered(
+        state: &mut ShardState,
+        request: &CommitRequest,
+        outcomes: Vec<BatchOutcome>,
+    ) -> CommitResponse {
+        let response = CommitResponse { outcomes };
+        Self::remember(state, recent_key(request), response.clone());
+        response
+    }
+
+    /// Layout 1: the commit as one transaction of rows, entries and its commit record.
+    async fn commit_to_rows(
+        &self,
+        state: &mut ShardState,
+        lease: &HeldLease,
+        request: &CommitRequest,
+    ) -> Result<Vec<BatchOutcome>, SequencerError> {
         // No read of the commit record first: the write is conditioned on its absence, and only
         // a write that finds it (a retry of a commit that did land) reads the stored answer.
 
@@ -599,39 +660,25 @@ impl Indexer {
         // chunks of consecutive batches, each sequenced and written on its own with its own
         // commit record, so each is idempotent by itself; one partition's batches stay in order.
         let chunks = plan_chunks(&request.batches, self.catalog.store().max_batch_ops());
-        let outcomes = if chunks.len() <= 1 {
-            self.apply_or_recall(
-                &mut state,
-                &lease,
-                &request,
-                &request.batches,
-                &request.segment_key,
-            )
-            .await?
-        } else {
-            debug!(
-                chunks = chunks.len(),
-                "commit split to fit the store's write limit"
-            );
-            let mut all = Vec::with_capacity(request.batches.len());
-            for (k, range) in chunks.into_iter().enumerate() {
-                let chunk_key = format!("{}~{k:04}", request.segment_key);
-                let outcomes = self
-                    .apply_or_recall(
-                        &mut state,
-                        &lease,
-                        &request,
-                        &request.batches[range],
-                        &chunk_key,
-                    )
-                    .await?;
-                all.extend(outcomes);
-            }
-            all
-        };
-        let response = CommitResponse { outcomes };
-        Self::remember(&mut state, recent_key, response.clone());
-        Ok(response)
+        if chunks.len() <= 1 {
+            let batches = &request.batches;
+            return self
+                .apply_or_recall(state, lease, request, batches, &request.segment_key)
+                .await;
+        }
+        debug!(
+            chunks = chunks.len(),
+            "commit split to fit the store's write limit"
+        );
+        let mut all = Vec::with_capacity(request.batches.len());
+        for (k, range) in chunks.into_iter().enumerate() {
+            let chunk_key = format!("{}~{k:04}", request.segment_key);
+            let outcomes = self
+                .apply_or_recall(state, lease, request, &request.batches[range], &chunk_key)
+                .await?;
+            all.extend(outcomes);
+        }
+        Ok(all)
     }
 
     /// Layout 2: the commit as one log item, or several of [`BATCHES_PER_LOG_ITEM`] batches
@@ -642,16 +689,16 @@ impl Indexer {
         request: &CommitRequest,
     ) -> Result<Vec<BatchOutcome>, SequencerError> {
         if request.batches.len() <= BATCHES_PER_LOG_ITEM {
-            return self
-                .append_or_recall(state, request, &request.batches, None)
-                .await;
+            return self.append_one(state, LogCommit::whole(request)).await;
         }
         let mut all = Vec::with_capacity(request.batches.len());
-        for (k, chunk) in request.batches.chunks(BATCHES_PER_LOG_ITEM).enumerate() {
-            let outcomes = self
-                .append_or_recall(state, request, chunk, Some(k as u32))
-                .await?;
-            all.extend(outcomes);
+        for (k, batches) in request.batches.chunks(BATCHES_PER_LOG_ITEM).enumerate() {
+            let chunk = LogCommit {
+                request,
+                batches,
+                chunk: Some(k as u32),
+            };
+            all.extend(self.append_one(state, chunk).await?);
         }
         Ok(all)
     }
@@ -929,6 +976,21 @@ impl Indexer {
             other => SequencerError::StoreUnavailable(other.to_string()),
         }
     }
+}
+
+/// What a commit needs once its shard's lock is held and the checks are done.
+enum Prepared {
+    /// A repeat of a recent commit: its kept answer.
+    Answered(CommitResponse),
+    /// To be appended to the shard's log.
+    OnLog,
+    /// To be written as rows (layout 1), fenced by the lease.
+    OnRows(HeldLease),
+}
+
+/// The key of a commit's kept answer: one per segment and shard.
+fn recent_key(request: &CommitRequest) -> String {
+    format!("{}#{}", request.segment_key, request.shard)
 }
 
 /// Splits a commit's batches into runs of consecutive batches whose write fits `max_ops`

@@ -86,6 +86,8 @@ pub const INDEXER_QUEUE_DEPTH: &str = "kafscale_indexer_commit_queue_depth";
 pub const INDEXER_COMMITS: &str = "kafscale_indexer_commits_total";
 pub const INDEXER_BATCHES: &str = "kafscale_indexer_batches_total";
 pub const INDEXER_RECORDS: &str = "kafscale_indexer_records_total";
+pub const INDEXER_LOG_WRITES: &str = "kafscale_indexer_log_writes_total";
+pub const INDEXER_LOG_ITEMS_WRITTEN: &str = "kafscale_indexer_log_items_written_total";
 pub const INDEXER_SHARDS_OWNED: &str = "kafscale_indexer_shards_owned";
 pub const INDEXER_FOLD_BACKLOG: &str = "kafscale_indexer_fold_backlog_items";
 pub const INDEXER_FOLD_FAILURES: &str = "kafscale_indexer_fold_failures_total";
@@ -297,6 +299,18 @@ pub const CATALOG: &[MetricDef] = &[
         Counter,
         &[],
         "Records in commits sequenced.",
+    ),
+    def(
+        INDEXER_LOG_WRITES,
+        Counter,
+        &[],
+        "Store requests that appended to a shard log and landed.",
+    ),
+    def(
+        INDEXER_LOG_ITEMS_WRITTEN,
+        Counter,
+        &[],
+        "Shard-log items those requests carried (one per commit, or per chunk of a very large one); divided by the requests, the commits grouped per store request.",
     ),
     def(
         INDEXER_SHARDS_OWNED,

@@ -8,12 +8,20 @@
 //! and plans again at the next number; so no two appends are ever computed from different
 //! prefixes, whoever holds the lease. A retry of a commit is answered from the log: every item
 //! of the last `segment_commit_max_age` is remembered by its record name.
+//!
+//! Group commit: [`Indexer::append_all`] takes the commits the shard's queue handed over (see
+//! `commit_queue.rs`) and writes their items, each at its own consecutive sequence number, in
+//! one store request that lands whole or not at all. Each is planned on the cache as the one
+//! before it left it (a planned item is applied to the cache before the write, and undone if
+//! the write does not land), so the offsets and producer checks are those of one commit after
+//! the other. A lone commit is a group of one: one `Put`, as it always was.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use kafscale_shared::catalog::{self, Catalog, CatalogError, PartitionRecord, ProducerRecord};
+use kafscale_shared::meta_store::dynamodb::{self, MAX_BATCH_OPS, MAX_TRANSACTION_BYTES};
 use kafscale_shared::meta_store::{Condition, MetaStoreError, WriteOp};
 use kafscale_shared::sequencer::{BatchOutcome, CommitBatch, CommitRequest, SequencerError};
 use kafscale_shared::shard_log::{
@@ -24,7 +32,9 @@ use kafscale_shared::watermarks::PartitionOffsets;
 use tracing::{Instrument, debug, warn};
 
 use super::plan::CommitPlan;
-use super::{Indexer, PartitionId, ProducerKey, ShardState, same_batch_count};
+use super::{
+    Indexer, PartitionId, PartitionState, ProducerKey, ShardState, StoredProducer, same_batch_count,
+};
 
 /// Appends tried per commit chunk before the commit is answered "retry" (each failed one means
 /// another writer appended meanwhile, and was read).
@@ -225,32 +235,21 @@ impl Indexer {
         Ok(())
     }
 
-    /// Takes a log item (ours just appended, or another writer's read back): its entries and
-    /// producer batches move the cached rows and states, its answer is remembered, and the
-    /// watermarks of its partitions are published.
+    /// Takes a log item another writer appended (read back): its entries and producer batches
+    /// move the cached rows and states, its partitions' watermarks are published and it joins
+    /// the log as held.
     fn take_logged(&self, state: &mut ShardState, seq: u64, item: Arc<ShardLogItem>, horizon: i64) {
-        for (entry, topic_id) in item
-            .entries
-            .iter()
-            .filter_map(|e| Some((e, item.topic_id(e.topic)?)))
-        {
-            if let Some(part) = state.partitions.get_mut(&(topic_id, entry.partition)) {
-                entry.apply_to(&mut part.record);
+        apply_item(state, &item);
+        self.publish_item_rows(state, &item);
+        hold_item(state, seq, item, horizon);
+    }
+
+    /// Publishes the cached rows of the partitions `item` appended to.
+    fn publish_item_rows(&self, state: &ShardState, item: &ShardLogItem) {
+        for (entry, topic_id) in entries_with_topic(item) {
+            if let Some(part) = state.partitions.get(&(topic_id, entry.partition)) {
                 self.publish_row(topic_id, entry.partition, &part.record);
             }
-        }
-        for (delta, topic_id) in item
-            .producers
-            .iter()
-            .filter_map(|d| Some((d, item.topic_id(d.topic)?)))
-        {
-            let key = (topic_id, delta.partition, delta.producer_id);
-            replay_producer(state.producers.get_mut(&key), delta, item.committed_at_ms);
-        }
-        if let Some(log) = state.log.as_mut() {
-            log.remember(&item, &item.record_name(), horizon);
-            log.unfolded.push_back((seq, item));
-            log.last_seq = seq;
         }
     }
 
@@ -303,101 +302,456 @@ impl Indexer {
         current
     }
 
-    /// Commits `batches` (all of `request`'s or one chunk) to the shard's log, or answers a
-    /// retry from it.
-    pub(super) async fn append_or_recall(
+    /// Appends one commit (or one chunk of one) as a group of one.
+    pub(super) async fn append_one(
         &self,
         state: &mut ShardState,
-        request: &CommitRequest,
-        batches: &[CommitBatch],
-        chunk: Option<u32>,
+        commit: LogCommit<'_>,
     ) -> Result<Vec<BatchOutcome>, SequencerError> {
-        let store_err = |e: CatalogError| SequencerError::StoreUnavailable(e.to_string());
-        let record_name = match chunk {
-            Some(chunk) => format!("{}~{chunk:04}", request.segment_key),
-            None => request.segment_key.clone(),
-        };
-        for _ in 0..APPEND_ATTEMPTS {
-            if state.log.as_ref().is_some_and(|l| l.behind) {
-                self.catch_up(request.shard, state)
-                    .await
-                    .map_err(store_err)?;
-            }
-            let answered = state
-                .log
-                .as_ref()
-                .and_then(|l| l.answers.get(&record_name).cloned());
-            if let Some(outcomes) = answered {
-                same_batch_count(&request.segment_key, &outcomes, batches)?;
-                // The append may have landed unanswered, so nothing published its offsets.
-                self.publish_stored(state, batches).await?;
-                return Ok(outcomes);
-            }
-            if self.is_expired(&request.segment_key) {
-                warn!(segment = %request.segment_key, "refusing the commit of an expired segment");
-                return Err(SequencerError::SegmentExpired(request.segment_key.clone()));
-            }
-            let loaded = self.load_for(state, batches).await?;
-            let plan = CommitPlan::new(&request.segment_key, batches, loaded, catalog::now_ms());
-            let item = log_item_of(&plan, &request.segment_key, request.segment_size, chunk);
-            if self.append(state, request.shard, item).await? {
-                return Ok(plan.outcomes);
-            }
-        }
-        Err(SequencerError::StoreUnavailable(format!(
-            "shard {} log moved under {APPEND_ATTEMPTS} appends; retry",
-            request.shard
-        )))
+        let shard = commit.request.shard;
+        let answers = self.append_all(state, shard, &[commit]).await;
+        answers
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(unanswered()))
     }
 
-    /// Appends `item` at the next sequence number: `true` if it landed (and the cache took
-    /// it), `false` if another writer had taken the number (the log is to be read again).
-    async fn append(
+    /// Appends `commits` to `shard`'s log in order, each as its own item at the next sequence
+    /// numbers, in as few store requests as the limits allow (one unless they pass
+    /// [`MAX_BATCH_OPS`] items, [`MAX_TRANSACTION_BYTES`] or name one segment twice), or
+    /// answers a retry from the log. Answers each commit on its own, in order: a commit that is
+    /// refused does not fail the others.
+    pub(super) async fn append_all(
         &self,
         state: &mut ShardState,
         shard: u32,
-        item: ShardLogItem,
-    ) -> Result<bool, SequencerError> {
-        let Some((seq, short)) = state.log.as_ref().map(|l| (l.last_seq + 1, l.short_items)) else {
+        commits: &[LogCommit<'_>],
+    ) -> Vec<Result<Vec<BatchOutcome>, SequencerError>> {
+        let mut answers: Vec<Option<LogAnswer>> = commits.iter().map(|_| None).collect();
+        let mut conflicts = 0;
+        while answers.iter().any(Option::is_none) {
+            let failed = match self.append_round(state, shard, commits, &mut answers).await {
+                Ok(Round::Done) => {
+                    conflicts = 0;
+                    continue;
+                }
+                Ok(Round::Conflict) if conflicts + 1 < APPEND_ATTEMPTS => {
+                    conflicts += 1;
+                    continue;
+                }
+                Ok(Round::Conflict) => SequencerError::StoreUnavailable(format!(
+                    "shard {shard} log moved under {APPEND_ATTEMPTS} appends; retry"
+                )),
+                Err(e) => e,
+            };
+            for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                *answer = Some(Err(failed.clone()));
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(unanswered())))
+            .collect()
+    }
+
+    /// One store request of a group: reads what other writers appended if behind, answers the
+    /// next unanswered commits that are retries or refused, plans the others each on the cache
+    /// the previous one left, and writes their items together.
+    async fn append_round(
+        &self,
+        state: &mut ShardState,
+        shard: u32,
+        commits: &[LogCommit<'_>],
+        answers: &mut [Option<LogAnswer>],
+    ) -> Result<Round, SequencerError> {
+        if state.log.as_ref().is_some_and(|l| l.behind) {
+            self.catch_up(shard, state).await.map_err(store_error)?;
+        }
+        let Some(log) = state.log.as_ref() else {
             return Err(SequencerError::StoreUnavailable(format!(
                 "shard {shard} has no open log"
             )));
         };
-        let value = match short {
-            true => item.encode_short(),
-            false => catalog::encode(&item),
-        };
-        let op = WriteOp::Put {
-            key: shard_log_key(shard, seq),
-            value,
-            condition: Condition::Absent,
-        };
-        // Until the answer is in, the append may or may not have landed.
-        if let Some(log) = state.log.as_mut() {
-            log.behind = true;
+        let max_items = self.catalog.store().max_batch_ops().min(MAX_BATCH_OPS);
+        let mut pending = Pending::new(shard, log.last_seq + 1, log.short_items, max_items);
+        for (k, commit) in commits.iter().enumerate() {
+            if answers[k].is_some() {
+                continue;
+            }
+            match self.next_step(state, commit, &pending).await {
+                Step::Answer(answer) => answers[k] = Some(answer),
+                Step::Plan(item, outcomes) => {
+                    if !pending.push(state, k, item, outcomes) {
+                        break;
+                    }
+                }
+                Step::Stop => break,
+            }
         }
+        self.write_pending(state, pending, answers).await
+    }
+
+    /// What to do with `commit` in a round whose request holds `pending` so far.
+    async fn next_step(
+        &self,
+        state: &mut ShardState,
+        commit: &LogCommit<'_>,
+        pending: &Pending,
+    ) -> Step {
+        let request = commit.request;
+        let record_name = commit.record_name();
+        let answered = state
+            .log
+            .as_ref()
+            .and_then(|l| l.answers.get(&record_name).cloned());
+        if let Some(outcomes) = answered {
+            // Recalling reloads rows from the store, which would drop the pending items'
+            // changes from the cache: a retry waits for the next request.
+            if !pending.is_empty() {
+                return Step::Stop;
+            }
+            return Step::Answer(self.recall(state, commit, outcomes).await);
+        }
+        // A second commit of one segment is answered from the log once the first has landed.
+        if pending.is_full() || pending.names(&record_name) {
+            return Step::Stop;
+        }
+        if self.is_expired(&request.segment_key) {
+            warn!(segment = %request.segment_key, "refusing the commit of an expired segment");
+            return Step::Answer(Err(SequencerError::SegmentExpired(
+                request.segment_key.clone(),
+            )));
+        }
+        let loaded = match self.load_for(state, commit.batches).await {
+            Ok(loaded) => loaded,
+            Err(e) => return Step::Answer(Err(e)),
+        };
+        let plan = CommitPlan::new(
+            &request.segment_key,
+            commit.batches,
+            loaded,
+            catalog::now_ms(),
+        );
+        let item = log_item_of(
+            &plan,
+            &request.segment_key,
+            request.segment_size,
+            commit.chunk,
+        );
+        Step::Plan(item, plan.outcomes)
+    }
+
+    /// The answer to a retry of a commit that is in the log.
+    async fn recall(
+        &self,
+        state: &mut ShardState,
+        commit: &LogCommit<'_>,
+        outcomes: Vec<BatchOutcome>,
+    ) -> LogAnswer {
+        same_batch_count(&commit.request.segment_key, &outcomes, commit.batches)?;
+        // The append may have landed unanswered, so nothing published its offsets.
+        self.publish_stored(state, commit.batches).await?;
+        Ok(outcomes)
+    }
+
+    /// Writes the pending items in one request, all or none. Landed: the log takes them and
+    /// their commits are answered. Sequence number taken (another writer appended): the cache
+    /// is put back and the round is to be tried again. Any other failure answers their commits
+    /// with it; the log is read again before the next append, as the write may have landed.
+    async fn write_pending(
+        &self,
+        state: &mut ShardState,
+        pending: Pending,
+        answers: &mut [Option<LogAnswer>],
+    ) -> Result<Round, SequencerError> {
+        if pending.is_empty() {
+            return Ok(Round::Done);
+        }
+        let Pending {
+            shard,
+            first_seq,
+            ops,
+            planned,
+            undo,
+            ..
+        } = pending;
+        let items = ops.len();
         let written = self
             .catalog
             .store()
-            .write(vec![op])
-            .instrument(tracing::info_span!("store_write", items = 1, seq))
+            .write(ops)
+            .instrument(tracing::info_span!("store_write", items, seq = first_seq))
             .await;
         match written {
             Ok(()) => {
+                self.metrics.log_writes.increment(1);
+                self.metrics.log_items.increment(items as u64);
                 let horizon = self.answer_horizon_ms();
-                self.take_logged(state, seq, Arc::new(item), horizon);
+                for (seq, p) in (first_seq..).zip(planned) {
+                    self.publish_item_rows(state, &p.item);
+                    hold_item(state, seq, p.item, horizon);
+                    answers[p.commit] = Some(Ok(p.outcomes));
+                }
                 if let Some(log) = state.log.as_mut() {
                     log.behind = false;
                 }
-                Ok(true)
+                state.unsettled = false;
+                Ok(Round::Done)
             }
             Err(MetaStoreError::ConditionFailed { .. }) => {
-                debug!(shard, seq, "sequence number taken; reading the log");
-                Ok(false)
+                undo.restore(state);
+                debug!(
+                    shard,
+                    seq = first_seq,
+                    items,
+                    "sequence number taken; reading the log"
+                );
+                Ok(Round::Conflict)
             }
-            Err(e) => Err(SequencerError::StoreUnavailable(e.to_string())),
+            Err(e) => {
+                undo.restore(state);
+                let failed = SequencerError::StoreUnavailable(e.to_string());
+                for p in planned {
+                    answers[p.commit] = Some(Err(failed.clone()));
+                }
+                Ok(Round::Done)
+            }
         }
     }
+}
+
+/// One log item to append: a whole commit, or one chunk of a commit too large for one item.
+pub(super) struct LogCommit<'a> {
+    pub request: &'a CommitRequest,
+    pub batches: &'a [CommitBatch],
+    pub chunk: Option<u32>,
+}
+
+impl<'a> LogCommit<'a> {
+    /// All of `request` as one item.
+    pub(super) fn whole(request: &'a CommitRequest) -> Self {
+        LogCommit {
+            request,
+            batches: &request.batches,
+            chunk: None,
+        }
+    }
+
+    /// The name its item is remembered by, which answers a retry.
+    fn record_name(&self) -> String {
+        match self.chunk {
+            Some(chunk) => format!("{}~{chunk:04}", self.request.segment_key),
+            None => self.request.segment_key.clone(),
+        }
+    }
+}
+
+type LogAnswer = Result<Vec<BatchOutcome>, SequencerError>;
+
+/// How a round of [`Indexer::append_all`] ended.
+enum Round {
+    /// Its commits are answered (appended, recalled, refused or failed).
+    Done,
+    /// Its request found the first sequence number taken; nothing of it landed.
+    Conflict,
+}
+
+/// What a round does with the next commit.
+enum Step {
+    Answer(LogAnswer),
+    Plan(ShardLogItem, Vec<BatchOutcome>),
+    /// End the request here; the commit goes into the next one.
+    Stop,
+}
+
+/// One planned item of a pending request.
+struct Planned {
+    /// Its commit's position in the group.
+    commit: usize,
+    item: Arc<ShardLogItem>,
+    outcomes: Vec<BatchOutcome>,
+}
+
+/// The items of the next store request, at consecutive sequence numbers from `first_seq`, and
+/// what they changed in the cache.
+struct Pending {
+    shard: u32,
+    first_seq: u64,
+    short_items: bool,
+    max_items: usize,
+    bytes: usize,
+    ops: Vec<WriteOp>,
+    planned: Vec<Planned>,
+    undo: Undo,
+}
+
+impl Pending {
+    fn new(shard: u32, first_seq: u64, short_items: bool, max_items: usize) -> Self {
+        Pending {
+            shard,
+            first_seq,
+            short_items,
+            max_items,
+            bytes: 0,
+            ops: Vec::new(),
+            planned: Vec::new(),
+            undo: Undo::default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.planned.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.planned.len() >= self.max_items
+    }
+
+    /// Whether an item of this request has the record name `name`.
+    fn names(&self, name: &str) -> bool {
+        self.planned.iter().any(|p| p.item.record_name() == name)
+    }
+
+    /// Adds `item` (of the group's commit `commit`) at the next sequence number and applies it
+    /// to the cache, so the next commit is planned after it; `false` (nothing added) if it
+    /// would take a request that holds items already past [`MAX_TRANSACTION_BYTES`].
+    fn push(
+        &mut self,
+        state: &mut ShardState,
+        commit: usize,
+        item: ShardLogItem,
+        outcomes: Vec<BatchOutcome>,
+    ) -> bool {
+        let seq = self.first_seq + self.ops.len() as u64;
+        let key = shard_log_key(self.shard, seq);
+        let value = match self.short_items {
+            true => item.encode_short(),
+            false => catalog::encode(&item),
+        };
+        let bytes = dynamodb::item_size(&key, value.len());
+        if !self.is_empty() && self.bytes + bytes > MAX_TRANSACTION_BYTES {
+            return false;
+        }
+        self.bytes += bytes;
+        if self.is_empty() {
+            mark_unwritten(state);
+        }
+        self.undo.save(state, &item);
+        apply_item(state, &item);
+        self.ops.push(WriteOp::Put {
+            key,
+            value,
+            condition: Condition::Absent,
+        });
+        self.planned.push(Planned {
+            commit,
+            item: Arc::new(item),
+            outcomes,
+        });
+        true
+    }
+}
+
+/// The cached rows and producer states that pending items changed, as they were before: put
+/// back when the request does not land, so the cache matches the log again.
+#[derive(Default)]
+struct Undo {
+    parts: HashMap<PartitionId, Option<PartitionState>>,
+    producers: HashMap<ProducerKey, Option<StoredProducer>>,
+}
+
+impl Undo {
+    /// Keeps what `item` is about to change, unless an earlier item changed it already.
+    fn save(&mut self, state: &ShardState, item: &ShardLogItem) {
+        for (entry, topic_id) in entries_with_topic(item) {
+            let id = (topic_id, entry.partition);
+            self.parts
+                .entry(id)
+                .or_insert_with(|| state.partitions.get(&id).copied());
+        }
+        for (delta, topic_id) in producers_with_topic(item) {
+            let key = (topic_id, delta.partition, delta.producer_id);
+            self.producers
+                .entry(key)
+                .or_insert_with(|| state.producers.get(&key).cloned());
+        }
+    }
+
+    /// Puts the cache back as it was before the first pending item. The log stays marked
+    /// behind: another writer appended, or the request may have landed unanswered.
+    fn restore(self, state: &mut ShardState) {
+        state.unsettled = false;
+        for (id, before) in self.parts {
+            match before {
+                Some(part) => state.partitions.insert(id, part),
+                None => state.partitions.remove(&id),
+            };
+        }
+        for (key, before) in self.producers {
+            match before {
+                Some(producer) => state.producers.insert(key, producer),
+                None => state.producers.remove(&key),
+            };
+        }
+    }
+}
+
+/// An item's index entries with their topics.
+fn entries_with_topic(item: &ShardLogItem) -> impl Iterator<Item = (&LogEntry, uuid::Uuid)> {
+    item.entries
+        .iter()
+        .filter_map(|e| Some((e, item.topic_id(e.topic)?)))
+}
+
+/// An item's producer batches with their topics.
+fn producers_with_topic(item: &ShardLogItem) -> impl Iterator<Item = (&ProducerDelta, uuid::Uuid)> {
+    item.producers
+        .iter()
+        .filter_map(|d| Some((d, item.topic_id(d.topic)?)))
+}
+
+/// Moves the cached rows and producer states by `item`'s entries and producer batches (those
+/// not cached are replayed when they are loaded).
+fn apply_item(state: &mut ShardState, item: &ShardLogItem) {
+    for (entry, topic_id) in entries_with_topic(item) {
+        if let Some(part) = state.partitions.get_mut(&(topic_id, entry.partition)) {
+            entry.apply_to(&mut part.record);
+        }
+    }
+    for (delta, topic_id) in producers_with_topic(item) {
+        let key = (topic_id, delta.partition, delta.producer_id);
+        replay_producer(state.producers.get_mut(&key), delta, item.committed_at_ms);
+    }
+}
+
+/// Marks the cache as holding items that are not in the store yet, before the first is
+/// applied. Until the request's answer is in, the log is behind (no fold) and, should the
+/// commit that runs the group go away in between, the cache is unsettled: the next user of the
+/// shard forgets it and reads rows and log again ([`ShardState::settle`]).
+fn mark_unwritten(state: &mut ShardState) {
+    state.unsettled = true;
+    if let Some(log) = state.log.as_mut() {
+        log.behind = true;
+    }
+}
+
+/// Adds an item that is in the store to the log as held: its answer is remembered, and it is
+/// the last item known (to be folded).
+fn hold_item(state: &mut ShardState, seq: u64, item: Arc<ShardLogItem>, horizon: i64) {
+    if let Some(log) = state.log.as_mut() {
+        log.remember(&item, &item.record_name(), horizon);
+        log.unfolded.push_back((seq, item));
+        log.last_seq = seq;
+    }
+}
+
+fn store_error(e: CatalogError) -> SequencerError {
+    SequencerError::StoreUnavailable(e.to_string())
+}
+
+/// A commit the group left unanswered (cannot happen: every round answers what it takes).
+fn unanswered() -> SequencerError {
+    SequencerError::StoreUnavailable("commit left unanswered; retry".into())
 }
 
 /// Replays a producer batch onto a cached state (nothing cached: nothing to do, the state is

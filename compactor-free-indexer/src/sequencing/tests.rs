@@ -627,11 +627,13 @@ async fn a_commit_larger_than_one_store_write_is_split_and_stays_idempotent() {
 
 /// A memory store whose writes land at once but whose answers can be held back, as when a
 /// commit's caller goes away (a killed gateway closes the HTTP connection, and the commit's
-/// future is dropped) after the store applied the write.
+/// future is dropped) after the store applied the write; or, with `hold_unapplied`, before
+/// it applied it (the write then never lands).
 #[derive(Debug, Default)]
 struct HeldAnswers {
     inner: MemoryMetaStore,
     hold: std::sync::atomic::AtomicBool,
+    hold_unapplied: std::sync::atomic::AtomicBool,
     landed: tokio::sync::Notify,
 }
 
@@ -650,6 +652,13 @@ impl MetaStore for HeldAnswers {
         self.inner.query(query).await
     }
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
+        if self
+            .hold_unapplied
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.landed.notify_one();
+            std::future::pending::<()>().await;
+        }
         let result = self.inner.write(ops).await;
         if self.hold.load(std::sync::atomic::Ordering::SeqCst) {
             self.landed.notify_one();
@@ -1112,4 +1121,5 @@ async fn a_retried_commit_whose_first_answer_was_lost_publishes_its_watermark() 
     );
 }
 
+mod group_commit;
 mod shard_log;

@@ -182,8 +182,9 @@ pub fn max_value_len(key: &ItemKey) -> usize {
 }
 
 /// An upper bound of the size DynamoDB accounts for an item with `key` and a value of
-/// `value_len` bytes.
-fn item_size(key: &ItemKey, value_len: usize) -> usize {
+/// `value_len` bytes (what [`MAX_ITEM_BYTES`] and [`MAX_TRANSACTION_BYTES`] are checked against,
+/// so callers that pack a batch can stay under them).
+pub fn item_size(key: &ItemKey, value_len: usize) -> usize {
     PK.len()
         + key.pk.len()
         + SK.len()

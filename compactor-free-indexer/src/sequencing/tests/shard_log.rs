@@ -14,20 +14,23 @@ fn log_config(owner: &str) -> IndexerConfig {
     }
 }
 
-async fn log_indexer(catalog: &Arc<Catalog>, watermarks: &Arc<Watermarks>) -> Arc<Indexer> {
+pub(super) async fn log_indexer(
+    catalog: &Arc<Catalog>,
+    watermarks: &Arc<Watermarks>,
+) -> Arc<Indexer> {
     Indexer::start(catalog.clone(), watermarks.clone(), log_config("a"))
         .await
         .expect("start")
 }
 
-async fn setup_log(
+pub(super) async fn setup_log(
     store: Arc<dyn MetaStore>,
     partitions: i32,
 ) -> (Arc<Catalog>, Arc<Watermarks>, Arc<Indexer>, Uuid) {
     setup_log_on(store, partitions, kafscale_shared::shards::LAYOUT_NEWEST).await
 }
 
-async fn setup_log_on(
+pub(super) async fn setup_log_on(
     store: Arc<dyn MetaStore>,
     partitions: i32,
     layout: u32,
@@ -47,7 +50,7 @@ async fn setup_log_on(
 }
 
 /// The shard's log as stored: (sequence number, item).
-async fn logged(catalog: &Catalog, shard: u32) -> Vec<(u64, ShardLogItem)> {
+pub(super) async fn logged(catalog: &Catalog, shard: u32) -> Vec<(u64, ShardLogItem)> {
     let items = catalog
         .store()
         .query(kafscale_shared::meta_store::Query::all(shard_log_pk(shard)))
@@ -272,9 +275,9 @@ async fn unknown_partitions_are_rejected_in_the_log_as_in_a_transaction() {
 
 /// A memory store that fails writes to keys under `failing` (a partition-key prefix) while set.
 #[derive(Debug, Default)]
-struct FailingPrefix {
+pub(super) struct FailingPrefix {
     inner: MemoryMetaStore,
-    failing: std::sync::Mutex<Option<String>>,
+    pub(super) failing: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait]
