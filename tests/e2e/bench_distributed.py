@@ -9,7 +9,8 @@ and 1 fetch gateway on 127.0.0.1 (as tests/e2e/test_distributed.py does), then
 one confluent-kafka producer per ingest gateway (acks=all, linger.ms=5,
 idempotent unless --idempotence false) sending `--rate` records/s each for `--seconds`. A record's latency
 is from produce() to its delivery report. Prints p50/p90/p99/p99.9/max and the
-achieved rate, then checks every record was acknowledged.
+achieved rate, then checks every record was acknowledged; and from the indexers' metrics the
+commits, their mean latency, and the shard-log store writes with the commits each carried.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ def percentile(sorted_values: list[float], q: float) -> float:
         return float("nan")
     i = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
     return sorted_values[i]
+
+
+def commit_counters(cluster) -> dict:
+    """The indexers' commit counters, summed: commits, seconds spent committing, and the
+    shard-log store writes with the items they carried (group commit: items per write)."""
+    names = {"commits": "kafscale_indexer_commits_total",
+             "commit_seconds": "kafscale_indexer_commit_duration_seconds_sum",
+             "writes": "kafscale_indexer_log_writes_total",
+             "items": "kafscale_indexer_log_items_written_total"}
+    return {k: sum(kh.metric_value(i, name) for i in cluster.indexers) for k, name in names.items()}
 
 
 def main() -> int:
@@ -68,12 +79,14 @@ def main() -> int:
                                    tag=f"b{i}", timeout=args.seconds + 120, conf=conf)
             p.value = lambda n, tag=p.tag: f"{tag}-{n}-{pad}".encode()  # type: ignore[method-assign]
             producers.append(p)
+        before = commit_counters(cluster)
         start = time.monotonic()
         for p in producers:
             p.start()
         for p in producers:
             p.join()
         elapsed = time.monotonic() - start
+        after = commit_counters(cluster)
         lat = sorted((p.acked_at[i] - p.sent_at[i]) * 1000 for p in producers for i in range(count))
         total = len(lat)
         print(f"records: {total} ({len(producers)} producers x {count}), {args.size} B values, "
@@ -83,6 +96,11 @@ def main() -> int:
         print("produce latency ms: " + ", ".join(
             f"p{q * 100:g}={percentile(lat, q):.1f}" for q in (0.5, 0.9, 0.99, 0.999))
               + f", max={lat[-1]:.1f}")
+        d = {k: after[k] - before[k] for k in after}
+        print(f"indexers: {d['commits']:.0f} commits ({d['commits'] / elapsed:.0f}/s), mean commit "
+              f"{1000 * d['commit_seconds'] / max(d['commits'], 1):.1f} ms; shard-log store writes "
+              f"{d['writes']:.0f} ({d['writes'] / elapsed:.0f}/s) carrying {d['items']:.0f} items "
+              f"({d['items'] / max(d['writes'], 1):.2f} commits per write)")
         return 0
     finally:
         factory.close()
