@@ -439,18 +439,68 @@ async fn replicas_split_the_shards_and_refuse_shards_they_do_not_own() {
     );
 }
 
-/// A memory store that, like DynamoDB, takes at most `max_ops` operations per write, and
-/// fails the write numbered `fail_write` (0-based) as unavailable.
+/// The memory store of the sequencing tests: keeps every write request it is sent (failed ones
+/// too); like DynamoDB takes at most `max_ops` operations per write; and fails as unavailable
+/// the write numbered `fail_write` (0-based) and any write to a key under `failing_prefix` (a
+/// partition-key prefix), while they are set.
 #[derive(Debug)]
-struct LimitedStore {
+pub(super) struct TestStore {
     inner: MemoryMetaStore,
     max_ops: usize,
-    writes: std::sync::atomic::AtomicUsize,
-    fail_write: std::sync::Mutex<Option<usize>>,
+    pub(super) writes: std::sync::Mutex<Vec<Vec<WriteOp>>>,
+    pub(super) fail_write: std::sync::Mutex<Option<usize>>,
+    pub(super) failing_prefix: std::sync::Mutex<Option<String>>,
+}
+
+impl Default for TestStore {
+    fn default() -> Self {
+        TestStore::over(MemoryMetaStore::new())
+    }
+}
+
+impl TestStore {
+    pub(super) fn over(inner: MemoryMetaStore) -> Self {
+        TestStore {
+            max_ops: inner.max_batch_ops(),
+            inner,
+            writes: std::sync::Mutex::default(),
+            fail_write: std::sync::Mutex::default(),
+            failing_prefix: std::sync::Mutex::default(),
+        }
+    }
+
+    fn with_max_ops(max_ops: usize) -> Self {
+        TestStore {
+            max_ops,
+            ..TestStore::default()
+        }
+    }
+
+    /// Write requests sent so far.
+    fn write_count(&self) -> usize {
+        self.writes.lock().expect("lock").len()
+    }
+
+    /// Why the write numbered `n` fails, if it does.
+    fn injected_failure(&self, n: usize, ops: &[WriteOp]) -> Option<MetaStoreError> {
+        if ops.len() > self.max_ops {
+            return Some(MetaStoreError::InvalidBatch(format!(
+                "{} operations, at most {}",
+                ops.len(),
+                self.max_ops
+            )));
+        }
+        let prefix = self.failing_prefix.lock().expect("lock").clone();
+        let under_prefix = prefix.is_some_and(|p| ops.iter().any(|op| op.key().pk.starts_with(&p)));
+        if under_prefix || *self.fail_write.lock().expect("lock") == Some(n) {
+            return Some(MetaStoreError::Unavailable("injected".into()));
+        }
+        None
+    }
 }
 
 #[async_trait]
-impl MetaStore for LimitedStore {
+impl MetaStore for TestStore {
     async fn get(
         &self,
         key: &ItemKey,
@@ -466,20 +516,15 @@ impl MetaStore for LimitedStore {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
-        let n = self
-            .writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if ops.len() > self.max_ops {
-            return Err(MetaStoreError::InvalidBatch(format!(
-                "{} operations, at most {}",
-                ops.len(),
-                self.max_ops
-            )));
+        let n = {
+            let mut writes = self.writes.lock().expect("lock");
+            writes.push(ops.clone());
+            writes.len() - 1
+        };
+        match self.injected_failure(n, &ops) {
+            Some(e) => Err(e),
+            None => self.inner.write(ops).await,
         }
-        if *self.fail_write.lock().expect("lock") == Some(n) {
-            return Err(MetaStoreError::Unavailable("injected".into()));
-        }
-        self.inner.write(ops).await
     }
 
     fn max_batch_ops(&self) -> usize {
@@ -529,12 +574,7 @@ fn chunks_fit_the_write_limit_and_keep_batches_in_order() {
 
 #[tokio::test]
 async fn a_commit_larger_than_one_store_write_is_split_and_stays_idempotent() {
-    let limited = Arc::new(LimitedStore {
-        inner: MemoryMetaStore::new(),
-        max_ops: 12,
-        writes: std::sync::atomic::AtomicUsize::new(0),
-        fail_write: std::sync::Mutex::new(None),
-    });
+    let limited = Arc::new(TestStore::with_max_ops(12));
     let store: Arc<dyn MetaStore> = limited.clone();
     let catalog = Arc::new(Catalog::new(store));
     let topic = catalog
@@ -559,7 +599,7 @@ async fn a_commit_larger_than_one_store_write_is_split_and_stays_idempotent() {
 
     // The third write of the commit fails: the produce request would get an error and be
     // retried; the retry must find the chunks already written and finish the rest.
-    let before = limited.writes.load(std::sync::atomic::Ordering::SeqCst);
+    let before = limited.write_count();
     *limited.fail_write.lock().expect("lock") = Some(before + 2);
     let err = indexer
         .commit(req("wide-seg", batches.clone()))

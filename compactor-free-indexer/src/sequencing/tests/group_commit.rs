@@ -4,24 +4,10 @@
 use kafscale_shared::meta_store::capacity::is_transaction;
 use kafscale_shared::shard_log::shard_log_pk;
 
-use super::shard_log::{FailingPrefix, log_indexer, logged, setup_log, setup_log_on};
+use super::shard_log::{log_indexer, logged, setup_log, setup_log_on};
 use super::*;
 
-/// A memory store that keeps every write request it is sent (failed ones too).
-#[derive(Debug, Default)]
-struct RecordedWrites {
-    inner: MemoryMetaStore,
-    writes: std::sync::Mutex<Vec<Vec<WriteOp>>>,
-}
-
-impl RecordedWrites {
-    fn over(inner: MemoryMetaStore) -> Self {
-        RecordedWrites {
-            inner,
-            writes: std::sync::Mutex::default(),
-        }
-    }
-
+impl TestStore {
     /// The requests that wrote to shard 0's log, in order.
     fn log_requests(&self) -> Vec<Vec<WriteOp>> {
         let pk = shard_log_pk(0);
@@ -43,29 +29,6 @@ impl RecordedWrites {
                     .collect()
             })
             .collect()
-    }
-}
-
-#[async_trait]
-impl MetaStore for RecordedWrites {
-    async fn get(
-        &self,
-        key: &ItemKey,
-    ) -> Result<Option<kafscale_shared::meta_store::Item>, MetaStoreError> {
-        self.inner.get(key).await
-    }
-    async fn query(
-        &self,
-        query: kafscale_shared::meta_store::Query,
-    ) -> Result<Vec<kafscale_shared::meta_store::Item>, MetaStoreError> {
-        self.inner.query(query).await
-    }
-    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
-        self.writes.lock().expect("lock").push(ops.clone());
-        self.inner.write(ops).await
-    }
-    fn max_batch_ops(&self) -> usize {
-        self.inner.max_batch_ops()
     }
 }
 
@@ -116,8 +79,8 @@ struct Run {
 async fn run(
     scenario: &impl Fn(Uuid) -> (Vec<CommitRequest>, Vec<CommitRequest>),
     batched: bool,
-) -> (Run, Arc<RecordedWrites>) {
-    let store = Arc::new(RecordedWrites::default());
+) -> (Run, Arc<TestStore>) {
+    let store = Arc::new(TestStore::default());
     let (catalog, watermarks, indexer, id) = setup_log(store.clone(), 2).await;
     let (before, queued) = scenario(id);
     for request in before {
@@ -252,7 +215,7 @@ async fn a_commit_refused_in_a_batch_gets_its_own_answer_and_the_others_land() {
 
 #[tokio::test]
 async fn two_writers_with_batched_appends_never_hand_out_one_offset_twice() {
-    let store = Arc::new(RecordedWrites::default());
+    let store = Arc::new(TestStore::default());
     let (catalog, watermarks, old, id) = setup_log(store.clone(), 1).await;
     let one = |key: &str, n| req(key, vec![batch(id, 0, 16, n)]);
     old.commit(one("s1", 3)).await.expect("commit");
@@ -293,7 +256,7 @@ async fn two_writers_with_batched_appends_never_hand_out_one_offset_twice() {
 
 #[tokio::test]
 async fn a_lone_commit_is_one_plain_put_whether_or_not_it_waited() {
-    let store = Arc::new(RecordedWrites::default());
+    let store = Arc::new(TestStore::default());
     let (_catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
     indexer
         .commit(req("s1", vec![batch(id, 0, 16, 3)]))
@@ -320,9 +283,7 @@ async fn a_lone_commit_is_one_plain_put_whether_or_not_it_waited() {
 
 #[tokio::test]
 async fn a_batch_takes_at_most_what_one_store_write_holds() {
-    let store = Arc::new(RecordedWrites::over(MemoryMetaStore::with_max_batch_ops(
-        100,
-    )));
+    let store = Arc::new(TestStore::over(MemoryMetaStore::with_max_batch_ops(100)));
     let (_catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
     let requests = (0..102)
         .map(|k| req(&format!("s{k}"), vec![batch(id, 0, 16, 1)]))
@@ -337,7 +298,7 @@ async fn a_batch_takes_at_most_what_one_store_write_holds() {
 #[tokio::test]
 async fn a_batch_stays_under_the_stores_transaction_size() {
     use kafscale_shared::meta_store::dynamodb::{MAX_TRANSACTION_BYTES, item_size};
-    let store = Arc::new(RecordedWrites::default());
+    let store = Arc::new(TestStore::default());
     let layout_2 = kafscale_shared::shards::LAYOUT_SHARD_LOG;
     let (_catalog, _watermarks, indexer, id) = setup_log_on(store.clone(), 1, layout_2).await;
     // Batches with gaps between them: one index entry each, so every item is large (about
@@ -377,7 +338,7 @@ async fn a_batch_stays_under_the_stores_transaction_size() {
 
 #[tokio::test]
 async fn a_commit_split_into_log_chunks_is_never_batched_with_others() {
-    let store = Arc::new(RecordedWrites::default());
+    let store = Arc::new(TestStore::default());
     let (catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
     let big = (0..=BATCHES_PER_LOG_ITEM as u64)
         .map(|k| batch(id, 0, 16 + 100 * k, 1))
@@ -491,10 +452,10 @@ async fn a_batch_cancelled_before_it_landed_leaves_nothing_it_planned_in_the_cac
 
 #[tokio::test]
 async fn a_failed_batch_answers_each_of_its_commits_with_a_retriable_error() {
-    let store = Arc::new(FailingPrefix::default());
+    let store = Arc::new(TestStore::default());
     let (catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
     let one = |key: &str, n| req(key, vec![batch(id, 0, 16, n)]);
-    *store.failing.lock().expect("lock") = Some(shard_log_pk(0));
+    *store.failing_prefix.lock().expect("lock") = Some(shard_log_pk(0));
     let answers = commit_queued(&indexer, vec![one("s1", 1), one("s2", 2)]).await;
     assert!(
         answers
@@ -502,7 +463,7 @@ async fn a_failed_batch_answers_each_of_its_commits_with_a_retriable_error() {
             .all(|a| a.as_ref().is_err_and(|e| e.contains("unavailable"))),
         "{answers:?}"
     );
-    *store.failing.lock().expect("lock") = None;
+    *store.failing_prefix.lock().expect("lock") = None;
     // The gateways retry: the offsets the failed batch planned are handed out again.
     let answers = commit_queued(&indexer, vec![one("s2", 2), one("s1", 1)]).await;
     assert_eq!(answers, [Ok(vec![appended(0)]), Ok(vec![appended(2)])]);

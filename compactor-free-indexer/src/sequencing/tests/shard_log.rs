@@ -273,41 +273,6 @@ async fn unknown_partitions_are_rejected_in_the_log_as_in_a_transaction() {
     );
 }
 
-/// A memory store that fails writes to keys under `failing` (a partition-key prefix) while set.
-#[derive(Debug, Default)]
-pub(super) struct FailingPrefix {
-    inner: MemoryMetaStore,
-    pub(super) failing: std::sync::Mutex<Option<String>>,
-}
-
-#[async_trait]
-impl MetaStore for FailingPrefix {
-    async fn get(
-        &self,
-        key: &ItemKey,
-    ) -> Result<Option<kafscale_shared::meta_store::Item>, MetaStoreError> {
-        self.inner.get(key).await
-    }
-    async fn query(
-        &self,
-        query: kafscale_shared::meta_store::Query,
-    ) -> Result<Vec<kafscale_shared::meta_store::Item>, MetaStoreError> {
-        self.inner.query(query).await
-    }
-    async fn write(&self, ops: Vec<WriteOp>) -> Result<(), MetaStoreError> {
-        let failing = self.failing.lock().expect("lock").clone();
-        if let Some(prefix) = failing
-            && ops.iter().any(|op| op.key().pk.starts_with(&prefix))
-        {
-            return Err(MetaStoreError::Unavailable("injected".into()));
-        }
-        self.inner.write(ops).await
-    }
-    fn max_batch_ops(&self) -> usize {
-        self.inner.max_batch_ops()
-    }
-}
-
 async fn index_items(catalog: &Catalog, id: Uuid, partition: i32) -> usize {
     let pk = catalog::index_pk(id, partition);
     catalog.item_keys(&pk).await.expect("keys").len()
@@ -382,16 +347,16 @@ async fn a_fold_writes_pages_rows_and_producer_states_a_new_owner_starts_from() 
 
 #[tokio::test]
 async fn a_fold_cut_short_is_redone_and_nothing_is_written_twice() {
-    let store = Arc::new(FailingPrefix::default());
+    let store = Arc::new(TestStore::default());
     let (catalog, _watermarks, indexer, id) = setup_log(store.clone(), 1).await;
     indexer
         .commit(req("s1", vec![idem(batch(id, 0, 16, 3), 7, 0, 0)]))
         .await
         .expect("commit");
     // Pages and the row land, the checkpoint does not.
-    *store.failing.lock().expect("lock") = Some("fold/".into());
+    *store.failing_prefix.lock().expect("lock") = Some("fold/".into());
     assert!(indexer.fold_shard(0).await.is_err());
-    *store.failing.lock().expect("lock") = None;
+    *store.failing_prefix.lock().expect("lock") = None;
     let r = indexer
         .commit(req("s2", vec![idem(batch(id, 0, 16, 2), 7, 0, 3)]))
         .await
