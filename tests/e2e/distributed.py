@@ -267,12 +267,15 @@ class Cluster:
         self.ingests.append(srv)
         return srv
 
-    def start_fetch(self, name: Optional[str] = None, extra: tuple = ()):
+    def start_fetch(self, name: Optional[str] = None, extra: tuple = (), log: Optional[str] = None):
         # Group coordinator leases as short as the indexers' (a dead coordinator's groups
         # move within that time) and a short initial rebalance delay, to keep tests quick.
         args = ["--watermark-poll-ms", "50", "--group-lease-ms", str(self.lease_ttl_ms),
                 "--group-initial-rebalance-delay-ms", "1000", *extra]
-        srv = self.factory(args, env=self.env(),
+        env = self.env()
+        if log:
+            env["KAFSCALE_LOG"] = log
+        srv = self.factory(args, env=env,
                            name=name or f"fetch{len(self.fetches)}", mode="fetch")
         self.fetches.append(srv)
         return srv

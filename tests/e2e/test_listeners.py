@@ -63,6 +63,7 @@ def consume_in_group(bootstrap: str, topic: str, group: str, conf: dict) -> list
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "session.timeout.ms": 6000, **conf})
     values: list[bytes] = []
+    errors: list[str] = []
     try:
         consumer.subscribe([topic])
         deadline = kh.Deadline(90)
@@ -70,6 +71,12 @@ def consume_in_group(bootstrap: str, topic: str, group: str, conf: dict) -> list
             for m in consumer.consume(num_messages=RECORDS, timeout=0.5):
                 if m.error() is None:
                     values.append(m.value())
+                else:
+                    errors.append(str(m.error()))
+        # Said here rather than by the commit ("no offset stored") when nothing was read.
+        assert len(values) == RECORDS, (f"read {len(values)} of {RECORDS} records in 90 s; "
+                                        f"consumer errors: {errors[:10]}; "
+                                        f"assignment: {consumer.assignment()}")
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()
@@ -155,7 +162,10 @@ def test_a_cluster_answers_each_client_on_its_listener(cluster, pki):  # noqa: F
     # never reaching the gateway, and passed in 20 runs alone; the next failure should say why.
     ingest = c.start_ingest(extra=tuple(listener_args(pki, *ports["ingest"])),
                             log="info,kafscale_shared::wire=debug,kafscale_ingest=debug")
-    fetch = c.start_fetch(extra=tuple(listener_args(pki, *ports["fetch"])))
+    # The consumer side once read nothing in 90 s in a full suite run (2026-12-05, 1 of 3): the
+    # fetch gateway's connection-level logs say what it was asked and answered.
+    fetch = c.start_fetch(extra=tuple(listener_args(pki, *ports["fetch"])),
+                          log="info,kafscale_shared::wire=debug,kafscale_fetch=debug")
     set_user(ingest, ALICE, ALICE_PW)
     sasl_ssl = librdkafka_sasl("SCRAM-SHA-512", ALICE, ALICE_PW, pki)
     ingest_external = f"localhost:{ports['ingest'][1]}"
