@@ -506,9 +506,17 @@ def test_a_paused_shard_owner_holds_back_only_its_own_partitions(cluster):
         for p in stuck:
             produce(stuck_producer, p)
         # The paused shard's segment is uploaded (its commit to the paused owner follows).
-        kh.wait_for(lambda: (stuck_producer.poll(0) or True)
-                    and kh.metric_value(c.ingests[0], "kafscale_object_store_requests_total") > puts,
-                    30, what="the stuck partitions' segment to be uploaded")
+        try:
+            kh.wait_for(lambda: (stuck_producer.poll(0) or True)
+                        and kh.metric_value(c.ingests[0], "kafscale_object_store_requests_total") > puts,
+                        30, what="the stuck partitions' segment to be uploaded")
+        except AssertionError as e:
+            # Once in ~11 runs (2026-12-05): say whether the produce requests ever arrived.
+            metrics = c.ingests[0].http_get("/metrics")[1].decode().splitlines()
+            seen = [m for m in metrics if m.startswith(("kafscale_requests_total",
+                                                        "kafscale_object_store_requests_total",
+                                                        "kafscale_produce_buffer_bytes"))]
+            raise AssertionError(f"{e}; acked so far {acked}; ingest metrics {seen}") from None
         for p in free:
             produce(free_producer, p)
         kh.wait_for(lambda: free_producer.poll(0.05) is not None and all(p in acked for p in free),
