@@ -42,9 +42,14 @@ pub(crate) struct PatchedRange {
     base_offsets: Bytes,
 }
 
+/// Memory a cached range costs besides its bytes: its key (a segment key of about 70 bytes and
+/// two numbers), the LRU's node and the value's handles. Counted so that a cache of ranges
+/// without their bytes (over a block cache: 8 bytes a batch) stays within its byte budget.
+const RANGE_ENTRY_OVERHEAD: usize = 256;
+
 impl CacheValue for PatchedRange {
     fn cached_len(&self) -> usize {
-        self.stored.len() + self.base_offsets.len()
+        self.stored.len() + self.base_offsets.len() + RANGE_ENTRY_OVERHEAD
     }
 }
 
@@ -397,9 +402,9 @@ mod tests {
                 assert_eq!(got, patched_copy(&stored, 7));
             }
             let kept = if store_caches_blocks {
-                16
+                16 + RANGE_ENTRY_OVERHEAD
             } else {
-                stored.len() + 16
+                stored.len() + 16 + RANGE_ENTRY_OVERHEAD
             };
             assert_eq!(cache.ranges.cached_bytes(), kept);
         }
