@@ -697,6 +697,7 @@ impl Indexer {
                 request,
                 batches,
                 chunk: Some(k as u32),
+                caller: None,
             };
             all.extend(self.append_one(state, chunk).await?);
         }

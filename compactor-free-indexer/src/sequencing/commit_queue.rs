@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use kafscale_shared::sequencer::{CommitRequest, CommitResponse, SequencerError};
 use tokio::sync::{Mutex, oneshot};
-use tracing::{Instrument, info_span};
+use tracing::debug;
 
 use super::log_commit::LogCommit;
 use super::{BATCHES_PER_LOG_ITEM, Indexer, Prepared, ShardState};
@@ -38,6 +38,8 @@ pub(super) struct CommitQueue(std::sync::Mutex<Vec<Waiting>>);
 struct Waiting {
     request: Arc<CommitRequest>,
     answer: oneshot::Sender<CommitAnswer>,
+    /// The caller's span (its `commit`), for the store write that carries it.
+    caller: tracing::Span,
 }
 
 impl Waiting {
@@ -51,7 +53,12 @@ impl CommitQueue {
     /// Queues `request`; its answer comes through the receiver.
     fn join(&self, request: Arc<CommitRequest>) -> oneshot::Receiver<CommitAnswer> {
         let (answer, answered) = oneshot::channel();
-        self.lock().push(Waiting { request, answer });
+        let caller = tracing::Span::current();
+        self.lock().push(Waiting {
+            request,
+            answer,
+            caller,
+        });
         answered
     }
 
@@ -102,31 +109,29 @@ impl Indexer {
     /// Runs the commits taken from a shard's queue under its lock, in order, and answers
     /// each. Consecutive commits bound for the shard log form one group.
     async fn run_queue(&self, state: &mut ShardState, taken: Vec<Waiting>) {
+        // No span of its own: the store writes are children of the running commit's span
+        // (and linked to the others' spans), so each produce trace leads to its write.
         let waiting: Vec<Waiting> = taken
             .into_iter()
             .filter(|w| !w.answer.is_closed())
             .collect();
-        let span = info_span!("commit_queue", commits = waiting.len());
-        async {
-            let mut group = Vec::new();
-            for w in waiting {
-                match self.prepare(state, &w.request).await {
-                    Ok(Prepared::OnLog) if w.request.batches.len() <= BATCHES_PER_LOG_ITEM => {
-                        group.push(w);
-                    }
-                    Ok(Prepared::Answered(response)) => w.answer(Ok(response)),
-                    Err(e) => w.answer(Err(e)),
-                    Ok(prepared) => {
-                        self.commit_group(state, std::mem::take(&mut group)).await;
-                        let answer = self.finish(state, &w.request, prepared).await;
-                        w.answer(answer);
-                    }
+        debug!(commits = waiting.len(), "running a shard's queued commits");
+        let mut group = Vec::new();
+        for w in waiting {
+            match self.prepare(state, &w.request).await {
+                Ok(Prepared::OnLog) if w.request.batches.len() <= BATCHES_PER_LOG_ITEM => {
+                    group.push(w);
+                }
+                Ok(Prepared::Answered(response)) => w.answer(Ok(response)),
+                Err(e) => w.answer(Err(e)),
+                Ok(prepared) => {
+                    self.commit_group(state, std::mem::take(&mut group)).await;
+                    let answer = self.finish(state, &w.request, prepared).await;
+                    w.answer(answer);
                 }
             }
-            self.commit_group(state, group).await;
         }
-        .instrument(span)
-        .await
+        self.commit_group(state, group).await;
     }
 
     /// Appends a group of commits to the shard log (see [`Indexer::append_all`]) and answers
@@ -135,8 +140,15 @@ impl Indexer {
         let Some(shard) = group.first().map(|w| w.request.shard) else {
             return;
         };
-        let commits: Vec<LogCommit<'_>> =
-            group.iter().map(|w| LogCommit::whole(&w.request)).collect();
+        let running = tracing::Span::current().id();
+        let commits: Vec<LogCommit<'_>> = group
+            .iter()
+            .map(|w| LogCommit {
+                // The running commit's own write is its child already.
+                caller: w.caller.id().filter(|id| Some(id) != running.as_ref()),
+                ..LogCommit::whole(&w.request)
+            })
+            .collect();
         let answers = self.append_all(state, shard, &commits).await;
         drop(commits);
         for (w, answer) in group.into_iter().zip(answers) {

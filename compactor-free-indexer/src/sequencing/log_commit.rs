@@ -388,7 +388,7 @@ impl Indexer {
                 Step::Stop => break,
             }
         }
-        self.write_pending(state, pending, answers).await
+        self.write_pending(state, pending, commits, answers).await
     }
 
     /// What to do with `commit` in a round whose request holds `pending` so far.
@@ -462,6 +462,7 @@ impl Indexer {
         &self,
         state: &mut ShardState,
         pending: Pending,
+        commits: &[LogCommit<'_>],
         answers: &mut [Option<LogAnswer>],
     ) -> Result<Round, SequencerError> {
         if pending.is_empty() {
@@ -476,12 +477,14 @@ impl Indexer {
             ..
         } = pending;
         let items = ops.len();
-        let written = self
-            .catalog
-            .store()
-            .write(ops)
-            .instrument(tracing::info_span!("store_write", items, seq = first_seq))
-            .await;
+        let span = tracing::info_span!("store_write", items, seq = first_seq);
+        for caller in planned
+            .iter()
+            .filter_map(|p| commits[p.commit].caller.clone())
+        {
+            span.follows_from(caller);
+        }
+        let written = self.catalog.store().write(ops).instrument(span).await;
         match written {
             Ok(()) => {
                 self.metrics.log_writes.increment(1);
@@ -525,6 +528,9 @@ pub(super) struct LogCommit<'a> {
     pub request: &'a CommitRequest,
     pub batches: &'a [CommitBatch],
     pub chunk: Option<u32>,
+    /// The span of the commit's caller when another commit runs it (group commit): the store
+    /// write that carries its item is linked to it, so its trace leads to the write.
+    pub caller: Option<tracing::span::Id>,
 }
 
 impl<'a> LogCommit<'a> {
@@ -534,6 +540,7 @@ impl<'a> LogCommit<'a> {
             request,
             batches: &request.batches,
             chunk: None,
+            caller: None,
         }
     }
 
