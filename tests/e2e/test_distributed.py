@@ -477,15 +477,18 @@ def test_a_paused_shard_owner_holds_back_only_its_own_partitions(cluster):
                 and mine | theirs == set(range(c.shards)))
 
     kh.wait_for(split, 60, what="the shards to be split between the two indexers")
-    topic, partitions = "dist-lanes", 16
+    # 64 partitions: shard_of is a CRC, linear in the partition number, so partitions 0-31 of
+    # any topic reach only 2 of 4 shards (shards 0 and 3, or 1 and 2), which may be just the
+    # paused ones or just the others; from partition 32 on a topic reaches all four.
+    topic, partitions = "dist-lanes", 64
     kh.confluent_create_topic(c.ingests[0].bootstrap, topic, partitions)
     topic_id = dist.StoreReader(c, topic).topic_id
     paused_shards = dist.shards_owned(second)
     assert split(), "the shards moved while the topic was created"
-    stuck = [p for p in range(partitions) if _shard_of(topic_id, p, c.shards) in paused_shards]
+    shards = [_shard_of(topic_id, p, c.shards) for p in range(partitions)]
+    stuck = [p for p in range(partitions) if shards[p] in paused_shards]
     free = [p for p in range(partitions) if p not in stuck]
-    assert stuck and free, (f"partitions on one side only: {stuck} / {free}; shards "
-                            f"{[_shard_of(topic_id, p, c.shards) for p in range(partitions)]}, "
+    assert stuck and free, (f"partitions on one side only: {stuck} / {free}; shards {shards}, "
                             f"paused {paused_shards}")
     acked: dict = {}
     # Two clients: responses on one connection come back in request order (the Kafka
