@@ -218,18 +218,25 @@ impl RangeCache {
     }
 
     /// The entry's batches with their real base offsets.
+    ///
+    /// Without `keep_bytes` the cache keeps the offsets only, and the bytes come from the
+    /// store's block cache on every read, except on the miss that loads the range: that caller
+    /// keeps the bytes its load read, rather than reading them a second time.
     pub(crate) async fn read(&self, entry: &IndexEntry) -> Result<PatchedRange, FetchError> {
         let key: RangeKey = (entry.segment_key.clone(), entry.byte_start, entry.byte_len);
         let keep_bytes = self.keep_bytes;
+        let loaded_here: Arc<std::sync::Mutex<Option<Bytes>>> = Arc::default();
         let cached = self
             .ranges
             .get_or_load(key, || {
                 // Only on a miss: a hit costs the key and nothing else.
-                let (store, e) = (self.store.clone(), entry.clone());
+                let (store, e, loaded_here) =
+                    (self.store.clone(), entry.clone(), loaded_here.clone());
                 Box::pin(async move {
                     let mut range = PatchedRange::new(read_stored(&*store, &e).await?, &e)?;
                     if !keep_bytes {
-                        range.stored = Bytes::new();
+                        let stored = std::mem::take(&mut range.stored);
+                        *loaded_here.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
                     }
                     Ok(range)
                 })
@@ -238,9 +245,14 @@ impl RangeCache {
         if self.keep_bytes {
             return Ok(cached);
         }
-        // From the store's block cache (a hit unless the block was let go since).
+        let loaded = loaded_here.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stored = match loaded {
+            Some(stored) => stored,
+            // From the store's block cache (a hit unless the block was let go since).
+            None => read_stored(&*self.store, entry).await?,
+        };
         Ok(PatchedRange {
-            stored: read_stored(&*self.store, entry).await?,
+            stored,
             base_offsets: cached.base_offsets,
         })
     }
@@ -265,6 +277,7 @@ async fn read_stored(store: &dyn ObjectStore, e: &IndexEntry) -> Result<Bytes, F
 #[cfg(test)]
 mod tests {
     use kafscale_shared::batch::BATCH_HEADER_LEN;
+    use kafscale_shared::object_store::{ObjectMeta, ObjectStoreError};
 
     use super::*;
 
@@ -408,5 +421,62 @@ mod tests {
             };
             assert_eq!(cache.ranges.cached_bytes(), kept);
         }
+    }
+
+    /// Counts range reads, to see how often a read reaches the store.
+    #[derive(Debug)]
+    struct CountingStore {
+        inner: kafscale_shared::object_store::MemoryObjectStore,
+        range_reads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for CountingStore {
+        async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
+            self.inner.put(key, data).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<Bytes, ObjectStoreError> {
+            self.range_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    /// The read that loads a range keeps the bytes it read: one store read on a miss, one on
+    /// each hit (before, a miss read the range twice: once to find the offsets, once to serve).
+    #[tokio::test]
+    async fn a_miss_over_a_block_cache_reads_the_range_once() {
+        let stored = stored_batch(3, 2_000);
+        let store = Arc::new(CountingStore {
+            inner: Default::default(),
+            range_reads: Default::default(),
+        });
+        store.put("seg", Bytes::from(stored.clone())).await.unwrap();
+        let cache = RangeCache::new(store.clone(), 1 << 20, true);
+        let e = entry(40, 42, stored.len());
+        let reads = || store.range_reads.load(std::sync::atomic::Ordering::Relaxed);
+        for expected_reads in [1, 2] {
+            let range = cache.read(&e).await.unwrap();
+            assert_eq!(range.stored, Bytes::from(stored.clone()));
+            assert_eq!(reads(), expected_reads);
+        }
+        // One batch: its base offset is all the cache keeps.
+        assert_eq!(cache.ranges.cached_bytes(), 8 + RANGE_ENTRY_OVERHEAD);
     }
 }
