@@ -46,6 +46,37 @@ def commit_counters(cluster) -> dict:
     return {k: sum(kh.metric_value(i, name) for i in cluster.indexers) for k, name in names.items()}
 
 
+def histogram_buckets(servers, name: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts (upper bound -> count), summed over `servers`."""
+    buckets: dict[float, float] = {}
+    for server in servers:
+        text = server.http_get("/metrics")[1].decode()
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                bound = float("inf") if le == "+Inf" else float(le)
+                buckets[bound] = buckets.get(bound, 0.0) + float(line.split()[-1])
+    return buckets
+
+
+def bucket_quantile(before: dict, after: dict, q: float) -> str:
+    """The upper bound of the bucket holding quantile `q` of what was observed in between."""
+    counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    if not counts or counts[-1][1] <= 0:
+        return "n/a"
+    for bound, count in counts:
+        if count >= q * counts[-1][1]:
+            return "> last bucket" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+    return "n/a"
+
+
+# Where a produce request's time goes on the ingest gateways: the whole request as the gateway
+# saw it, and per segment its upload, then its commit.
+GATEWAY_STAGES = {"produce request": "kafscale_produce_duration_seconds",
+                  "segment upload": "kafscale_segment_upload_duration_seconds",
+                  "segment commit": "kafscale_segment_commit_duration_seconds"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -80,6 +111,7 @@ def main() -> int:
             p.value = lambda n, tag=p.tag: f"{tag}-{n}-{pad}".encode()  # type: ignore[method-assign]
             producers.append(p)
         before = commit_counters(cluster)
+        stages_before = {k: histogram_buckets(cluster.ingests, n) for k, n in GATEWAY_STAGES.items()}
         start = time.monotonic()
         for p in producers:
             p.start()
@@ -87,6 +119,7 @@ def main() -> int:
             p.join()
         elapsed = time.monotonic() - start
         after = commit_counters(cluster)
+        stages_after = {k: histogram_buckets(cluster.ingests, n) for k, n in GATEWAY_STAGES.items()}
         lat = sorted((p.acked_at[i] - p.sent_at[i]) * 1000 for p in producers for i in range(count))
         total = len(lat)
         print(f"records: {total} ({len(producers)} producers x {count}), {args.size} B values, "
@@ -101,6 +134,10 @@ def main() -> int:
               f"{1000 * d['commit_seconds'] / max(d['commits'], 1):.1f} ms; shard-log store writes "
               f"{d['writes']:.0f} ({d['writes'] / elapsed:.0f}/s) carrying {d['items']:.0f} items "
               f"({d['items'] / max(d['writes'], 1):.2f} commits per write)")
+        print("ingest gateways: " + "; ".join(
+            f"{stage} p50 {bucket_quantile(stages_before[stage], stages_after[stage], 0.5)}, "
+            f"p99 {bucket_quantile(stages_before[stage], stages_after[stage], 0.99)}"
+            for stage in GATEWAY_STAGES))
         return 0
     finally:
         factory.close()
