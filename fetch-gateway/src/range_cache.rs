@@ -277,7 +277,6 @@ async fn read_stored(store: &dyn ObjectStore, e: &IndexEntry) -> Result<Bytes, F
 #[cfg(test)]
 mod tests {
     use kafscale_shared::batch::BATCH_HEADER_LEN;
-    use kafscale_shared::object_store::{ObjectMeta, ObjectStoreError};
 
     use super::*;
 
@@ -423,54 +422,30 @@ mod tests {
         }
     }
 
-    /// Counts range reads, to see how often a read reaches the store.
-    #[derive(Debug)]
-    struct CountingStore {
-        inner: kafscale_shared::object_store::MemoryObjectStore,
-        range_reads: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for CountingStore {
-        async fn put(&self, key: &str, data: Bytes) -> Result<(), ObjectStoreError> {
-            self.inner.put(key, data).await
-        }
-        async fn get(&self, key: &str) -> Result<Bytes, ObjectStoreError> {
-            self.inner.get(key).await
-        }
-        async fn get_range(
-            &self,
-            key: &str,
-            range: std::ops::Range<u64>,
-        ) -> Result<Bytes, ObjectStoreError> {
-            self.range_reads
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.inner.get_range(key, range).await
-        }
-        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, ObjectStoreError> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectStoreError> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
-            self.inner.delete(key).await
-        }
-    }
-
     /// The read that loads a range keeps the bytes it read: one store read on a miss, one on
     /// each hit (before, a miss read the range twice: once to find the offsets, once to serve).
     #[tokio::test]
     async fn a_miss_over_a_block_cache_reads_the_range_once() {
+        use kafscale_shared::object_store::{MemoryObjectStore, ObjectStoreOp};
+        use kafscale_shared::simulated_latency::{
+            LatencyModel, ObjectStoreLatency, SimulatedObjectStore,
+        };
         let stored = stored_batch(3, 2_000);
-        let store = Arc::new(CountingStore {
-            inner: Default::default(),
-            range_reads: Default::default(),
-        });
+        // Without delay: only its request counts are wanted.
+        let instant = LatencyModel::new(0, 0, 0);
+        let store = Arc::new(SimulatedObjectStore::new(
+            Arc::new(MemoryObjectStore::new()),
+            ObjectStoreLatency {
+                put: instant,
+                get: instant,
+                other: instant,
+                per_prefix: None,
+            },
+        ));
         store.put("seg", Bytes::from(stored.clone())).await.unwrap();
         let cache = RangeCache::new(store.clone(), 1 << 20, true);
         let e = entry(40, 42, stored.len());
-        let reads = || store.range_reads.load(std::sync::atomic::Ordering::Relaxed);
+        let reads = || store.metrics().get(ObjectStoreOp::GetRange).requests;
         for expected_reads in [1, 2] {
             let range = cache.read(&e).await.unwrap();
             assert_eq!(range.stored, Bytes::from(stored.clone()));
