@@ -225,18 +225,20 @@ impl RangeCache {
     pub(crate) async fn read(&self, entry: &IndexEntry) -> Result<PatchedRange, FetchError> {
         let key: RangeKey = (entry.segment_key.clone(), entry.byte_start, entry.byte_len);
         let keep_bytes = self.keep_bytes;
-        let loaded_here: Arc<std::sync::Mutex<Option<Bytes>>> = Arc::default();
+        // Set only by the miss that runs the load: where it leaves the bytes it read.
+        let mut loaded_here: Option<Arc<std::sync::Mutex<Option<Bytes>>>> = None;
         let cached = self
             .ranges
             .get_or_load(key, || {
                 // Only on a miss: a hit costs the key and nothing else.
-                let (store, e, loaded_here) =
-                    (self.store.clone(), entry.clone(), loaded_here.clone());
+                let (store, e) = (self.store.clone(), entry.clone());
+                let slot = (!keep_bytes).then(Arc::default);
+                loaded_here.clone_from(&slot);
                 Box::pin(async move {
                     let mut range = PatchedRange::new(read_stored(&*store, &e).await?, &e)?;
-                    if !keep_bytes {
+                    if let Some(slot) = slot {
                         let stored = std::mem::take(&mut range.stored);
-                        *loaded_here.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored);
                     }
                     Ok(range)
                 })
@@ -245,7 +247,8 @@ impl RangeCache {
         if self.keep_bytes {
             return Ok(cached);
         }
-        let loaded = loaded_here.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let loaded =
+            loaded_here.and_then(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take());
         let stored = match loaded {
             Some(stored) => stored,
             // From the store's block cache (a hit unless the block was let go since).
