@@ -221,7 +221,8 @@ class Cluster:
         # Environment every process of the cluster gets on top (e.g. a fault plan file).
         self.extra_env: dict[str, str] = {}
 
-    def env(self) -> dict[str, str]:
+    def env(self, log: Optional[str] = None) -> dict[str, str]:
+        """The environment of the cluster's processes; `log` sets KAFSCALE_LOG."""
         env = dict(os.environ)
         env.update({
             "KAFSCALE_S3_BUCKET": self.bucket,
@@ -239,6 +240,8 @@ class Cluster:
             "KAFSCALE_FLUSH_INTERVAL_MS": "20",
         })
         env.update(self.extra_env)
+        if log:
+            env["KAFSCALE_LOG"] = log
         return env
 
     def admin_init(self) -> str:
@@ -250,18 +253,14 @@ class Cluster:
 
     def start_indexer(self, name: Optional[str] = None, log: Optional[str] = None,
                       extra: tuple = ()):
-        env = self.env()
-        if log:
-            env["KAFSCALE_LOG"] = log
+        env = self.env(log)
         srv = self.factory(["--lease-ttl-ms", str(self.lease_ttl_ms), *extra], env=env,
                            name=name or f"indexer{len(self.indexers)}", mode="indexer")
         self.indexers.append(srv)
         return srv
 
     def start_ingest(self, name: Optional[str] = None, extra: tuple = (), log: Optional[str] = None):
-        env = self.env()
-        if log:
-            env["KAFSCALE_LOG"] = log
+        env = self.env(log)
         srv = self.factory(["--commit-failover-ms", "60000", *extra], env=env,
                            name=name or f"ingest{len(self.ingests)}", mode="ingest")
         self.ingests.append(srv)
@@ -272,9 +271,7 @@ class Cluster:
         # move within that time) and a short initial rebalance delay, to keep tests quick.
         args = ["--watermark-poll-ms", "50", "--group-lease-ms", str(self.lease_ttl_ms),
                 "--group-initial-rebalance-delay-ms", "1000", *extra]
-        env = self.env()
-        if log:
-            env["KAFSCALE_LOG"] = log
+        env = self.env(log)
         srv = self.factory(args, env=env,
                            name=name or f"fetch{len(self.fetches)}", mode="fetch")
         self.fetches.append(srv)
